@@ -1,0 +1,354 @@
+"""Compiled kernels for the forward order parameters (numba); user-facing wrappers are in :mod:`meanfield.forward`.
+
+Status codes returned next to values: 0 converged, 1 q diverged (q* = inf), 2 no convergence within max_iter.
+"""
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+from ._jit import register
+from ._quad_kernels import (e1d, e2d, has_closed, hermite_coeffs, mean_sq, mehler_sum, mehler_sum_deriv,
+                            n_hermite_terms, pair_closed)
+from .activations import ERF, LEAKY_RELU, LINEAR, RELU, act_eval
+
+QMAX = 1e15          # q beyond this (starting from q_init <= 1e12) counts as divergence
+BIG = 1e8            # where the large-|u| slopes of an unbounded activation are read off
+EPS = 2.220446049250313e-16
+OK, DIVERGED, NOT_CONVERGED = 0, 1, 2
+
+
+@nb.njit(cache=True)
+def dmean_sq_dq(code, p0, p1, kinks, scale, q):
+    """d/dq E[phi(sqrt(q) z)^2] = E[u phi(u) phi'(u)] / q (Gaussian integration by parts; needs only phi, phi')."""
+    if code == RELU:
+        return 0.5
+    if code == LEAKY_RELU:
+        return 0.5 * (1.0 + p0 * p0)
+    if code == LINEAR:
+        return 1.0
+    if code == ERF:
+        return 4.0 / (math.pi * (1.0 + 2.0 * q) * math.sqrt(1.0 + 4.0 * q))
+    qe = q if q > 1e-100 else 1e-100
+    return e1d(code, p0, p1, kinks, scale, qe, 0, 1, 1) / qe
+
+
+@nb.njit(cache=True)
+def length_map_scalar(code, p0, p1, kinks, scale, q, wv, bv, rho):
+    """V(q) = (sigma_w^2 / rho) E[phi(u)^2] + sigma_b^2, u ~ N(0, q)."""
+    return wv / rho * mean_sq(code, p0, p1, kinks, scale, q, 0) + bv
+
+
+@nb.njit(cache=True)
+def qstar_scalar(code, p0, p1, kinks, scale, wv, bv, rho, q0, max_iter):
+    """Fixed point of the length map reached from q0: bracket the sign change of F(q) = V(q) - q in the direction the
+    iteration moves (geometric steps), then safeguarded Newton (rtsafe). Returns (q*, status, iterations)."""
+    tol = 8.0 * EPS
+    q = q0
+    F = length_map_scalar(code, p0, p1, kinks, scale, q, wv, bv, rho) - q
+    if abs(F) <= tol * max(q, 1e-300):
+        return q, OK, 0
+    it = 0
+    if F > 0.0:
+        lo = q
+        hi = q
+        while True:
+            it += 1
+            Vhi = length_map_scalar(code, p0, p1, kinks, scale, hi, wv, bv, rho)
+            nxt = max(2.0 * hi, Vhi, 1e-300)
+            if nxt > QMAX:
+                return math.inf, DIVERGED, it
+            Fn = length_map_scalar(code, p0, p1, kinks, scale, nxt, wv, bv, rho) - nxt
+            if Fn <= 0.0:
+                lo = hi
+                hi = nxt
+                if Fn == 0.0:
+                    return nxt, OK, it
+                break
+            hi = nxt
+            lo = nxt
+    else:
+        hi = q
+        lo = q
+        while True:
+            it += 1
+            nxt = 0.25 * lo
+            if nxt < 1e-250:
+                return 0.0, OK, it  # F < 0 down to q -> 0: V(0) = 0 and q* = 0
+            Fn = length_map_scalar(code, p0, p1, kinks, scale, nxt, wv, bv, rho) - nxt
+            if Fn >= 0.0:
+                hi = lo
+                lo = nxt
+                if Fn == 0.0:
+                    return nxt, OK, it
+                break
+            lo = nxt
+    # rtsafe on [lo, hi] with F(lo) > 0 > F(hi)
+    x = 0.5 * (lo + hi)
+    dxold = hi - lo
+    dx = dxold
+    for k in range(max_iter):
+        it += 1
+        Fx = length_map_scalar(code, p0, p1, kinks, scale, x, wv, bv, rho) - x
+        dF = wv / rho * dmean_sq_dq(code, p0, p1, kinks, scale, x) - 1.0
+        if abs(Fx) <= tol * x:
+            return x, OK, it
+        if Fx > 0.0:
+            lo = x
+        else:
+            hi = x
+        newton_ok = dF != 0.0
+        if newton_ok:
+            xn = x - Fx / dF
+            newton_ok = (xn > lo) and (xn < hi) and (abs(2.0 * Fx) < abs(dxold * dF))
+        dxold = dx
+        if newton_ok:
+            dx = -Fx / dF
+            x = x + dx
+        else:
+            dx = 0.5 * (hi - lo)
+            x = lo + dx
+        if hi - lo <= 4.0 * EPS * hi or abs(dx) <= 2.0 * EPS * x:
+            return x, OK, it
+    return x, NOT_CONVERGED, it
+
+
+@nb.njit(cache=True)
+def asymptotic_slopes(code, p0, p1):
+    """phi'(+BIG), phi'(-BIG): the slopes an unbounded activation approaches (its q -> inf limit is leaky-relu-like)."""
+    return act_eval(code, p0, p1, BIG, 1), act_eval(code, p0, p1, -BIG, 1)
+
+
+@nb.njit(cache=True)
+def chi1_scalar(code, p0, p1, kinks, scale, qs, wv, rho):
+    """chi_1 = (sigma_w^2 / rho) E[phi'(u)^2] at q*; in the q* = inf limit the asymptotic slopes give
+    (sigma_w^2 / rho) (a_+^2 + a_-^2) / 2."""
+    if math.isinf(qs):
+        ap, am = asymptotic_slopes(code, p0, p1)
+        return wv / rho * 0.5 * (ap * ap + am * am)
+    return wv / rho * mean_sq(code, p0, p1, kinks, scale, qs, 1)
+
+
+@nb.njit(cache=True)
+def _leaky_pair(slope, c, deriv):
+    return pair_closed(LEAKY_RELU, slope, 1.0, 1.0, c, deriv)
+
+
+@nb.njit(cache=True)
+def cmap_eval(mode, code, p0, p1, kinks, scale, qs, wv, bv, rho, c, acoef, bcoef):
+    """Correlation map C(c) and C'(c) at q = qs for the modes: 0 closed form, 1 Mehler series (acoef, bcoef are the
+    Hermite coefficients of phi and phi'), 2 nested quadrature, 3 q* = inf limit (leaky form, slopes in acoef)."""
+    if mode == 3:
+        slope = acoef[1] / acoef[0] if acoef[0] != 0.0 else 0.0
+        norm = _leaky_pair(slope, 1.0, 0)
+        return rho * _leaky_pair(slope, c, 0) / norm, rho * _leaky_pair(slope, c, 1) / norm
+    if mode == 0:
+        e = pair_closed(code, p0, qs, qs, c * qs, 0)
+        d = pair_closed(code, p0, qs, qs, c * qs, 1)
+    elif mode == 1:
+        e = mehler_sum(acoef, acoef, c)
+        d = mehler_sum(bcoef, bcoef, c)
+    else:
+        e = e2d(code, p0, p1, kinks, scale, qs, qs, c * qs, 0, 0)
+        d = e2d(code, p0, p1, kinks, scale, qs, qs, c * qs, 1, 1)
+    return (wv * e + bv) / qs, wv * d
+
+
+@nb.njit(cache=True)
+def cmap_setup(code, p0, p1, kinks, scale, qs):
+    """Choose the evaluation mode of the correlation map at q* and precompute what it needs."""
+    if math.isinf(qs):
+        ap, am = asymptotic_slopes(code, p0, p1)
+        a = np.array([ap, am])
+        return 3, a, a
+    if has_closed(code):
+        z = np.zeros(1)
+        return 0, z, z
+    if kinks.size == 0:
+        n = n_hermite_terms(qs, scale, False)
+        a = hermite_coeffs(code, p0, p1, kinks, scale, qs, n, 0)
+        b = hermite_coeffs(code, p0, p1, kinks, scale, qs, n, 1)
+        return 1, a, b
+    z = np.zeros(1)
+    return 2, z, z
+
+
+@nb.njit(cache=True)
+def cstar_scalar(code, p0, p1, kinks, scale, qs, wv, bv, rho, max_iter):
+    """Stable fixed point c* of the correlation map in [0, 1] and chi_c = C'(c*). Returns (c*, chi_c, status).
+
+    On [0, 1] the map is C(c) = (sigma_w^2 sum_k a_k^2 c^k + sigma_b^2) / q* with a_k >= 0 squares (Mehler), so
+    G(c) = C(c) - c is convex with G(0) >= 0: if G'(1) <= 0 (and no dropout) c* = 1; otherwise Newton from c = 0
+    increases monotonically to the unique root in [0, 1)."""
+    if qs == 0.0:
+        # q* = 0 (sigma_b = 0, phi(0) = 0). Positively homogeneous activations: the map does not depend on q.
+        if code == RELU or code == LEAKY_RELU or code == LINEAR:
+            qs = 1.0
+        else:
+            # smooth phi: the q -> 0 limit is the linearised map C(c) = rho c (chi_1 at rho = 1)
+            d0 = act_eval(code, p0, p1, 0.0, 1)
+            if rho == 1.0:
+                return 1.0, wv * d0 * d0, OK
+            return 0.0, wv * d0 * d0, OK
+    mode, a, b = cmap_setup(code, p0, p1, kinks, scale, qs)
+    C1, D1 = cmap_eval(mode, code, p0, p1, kinks, scale, qs, wv, bv, rho, 1.0, a, b)
+    if rho == 1.0 and D1 <= 1.0:
+        return 1.0, D1, OK
+    c = 0.0
+    for it in range(max_iter):
+        C, D = cmap_eval(mode, code, p0, p1, kinks, scale, qs, wv, bv, rho, c, a, b)
+        G = C - c
+        dG = D - 1.0
+        if G <= 4.0 * EPS:
+            return c, D, OK
+        if dG >= 0.0:
+            break
+        step = -G / dG
+        cn = c + step
+        if cn >= 1.0:
+            cn = 0.5 * (c + 1.0)
+        if abs(cn - c) <= 2.0 * EPS:
+            C, D = cmap_eval(mode, code, p0, p1, kinks, scale, qs, wv, bv, rho, cn, a, b)
+            return cn, D, OK
+        c = cn
+    C, D = cmap_eval(mode, code, p0, p1, kinks, scale, qs, wv, bv, rho, c, a, b)
+    return c, D, NOT_CONVERGED
+
+
+@nb.njit(cache=True)
+def vprime_scalar(code, p0, p1, kinks, scale, qs, wv, rho):
+    """V'(q*) = (sigma_w^2 / rho) d/dq E[phi^2] = chi_1 + (sigma_w^2/rho) E[phi'' phi] for smooth phi."""
+    return wv / rho * dmean_sq_dq(code, p0, p1, kinks, scale, qs)
+
+
+@nb.njit(cache=True)
+def _inv_neg_log(x):
+    """-1 / log(x) with the limits 0 at x = 0 and inf at x = 1."""
+    if x <= 0.0:
+        return 0.0
+    lx = math.log(x)
+    if lx == 0.0:
+        return math.inf
+    return -1.0 / lx
+
+
+@nb.njit(cache=True, parallel=True)
+def fixed_points_many(code, p0, p1, kinks, scale, wv, bv, rho, q0, need_c, max_iter):
+    """For each (wv[i], bv[i], q0[i]): q*, chi_1, V'(q*), and (if need_c) c*, chi_c; plus status codes."""
+    n = wv.size
+    qs = np.empty(n)
+    chi = np.empty(n)
+    vp = np.empty(n)
+    cs = np.full(n, np.nan)
+    chic = np.full(n, np.nan)
+    st_q = np.zeros(n, dtype=np.int64)
+    st_c = np.zeros(n, dtype=np.int64)
+    for i in nb.prange(n):
+        q, s, _ = qstar_scalar(code, p0, p1, kinks, scale, wv[i], bv[i], rho, q0[i], max_iter)
+        qs[i] = q
+        st_q[i] = s
+        chi[i] = chi1_scalar(code, p0, p1, kinks, scale, q, wv[i], rho)
+        if math.isinf(q):
+            vp[i] = math.nan
+        else:
+            vp[i] = vprime_scalar(code, p0, p1, kinks, scale, q, wv[i], rho)
+        if need_c:
+            c, d, sc = cstar_scalar(code, p0, p1, kinks, scale, q, wv[i], bv[i], rho, max_iter)
+            cs[i] = c
+            chic[i] = d
+            st_c[i] = sc
+    return qs, chi, vp, cs, chic, st_q, st_c
+
+
+@nb.njit(cache=True, parallel=True)
+def length_map_many(code, p0, p1, kinks, scale, q, wv, bv, rho):
+    out = np.empty(q.size)
+    for i in nb.prange(q.size):
+        out[i] = length_map_scalar(code, p0, p1, kinks, scale, q[i], wv[i], bv[i], rho)
+    return out
+
+
+@nb.njit(cache=True, parallel=True)
+def correlation_map_many(code, p0, p1, kinks, scale, c, q, wv, bv, rho):
+    """C(c) and C'(c) at the given q (one Mehler setup per entry)."""
+    out = np.empty(c.size)
+    dout = np.empty(c.size)
+    for i in nb.prange(c.size):
+        mode, a, b = cmap_setup(code, p0, p1, kinks, scale, q[i])
+        out[i], dout[i] = cmap_eval(mode, code, p0, p1, kinks, scale, q[i], wv[i], bv[i], rho, c[i], a, b)
+    return out, dout
+
+
+@nb.njit(cache=True)
+def _critical_g(code, p0, p1, kinks, scale, q, bv):
+    """g(q) = q - E[phi^2]/E[phi'^2] - sigma_b^2: zero where (sigma_w^2 = 1/E[phi'^2], q) is critical with bias bv."""
+    e1 = mean_sq(code, p0, p1, kinks, scale, q, 1)
+    return q - mean_sq(code, p0, p1, kinks, scale, q, 0) / e1 - bv
+
+
+@nb.njit(cache=True, parallel=True)
+def critical_many(code, p0, p1, kinks, scale, bv, max_iter):
+    """Critical weight variance for each bias variance: parameterise the critical line by q* (MATH.md sec. 2),
+    solve g(q*) = 0 by bracketing and bisection/secant (Illinois), return (sigma_w^2, q*, status)."""
+    n = bv.size
+    wv_out = np.empty(n)
+    q_out = np.empty(n)
+    st = np.zeros(n, dtype=np.int64)
+    for i in nb.prange(n):
+        b = bv[i]
+        lo = 0.0
+        glo = _critical_g(code, p0, p1, kinks, scale, 0.0, b)
+        if glo >= 0.0:
+            # the critical q* is 0 (only possible for bias 0 and phi(0) = 0)
+            wv_out[i] = 1.0 / mean_sq(code, p0, p1, kinks, scale, 0.0, 1)
+            q_out[i] = 0.0
+            continue
+        hi = max(b, 1e-3)
+        ghi = _critical_g(code, p0, p1, kinks, scale, hi, b)
+        ok = True
+        while ghi < 0.0:
+            lo = hi
+            glo = ghi
+            hi *= 2.0
+            if hi > 1e12:
+                ok = False
+                break
+            ghi = _critical_g(code, p0, p1, kinks, scale, hi, b)
+        if not ok:
+            wv_out[i] = math.nan
+            q_out[i] = math.nan
+            st[i] = NOT_CONVERGED
+            continue
+        side = 0
+        x = hi
+        for k in range(max_iter):
+            x = (lo * ghi - hi * glo) / (ghi - glo)
+            if not (x > lo and x < hi):
+                x = 0.5 * (lo + hi)
+            gx = _critical_g(code, p0, p1, kinks, scale, x, b)
+            if gx == 0.0 or (hi - lo) <= 4.0 * EPS * hi:
+                break
+            if gx < 0.0:
+                lo = x
+                glo = gx
+                if side == -1:
+                    ghi *= 0.5
+                side = -1
+            else:
+                hi = x
+                ghi = gx
+                if side == 1:
+                    glo *= 0.5
+                side = 1
+            if (hi - lo) <= 4.0 * EPS * hi:
+                break
+        q_out[i] = x
+        wv_out[i] = 1.0 / mean_sq(code, p0, p1, kinks, scale, x, 1)
+    return wv_out, q_out, st
+
+
+register(dmean_sq_dq, length_map_scalar, qstar_scalar, asymptotic_slopes, chi1_scalar, cmap_eval, cmap_setup,
+         cstar_scalar, vprime_scalar, fixed_points_many, length_map_many, correlation_map_many, _critical_g,
+         critical_many)

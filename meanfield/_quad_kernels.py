@@ -1,0 +1,445 @@
+"""Compiled quadrature kernels (numba). User-facing wrappers with input checks live in :mod:`meanfield.quadrature`.
+
+Scheme
+------
+(The private kernels receive ``scale`` with a negative sign for activations whose analyticity strip widens away
+from u = 0 -- all poles on the imaginary axis -- so that panels may grow geometrically away from the transition region;
+see ``_next_width``. Quadrature accuracy is unchanged and large q stays cheap.)
+
+Gaussian expectations are integrals in the standard-normal variable z, u = sqrt(q) z. The rule is composite
+Gauss-Legendre (16 nodes per panel) on z in [-ZMAX, ZMAX] with panel edges at the activation's kinks (so each panel
+integrates an analytic function) and panel width h = min(1, scale/sqrt(q)), ``scale`` being the half-width of the
+activation's strip of analyticity in u. A 16-point Gauss-Legendre panel of half-width h/2 integrates a function
+analytic in the Bernstein ellipse with rho = 2d/h + sqrt((2d/h)^2 + 1) >= 2 + sqrt(5) with error ~ rho^(-32) < 1e-19
+(relative to the function's size on the ellipse); the truncation at |z| = ZMAX = 10 drops Gaussian mass 1.5e-23.
+Bivariate expectations are nested: E[f(u) g(v)] = E_z1[ f(su z1) E_z2[ g(sv (c z1 + s z2)) ] ] with s = sqrt(1 - c^2);
+the inner integral is an analytic function of z1 except in a layer of width ~ s/|c| around the points where
+sv c z1 hits a kink of g, so the outer rule places extra panel edges at those points and at +-1, 2, 4, 8 layer widths.
+"""
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+from ._jit import register
+from .activations import ERF, LEAKY_RELU, LINEAR, RELU, act_eval
+
+ZMAX = 10.0
+ZMAX_COEF = 14.0
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+_GL_X, _GL_W = np.polynomial.legendre.leggauss(16)
+GL_X = np.ascontiguousarray(_GL_X)
+GL_W = np.ascontiguousarray(_GL_W)
+NGL = 16
+GRADE = 0.25      # graded panels: width <= GRADE * distance to the transition centre (poles lie on the imaginary axis)
+HMIN = 1e-3       # smallest uniform panel width (non-graded activations at q > (scale / 1e-3)^2 reach it)
+
+
+@nb.njit(cache=True)
+def _sorted_edges(lo, hi, pts, n):
+    """Sorted unique panel edges: lo, hi and the points pts[:n] inside (lo, hi)."""
+    e = np.empty(n + 2)
+    m = 0
+    e[m] = lo
+    m += 1
+    for i in range(n):
+        if pts[i] > lo and pts[i] < hi:
+            e[m] = pts[i]
+            m += 1
+    e[m] = hi
+    m += 1
+    out = np.sort(e[:m])
+    # drop duplicates
+    k = 1
+    for i in range(1, m):
+        if out[i] > out[k - 1] + 1e-15 * (1.0 + abs(out[i])):
+            out[k] = out[i]
+            k += 1
+    return out[:k]
+
+
+
+@nb.njit(cache=True)
+def _next_width(x, hi, h, graded, centre, cap):
+    """Width of the next panel starting at x: h, or (graded rule) a fraction GRADE of the distance to the centre of
+    the activation's transition region, capped at 1 and at the segment end hi."""
+    w = h
+    if graded:
+        if x >= centre:
+            g = GRADE * (x - centre)
+        else:
+            g = GRADE * (centre - x) / (1.0 + GRADE)
+        if g > w:
+            w = g
+    if w > cap:
+        w = cap
+    if w < HMIN and not graded:
+        w = HMIN
+    if x + w > hi or hi - (x + w) < 0.25 * w:
+        w = hi - x
+    return w
+
+@nb.njit(cache=True)
+def _pw(code, p0, p1, x, order):
+    """phi^(order)(x), with order -1 meaning the constant 1."""
+    if order < 0:
+        return 1.0
+    return act_eval(code, p0, p1, x, order)
+
+
+@nb.njit(cache=True)
+def e1d(code, p0, p1, kinks, scale, q, a, b, m):
+    """E[u^m phi^(a)(u) phi^(b)(u)], u ~ N(0, q); a, b in {-1 (constant 1), 0, 1, 2}, m in {0, 1}."""
+    if q <= 0.0:
+        if m == 1:
+            return 0.0
+        return _pw(code, p0, p1, 0.0, a) * _pw(code, p0, p1, 0.0, b)
+    graded = scale < 0.0
+    scale = abs(scale)
+    centre = 0.0
+    cap = 1.0
+    s = math.sqrt(q)
+    h = 1.0
+    if scale / s < h:
+        h = scale / s
+    pts = np.empty(kinks.size)
+    for i in range(kinks.size):
+        pts[i] = kinks[i] / s
+    edges = _sorted_edges(-ZMAX, ZMAX, pts, kinks.size)
+    acc = 0.0
+    for e in range(edges.size - 1):
+        lo = edges[e]
+        hi = edges[e + 1]
+        x = lo
+        while x < hi:
+            w = _next_width(x, hi, h, graded, centre, cap)
+            mid = x + 0.5 * w
+            x += w
+            for j in range(NGL):
+                z = mid + 0.5 * w * GL_X[j]
+                u = s * z
+                val = _pw(code, p0, p1, u, a) * _pw(code, p0, p1, u, b)
+                if m == 1:
+                    val *= u
+                acc += 0.5 * w * GL_W[j] * val * math.exp(-0.5 * z * z)
+    return acc * _INV_SQRT_2PI
+
+
+@nb.njit(cache=True)
+def _smooth1(code, p0, p1, kinks, scale, mean, sd, order):
+    """E[phi^(order)(mean + sd z)], z ~ N(0, 1) (inner integral of the nested rule)."""
+    if sd <= 0.0:
+        return _pw(code, p0, p1, mean, order)
+    graded = scale < 0.0
+    scale = abs(scale)
+    centre = -mean / sd
+    cap = 1.0
+    h = 1.0
+    if scale / sd < h:
+        h = scale / sd
+    pts = np.empty(kinks.size)
+    for i in range(kinks.size):
+        pts[i] = (kinks[i] - mean) / sd
+    edges = _sorted_edges(-ZMAX, ZMAX, pts, kinks.size)
+    acc = 0.0
+    for e in range(edges.size - 1):
+        lo = edges[e]
+        hi = edges[e + 1]
+        x = lo
+        while x < hi:
+            w = _next_width(x, hi, h, graded, centre, cap)
+            mid = x + 0.5 * w
+            x += w
+            for j in range(NGL):
+                z = mid + 0.5 * w * GL_X[j]
+                acc += 0.5 * w * GL_W[j] * _pw(code, p0, p1, mean + sd * z, order) * math.exp(-0.5 * z * z)
+    return acc * _INV_SQRT_2PI
+
+
+_LAYER = np.array([-8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0])
+
+
+@nb.njit(cache=True)
+def e2d(code, p0, p1, kinks, scale, qu, qv, quv, a, b):
+    """E[phi^(a)(u) phi^(b)(v)] for (u, v) ~ N(0, [[qu, quv], [quv, qv]]) by the nested composite rule."""
+    if qu <= 0.0:
+        return _pw(code, p0, p1, 0.0, a) * e1d(code, p0, p1, kinks, scale, qv, b, -1, 0)
+    if qv <= 0.0:
+        return _pw(code, p0, p1, 0.0, b) * e1d(code, p0, p1, kinks, scale, qu, a, -1, 0)
+    su = math.sqrt(qu)
+    sv = math.sqrt(qv)
+    c = quv / (su * sv)
+    if c > 1.0:
+        c = 1.0
+    if c < -1.0:
+        c = -1.0
+    det = qu * qv - quv * quv
+    s = math.sqrt(det) / (su * sv) if det > 0.0 else 0.0
+    sd = sv * s
+    graded = scale < 0.0
+    ascale = abs(scale)
+    centre = 0.0
+    cap = 1.0
+    h = 1.0
+    if ascale / su < h:
+        h = ascale / su
+    if abs(c) > 0.0 and ascale / (sv * abs(c)) < h:
+        h = ascale / (sv * abs(c))
+    nk = kinks.size
+    npts = nk
+    if abs(c) > 0.0:
+        npts += nk * _LAYER.size
+    pts = np.empty(npts)
+    for i in range(nk):
+        pts[i] = kinks[i] / su
+    if abs(c) > 0.0:
+        width = s / abs(c)
+        for i in range(nk):
+            centre = kinks[i] / (sv * c)
+            for j in range(_LAYER.size):
+                pts[nk + i * _LAYER.size + j] = centre + _LAYER[j] * width
+    edges = _sorted_edges(-ZMAX, ZMAX, pts, npts)
+    acc = 0.0
+    for e in range(edges.size - 1):
+        lo = edges[e]
+        hi = edges[e + 1]
+        x = lo
+        while x < hi:
+            w = _next_width(x, hi, h, graded, centre, cap)
+            mid = x + 0.5 * w
+            x += w
+            for j in range(NGL):
+                z = mid + 0.5 * w * GL_X[j]
+                fz = _pw(code, p0, p1, su * z, a)
+                if fz != 0.0:
+                    inner = _smooth1(code, p0, p1, kinks, scale, sv * c * z, sd, b)
+                    acc += 0.5 * w * GL_W[j] * fz * inner * math.exp(-0.5 * z * z)
+    return acc * _INV_SQRT_2PI
+
+
+@nb.njit(cache=True)
+def _sin_minus_xcos(x):
+    """sin x - x cos x without cancellation for small x (series sum_n (-1)^(n+1) 2n x^(2n+1) / (2n+1)!)."""
+    if x > 0.5:
+        return math.sin(x) - x * math.cos(x)
+    x2 = x * x
+    term = x * x2 / 3.0  # n = 1
+    acc = term
+    for n in range(2, 12):
+        term *= -x2 / ((2.0 * n) * (2.0 * n + 1.0)) * (2.0 * n) / (2.0 * n - 2.0)
+        acc += term
+    return acc
+
+
+@nb.njit(cache=True)
+def pair_closed(code, p0, qu, qv, quv, deriv):
+    """Closed forms of E[phi(u)phi(v)] (deriv=0) and E[phi'(u)phi'(v)] (deriv=1).
+
+    relu (Cho & Saul arc-cosine): sqrt(qu qv)/(2 pi) (sin t + (pi - t) cos t), (pi - t)/(2 pi), t = angle;
+    leaky_relu with slope a = a x + (1-a) relu(x): a quv + (1-a)^2 R, a + (1-a)^2 (pi - t)/(2 pi);
+    erf (Williams): (2/pi) arcsin(2 quv / sqrt((1+2qu)(1+2qv))), (4/pi) / sqrt((1+2qu)(1+2qv) - 4 quv^2);
+    linear: quv, 1. The angle is t = atan2(sqrt(qu qv - quv^2), quv), exact (t = 0) on the diagonal.
+    """
+    if code == LINEAR:
+        return quv if deriv == 0 else 1.0
+    if code == ERF:
+        a = 1.0 + 2.0 * qu
+        bb = 1.0 + 2.0 * qv
+        if deriv == 0:
+            x = 2.0 * quv / math.sqrt(a * bb)
+            if x > 1.0:
+                x = 1.0
+            if x < -1.0:
+                x = -1.0
+            return (2.0 / math.pi) * math.asin(x)
+        det = a * bb - 4.0 * quv * quv
+        return (4.0 / math.pi) / math.sqrt(det)
+    # relu family
+    det = qu * qv - quv * quv
+    if det < 0.0:
+        det = 0.0
+    t = math.atan2(math.sqrt(det), quv)
+    slope = p0 if code == LEAKY_RELU else 0.0
+    if deriv == 0:
+        if quv < 0.0:
+            # near c = -1 the two terms cancel: with x = pi - t, sqrt(det) + (pi - t) quv = sqrt(qu qv) (sin x - x cos x)
+            x = math.atan2(math.sqrt(det), -quv)
+            r = math.sqrt(qu * qv) * _sin_minus_xcos(x) / (2.0 * math.pi)
+        else:
+            r = (math.sqrt(det) + (math.pi - t) * quv) / (2.0 * math.pi)
+        return slope * quv + (1.0 - slope) ** 2 * r
+    return slope + (1.0 - slope) ** 2 * (math.pi - t) / (2.0 * math.pi)
+
+
+@nb.njit(cache=True)
+def has_closed(code):
+    return code == RELU or code == LEAKY_RELU or code == ERF or code == LINEAR
+
+
+@nb.njit(cache=True)
+def pair_expect(code, p0, p1, kinks, scale, qu, qv, quv, deriv):
+    """E[phi^(d)(u) phi^(d)(v)], d = deriv in {0, 1}: closed form if one exists, else the nested rule."""
+    if has_closed(code):
+        return pair_closed(code, p0, qu, qv, quv, deriv)
+    return e2d(code, p0, p1, kinks, scale, qu, qv, quv, deriv, deriv)
+
+
+@nb.njit(cache=True)
+def mean_sq(code, p0, p1, kinks, scale, q, deriv):
+    """E[phi^(d)(u)^2], u ~ N(0, q): closed form if one exists, else the 1-D rule."""
+    if has_closed(code):
+        return pair_closed(code, p0, q, q, q, deriv)
+    return e1d(code, p0, p1, kinks, scale, q, deriv, deriv, 0)
+
+
+@nb.njit(cache=True)
+def n_hermite_terms(q, scale, kinked):
+    """Number of Mehler terms for f(z) = phi(sqrt(q) z): coefficients decay like exp(-d sqrt(2k)) with the strip
+    half-width d = scale / sqrt(q) in z, so k ~ (40 / d)^2 / 2 terms reach 1e-17 relative in a_k^2."""
+    if kinked:
+        return 4000
+    d = scale / math.sqrt(q) if q > 0.0 else 1e300
+    k = 450.0 / (d * d) + 30.0
+    if k > 4000.0:
+        k = 4000.0
+    return int(k)
+
+
+@nb.njit(cache=True)
+def hermite_coeffs(code, p0, p1, kinks, scale, q, nterms, deriv):
+    """Normalised Hermite coefficients a_k = E[f(z) He_k(z)] / sqrt(k!), k < nterms, f(z) = phi^(deriv)(sqrt(q) z).
+
+    Computed with the Hermite functions psi_k = He_k sqrt(phi_N)/sqrt(k!) (|psi_k| <= 1, stable three-term recurrence):
+    a_k = int f(z) psi_k(z) sqrt(phi_N(z)) dz on a composite Gauss-Legendre rule over |z| <= 14 (the factor
+    sqrt(phi_N) < 4e-22 beyond) with panel width <= 8/sqrt(2 nterms + 1) to resolve the oscillations of psi_k.
+    Mehler: E[f(z1) g(z2)] = sum_k a_k(f) a_k(g) c^k for corr(z1, z2) = c.
+    """
+    out = np.zeros(nterms)
+    graded = scale < 0.0
+    scale = abs(scale)
+    centre = 0.0
+    s = math.sqrt(q) if q > 0.0 else 0.0
+    h = 8.0 / math.sqrt(2.0 * nterms + 1.0)
+    if h > 1.0:
+        h = 1.0
+    cap = h
+    if s > 0.0 and scale / s < h:
+        h = scale / s
+    pts = np.empty(kinks.size)
+    for i in range(kinks.size):
+        pts[i] = kinks[i] / s if s > 0.0 else 1e300
+    edges = _sorted_edges(-ZMAX_COEF, ZMAX_COEF, pts, kinks.size)
+    c0 = (2.0 * math.pi) ** -0.25
+    sq = np.sqrt(np.arange(nterms + 1.0))
+    for e in range(edges.size - 1):
+        lo = edges[e]
+        hi = edges[e + 1]
+        x = lo
+        while x < hi:
+            w = _next_width(x, hi, h, graded, centre, cap)
+            mid = x + 0.5 * w
+            x += w
+            for j in range(NGL):
+                z = mid + 0.5 * w * GL_X[j]
+                g = math.exp(-0.25 * z * z) * c0  # sqrt of the standard normal density
+                wt = 0.5 * w * GL_W[j] * act_eval(code, p0, p1, s * z, deriv) * g
+                psi_prev = 0.0
+                psi = g
+                for k in range(nterms):
+                    out[k] += wt * psi
+                    psi_next = (z * psi - sq[k] * psi_prev) / sq[k + 1]
+                    psi_prev = psi
+                    psi = psi_next
+    return out
+
+
+@nb.njit(cache=True)
+def mehler_sum(coef_a, coef_b, c):
+    """sum_k a_k b_k c^k by Horner's rule."""
+    acc = 0.0
+    for k in range(coef_a.size - 1, -1, -1):
+        acc = acc * c + coef_a[k] * coef_b[k]
+    return acc
+
+
+@nb.njit(cache=True)
+def mehler_sum_deriv(coef_a, coef_b, c):
+    """d/dc sum_k a_k b_k c^k."""
+    acc = 0.0
+    for k in range(coef_a.size - 1, 0, -1):
+        acc = acc * c + k * coef_a[k] * coef_b[k]
+    return acc
+
+
+# --- vectorised drivers (broadcast inputs flattened by the caller) -------------------------------------------------
+
+@nb.njit(cache=True, parallel=True)
+def e1d_many(code, p0, p1, kinks, scale, q, a, b, m):
+    out = np.empty(q.size)
+    for i in nb.prange(q.size):
+        out[i] = e1d(code, p0, p1, kinks, scale, q[i], a, b, m)
+    return out
+
+
+@nb.njit(cache=True, parallel=True)
+def pair_expect_many(code, p0, p1, kinks, scale, qu, qv, quv, deriv):
+    out = np.empty(qu.size)
+    for i in nb.prange(qu.size):
+        out[i] = pair_expect(code, p0, p1, kinks, scale, qu[i], qv[i], quv[i], deriv)
+    return out
+
+
+@nb.njit(cache=True, parallel=True)
+def e2d_many(code, p0, p1, kinks, scale, qu, qv, quv, a, b):
+    out = np.empty(qu.size)
+    for i in nb.prange(qu.size):
+        out[i] = e2d(code, p0, p1, kinks, scale, qu[i], qv[i], quv[i], a, b)
+    return out
+
+
+@nb.njit(cache=True, parallel=True)
+def hermite_coeffs_many(code, p0, p1, kinks, scale, q, nterms, deriv):
+    out = np.empty((q.size, nterms))
+    for i in nb.prange(q.size):
+        out[i, :] = hermite_coeffs(code, p0, p1, kinks, scale, q[i], nterms, deriv)
+    return out
+
+
+register(_pw, e1d, _smooth1, e2d, pair_expect, mean_sq, hermite_coeffs, e1d_many, pair_expect_many, e2d_many,
+         hermite_coeffs_many)
+
+
+@nb.njit(cache=True)
+def rule_1d(kinks, scale, q):
+    """Nodes z and weights w (standard normal weight included) of the 1-D rule used by e1d, for inspection and for
+    user callables evaluated outside numba."""
+    graded = scale < 0.0
+    scale = abs(scale)
+    centre = 0.0
+    cap = 1.0
+    s = math.sqrt(q) if q > 0.0 else 0.0
+    h = 1.0
+    if s > 0.0 and scale / s < h:
+        h = scale / s
+    pts = np.empty(kinks.size)
+    for i in range(kinks.size):
+        pts[i] = kinks[i] / s if s > 0.0 else 1e300
+    edges = _sorted_edges(-ZMAX, ZMAX, pts, kinks.size)
+    zs = []
+    ws = []
+    for e in range(edges.size - 1):
+        lo = edges[e]
+        hi = edges[e + 1]
+        x = lo
+        while x < hi:
+            w = _next_width(x, hi, h, graded, centre, cap)
+            mid = x + 0.5 * w
+            x += w
+            for j in range(NGL):
+                z = mid + 0.5 * w * GL_X[j]
+                zs.append(z)
+                ws.append(0.5 * w * GL_W[j] * math.exp(-0.5 * z * z) * _INV_SQRT_2PI)
+    return np.array(zs), np.array(ws)

@@ -1,0 +1,95 @@
+r"""Backward order parameters: the back-propagated signal second moments q-tilde (MATH.md section 3).
+
+Karakida's convention (sums over units, so the values do not depend on the width): with
+delta^l_i = d f_k / d u^l_i for one output unit,
+
+.. math::
+    \tilde q_1^L = \tilde q_2^L = 1, \qquad
+    \tilde q_1^l = \frac{\sigma_{w,l+1}^2}{\rho}\, \tilde q_1^{l+1}\, E[\phi'(u)^2], \qquad
+    \tilde q_2^l = \sigma_{w,l+1}^2\, \tilde q_2^{l+1}\, E[\phi'(u)\phi'(v)].
+
+(Schoenholz's per-unit mean E[(delta_i^l)^2] is q-tilde / M_l.) With q at its fixed point, q-tilde_1^l = chi_1^{L-l}.
+Inverted dropout with keep probability rho multiplies the same-input recursion by 1/rho (E[(m/rho)^2] = 1/rho) and
+leaves the cross-input one unchanged (independent masks for the two inputs).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .forward import ForwardResult, forward
+from .network import Network
+
+__all__ = ["backward", "BackwardResult"]
+
+
+@dataclass(frozen=True)
+class BackwardResult:
+    """Per-layer q-tilde, indexed ``[l - 1]`` for l = 1..L (the last entry, the readout, is 1).
+
+    ``qtilde1`` (input x), ``qtilde1b`` (input x'), ``qtilde2`` (cross term), and the forward result they used.
+    """
+
+    qtilde1: np.ndarray
+    qtilde1b: np.ndarray
+    qtilde2: np.ndarray
+    forward: ForwardResult
+
+    def to_dict(self) -> dict:
+        return {"qtilde1": self.qtilde1.tolist(), "qtilde1b": self.qtilde1b.tolist(),
+                "qtilde2": self.qtilde2.tolist(), "forward": self.forward.to_dict()}
+
+    def plot(self, ax=None):
+        """Plot q-tilde_1^l and q-tilde_2^l against the layer index (log scale)."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(4.5, 3.2))
+        layers = np.arange(1, self.qtilde1.size + 1)
+        ax.semilogy(layers, self.qtilde1, "o-", label=r"$\tilde q_1^l$")
+        ax.semilogy(layers, np.abs(self.qtilde2), "s--", label=r"$|\tilde q_2^l|$")
+        ax.set_xlabel("layer $l$")
+        ax.legend()
+        return ax
+
+
+def backward(network: Network, forward_result: ForwardResult = None, **forward_kwargs) -> BackwardResult:
+    """Back-propagate q-tilde through ``network`` (see the module docstring for the recursion).
+
+    Parameters
+    ----------
+    network : Network
+    forward_result : ForwardResult, optional
+        Reuse a forward pass; otherwise :func:`meanfield.forward` is called with ``forward_kwargs``
+        (``input_norm``, ``input_norm2``, ``input_overlap``).
+
+    Examples
+    --------
+    >>> from meanfield import Network, backward
+    >>> br = backward(Network("relu", depth=3, weight_var=1.0, bias_var=0.1))
+    >>> br.qtilde1.tolist()   # chi_1 = 1/2 per layer
+    [0.125, 0.25, 0.5, 1.0]
+    """
+    if not isinstance(network, Network):
+        raise TypeError(f"network must be a meanfield.Network, got {type(network).__name__}")
+    if forward_result is None:
+        forward_result = forward(network, **forward_kwargs)
+    elif forward_kwargs:
+        raise ValueError("give either forward_result or forward keyword arguments, not both")
+    elif forward_result.network != network:
+        raise ValueError("forward_result was computed for a different network")
+    L = network.n_layers
+    rho = float(network.dropout_keep)
+    W = network.weight_vars
+    fr = forward_result
+    t1 = np.empty(L)
+    t1b = np.empty(L)
+    t2 = np.empty(L)
+    t1[-1] = t1b[-1] = t2[-1] = 1.0
+    for l in range(L - 1, 0, -1):  # layer l = 1..L-1, index l-1
+        w = W[l]  # sigma_{w, l+1}^2
+        t1[l - 1] = w / rho * t1[l] * fr.qdot1[l - 1]
+        t1b[l - 1] = w / rho * t1b[l] * fr.qdot1b[l - 1]
+        t2[l - 1] = w * t2[l] * fr.qdot2[l - 1]
+    return BackwardResult(qtilde1=t1, qtilde1b=t1b, qtilde2=t2, forward=fr)

@@ -1,0 +1,16 @@
+"""Warnings and errors for numerical trouble (never a silent NaN)."""
+from __future__ import annotations
+
+__all__ = ["DivergenceWarning", "ConvergenceWarning", "NoCriticalPointWarning"]
+
+
+class DivergenceWarning(RuntimeWarning):
+    """q grows without bound (q* = inf): an unbounded activation in its chaotic phase, e.g. relu with weight_var > 2."""
+
+
+class ConvergenceWarning(RuntimeWarning):
+    """A fixed-point or root iteration did not converge; the affected entries are NaN."""
+
+
+class NoCriticalPointWarning(RuntimeWarning):
+    """No weight variance makes chi_1 = 1 for the given bias variance; the affected entries are NaN."""

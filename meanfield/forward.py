@@ -1,0 +1,445 @@
+r"""Forward order parameters: length and correlation maps, fixed points, chi_1, chi_c, depth scales, critical line.
+
+Notation of MATH.md section 2 (Poole et al. 2016, Schoenholz et al. 2017). For one input of squared length q,
+
+.. math::
+    V(q) = \frac{\sigma_w^2}{\rho} \int Dz\, \phi(\sqrt{q} z)^2 + \sigma_b^2, \qquad q^{l+1} = V(q^l),
+
+and for two inputs of equal length q at correlation c, with u_1 = sqrt(q) z_1, u_2 = sqrt(q)(c z_1 + sqrt(1-c^2) z_2),
+
+.. math::
+    C(c; q) = \frac{\sigma_w^2 \int Dz_1 Dz_2\, \phi(u_1)\phi(u_2) + \sigma_b^2}{q},
+    \qquad \chi_1 = \frac{\sigma_w^2}{\rho} \int Dz\, \phi'(\sqrt{q^*} z)^2,
+    \qquad \chi_c = \sigma_w^2 \int Dz_1 Dz_2\, \phi'(u_1^*)\phi'(u_2^*).
+
+Depth scales: 1/xi_q = -log V'(q*), 1/xi_c = -log chi_c, 1/xi_grad = -log chi_1. rho is the dropout keep probability
+(inverted dropout on the post-activations: the same-input map carries sigma_w^2/rho, the cross-input map sigma_w^2).
+
+Every function broadcasts over numpy arrays of ``weight_var`` and ``bias_var`` and runs compiled, in parallel.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from . import _maps_kernels as _mk
+from ._checks import check_finite_array, check_in_range, check_int, check_nonneg
+from ._jit import kernel_set
+from .activations import LEAKY_RELU, LINEAR, RELU, get_activation
+from .errors import ConvergenceWarning, DivergenceWarning, NoCriticalPointWarning
+from .network import Network
+
+__all__ = [
+    "length_map",
+    "correlation_map",
+    "qstar",
+    "cstar",
+    "chi1",
+    "chi_c",
+    "depth_scales",
+    "fixed_point",
+    "critical_weight_var",
+    "forward",
+    "DepthScales",
+    "FixedPoint",
+    "ForwardResult",
+]
+
+_MAX_ITER = 400
+
+
+def _shaped(shape, flat):
+    out = np.asarray(flat).reshape(shape)
+    return float(out) if out.ndim == 0 else out
+
+
+def _prep(weight_var, bias_var, *extra):
+    arrays = [check_nonneg("weight_var", weight_var), check_nonneg("bias_var", bias_var)] + list(extra)
+    b = np.broadcast_arrays(*[np.asarray(a, dtype=np.float64) for a in arrays])
+    return b[0].shape, [np.ascontiguousarray(x.ravel()) for x in b]
+
+
+def _rho(dropout_keep):
+    return float(check_in_range("dropout_keep", dropout_keep, 0.0, 1.0, lo_open=True))
+
+
+def _where(mask, wv, bv, n=3):
+    idx = np.flatnonzero(mask)[:n]
+    return ", ".join(f"(weight_var={wv[i]:.6g}, bias_var={bv[i]:.6g})" for i in idx)
+
+
+@dataclass(frozen=True)
+class FixedPoint:
+    """Fixed-point order parameters at (weight_var, bias_var); arrays broadcast like the inputs.
+
+    Attributes
+    ----------
+    q_star, c_star, chi_1, chi_c : float or ndarray
+        Length and correlation fixed points and the two susceptibilities.
+    vprime : float or ndarray
+        V'(q*), the slope of the length map at its fixed point.
+    xi_q, xi_c, xi_grad : float or ndarray
+        Depth scales; ``inf`` at criticality. xi_grad is negative in the chaotic phase (gradients grow like
+        exp(-l/xi_grad) = chi_1^l).
+    """
+
+    q_star: object
+    c_star: object
+    chi_1: object
+    chi_c: object
+    vprime: object
+    xi_q: object
+    xi_c: object
+    xi_grad: object
+
+    def to_dict(self) -> dict:
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class DepthScales:
+    """Depth scales xi_q, xi_c, xi_grad (Schoenholz et al. 2017); ``inf`` at criticality."""
+
+    xi_q: object
+    xi_c: object
+    xi_grad: object
+
+    def __iter__(self):
+        return iter((self.xi_q, self.xi_c, self.xi_grad))
+
+    def to_dict(self) -> dict:
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(self).items()}
+
+
+def _neg_inv_log(x):
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lx = np.log(x)
+        out = np.where(x <= 0, 0.0, np.where(lx == 0, np.inf, -1.0 / np.where(lx == 0, 1.0, lx)))
+    return np.where(np.isnan(x), np.nan, out)
+
+
+def _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, need_c):
+    act = get_activation(activation)
+    rho = _rho(dropout_keep)
+    if q_init is None:
+        shape, (wv, bv) = _prep(weight_var, bias_var)
+        q0 = wv + bv  # q^1 for an input with x.x / M_0 = 1
+    else:
+        shape, (wv, bv, q0) = _prep(weight_var, bias_var, check_nonneg("q_init", q_init))
+    ks = kernel_set(act)
+    qs, chi, vp, cs, chic, st_q, st_c = ks.fixed_points_many(*act.kernel_args, wv, bv, rho, q0, need_c, _MAX_ITER)
+    div = st_q == _mk.DIVERGED
+    if np.any(div):
+        warnings.warn(f"q diverges (q* = inf) at {int(div.sum())} of {div.size} points, e.g. {_where(div, wv, bv)}: "
+                      f"{act.name} is unbounded and the length map has no finite fixed point there; chi_1 and the "
+                      "correlation map are given in the q -> inf limit, xi_q is NaN", DivergenceWarning, stacklevel=3)
+    bad = (st_q == _mk.NOT_CONVERGED) | (st_c == _mk.NOT_CONVERGED)
+    if np.any(bad):
+        warnings.warn(f"fixed-point iteration did not converge at {int(bad.sum())} points, e.g. {_where(bad, wv, bv)}; "
+                      "those entries are NaN", ConvergenceWarning, stacklevel=3)
+        for arr in (qs, chi, vp, cs, chic):
+            arr[bad] = np.nan
+    return shape, qs, chi, vp, cs, chic
+
+
+def fixed_point(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None) -> FixedPoint:
+    """All fixed-point order parameters and depth scales at once (one compiled pass; see the module docstring).
+
+    Parameters
+    ----------
+    activation : str or Activation
+    weight_var, bias_var : float or array_like
+        sigma_w^2 and sigma_b^2 (>= 0), broadcast against each other.
+    dropout_keep : float
+        Keep probability rho in (0, 1].
+    q_init : float or array_like, optional
+        Where the length-map iteration starts (default weight_var + bias_var: q^1 of an input with x.x/M_0 = 1).
+
+    Examples
+    --------
+    >>> from meanfield import fixed_point
+    >>> fp = fixed_point("tanh", 1.5, 0.05)
+    >>> round(fp.q_star, 6), fp.c_star
+    (0.418037, 1.0)
+    """
+    shape, qs, chi, vp, cs, chic = _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, True)
+    return FixedPoint(q_star=_shaped(shape, qs), c_star=_shaped(shape, cs), chi_1=_shaped(shape, chi),
+                      chi_c=_shaped(shape, chic), vprime=_shaped(shape, vp), xi_q=_shaped(shape, _neg_inv_log(vp)),
+                      xi_c=_shaped(shape, _neg_inv_log(chic)), xi_grad=_shaped(shape, _neg_inv_log(chi)))
+
+
+def length_map(activation, q, weight_var, bias_var, *, dropout_keep: float = 1.0):
+    r"""The length map V(q) = (sigma_w^2/rho) E[phi(u)^2] + sigma_b^2, u ~ N(0, q) (Poole et al. 2016, eq. 3).
+
+    Examples
+    --------
+    >>> from meanfield import length_map
+    >>> length_map("relu", 2.0, 1.0, 0.1)   # sigma_w^2 q / 2 + sigma_b^2
+    1.1
+    """
+    act = get_activation(activation)
+    rho = _rho(dropout_keep)
+    shape, (wv, bv, qq) = _prep(weight_var, bias_var, check_nonneg("q", q))
+    out = kernel_set(act).length_map_many(*act.kernel_args, qq, wv, bv, rho)
+    return _shaped(shape, out)
+
+
+def correlation_map(activation, c, weight_var, bias_var, q=None, *, dropout_keep: float = 1.0,
+                    return_derivative: bool = False):
+    r"""The correlation map C(c; q) = (sigma_w^2 E[phi(u_1)phi(u_2)] + sigma_b^2) / q (Poole et al. 2016, eq. 5).
+
+    Parameters
+    ----------
+    activation : str or Activation
+    c : float or array_like
+        Input correlation in [-1, 1].
+    weight_var, bias_var : float or array_like
+    q : float or array_like, optional
+        Common squared length of the two inputs; default q* (the fixed point of the length map).
+    dropout_keep : float
+        Keep probability rho; q* then comes from the dropout length map and C(1) < 1.
+    return_derivative : bool
+        Also return dC/dc = sigma_w^2 E[phi'(u_1) phi'(u_2)].
+
+    Examples
+    --------
+    >>> from meanfield import correlation_map
+    >>> round(correlation_map("tanh", 1.0, 1.5, 0.05), 12)   # c = 1 is a fixed point
+    1.0
+    """
+    act = get_activation(activation)
+    rho = _rho(dropout_keep)
+    cc = check_in_range("c", c, -1.0, 1.0)
+    if q is None:
+        shape_q, qs, *_ = _fixed_points(act, weight_var, bias_var, rho, None, False)
+        qv = np.asarray(qs).reshape(shape_q)
+    else:
+        qv = np.asarray(check_nonneg("q", q), dtype=np.float64)
+    shape, (wv, bv, cf, qf) = _prep(weight_var, bias_var, cc, qv)
+    if np.any(qf == 0):
+        raise ValueError("the correlation map needs q > 0 (q* = 0 here: pass q explicitly, e.g. a small positive q)")
+    out, dout = kernel_set(act).correlation_map_many(*act.kernel_args, cf, qf, wv, bv, rho)
+    if return_derivative:
+        return _shaped(shape, out), _shaped(shape, dout)
+    return _shaped(shape, out)
+
+
+def qstar(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None):
+    """Fixed point q* of the length map reached from ``q_init`` (``inf`` with a DivergenceWarning if q grows
+    without bound).
+
+    Examples
+    --------
+    >>> from meanfield import qstar
+    >>> qstar("relu", 1.5, 0.1)   # sigma_b^2 / (1 - sigma_w^2 / 2)
+    0.4
+    """
+    shape, qs, *_ = _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, False)
+    return _shaped(shape, qs)
+
+
+def chi1(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None):
+    """chi_1 = (sigma_w^2/rho) E[phi'(u)^2] at q* (the slope of the c-map at c = 1; order-to-chaos at chi_1 = 1).
+
+    Examples
+    --------
+    >>> from meanfield import chi1
+    >>> chi1("relu", 2.0, 0.3)
+    1.0
+    """
+    shape, _, chi, *_ = _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, False)
+    return _shaped(shape, chi)
+
+
+def cstar(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None):
+    """Stable fixed point c* in [0, 1] of the correlation map at q* (1 in the ordered phase without dropout).
+
+    Examples
+    --------
+    >>> from meanfield import cstar
+    >>> cstar("tanh", 4.0, 0.0)   # odd activation, no bias, chaotic: c* = 0
+    0.0
+    """
+    shape, _, _, _, cs, _ = _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, True)
+    return _shaped(shape, cs)
+
+
+def chi_c(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None):
+    """chi_c = sigma_w^2 E[phi'(u_1) phi'(u_2)] at (q*, c*) (= chi_1 when c* = 1).
+
+    Examples
+    --------
+    >>> from meanfield import chi_c
+    >>> chi_c("relu", 1.5, 0.1)
+    0.75
+    """
+    shape, *_, chic = _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, True)
+    return _shaped(shape, chic)
+
+
+def depth_scales(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None) -> DepthScales:
+    r"""Depth scales (Schoenholz et al. 2017): 1/xi_q = -log V'(q*), 1/xi_c = -log chi_c, 1/xi_grad = -log chi_1.
+
+    ``inf`` at criticality; xi_grad < 0 in the chaotic phase (gradients grow). Returns a :class:`DepthScales`
+    (iterable as ``xi_q, xi_c, xi_grad``).
+
+    Examples
+    --------
+    >>> from meanfield import critical_weight_var, depth_scales
+    >>> w = critical_weight_var("tanh", 0.05)
+    >>> xi_q, xi_c, xi_grad = depth_scales("tanh", w, 0.05)
+    >>> bool(xi_c > 1e6)
+    True
+    """
+    fp = fixed_point(activation, weight_var, bias_var, dropout_keep=dropout_keep, q_init=q_init)
+    return DepthScales(xi_q=fp.xi_q, xi_c=fp.xi_c, xi_grad=fp.xi_grad)
+
+
+def critical_weight_var(activation, bias_var):
+    r"""The weight variance at which chi_1 = 1 for the given bias variance (order-to-chaos transition).
+
+    The critical line is parameterised by q*: sigma_w^2 = 1 / E[phi'(sqrt(q*) z)^2] and
+    sigma_b^2 = q* - sigma_w^2 E[phi(sqrt(q*) z)^2]; the compiled kernel solves the second equation for q* by
+    bracketing and Illinois regula falsi to machine precision. For the relu family the answer is 2 / (1 + slope^2)
+    for every bias (q* then grows linearly with depth), for linear 1.
+
+    Examples
+    --------
+    >>> from meanfield import critical_weight_var
+    >>> critical_weight_var("tanh", 0.0), critical_weight_var("relu", 0.3)
+    (1.0, 2.0)
+    """
+    act = get_activation(activation)
+    bv = np.asarray(check_nonneg("bias_var", bias_var), dtype=np.float64)
+    shape = bv.shape
+    flat = np.ascontiguousarray(bv.ravel())
+    if act.code in (RELU, LEAKY_RELU, LINEAR):
+        slope = act.params[0] if act.code == LEAKY_RELU else (0.0 if act.code == RELU else 1.0)
+        return _shaped(shape, np.full(flat.size, 2.0 / (1.0 + slope * slope)))
+    wv, _, st = kernel_set(act).critical_many(*act.kernel_args, flat, _MAX_ITER)
+    bad = ~np.isfinite(wv)
+    if np.any(bad):
+        warnings.warn(f"no critical weight variance for {int(bad.sum())} bias values, e.g. bias_var="
+                      f"{flat[bad][:3].tolist()}; those entries are NaN", NoCriticalPointWarning, stacklevel=2)
+    return _shaped(shape, wv)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# layer-by-layer propagation through a Network
+
+@dataclass(frozen=True)
+class ForwardResult:
+    r"""Per-layer forward order parameters of a :class:`~meanfield.Network` for two inputs x, x'.
+
+    Arrays indexed ``[l - 1]`` for layers l = 1..L (pre-activations): ``q1`` = q^l(x,x), ``q1b`` = q^l(x',x'),
+    ``q2`` = q^l(x,x'), ``c`` = q2 / sqrt(q1 q1b). Indexed ``[l]`` for l = 0..L-1 (post-activations, l = 0 the
+    input): ``qhat1``, ``qhat1b``, ``qhat2`` = E[phi(u)^2], E[phi(u')^2], E[phi(u)phi(u')]. Indexed ``[l - 1]`` for
+    hidden layers l = 1..L-1: ``qdot1``, ``qdot1b``, ``qdot2`` = E[phi'(u)^2], E[phi'(u')^2], E[phi'(u)phi'(u')].
+    """
+
+    network: Network
+    q1: np.ndarray
+    q1b: np.ndarray
+    q2: np.ndarray
+    c: np.ndarray
+    qhat1: np.ndarray
+    qhat1b: np.ndarray
+    qhat2: np.ndarray
+    qdot1: np.ndarray
+    qdot1b: np.ndarray
+    qdot2: np.ndarray
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k).tolist() for k in ("q1", "q1b", "q2", "c", "qhat1", "qhat1b", "qhat2", "qdot1",
+                                                     "qdot1b", "qdot2")}
+        d["network"] = self.network.to_dict()
+        return d
+
+    def plot(self, ax=None):
+        """Plot q^l and c^l against the layer index; returns the matplotlib axes (two panels)."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(1, 2, figsize=(8, 3.2))
+        layers = np.arange(1, self.q1.size + 1)
+        ax[0].plot(layers, self.q1, "o-", label="$q^l(x,x)$")
+        ax[0].plot(layers, self.q1b, "s--", label="$q^l(x',x')$")
+        ax[0].set_xlabel("layer $l$")
+        ax[0].set_ylabel("$q^l$")
+        ax[0].legend()
+        ax[1].plot(layers, self.c, "o-")
+        ax[1].set_xlabel("layer $l$")
+        ax[1].set_ylabel("$c^l$")
+        return ax
+
+
+def forward(network: Network, input_norm=1.0, input_norm2=None, input_overlap=0.0) -> ForwardResult:
+    r"""Propagate the second moments of two inputs through ``network`` (MATH.md sec. 2, heterogeneous layers).
+
+    .. math::
+        q^1 = \sigma_{w,1}^2\, x\cdot x'/M_0 + \sigma_{b,1}^2,\qquad
+        q^{l+1}(x,x) = \frac{\sigma_{w,l+1}^2}{\rho} \hat q^l(x,x) + \sigma_{b,l+1}^2,\qquad
+        q^{l+1}(x,x') = \sigma_{w,l+1}^2 \hat q^l(x,x') + \sigma_{b,l+1}^2.
+
+    Parameters
+    ----------
+    network : Network
+    input_norm, input_norm2 : float
+        x.x / M_0 and x'.x' / M_0 (``input_norm2`` defaults to ``input_norm``).
+    input_overlap : float
+        x.x' / M_0 (Karakida's setting x ~ N(0, I): input_norm = 1, input_overlap = 0).
+
+    Examples
+    --------
+    >>> from meanfield import Network, forward
+    >>> fr = forward(Network("relu", depth=2, weight_var=2.0, bias_var=0.0), input_norm=1.0)
+    >>> fr.q1.tolist()
+    [2.0, 2.0, 2.0]
+    """
+    if not isinstance(network, Network):
+        raise TypeError(f"network must be a meanfield.Network, got {type(network).__name__}")
+    n1 = float(check_nonneg("input_norm", input_norm))
+    n2 = n1 if input_norm2 is None else float(check_nonneg("input_norm2", input_norm2))
+    ov = float(check_finite_array("input_overlap", input_overlap))
+    if ov * ov > n1 * n2 * (1 + 1e-12):
+        raise ValueError("input_overlap^2 must be <= input_norm * input_norm2 (Cauchy-Schwarz)")
+    L = network.n_layers
+    rho = float(network.dropout_keep)
+    W, B = network.weight_vars, network.bias_vars
+    q1 = np.empty(L)
+    q1b = np.empty(L)
+    q2 = np.empty(L)
+    qh1 = np.empty(L)
+    qh1b = np.empty(L)
+    qh2 = np.empty(L)
+    qd1 = np.empty(L - 1)
+    qd1b = np.empty(L - 1)
+    qd2 = np.empty(L - 1)
+    qh1[0], qh1b[0], qh2[0] = n1, n2, ov
+    for l in range(1, L + 1):
+        drop = rho if l > 1 else 1.0  # dropout acts on hidden post-activations, not on the input
+        q1[l - 1] = W[l - 1] / drop * qh1[l - 1] + B[l - 1]
+        q1b[l - 1] = W[l - 1] / drop * qh1b[l - 1] + B[l - 1]
+        q2[l - 1] = W[l - 1] * qh2[l - 1] + B[l - 1]
+        if not (np.isfinite(q1[l - 1]) and np.isfinite(q1b[l - 1])):
+            raise FloatingPointError(f"q overflowed at layer {l}: the network is too deep for this chaotic, "
+                                     "unbounded activation")
+        if l == L:
+            break
+        act = network.activations[l - 1]
+        ks = kernel_set(act)
+        args = act.kernel_args
+        qu = np.array([q1[l - 1], q1b[l - 1], q1[l - 1], q1[l - 1], q1b[l - 1], q1[l - 1]])
+        qv = np.array([q1[l - 1], q1b[l - 1], q1b[l - 1], q1[l - 1], q1b[l - 1], q1b[l - 1]])
+        quv = np.array([q1[l - 1], q1b[l - 1], q2[l - 1], q1[l - 1], q1b[l - 1], q2[l - 1]])
+        e0 = ks.pair_expect_many(*args, qu[:3], qv[:3], quv[:3], 0)
+        e1 = ks.pair_expect_many(*args, qu[3:], qv[3:], quv[3:], 1)
+        qh1[l], qh1b[l], qh2[l] = e0
+        qd1[l - 1], qd1b[l - 1], qd2[l - 1] = e1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = np.where(q1 * q1b > 0, q2 / np.sqrt(q1 * q1b), 1.0)
+    return ForwardResult(network=network, q1=q1, q1b=q1b, q2=q2, c=c, qhat1=qh1, qhat1b=qh1b, qhat2=qh2, qdot1=qd1,
+                         qdot1b=qd1b, qdot2=qd2)

@@ -17,6 +17,7 @@ from .activations import ERF, LEAKY_RELU, LINEAR, RELU, act_eval
 QMAX = 1e15          # q beyond this (starting from q_init <= 1e12) counts as divergence
 BIG = 1e8            # where the large-|u| slopes of an unbounded activation are read off
 EPS = 2.220446049250313e-16
+NOISE = 64 * EPS     # relative rounding noise of V(q) - q
 OK, DIVERGED, NOT_CONVERGED = 0, 1, 2
 
 
@@ -61,11 +62,11 @@ def qstar_scalar(code, p0, p1, kinks, scale, wv, bv, rho, q0, max_iter):
             if nxt > QMAX:
                 return math.inf, DIVERGED, it
             Fn = length_map_scalar(code, p0, p1, kinks, scale, nxt, wv, bv, rho) - nxt
-            if Fn <= 0.0:
+            # a sign change must stand out of the rounding noise of V (~ eps q); otherwise keep going (V(q) - q may
+            # tend to 0 from above, as for softplus at weight_var = 2, where q grows without bound)
+            if Fn <= -NOISE * nxt:
                 lo = hi
                 hi = nxt
-                if Fn == 0.0:
-                    return nxt, OK, it
                 break
             hi = nxt
             lo = nxt
@@ -270,13 +271,19 @@ def length_map_many(code, p0, p1, kinks, scale, q, wv, bv, rho):
     return out
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True)
 def correlation_map_many(code, p0, p1, kinks, scale, c, q, wv, bv, rho):
-    """C(c) and C'(c) at the given q (one Mehler setup per entry)."""
+    """C(c) and C'(c) at the given q; the Mehler setup is recomputed only when q changes between entries."""
     out = np.empty(c.size)
     dout = np.empty(c.size)
-    for i in nb.prange(c.size):
-        mode, a, b = cmap_setup(code, p0, p1, kinks, scale, q[i])
+    qlast = -1.0
+    mode = 0
+    a = np.zeros(1)
+    b = np.zeros(1)
+    for i in range(c.size):
+        if q[i] != qlast:
+            mode, a, b = cmap_setup(code, p0, p1, kinks, scale, q[i])
+            qlast = q[i]
         out[i], dout[i] = cmap_eval(mode, code, p0, p1, kinks, scale, q[i], wv[i], bv[i], rho, c[i], a, b)
     return out, dout
 

@@ -298,13 +298,25 @@ def depth_scales(activation, weight_var, bias_var, *, dropout_keep: float = 1.0,
     return DepthScales(xi_q=fp.xi_q, xi_c=fp.xi_c, xi_grad=fp.xi_grad)
 
 
-def critical_weight_var(activation, bias_var):
+def critical_weight_var(activation, bias_var, *, return_qstar: bool = False):
     r"""The weight variance at which chi_1 = 1 for the given bias variance (order-to-chaos transition).
 
     The critical line is parameterised by q*: sigma_w^2 = 1 / E[phi'(sqrt(q*) z)^2] and
     sigma_b^2 = q* - sigma_w^2 E[phi(sqrt(q*) z)^2]; the compiled kernel solves the second equation for q* by
     bracketing and Illinois regula falsi to machine precision. For the relu family the answer is 2 / (1 + slope^2)
     for every bias (q* then grows linearly with depth), for linear 1.
+
+    For unbounded smooth activations (softplus, gelu, silu, elu) the length map can have several fixed points; the
+    critical point returned is a fixed point q*_c of V with chi_1 = 1, reached by the iteration from inputs whose
+    q^1 lies in its basin (use ``return_qstar=True`` and pass ``q_init=q*_c`` to the other functions). Where
+    sigma_b^2 exceeds what the critical line reaches, the entry is NaN with a :class:`NoCriticalPointWarning`.
+
+    Parameters
+    ----------
+    activation : str or Activation
+    bias_var : float or array_like
+    return_qstar : bool
+        Also return q* on the critical line (``inf`` for the relu family with bias > 0).
 
     Examples
     --------
@@ -318,12 +330,24 @@ def critical_weight_var(activation, bias_var):
     flat = np.ascontiguousarray(bv.ravel())
     if act.code in (RELU, LEAKY_RELU, LINEAR):
         slope = act.params[0] if act.code == LEAKY_RELU else (0.0 if act.code == RELU else 1.0)
-        return _shaped(shape, np.full(flat.size, 2.0 / (1.0 + slope * slope)))
-    wv, _, st = kernel_set(act).critical_many(*act.kernel_args, flat, _MAX_ITER)
+        wv = _shaped(shape, np.full(flat.size, 2.0 / (1.0 + slope * slope)))
+        if return_qstar:
+            return wv, _shaped(shape, np.where(flat > 0, np.inf, 1.0))
+        return wv
+    ks = kernel_set(act)
+    wv, qc, st = ks.critical_many(*act.kernel_args, flat, _MAX_ITER)
+    # the chi_1 = 1 fixed point must attract the length iteration (V'(q*) < 1), else it is no phase boundary
+    unstable = np.array([np.isfinite(w) and ks.vprime_scalar(*act.kernel_args, q, w, 1.0) > 1.0
+                         for w, q in zip(wv, qc)], dtype=bool)
+    wv[unstable] = np.nan
+    qc[unstable] = np.nan
     bad = ~np.isfinite(wv)
     if np.any(bad):
         warnings.warn(f"no critical weight variance for {int(bad.sum())} bias values, e.g. bias_var="
-                      f"{flat[bad][:3].tolist()}; those entries are NaN", NoCriticalPointWarning, stacklevel=2)
+                      f"{flat[bad][:3].tolist()} (the line does not reach them, or its fixed point is unstable in q, "
+                      "V'(q*) > 1); those entries are NaN", NoCriticalPointWarning, stacklevel=2)
+    if return_qstar:
+        return _shaped(shape, wv), _shaped(shape, qc)
     return _shaped(shape, wv)
 
 

@@ -9,6 +9,16 @@ from .forward import (DepthScales, FixedPoint, ForwardResult, chi1, chi_c, corre
                       cstar, depth_scales, fixed_point, forward, length_map, qstar)
 from .network import Network
 from .quadrature import gaussian_expectation, gaussian_rule, hermite_coefficients, mehler_terms, pair_expectation
+from .kernels import KernelResult, kernels, nngp_diagonal, nngp_kernel, ntk_kernel
+from .regression import (GPPosterior, NTKPrediction, gp_posterior, nngp_regression, ntk_condition_number,
+                         ntk_gradient_flow, ntk_regression)
+from .fisher import (FeatureMetricStatistics, FisherStatistics, FiniteWidthSpectrum, feature_metric_statistics,
+                     finite_width_fisher, fisher_statistics)
+from .phase import (CriticalLine, DepthScaleCurve, MapDynamics, PhaseDiagram, critical_line, depth_scale_curve,
+                    map_dynamics, phase_diagram)
+from .deep_linear import (BPKRResult, DeepLinearPosteriorResult, DeepLinearPriorResult, bpkr, bpkr_u0,
+                          deep_linear_posterior, deep_linear_prior, deep_linear_prior_density, hz_saddle_point,
+                          log_meijer_g, meijer_g, nngp_linear_posterior)
 
 __version__ = "0.1.0"
 
@@ -20,4 +30,18 @@ __all__ = [
     "DepthScales", "FixedPoint", "ForwardResult", "BackwardResult",
     "gaussian_expectation", "gaussian_rule", "hermite_coefficients", "mehler_terms", "pair_expectation",
     "DivergenceWarning", "ConvergenceWarning", "NoCriticalPointWarning",
+    # kernels and kernel regression
+    "KernelResult", "kernels", "nngp_kernel", "ntk_kernel", "nngp_diagonal",
+    "GPPosterior", "NTKPrediction", "gp_posterior", "ntk_gradient_flow", "ntk_condition_number", "nngp_regression",
+    "ntk_regression",
+    # Fisher information
+    "FisherStatistics", "FeatureMetricStatistics", "FiniteWidthSpectrum", "fisher_statistics",
+    "feature_metric_statistics", "finite_width_fisher",
+    # phase diagrams
+    "PhaseDiagram", "phase_diagram", "CriticalLine", "critical_line", "DepthScaleCurve", "depth_scale_curve",
+    "MapDynamics", "map_dynamics",
+    # deep linear networks
+    "log_meijer_g", "meijer_g", "DeepLinearPriorResult", "deep_linear_prior", "deep_linear_prior_density",
+    "hz_saddle_point", "bpkr_u0", "BPKRResult", "bpkr", "DeepLinearPosteriorResult", "deep_linear_posterior",
+    "nngp_linear_posterior",
 ]

@@ -91,40 +91,63 @@ def _pw(code, p0, p1, x, order):
 
 
 @nb.njit(cache=True)
+def _rule(edges, h, graded, centre, cap):
+    """Composite 16-point Gauss-Legendre rule on the segments between ``edges``: nodes z and plain Legendre weights
+    (the caller multiplies by its weight function). Panel widths from ``_next_width``."""
+    n = 0
+    for e in range(edges.size - 1):
+        x = edges[e]
+        while x < edges[e + 1]:
+            x += _next_width(x, edges[e + 1], h, graded, centre, cap)
+            n += 1
+    z = np.empty(n * NGL)
+    w = np.empty(n * NGL)
+    k = 0
+    for e in range(edges.size - 1):
+        x = edges[e]
+        hi = edges[e + 1]
+        while x < hi:
+            width = _next_width(x, hi, h, graded, centre, cap)
+            mid = x + 0.5 * width
+            x += width
+            for j in range(NGL):
+                z[k] = mid + 0.5 * width * GL_X[j]
+                w[k] = 0.5 * width * GL_W[j]
+                k += 1
+    return z, w
+
+
+@nb.njit(cache=True)
+def _scaled_rule(kinks, scale, sd, mean, zmax, hmax):
+    """Rule in z for integrands of phi(mean + sd z): panel edges where mean + sd z hits a kink, width
+    min(hmax, |scale| / sd), graded about the transition centre z = -mean/sd when scale < 0."""
+    graded = scale < 0.0
+    h = hmax
+    if sd > 0.0 and abs(scale) / sd < h:
+        h = abs(scale) / sd
+    pts = np.empty(kinks.size)
+    for i in range(kinks.size):
+        pts[i] = (kinks[i] - mean) / sd if sd > 0.0 else 1e300
+    centre = -mean / sd if sd > 0.0 else 0.0
+    return _rule(_sorted_edges(-zmax, zmax, pts, kinks.size), h, graded, centre, hmax)
+
+
+@nb.njit(cache=True)
 def e1d(code, p0, p1, kinks, scale, q, a, b, m):
     """E[u^m phi^(a)(u) phi^(b)(u)], u ~ N(0, q); a, b in {-1 (constant 1), 0, 1, 2}, m in {0, 1}."""
     if q <= 0.0:
         if m == 1:
             return 0.0
         return _pw(code, p0, p1, 0.0, a) * _pw(code, p0, p1, 0.0, b)
-    graded = scale < 0.0
-    scale = abs(scale)
-    centre = 0.0
-    cap = 1.0
     s = math.sqrt(q)
-    h = 1.0
-    if scale / s < h:
-        h = scale / s
-    pts = np.empty(kinks.size)
-    for i in range(kinks.size):
-        pts[i] = kinks[i] / s
-    edges = _sorted_edges(-ZMAX, ZMAX, pts, kinks.size)
+    z, w = _scaled_rule(kinks, scale, s, 0.0, ZMAX, 1.0)
     acc = 0.0
-    for e in range(edges.size - 1):
-        lo = edges[e]
-        hi = edges[e + 1]
-        x = lo
-        while x < hi:
-            w = _next_width(x, hi, h, graded, centre, cap)
-            mid = x + 0.5 * w
-            x += w
-            for j in range(NGL):
-                z = mid + 0.5 * w * GL_X[j]
-                u = s * z
-                val = _pw(code, p0, p1, u, a) * _pw(code, p0, p1, u, b)
-                if m == 1:
-                    val *= u
-                acc += 0.5 * w * GL_W[j] * val * math.exp(-0.5 * z * z)
+    for j in range(z.size):
+        u = s * z[j]
+        val = _pw(code, p0, p1, u, a) * _pw(code, p0, p1, u, b)
+        if m == 1:
+            val *= u
+        acc += w[j] * val * math.exp(-0.5 * z[j] * z[j])
     return acc * _INV_SQRT_2PI
 
 
@@ -133,29 +156,10 @@ def _smooth1(code, p0, p1, kinks, scale, mean, sd, order):
     """E[phi^(order)(mean + sd z)], z ~ N(0, 1) (inner integral of the nested rule)."""
     if sd <= 0.0:
         return _pw(code, p0, p1, mean, order)
-    graded = scale < 0.0
-    scale = abs(scale)
-    centre = -mean / sd
-    cap = 1.0
-    h = 1.0
-    if scale / sd < h:
-        h = scale / sd
-    pts = np.empty(kinks.size)
-    for i in range(kinks.size):
-        pts[i] = (kinks[i] - mean) / sd
-    edges = _sorted_edges(-ZMAX, ZMAX, pts, kinks.size)
+    z, w = _scaled_rule(kinks, scale, sd, mean, ZMAX, 1.0)
     acc = 0.0
-    for e in range(edges.size - 1):
-        lo = edges[e]
-        hi = edges[e + 1]
-        x = lo
-        while x < hi:
-            w = _next_width(x, hi, h, graded, centre, cap)
-            mid = x + 0.5 * w
-            x += w
-            for j in range(NGL):
-                z = mid + 0.5 * w * GL_X[j]
-                acc += 0.5 * w * GL_W[j] * _pw(code, p0, p1, mean + sd * z, order) * math.exp(-0.5 * z * z)
+    for j in range(z.size):
+        acc += w[j] * _pw(code, p0, p1, mean + sd * z[j], order) * math.exp(-0.5 * z[j] * z[j])
     return acc * _INV_SQRT_2PI
 
 
@@ -179,15 +183,13 @@ def e2d(code, p0, p1, kinks, scale, qu, qv, quv, a, b):
     det = qu * qv - quv * quv
     s = math.sqrt(det) / (su * sv) if det > 0.0 else 0.0
     sd = sv * s
-    graded = scale < 0.0
     ascale = abs(scale)
-    centre = 0.0
-    cap = 1.0
     h = 1.0
     if ascale / su < h:
         h = ascale / su
     if abs(c) > 0.0 and ascale / (sv * abs(c)) < h:
         h = ascale / (sv * abs(c))
+    # panel edges: kinks of phi(su z) and the boundary layers of the inner integral around sv c z = kink
     nk = kinks.size
     npts = nk
     if abs(c) > 0.0:
@@ -198,25 +200,16 @@ def e2d(code, p0, p1, kinks, scale, qu, qv, quv, a, b):
     if abs(c) > 0.0:
         width = s / abs(c)
         for i in range(nk):
-            centre = kinks[i] / (sv * c)
+            layer_centre = kinks[i] / (sv * c)
             for j in range(_LAYER.size):
-                pts[nk + i * _LAYER.size + j] = centre + _LAYER[j] * width
-    edges = _sorted_edges(-ZMAX, ZMAX, pts, npts)
+                pts[nk + i * _LAYER.size + j] = layer_centre + _LAYER[j] * width
+    z, w = _rule(_sorted_edges(-ZMAX, ZMAX, pts, npts), h, scale < 0.0, 0.0, 1.0)
     acc = 0.0
-    for e in range(edges.size - 1):
-        lo = edges[e]
-        hi = edges[e + 1]
-        x = lo
-        while x < hi:
-            w = _next_width(x, hi, h, graded, centre, cap)
-            mid = x + 0.5 * w
-            x += w
-            for j in range(NGL):
-                z = mid + 0.5 * w * GL_X[j]
-                fz = _pw(code, p0, p1, su * z, a)
-                if fz != 0.0:
-                    inner = _smooth1(code, p0, p1, kinks, scale, sv * c * z, sd, b)
-                    acc += 0.5 * w * GL_W[j] * fz * inner * math.exp(-0.5 * z * z)
+    for j in range(z.size):
+        fz = _pw(code, p0, p1, su * z[j], a)
+        if fz != 0.0:
+            inner = _smooth1(code, p0, p1, kinks, scale, sv * c * z[j], sd, b)
+            acc += w[j] * fz * inner * math.exp(-0.5 * z[j] * z[j])
     return acc * _INV_SQRT_2PI
 
 
@@ -318,41 +311,23 @@ def hermite_coeffs(code, p0, p1, kinks, scale, q, nterms, deriv):
     Mehler: E[f(z1) g(z2)] = sum_k a_k(f) a_k(g) c^k for corr(z1, z2) = c.
     """
     out = np.zeros(nterms)
-    graded = scale < 0.0
-    scale = abs(scale)
-    centre = 0.0
     s = math.sqrt(q) if q > 0.0 else 0.0
-    h = 8.0 / math.sqrt(2.0 * nterms + 1.0)
-    if h > 1.0:
-        h = 1.0
-    cap = h
-    if s > 0.0 and scale / s < h:
-        h = scale / s
-    pts = np.empty(kinks.size)
-    for i in range(kinks.size):
-        pts[i] = kinks[i] / s if s > 0.0 else 1e300
-    edges = _sorted_edges(-ZMAX_COEF, ZMAX_COEF, pts, kinks.size)
+    hosc = 8.0 / math.sqrt(2.0 * nterms + 1.0)
+    if hosc > 1.0:
+        hosc = 1.0
+    z, w = _scaled_rule(kinks, scale, s, 0.0, ZMAX_COEF, hosc)
     c0 = (2.0 * math.pi) ** -0.25
     sq = np.sqrt(np.arange(nterms + 1.0))
-    for e in range(edges.size - 1):
-        lo = edges[e]
-        hi = edges[e + 1]
-        x = lo
-        while x < hi:
-            w = _next_width(x, hi, h, graded, centre, cap)
-            mid = x + 0.5 * w
-            x += w
-            for j in range(NGL):
-                z = mid + 0.5 * w * GL_X[j]
-                g = math.exp(-0.25 * z * z) * c0  # sqrt of the standard normal density
-                wt = 0.5 * w * GL_W[j] * act_eval(code, p0, p1, s * z, deriv) * g
-                psi_prev = 0.0
-                psi = g
-                for k in range(nterms):
-                    out[k] += wt * psi
-                    psi_next = (z * psi - sq[k] * psi_prev) / sq[k + 1]
-                    psi_prev = psi
-                    psi = psi_next
+    for j in range(z.size):
+        g = math.exp(-0.25 * z[j] * z[j]) * c0  # sqrt of the standard normal density
+        wt = w[j] * act_eval(code, p0, p1, s * z[j], deriv) * g
+        psi_prev = 0.0
+        psi = g
+        for k in range(nterms):
+            out[k] += wt * psi
+            psi_next = (z[j] * psi - sq[k] * psi_prev) / sq[k + 1]
+            psi_prev = psi
+            psi = psi_next
     return out
 
 
@@ -414,32 +389,9 @@ register(_pw, e1d, _smooth1, e2d, pair_expect, mean_sq, hermite_coeffs, e1d_many
 
 @nb.njit(cache=True)
 def rule_1d(kinks, scale, q):
-    """Nodes z and weights w (standard normal weight included) of the 1-D rule used by e1d, for inspection and for
-    user callables evaluated outside numba."""
-    graded = scale < 0.0
-    scale = abs(scale)
-    centre = 0.0
-    cap = 1.0
+    """Nodes z and weights w (standard normal density included) of the 1-D rule used by e1d."""
     s = math.sqrt(q) if q > 0.0 else 0.0
-    h = 1.0
-    if s > 0.0 and scale / s < h:
-        h = scale / s
-    pts = np.empty(kinks.size)
-    for i in range(kinks.size):
-        pts[i] = kinks[i] / s if s > 0.0 else 1e300
-    edges = _sorted_edges(-ZMAX, ZMAX, pts, kinks.size)
-    zs = []
-    ws = []
-    for e in range(edges.size - 1):
-        lo = edges[e]
-        hi = edges[e + 1]
-        x = lo
-        while x < hi:
-            w = _next_width(x, hi, h, graded, centre, cap)
-            mid = x + 0.5 * w
-            x += w
-            for j in range(NGL):
-                z = mid + 0.5 * w * GL_X[j]
-                zs.append(z)
-                ws.append(0.5 * w * GL_W[j] * math.exp(-0.5 * z * z) * _INV_SQRT_2PI)
-    return np.array(zs), np.array(ws)
+    z, w = _scaled_rule(kinks, scale, s, 0.0, ZMAX, 1.0)
+    for j in range(z.size):
+        w[j] *= math.exp(-0.5 * z[j] * z[j]) * _INV_SQRT_2PI
+    return z, w

@@ -1,0 +1,879 @@
+"""Phase diagrams, critical lines, depth-scale curves and map dynamics.
+
+This module sweeps the core's vectorised order-parameter functions (:mod:`meanfield.forward`) over grids of
+``weight_var = sigma_w^2`` and ``bias_var = sigma_b^2`` and packages the results as frozen, saveable objects with a
+``.plot()`` method. The mathematics is that of Poole et al. (2016), "Exponential expressivity in deep neural networks
+through transient chaos", and Schoenholz et al. (2017), "Deep information propagation" (see MATH.md section 2):
+
+* length map ``V(q) = sigma_w^2 int Dz phi(sqrt(q) z)^2 + sigma_b^2``, fixed point ``q* = V(q*)``;
+* ``chi_1 = sigma_w^2 int Dz phi'(sqrt(q*) z)^2`` (order-to-chaos transition at ``chi_1 = 1``);
+* ``c*``, the stable fixed point of the correlation map reached from ``c < 1``, and
+  ``chi_c = sigma_w^2 int Dz1 Dz2 phi'(u1*) phi'(u2*)`` at ``(q*, c*)`` (``= chi_1`` in the ordered phase where c* = 1);
+* depth scales ``xi_q = -1/log V'(q*)``, ``xi_c = -1/log chi_c`` and ``xi_grad = -1/log chi_1``.
+
+Array convention: every 2-D array of a :class:`PhaseDiagram` has shape ``(len(bias_vars), len(weight_vars))``; row ``i``
+is ``bias_var = bias_vars[i]`` and column ``j`` is ``weight_var = weight_vars[j]`` (sigma_w^2 on the horizontal axis,
+sigma_b^2 on the vertical axis, as in the papers' figures).
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from ._checks import check_finite_array, check_int, check_nonneg, check_positive
+
+__all__ = [
+    "PhaseDiagram",
+    "phase_diagram",
+    "CriticalLine",
+    "critical_line",
+    "DepthScaleCurve",
+    "depth_scale_curve",
+    "MapDynamics",
+    "map_dynamics",
+]
+
+#: the order parameters a :class:`PhaseDiagram` holds, in CSV column order
+QUANTITIES = ("qstar", "chi1", "cstar", "chi_c", "xi_q", "xi_c", "xi_grad")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------------------------------
+def _core():
+    """The core module :mod:`meanfield.forward` (``meanfield.forward`` the attribute is the function ``forward``)."""
+    return importlib.import_module(".forward", __package__)
+
+
+def _resolve_activation(activation, activation_params=None):
+    """Return an :class:`~meanfield.activations.Activation` for a name or an Activation."""
+    from .activations import get_activation
+
+    params = dict(activation_params or {})
+    return get_activation(activation, **params)
+
+
+def _activation_label(act) -> str:
+    name = getattr(act, "name", str(act))
+    return str(name)
+
+
+def _activation_params(act) -> tuple:
+    params = getattr(act, "params", ())
+    try:
+        return tuple(float(p) for p in params)
+    except TypeError:
+        return ()
+
+
+def _grid_axis(name: str, value, *, positive: bool) -> np.ndarray:
+    """Validate a 1-D strictly increasing grid axis."""
+    arr = check_finite_array(name, value)
+    arr = np.atleast_1d(arr).astype(np.float64)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D sequence of numbers, got shape {arr.shape}")
+    if positive:
+        check_positive(name, arr)
+    else:
+        check_nonneg(name, arr)
+    if arr.size > 1 and np.any(np.diff(arr) <= 0):
+        raise ValueError(f"{name} must be strictly increasing")
+    return arr
+
+
+def _readonly(arr) -> np.ndarray:
+    out = np.array(arr, dtype=np.float64, copy=True)
+    out.setflags(write=False)
+    return out
+
+
+def _xi_from_slope(slope) -> np.ndarray:
+    """Depth scale ``xi = -1/log(slope)`` with the core's conventions: ``inf`` at slope 1, 0 at slope <= 0, NaN kept;
+    negative for slope > 1 (growth, e.g. xi_grad in the chaotic phase)."""
+    x = np.asarray(slope, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lx = np.log(x)
+        out = np.where(x <= 0, 0.0, np.where(lx == 0, np.inf, -1.0 / np.where(lx == 0, 1.0, lx)))
+    return np.where(np.isnan(x), np.nan, out)
+
+
+def _core_pass(act, w, b, q_init, need_c):
+    """One compiled pass of the core over flat arrays: (q*, chi_1, V'(q*), c*, chi_c)."""
+    fw = _core()
+
+    inner = getattr(fw, "_fixed_points", None)
+    if inner is not None:
+        try:
+            _, qs, chi, vp, cs, chic = inner(act, w, b, 1.0, q_init, need_c)
+            return [np.asarray(x, dtype=np.float64) for x in (qs, chi, vp, cs, chic)]
+        except TypeError:  # the private helper changed: use the public function below
+            pass
+    fp = fw.fixed_point(act, w, b, q_init=q_init)
+    return [np.asarray(x, dtype=np.float64).ravel() for x in (fp.q_star, fp.chi_1, vp, fp.c_star, fp.chi_c)]
+
+
+def _evaluate_block(act, w: np.ndarray, b: np.ndarray) -> dict:
+    """All order parameters at broadcast arrays ``w``, ``b`` through the core's compiled, parallel kernels
+    (:mod:`meanfield.forward`; the length map is iterated from ``q^1 = w + b``).
+
+    Two passes: (1) q*, chi_1 and V'(q*) everywhere (1-D integrals only); (2) the correlation fixed point c* and
+    chi_c only where chi_1 > 1, restarting from the q* of pass 1 (so pass 2 does not solve for q* again). In the ordered
+    phase (chi_1 <= 1, no dropout) c* = 1 and chi_c = chi_1 exactly (MATH.md sec. 2), which is what the core returns
+    there too, so the 2-D quadratures of the correlation map are skipped.
+    """
+    shape = np.broadcast(w, b).shape
+    wf = np.ascontiguousarray(np.broadcast_to(w, shape), dtype=np.float64).ravel()
+    bf = np.ascontiguousarray(np.broadcast_to(b, shape), dtype=np.float64).ravel()
+    qs, chi, vp, _, _ = _core_pass(act, wf, bf, None, False)
+    cs = np.ones_like(qs)
+    chic = chi.copy()
+    chaotic = chi > 1.0
+    nan = np.isnan(chi)
+    cs[nan] = np.nan
+    if chaotic.any():
+        q0 = qs[chaotic]
+        _, _, _, cs_c, chic_c = _core_pass(act, wf[chaotic], bf[chaotic], np.where(np.isfinite(q0), q0, 1.0), True)
+        # where q* is infinite, restart from the default q^1 instead (the core then reports the divergence itself)
+        if not np.all(np.isfinite(q0)):
+            inf = ~np.isfinite(q0)
+            sub = np.flatnonzero(chaotic)[inf]
+            _, _, _, cs_i, chic_i = _core_pass(act, wf[sub], bf[sub], None, True)
+            cs_c[inf], chic_c[inf] = cs_i, chic_i
+        cs[chaotic] = cs_c
+        chic[chaotic] = chic_c
+    nil = _xi_from_slope
+    out = {
+        "qstar": qs,
+        "chi1": chi,
+        "cstar": cs,
+        "chi_c": chic,
+        "xi_q": nil(vp),
+        "xi_c": nil(chic),
+        "xi_grad": nil(chi),
+    }
+    return {k: np.asarray(v, dtype=np.float64).reshape(shape) for k, v in out.items()}
+
+
+def _critical_weight_vars(act, bias_vars: np.ndarray) -> np.ndarray:
+    """w_c(b) for each bias (nan where the core finds no critical point, with its warning passed on)."""
+    fw = _core()
+
+    out = np.empty_like(bias_vars)
+    try:
+        out[:] = np.asarray(fw.critical_weight_var(act, bias_vars), dtype=np.float64)
+    except (TypeError, ValueError):
+        # the core may accept scalars only: fall back to a loop, keeping nan where it raises
+        for i, b in enumerate(bias_vars):
+            try:
+                out[i] = float(fw.critical_weight_var(act, float(b)))
+            except (ValueError, ArithmeticError):
+                out[i] = np.nan
+    return out
+
+
+def _summarise_warnings(caught, n_points: int, where: str, n_diverged: Optional[int] = None) -> None:
+    """Re-emit the core's warnings (one per evaluated block) as one warning per category.
+
+    For a divergence warning the count of grid points with ``q* = inf`` (``n_diverged``) replaces the per-block counts.
+    """
+    by_cat: dict = {}
+    for w in caught:
+        by_cat.setdefault(w.category, []).append(str(w.message))
+    for cat, msgs in by_cat.items():
+        if cat.__name__ == "DivergenceWarning" and n_diverged is not None:
+            msg = (f"{where}: q* = inf (the length map diverges) at {n_diverged} of {n_points} points; chi_1 and the "
+                   "correlation map there are their q -> inf limits and xi_q is NaN")
+        else:
+            msg = f"{where}: {msgs[0]}"
+            if len(msgs) > 1:
+                msg += f" (and {len(msgs) - 1} similar warnings)"
+        warnings.warn(msg, cat, stacklevel=3)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# phase diagram
+# --------------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class PhaseDiagram:
+    """Order parameters of the infinite-width network over a (bias_var, weight_var) grid.
+
+    Attributes
+    ----------
+    activation : str
+        Activation name (``Activation.name``).
+    activation_params : tuple of float
+        The activation's parameters (``Activation.params``).
+    weight_vars : ndarray, shape (nw,)
+        ``sigma_w^2`` axis (columns).
+    bias_vars : ndarray, shape (nb,)
+        ``sigma_b^2`` axis (rows).
+    qstar, chi1, cstar, chi_c, xi_q, xi_c, xi_grad : ndarray, shape (nb, nw)
+        ``q*``, ``chi_1``, ``c*``, ``chi_c``, and the depth scales ``xi_q``, ``xi_c``, ``xi_grad`` (MATH.md sec. 2).
+        ``q* = inf`` where the length map diverges (unbounded activations); entries derived from a divergent
+        ``q*`` are whatever the core returns there (documented in :mod:`meanfield.forward`).
+    critical_weight_vars : ndarray, shape (nb,)
+        The critical line ``sigma_w^2 = w_c(sigma_b^2)`` where ``chi_1 = 1`` (``nan`` where none exists).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from meanfield.phase import PhaseDiagram, phase_diagram
+    >>> pd = phase_diagram("tanh", np.linspace(0.5, 4, 40), np.linspace(0, 0.5, 30))
+    >>> pd.chi1.shape
+    (30, 40)
+    >>> ax = pd.plot("chi1")           # heat map with the critical line overlaid
+    >>> path = pd.save("tanh_phase.npz"); pd2 = PhaseDiagram.load(path)   # doctest: +SKIP
+    """
+
+    activation: str
+    activation_params: tuple
+    weight_vars: np.ndarray
+    bias_vars: np.ndarray
+    qstar: np.ndarray
+    chi1: np.ndarray
+    cstar: np.ndarray
+    chi_c: np.ndarray
+    xi_q: np.ndarray
+    xi_c: np.ndarray
+    xi_grad: np.ndarray
+    critical_weight_vars: np.ndarray
+
+    # ---- derived quantities -------------------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        """``(len(bias_vars), len(weight_vars))``."""
+        return (self.bias_vars.size, self.weight_vars.size)
+
+    @property
+    def chaotic(self) -> np.ndarray:
+        """Boolean mask of the chaotic phase (``chi_1 > 1``)."""
+        return self.chi1 > 1.0
+
+    @property
+    def xi_c_ridge(self) -> np.ndarray:
+        """For each bias row, the grid weight_var where ``xi_c`` is largest (the ridge; nan if the row has no finite
+        value). On a fine grid it tracks :attr:`critical_weight_vars`, where ``xi_c`` diverges."""
+        out = np.full(self.bias_vars.size, np.nan)
+        for i in range(self.bias_vars.size):
+            row = np.where(np.isnan(self.xi_c[i]), -np.inf, self.xi_c[i])
+            if np.all(row == -np.inf):
+                continue
+            out[i] = self.weight_vars[int(np.argmax(row))]
+        return out
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in QUANTITIES:
+            raise KeyError(f"unknown quantity {name!r}; choose one of {', '.join(QUANTITIES)}")
+        return getattr(self, name)
+
+    # ---- export ------------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """Plain-python/NumPy dictionary of every field (arrays copied)."""
+        out = {"activation": self.activation, "activation_params": tuple(self.activation_params)}
+        for name in ("weight_vars", "bias_vars", *QUANTITIES, "critical_weight_vars"):
+            out[name] = np.array(getattr(self, name))
+        return out
+
+    def save(self, path) -> str:
+        """Write a compressed ``.npz`` (``.npz`` is appended when missing); returns the path written."""
+        path = str(path)
+        if not path.endswith(".npz"):
+            path += ".npz"
+        d = self.to_dict()
+        d["activation"] = np.array(d["activation"])
+        d["activation_params"] = np.array(d["activation_params"], dtype=np.float64)
+        np.savez_compressed(path, **d)
+        return path
+
+    @classmethod
+    def load(cls, path) -> "PhaseDiagram":
+        """Read a file written by :meth:`save`."""
+        with np.load(str(path), allow_pickle=False) as f:
+            missing = [k for k in ("weight_vars", "bias_vars", *QUANTITIES) if k not in f.files]
+            if missing:
+                raise ValueError(f"{path} is not a PhaseDiagram file (missing {', '.join(missing)})")
+            kw = {k: _readonly(f[k]) for k in ("weight_vars", "bias_vars", *QUANTITIES)}
+            crit = f["critical_weight_vars"] if "critical_weight_vars" in f.files else np.full(kw["bias_vars"].size, np.nan)
+            return cls(
+                activation=str(f["activation"]),
+                activation_params=tuple(float(p) for p in np.atleast_1d(f["activation_params"])),
+                critical_weight_vars=_readonly(crit),
+                **kw,
+            )
+
+    def to_csv(self, path) -> str:
+        """Write one row per grid point: ``weight_var,bias_var,qstar,chi1,cstar,chi_c,xi_q,xi_c,xi_grad``."""
+        path = str(path)
+        W, B = np.meshgrid(self.weight_vars, self.bias_vars)
+        cols = [W.ravel(), B.ravel()] + [getattr(self, k).ravel() for k in QUANTITIES]
+        data = np.column_stack(cols)
+        header = ",".join(("weight_var", "bias_var") + QUANTITIES)
+        np.savetxt(path, data, delimiter=",", header=header, comments="", fmt="%.17g")
+        return path
+
+    def plot(self, quantity: str = "chi1", ax=None, **kwargs):
+        """Heat map of ``quantity`` with the critical line; see :func:`meanfield.plotting.plot_phase_diagram`."""
+        from .plotting import plot_phase_diagram
+
+        return plot_phase_diagram(self, quantity=quantity, ax=ax, **kwargs)
+
+
+def phase_diagram(
+    activation,
+    weight_vars,
+    bias_vars,
+    *,
+    block_rows: Optional[int] = None,
+    progress: Optional[Callable[[int, int], None]] = None,
+    activation_params: Optional[dict] = None,
+) -> PhaseDiagram:
+    r"""Evaluate q*, chi_1, c*, chi_c, xi_q, xi_c and xi_grad over a grid of (weight_var, bias_var).
+
+    For every grid point (Poole et al. 2016; Schoenholz et al. 2017; MATH.md sec. 2)
+
+    .. math::
+        q^* = \sigma_w^2\!\int\!Dz\,\phi(\sqrt{q^*}z)^2 + \sigma_b^2,\qquad
+        \chi_1 = \sigma_w^2\!\int\!Dz\,\phi'(\sqrt{q^*}z)^2,\qquad
+        \chi_c = \sigma_w^2\!\int\!Dz_1Dz_2\,\phi'(u_1^*)\phi'(u_2^*),
+
+    with ``c*`` the stable correlation fixed point, and ``xi_q = -1/log V'(q*)``, ``xi_c = -1/log chi_c``,
+    ``xi_grad = -1/log chi_1``. The ordered phase has ``chi_1 < 1``, the chaotic phase ``chi_1 > 1``; the critical line
+    ``chi_1 = 1`` is computed by :func:`meanfield.forward.critical_weight_var` for each bias. The sweep calls the
+    core's numba-parallel vectorised functions on blocks of rows.
+
+    Parameters
+    ----------
+    activation : str or Activation
+        Activation name (``"tanh"``, ``"relu"``, ``"erf"``, ...) or an :class:`~meanfield.activations.Activation`.
+    weight_vars : array_like, shape (nw,)
+        Strictly increasing ``sigma_w^2 > 0`` values (columns).
+    bias_vars : array_like, shape (nb,)
+        Strictly increasing ``sigma_b^2 >= 0`` values (rows).
+    block_rows : int, optional
+        Rows evaluated per call to the core (default: all rows at once when ``progress`` is None, else enough rows
+        for about 20 progress updates).
+    progress : callable, optional
+        ``progress(done_rows, total_rows)`` called after each block (the CLI draws a progress bar with it).
+    activation_params : dict, optional
+        Parameters passed to :func:`~meanfield.activations.get_activation` with a name (e.g. ``{"slope": 0.2}``).
+
+    Returns
+    -------
+    PhaseDiagram
+        Frozen result, arrays of shape ``(nb, nw)``.
+
+    Warns
+    -----
+    RuntimeWarning
+        Once per distinct message from the core (e.g. ``q*`` diverging), with the number of occurrences.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from meanfield.phase import phase_diagram
+    >>> pd = phase_diagram("erf", np.linspace(0.2, 3, 50), np.linspace(0, 1, 40))
+    >>> bool(pd.chaotic[0, -1]), bool(pd.chaotic[0, 0])
+    (True, False)
+    """
+    act = _resolve_activation(activation, activation_params)
+    w_axis = _grid_axis("weight_vars", weight_vars, positive=True)
+    b_axis = _grid_axis("bias_vars", bias_vars, positive=False)
+    nb, nw = b_axis.size, w_axis.size
+    if block_rows is None:
+        block_rows = nb if progress is None else max(1, math.ceil(nb / 20))
+    block_rows = check_int("block_rows", block_rows, 1)
+
+    arrays = {k: np.empty((nb, nw)) for k in QUANTITIES}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        done = 0
+        while done < nb:
+            stop = min(nb, done + block_rows)
+            W, B = np.meshgrid(w_axis, b_axis[done:stop])
+            res = _evaluate_block(act, W, B)
+            for k in QUANTITIES:
+                arrays[k][done:stop] = res[k]
+            done = stop
+            if progress is not None:
+                progress(done, nb)
+        crit = _critical_weight_vars(act, b_axis)
+    n_div = int(np.isinf(arrays["qstar"]).sum())
+    _summarise_warnings(caught, nb * nw, f"phase_diagram({_activation_label(act)!r})", n_div)
+    _warn_nan(arrays, "phase_diagram")
+
+    return PhaseDiagram(
+        activation=_activation_label(act),
+        activation_params=_activation_params(act),
+        weight_vars=_readonly(w_axis),
+        bias_vars=_readonly(b_axis),
+        critical_weight_vars=_readonly(crit),
+        **{k: _readonly(v) for k, v in arrays.items()},
+    )
+
+
+def _warn_nan(arrays: dict, where: str) -> None:
+    """Warn about NaN entries, except xi_q where q* = inf (documented: no length-map slope at infinity)."""
+    diverged = np.isinf(arrays["qstar"])
+    bad = {}
+    for k, v in arrays.items():
+        mask = np.isnan(v)
+        if k == "xi_q":
+            mask &= ~diverged
+        if mask.any():
+            bad[k] = int(mask.sum())
+    if bad:
+        desc = ", ".join(f"{k}: {n}" for k, n in bad.items())
+        warnings.warn(f"{where}: NaN entries ({desc}); these points are left blank in plots", RuntimeWarning,
+                      stacklevel=3)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# critical line
+# --------------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class CriticalLine:
+    """The order-to-chaos line ``chi_1(sigma_w^2, sigma_b^2) = 1`` and the chaotic branch just beyond it.
+
+    Attributes
+    ----------
+    activation, activation_params
+        As in :class:`PhaseDiagram`.
+    bias_vars : ndarray, shape (nb,)
+        ``sigma_b^2`` values.
+    weight_vars : ndarray, shape (nb,)
+        Critical ``sigma_w^2`` (``nan`` where no critical point exists).
+    qstar : ndarray, shape (nb,)
+        ``q*`` on the critical line (``inf`` where it diverges, e.g. ReLU with ``sigma_b^2 > 0``).
+    offsets : ndarray, shape (no,)
+        Relative distances into the chaotic phase: ``sigma_w^2 = w_c (1 + offset)``.
+    chaotic_weight_vars : ndarray, shape (nb, no)
+        The ``sigma_w^2`` values ``w_c (1 + offsets)``.
+    cstar, chi_c, xi_c : ndarray, shape (nb, no)
+        The ``c* != 1`` branch of the correlation map there: its stable fixed point ``c* < 1``, the slope
+        ``chi_c = sigma_w^2 int Dz1 Dz2 phi'(u1*) phi'(u2*)`` at ``(q*, c*)``, and ``xi_c = -1/log chi_c``.
+        As ``offset -> 0``: ``c* -> 1``, ``chi_c -> 1`` and ``xi_c`` diverges (Schoenholz et al. 2017).
+
+    Examples
+    --------
+    >>> from meanfield.phase import critical_line
+    >>> line = critical_line("erf", [0.0, 0.1])
+    >>> round(float(line.weight_vars[0]), 12)       # pi/4
+    0.785398163397
+    """
+
+    activation: str
+    activation_params: tuple
+    bias_vars: np.ndarray
+    weight_vars: np.ndarray
+    qstar: np.ndarray
+    offsets: np.ndarray
+    chaotic_weight_vars: np.ndarray
+    cstar: np.ndarray
+    chi_c: np.ndarray
+    xi_c: np.ndarray
+
+    def to_dict(self) -> dict:
+        """Plain dictionary of every field (arrays copied)."""
+        out = {"activation": self.activation, "activation_params": tuple(self.activation_params)}
+        for name in ("bias_vars", "weight_vars", "qstar", "offsets", "chaotic_weight_vars", "cstar", "chi_c", "xi_c"):
+            out[name] = np.array(getattr(self, name))
+        return out
+
+    def plot(self, ax=None, **kwargs):
+        """Plot the line in the (sigma_w^2, sigma_b^2) plane."""
+        from .plotting import plot_critical_line
+
+        return plot_critical_line(self, ax=ax, **kwargs)
+
+
+def critical_line(
+    activation,
+    bias_vars,
+    *,
+    offsets=(1e-3, 1e-2, 1e-1),
+    activation_params: Optional[dict] = None,
+) -> CriticalLine:
+    r"""Critical weight variances ``sigma_w^2 = w_c(sigma_b^2)`` (``chi_1 = 1``) and the chaotic branch beyond them.
+
+    On the critical line (Poole et al. 2016; MATH.md sec. 2)
+
+    .. math:: \sigma_w^2 \int Dz\, \phi'(\sqrt{q^*} z)^2 = 1,\qquad q^* = \sigma_w^2\int Dz\,\phi(\sqrt{q^*}z)^2+\sigma_b^2,
+
+    solved by :func:`meanfield.forward.critical_weight_var` (to ~1e-12). Just inside the chaotic phase,
+    ``sigma_w^2 = w_c (1 + offset)``, the correlation map has a stable fixed point ``c* < 1``; its slope ``chi_c`` and
+    depth scale ``xi_c = -1/log chi_c`` are returned for each offset (``xi_c`` diverges as ``offset -> 0``).
+    Known values: tanh at ``sigma_b^2 = 0`` is critical at 1, erf at pi/4, ReLU at 2 for every ``sigma_b^2``.
+
+    Parameters
+    ----------
+    activation : str or Activation
+    bias_vars : float or array_like
+        ``sigma_b^2 >= 0`` (any order).
+    offsets : sequence of float, optional
+        Relative offsets ``> 0`` into the chaotic phase (default 1e-3, 1e-2, 1e-1); ``()`` skips the branch.
+    activation_params : dict, optional
+        Parameters for :func:`~meanfield.activations.get_activation`.
+
+    Returns
+    -------
+    CriticalLine
+
+    Examples
+    --------
+    >>> from meanfield.phase import critical_line
+    >>> float(critical_line("relu", 0.3, offsets=()).weight_vars[0])   # q* diverges there (DivergenceWarning)
+    2.0
+    """
+    fw = _core()
+
+    act = _resolve_activation(activation, activation_params)
+    b = np.atleast_1d(check_nonneg("bias_vars", bias_vars)).astype(np.float64).ravel()
+    off = np.atleast_1d(np.asarray(offsets, dtype=np.float64)).ravel() if len(np.atleast_1d(offsets)) else np.empty(0)
+    if off.size:
+        check_positive("offsets", off)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        wc = _critical_weight_vars(act, b)
+        ok = np.isfinite(wc)
+        q = np.full_like(b, np.nan)
+        if ok.any():
+            q[ok] = np.asarray(fw.qstar(act, wc[ok], b[ok]), dtype=np.float64)
+        Wc = wc[:, None] * (1.0 + off[None, :])
+        cs = np.full(Wc.shape, np.nan)
+        xc = np.full(Wc.shape, np.nan)
+        if off.size and ok.any():
+            Bc = np.broadcast_to(b[:, None], Wc.shape)
+            cs[ok] = np.asarray(fw.cstar(act, Wc[ok], Bc[ok]), dtype=np.float64)
+            xc[ok] = np.asarray(fw.chi_c(act, Wc[ok], Bc[ok]), dtype=np.float64)
+    _summarise_warnings(caught, b.size, f"critical_line({_activation_label(act)!r})", int(np.isinf(q).sum()))
+    return CriticalLine(
+        activation=_activation_label(act),
+        activation_params=_activation_params(act),
+        bias_vars=_readonly(b),
+        weight_vars=_readonly(wc),
+        qstar=_readonly(q),
+        offsets=_readonly(off),
+        chaotic_weight_vars=_readonly(Wc),
+        cstar=_readonly(cs),
+        chi_c=_readonly(xc),
+        xi_c=_readonly(_xi_from_slope(xc)),
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# depth scales at fixed bias
+# --------------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class DepthScaleCurve:
+    """Depth scales against ``sigma_w^2`` at fixed ``sigma_b^2`` (Schoenholz et al. 2017, Fig. 1).
+
+    Attributes
+    ----------
+    activation, activation_params
+        As in :class:`PhaseDiagram`.
+    bias_var : float
+        The fixed ``sigma_b^2``.
+    weight_vars : ndarray, shape (nw,)
+    qstar, chi1, cstar, chi_c, xi_q, xi_c, xi_grad : ndarray, shape (nw,)
+        As in :class:`PhaseDiagram`.
+    critical_weight_var : float
+        ``w_c(sigma_b^2)`` where ``chi_1 = 1`` and ``xi_c`` diverges (nan if none).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from meanfield.phase import depth_scale_curve
+    >>> curve = depth_scale_curve("tanh", np.linspace(1, 4, 60), bias_var=0.05)
+    >>> ax = curve.plot()
+    """
+
+    activation: str
+    activation_params: tuple
+    bias_var: float
+    weight_vars: np.ndarray
+    qstar: np.ndarray
+    chi1: np.ndarray
+    cstar: np.ndarray
+    chi_c: np.ndarray
+    xi_q: np.ndarray
+    xi_c: np.ndarray
+    xi_grad: np.ndarray
+    critical_weight_var: float
+
+    def to_dict(self) -> dict:
+        """Plain dictionary of every field (arrays copied)."""
+        out = {
+            "activation": self.activation,
+            "activation_params": tuple(self.activation_params),
+            "bias_var": self.bias_var,
+            "critical_weight_var": self.critical_weight_var,
+        }
+        for name in ("weight_vars", *QUANTITIES):
+            out[name] = np.array(getattr(self, name))
+        return out
+
+    def to_csv(self, path) -> str:
+        """Write ``weight_var,qstar,chi1,cstar,chi_c,xi_q,xi_c,xi_grad`` rows (bias_var in the header comment)."""
+        path = str(path)
+        data = np.column_stack([self.weight_vars] + [getattr(self, k) for k in QUANTITIES])
+        header = f"# activation={self.activation} bias_var={self.bias_var!r} critical_weight_var={self.critical_weight_var!r}\n"
+        header += ",".join(("weight_var",) + QUANTITIES)
+        np.savetxt(path, data, delimiter=",", header=header, comments="", fmt="%.17g")
+        return path
+
+    def plot(self, ax=None, **kwargs):
+        """xi_q and xi_c against sigma_w^2 with the critical point; see :func:`meanfield.plotting.plot_depth_scales`."""
+        from .plotting import plot_depth_scales
+
+        return plot_depth_scales(self, ax=ax, **kwargs)
+
+
+def depth_scale_curve(activation, weight_vars, bias_var: float = 0.05, *, activation_params=None) -> DepthScaleCurve:
+    r"""Depth scales ``xi_q``, ``xi_c`` (and ``xi_grad``) against ``sigma_w^2`` at fixed ``sigma_b^2``.
+
+    ``1/xi_q = -log V'(q*)``, ``1/xi_c = -log chi_c`` (Schoenholz et al. 2017, eqs. 8-9; MATH.md sec. 2); ``xi_c``
+    diverges at the critical point ``w_c(sigma_b^2)`` where ``chi_1 = 1``, ``xi_q`` stays finite there.
+
+    Parameters
+    ----------
+    activation : str or Activation
+    weight_vars : array_like, shape (nw,)
+        Strictly increasing ``sigma_w^2 > 0``.
+    bias_var : float
+        ``sigma_b^2 >= 0`` (default 0.05, Schoenholz's Fig. 1).
+    activation_params : dict, optional
+
+    Returns
+    -------
+    DepthScaleCurve
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from meanfield.phase import depth_scale_curve
+    >>> c = depth_scale_curve("erf", np.linspace(0.5, 3, 30), 0.0)
+    >>> abs(c.critical_weight_var - np.pi / 4) < 1e-9
+    True
+    """
+    b = check_nonneg("bias_var", bias_var)
+    if np.ndim(b) != 0:
+        raise ValueError("bias_var must be a single number (use phase_diagram for a grid of biases)")
+    pd = phase_diagram(activation, weight_vars, [float(b)], activation_params=activation_params)
+    return DepthScaleCurve(
+        activation=pd.activation,
+        activation_params=pd.activation_params,
+        bias_var=float(b),
+        weight_vars=pd.weight_vars,
+        critical_weight_var=float(pd.critical_weight_vars[0]),
+        **{k: _readonly(getattr(pd, k)[0]) for k in QUANTITIES},
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# length / correlation map dynamics (Poole et al. 2016, Figs. 1-2)
+# --------------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class MapDynamics:
+    """Length and correlation maps and their iterates for a few ``sigma_w^2`` at fixed ``sigma_b^2``.
+
+    Attributes
+    ----------
+    activation, activation_params
+        As in :class:`PhaseDiagram`.
+    bias_var : float
+    weight_vars : ndarray, shape (nw,)
+    q_grid : ndarray, shape (nq,)
+        Inputs of the length map.
+    length_map : ndarray, shape (nw, nq)
+        ``V(q) = sigma_w^2 int Dz phi(sqrt(q) z)^2 + sigma_b^2``.
+    q0 : ndarray, shape (n0,)
+        Starting lengths ``q^1``.
+    q_layers : ndarray, shape (nw, n0, depth)
+        ``q^l`` for ``l = 1..depth`` (``q^{l+1} = V(q^l)``).
+    qstar : ndarray, shape (nw,)
+        Fixed points (inf where the map diverges).
+    cstar : ndarray, shape (nw,)
+        Stable correlation fixed points (:func:`meanfield.forward.cstar`; the q -> inf limit where q* = inf).
+    q_ref : ndarray, shape (nw,)
+        The length at which the correlation map is drawn: ``q*`` when finite, else ``q^depth`` from ``q^1 = 1``.
+    c_grid : ndarray, shape (nc,)
+        Inputs of the correlation map.
+    correlation_map : ndarray, shape (nw, nc)
+        ``C(c) = [sigma_w^2 E[phi(u1) phi(u2)] + sigma_b^2] / V(q_ref)`` with ``u1, u2`` of variance ``q_ref`` and
+        correlation ``c`` (equals MATH.md's ``C(c; q*)`` at ``q_ref = q*``).
+    c0 : ndarray, shape (m0,)
+        Starting correlations ``c^1``.
+    c_layers : ndarray, shape (nw, m0, depth)
+        ``c^l`` for ``l = 1..depth`` from the exact two-input recursion (both inputs starting at ``q_ref``; the lengths
+        are propagated too, so the result is right even where ``q*`` is infinite).
+
+    Examples
+    --------
+    >>> from meanfield.phase import map_dynamics
+    >>> md = map_dynamics("tanh", [1.0, 2.5, 4.0], bias_var=0.3, depth=15)
+    >>> fig = md.plot()
+    """
+
+    activation: str
+    activation_params: tuple
+    bias_var: float
+    weight_vars: np.ndarray
+    q_grid: np.ndarray
+    length_map: np.ndarray
+    q0: np.ndarray
+    q_layers: np.ndarray
+    qstar: np.ndarray
+    cstar: np.ndarray
+    q_ref: np.ndarray
+    c_grid: np.ndarray
+    correlation_map: np.ndarray
+    c0: np.ndarray
+    c_layers: np.ndarray
+
+    def to_dict(self) -> dict:
+        """Plain dictionary of every field (arrays copied)."""
+        out = {"activation": self.activation, "activation_params": tuple(self.activation_params),
+               "bias_var": self.bias_var}
+        for name in ("weight_vars", "q_grid", "length_map", "q0", "q_layers", "qstar", "cstar", "q_ref", "c_grid",
+                     "correlation_map", "c0", "c_layers"):
+            out[name] = np.array(getattr(self, name))
+        return out
+
+    def plot(self, fig=None, **kwargs):
+        """Four panels: V(q) against the identity, q^l against l, C(c) against the identity, c^l against l."""
+        from .plotting import plot_map_dynamics
+
+        return plot_map_dynamics(self, fig=fig, **kwargs)
+
+
+def map_dynamics(
+    activation,
+    weight_vars,
+    bias_var: float = 0.3,
+    *,
+    depth: int = 15,
+    q0=(0.02, 0.5, 1.5, 3.0),
+    c0=(0.0, 0.3, 0.6, 0.9, 0.99),
+    q_max: Optional[float] = None,
+    n_grid: int = 101,
+    activation_params: Optional[dict] = None,
+) -> MapDynamics:
+    r"""Iterate the length map and the correlation map layer by layer (Poole et al. 2016, Figs. 1-2).
+
+    Length: ``q^{l+1} = V(q^l) = sigma_w^2 int Dz phi(sqrt(q^l) z)^2 + sigma_b^2``. Correlation (two inputs of equal
+    length ``q^l`` and correlation ``c^l``):
+
+    .. math:: q_{12}^{l+1} = \sigma_w^2\,E[\phi(u_1)\phi(u_2)] + \sigma_b^2,\qquad c^{l+1} = q_{12}^{l+1}/V(q^l),
+
+    with ``(u_1, u_2)`` Gaussian of variances ``q^l`` and covariance ``c^l q^l`` (:func:`meanfield.quadrature.pair_expectation`).
+    Starting at ``q^1 = q*`` this is MATH.md's ``c^{l+1} = C(c^l; q*)``.
+
+    Parameters
+    ----------
+    activation : str or Activation
+    weight_vars : float or array_like
+        A few ``sigma_w^2 > 0`` values, one curve each.
+    bias_var : float
+        ``sigma_b^2 >= 0``.
+    depth : int
+        Number of layers plotted (``>= 2``).
+    q0 : sequence of float
+        Starting lengths ``q^1 > 0``.
+    c0 : sequence of float
+        Starting correlations in ``[-1, 1]``.
+    q_max : float, optional
+        Right end of the length-map grid (default: 1.5 x the largest of q^1, 1 and the finite q* below 100 x that).
+    n_grid : int
+        Points on the map grids.
+    activation_params : dict, optional
+
+    Returns
+    -------
+    MapDynamics
+    """
+    fw = _core()
+    from .quadrature import pair_expectation
+
+    act = _resolve_activation(activation, activation_params)
+    ws = np.atleast_1d(check_positive("weight_vars", weight_vars)).astype(np.float64).ravel()
+    b = check_nonneg("bias_var", bias_var)
+    if np.ndim(b) != 0:
+        raise ValueError("bias_var must be a single number")
+    b = float(b)
+    depth = check_int("depth", depth, 2)
+    n_grid = check_int("n_grid", n_grid, 3)
+    q0a = np.atleast_1d(check_positive("q0", q0)).astype(np.float64).ravel()
+    from ._checks import check_in_range
+
+    c0a = np.atleast_1d(check_in_range("c0", c0, -1.0, 1.0)).astype(np.float64).ravel()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        qs = np.asarray(fw.qstar(act, ws, b), dtype=np.float64).reshape(ws.shape)
+        cs = np.asarray(fw.cstar(act, ws, b), dtype=np.float64).reshape(ws.shape)
+        # length-map iterates
+        q_layers = np.empty((ws.size, q0a.size, depth))
+        for i, w in enumerate(ws):
+            q = q0a.copy()
+            for l in range(depth):
+                q_layers[i, :, l] = q
+                q = np.asarray(fw.length_map(act, q, w, b), dtype=np.float64)
+        # reference length for the correlation map
+        q_ref = np.empty_like(ws)
+        for i, w in enumerate(ws):
+            if np.isfinite(qs[i]) and qs[i] > 0:
+                q_ref[i] = qs[i]
+            else:
+                q = 1.0
+                for _ in range(depth):
+                    q = float(fw.length_map(act, q, w, b))
+                q_ref[i] = q if np.isfinite(q) and q > 0 else 1.0
+        base = max(float(np.max(q0a)), 1.0)
+        shown = qs[np.isfinite(qs) & (qs <= 100.0 * base)]  # a huge q* (marginal divergence) would flatten the panel
+        qm = float(q_max) if q_max is not None else 1.5 * float(np.max(np.concatenate([shown, q0a, [1.0]])))
+        if q_max is not None:
+            check_positive("q_max", qm)
+        q_grid = np.linspace(0.0, qm, n_grid)
+        Vq = np.stack([np.asarray(fw.length_map(act, q_grid, w, b), dtype=np.float64) for w in ws])
+
+        c_grid = np.linspace(-1.0, 1.0, n_grid)
+        Cc = np.empty((ws.size, n_grid))
+        c_layers = np.empty((ws.size, c0a.size, depth))
+        for i, w in enumerate(ws):
+            qr = q_ref[i]
+            Vr = float(fw.length_map(act, qr, w, b))
+            Cc[i] = (w * np.asarray(pair_expectation(act, qr, qr, c_grid * qr), dtype=np.float64) + b) / Vr
+            c = c0a.copy()
+            q = qr
+            for l in range(depth):
+                c_layers[i, :, l] = c
+                qn = float(fw.length_map(act, q, w, b))
+                if not (qn > 0.0 and np.isfinite(qn)):
+                    raise ValueError(f"map_dynamics: the length reached {qn} at layer {l + 2} for weight_var={w}, "
+                                     f"bias_var={b}; the correlation is undefined there (use bias_var > 0)")
+                c = (w * np.asarray(pair_expectation(act, q, q, c * q), dtype=np.float64) + b) / qn
+                c = np.clip(c, -1.0, 1.0)
+                q = qn
+    _summarise_warnings(caught, ws.size, f"map_dynamics({_activation_label(act)!r})", int(np.isinf(qs).sum()))
+    return MapDynamics(
+        activation=_activation_label(act),
+        activation_params=_activation_params(act),
+        bias_var=b,
+        weight_vars=_readonly(ws),
+        q_grid=_readonly(q_grid),
+        length_map=_readonly(Vq),
+        q0=_readonly(q0a),
+        q_layers=_readonly(q_layers),
+        qstar=_readonly(qs),
+        cstar=_readonly(cs),
+        q_ref=_readonly(q_ref),
+        c_grid=_readonly(c_grid),
+        correlation_map=_readonly(Cc),
+        c0=_readonly(c0a),
+        c_layers=_readonly(c_layers),
+    )

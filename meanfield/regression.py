@@ -1,0 +1,328 @@
+r"""Kernel regression with the infinite-width kernels (MATH.md section 4).
+
+* NNGP posterior (Lee et al. 2018; Rasmussen & Williams eq. 2.25-2.26): with training kernel ``K = K(X, X)``, cross
+  kernel ``K_* = K(X_*, X)``, observation noise ``sigma_n^2``,
+
+  .. math::
+
+      \mu_* = K_* (K + \sigma_n^2 I)^{-1} Y,\qquad
+      \Sigma_* = K(X_*, X_*) - K_* (K + \sigma_n^2 I)^{-1} K_*^T .
+
+* NTK gradient flow on the MSE loss ``(1/2) ||f(X) - Y||^2`` (Jacot et al. 2018; Lee et al. 2019) with learning rate
+  ``eta``: the training outputs obey ``df/dt = -eta Theta (f - Y)``, so
+
+  .. math::
+
+      f_t(X) = Y + e^{-\eta \Theta t}(f_0(X) - Y),\qquad
+      f_t(X_*) = f_0(X_*) + \Theta_* \Theta^{-1} (I - e^{-\eta\Theta t}) (Y - f_0(X)),
+
+  which at ``t = inf`` is the kernel interpolant ``Theta_* Theta^{-1} Y`` (for ``f_0 = 0``). Computed through the
+  eigendecomposition ``Theta = U diag(lambda) U^T`` with ``(1 - e^{-eta lambda t}) / lambda = -expm1(-eta lambda t) /
+  lambda`` (stable for small ``lambda t``).
+* Trainability (Xiao, Pennington & Schoenholz 2020): the condition number ``kappa = lambda_max / lambda_min`` of
+  ``Theta(X, X)``; the slowest eigenmode relaxes ``kappa`` times slower than the fastest.
+
+Examples
+--------
+>>> import numpy as np
+>>> from meanfield import Network
+>>> from meanfield.regression import nngp_regression
+>>> rng = np.random.default_rng(0)
+>>> X, Xs = rng.standard_normal((20, 3)), rng.standard_normal((5, 3))
+>>> post = nngp_regression(Network("erf", depth=2, weight_var=1.5), X, np.sin(X[:, 0]), Xs, noise_var=1e-2)
+>>> post.mean.shape, bool(np.all(post.variance >= 0))
+((5,), True)
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import scipy.linalg
+
+from ._checks import check_finite_array, check_nonneg, check_positive
+
+__all__ = [
+    "GPPosterior",
+    "NTKPrediction",
+    "gp_posterior",
+    "ntk_gradient_flow",
+    "ntk_condition_number",
+    "nngp_regression",
+    "ntk_regression",
+]
+
+
+def _square(name, a):
+    a = check_finite_array(name, a)
+    if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] < 1:
+        raise ValueError(f"{name} must be a square 2-D matrix, got shape {a.shape}")
+    return a
+
+
+def _targets(y, n):
+    y = check_finite_array("y_train", y)
+    if y.ndim not in (1, 2) or y.shape[0] != n:
+        raise ValueError(f"y_train must have shape ({n},) or ({n}, n_outputs), got {y.shape}")
+    return y
+
+
+def _cross(name, a, n):
+    a = check_finite_array(name, a)
+    if a.ndim != 2 or a.shape[1] != n:
+        raise ValueError(f"{name} must have shape (n_test, {n}), got {a.shape}")
+    return a
+
+
+@dataclass(frozen=True)
+class GPPosterior:
+    """Gaussian-process posterior at the test points.
+
+    Attributes
+    ----------
+    mean : ndarray, shape (n_test,) or (n_test, n_outputs)
+    variance : ndarray, shape (n_test,)
+        Posterior variance of the latent function (add ``noise_var`` for the predictive variance of an observation).
+    covariance : ndarray or None, shape (n_test, n_test)
+        Full posterior covariance when ``k_test`` was a matrix.
+    noise_var : float
+    """
+
+    mean: np.ndarray
+    variance: np.ndarray
+    covariance: Optional[np.ndarray]
+    noise_var: float
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "variance": self.variance.tolist(),
+                "covariance": None if self.covariance is None else self.covariance.tolist(),
+                "noise_var": self.noise_var}
+
+
+def gp_posterior(k_train, k_cross, y_train, k_test=None, noise_var: float = 0.0) -> GPPosterior:
+    r"""GP posterior mean and variance: ``mu = K_* (K + s I)^{-1} Y``, ``Sigma = K_** - K_* (K + s I)^{-1} K_*^T``.
+
+    Parameters
+    ----------
+    k_train : (n, n) array
+        Prior kernel on the training inputs (e.g. the NNGP).
+    k_cross : (n_test, n) array
+        Kernel between test and training inputs.
+    y_train : (n,) or (n, C) array
+    k_test : (n_test,) or (n_test, n_test) array, optional
+        Prior variances (diagonal) or covariance at the test inputs; without it the variance is not computed (NaN).
+    noise_var : float
+        Observation noise variance ``sigma_n^2 >= 0``.
+
+    Uses a Cholesky factorisation of ``K + s I`` (raises ``numpy.linalg.LinAlgError`` with advice if it is not
+    positive definite: add ``noise_var``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> K = np.array([[2.0, 1.0], [1.0, 2.0]])
+    >>> post = gp_posterior(K, K, np.array([1.0, -1.0]), k_test=np.diag(K))   # at the training points, no noise
+    >>> np.allclose(post.mean, [1.0, -1.0]), np.allclose(post.variance, 0.0)
+    (True, True)
+    """
+    K = _square("k_train", k_train)
+    n = K.shape[0]
+    Ks = _cross("k_cross", k_cross, n)
+    y = _targets(y_train, n)
+    s = float(check_nonneg("noise_var", noise_var))
+    A = K + s * np.eye(n)
+    try:
+        cf = scipy.linalg.cho_factor(A, lower=True, check_finite=False)
+    except np.linalg.LinAlgError as exc:
+        raise np.linalg.LinAlgError("k_train + noise_var * I is not positive definite; increase noise_var") from exc
+    mean = Ks @ scipy.linalg.cho_solve(cf, y, check_finite=False)
+    cov = None
+    var = np.full(Ks.shape[0], np.nan)
+    if k_test is not None:
+        kt = check_finite_array("k_test", k_test)
+        V = scipy.linalg.solve_triangular(cf[0], Ks.T, lower=True, check_finite=False)   # L^{-1} K_*^T
+        if kt.ndim == 2:
+            if kt.shape != (Ks.shape[0], Ks.shape[0]):
+                raise ValueError(f"k_test must have shape ({Ks.shape[0]},) or ({Ks.shape[0]}, {Ks.shape[0]}), "
+                                 f"got {kt.shape}")
+            cov = kt - V.T @ V
+            cov = 0.5 * (cov + cov.T)
+            var = np.diag(cov).copy()
+        else:
+            if kt.shape != (Ks.shape[0],):
+                raise ValueError(f"k_test must have shape ({Ks.shape[0]},) or ({Ks.shape[0]}, {Ks.shape[0]}), "
+                                 f"got {kt.shape}")
+            var = kt - np.einsum("ij,ij->j", V, V)
+        scale = max(float(np.max(np.abs(np.diag(K)))), 1e-300)
+        neg = var < 0
+        if np.any(var < -1e-8 * scale):
+            warnings.warn(f"posterior variance negative down to {var.min():.3g} (ill-conditioned kernel); clipped to 0",
+                          RuntimeWarning, stacklevel=2)
+        var = np.where(neg, 0.0, var)
+    return GPPosterior(mean=mean, variance=var, covariance=cov, noise_var=s)
+
+
+@dataclass(frozen=True)
+class NTKPrediction:
+    """Mean outputs of a network trained by gradient flow in the NTK regime.
+
+    Attributes
+    ----------
+    times : ndarray, shape (n_t,)
+        Training times ``t`` (``inf`` allowed).
+    test : ndarray, shape (n_t, n_test[, C])
+        ``f_t(X_*)``.
+    train : ndarray, shape (n_t, n[, C])
+        ``f_t(X)``.
+    learning_rate : float
+    condition_number : float
+        ``lambda_max / lambda_min`` of ``Theta(X, X)``.
+    """
+
+    times: np.ndarray
+    test: np.ndarray
+    train: np.ndarray
+    learning_rate: float
+    condition_number: float
+
+    def to_dict(self) -> dict:
+        return {"times": self.times.tolist(), "test": self.test.tolist(), "train": self.train.tolist(),
+                "learning_rate": self.learning_rate, "condition_number": self.condition_number}
+
+
+def ntk_gradient_flow(theta_train, theta_cross, y_train, t, learning_rate: float = 1.0,
+                      f0_train=None, f0_test=None) -> NTKPrediction:
+    r"""Outputs of gradient flow on ``(1/2)||f(X) - Y||^2`` at times ``t`` with a constant NTK.
+
+    ``f_t(X_*) = f_0(X_*) + Theta_* Theta^{-1} (I - exp(-eta Theta t)) (Y - f_0(X))`` and
+    ``f_t(X) = Y + exp(-eta Theta t) (f_0(X) - Y)`` (Jacot 2018; Lee 2019). ``t = inf`` gives the kernel interpolant.
+
+    Parameters
+    ----------
+    theta_train : (n, n) array
+        ``Theta(X, X)``, symmetric positive definite for ``t = inf`` (semi-definite suffices for finite t).
+    theta_cross : (n_test, n) array
+        ``Theta(X_*, X)``.
+    y_train : (n,) or (n, C) array
+    t : float or 1-D array of floats >= 0 (``numpy.inf`` allowed)
+    learning_rate : float
+        eta > 0.
+    f0_train, f0_test : arrays, optional
+        Network outputs at initialization (default 0: the mean over initializations).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> th = np.array([[2.0, 0.5], [0.5, 1.0]])
+    >>> p = ntk_gradient_flow(th, th, np.array([1.0, 2.0]), [0.0, np.inf])
+    >>> np.allclose(p.test[1], [1.0, 2.0]), np.allclose(p.test[0], 0.0)
+    (True, True)
+    """
+    Th = _square("theta_train", theta_train)
+    n = Th.shape[0]
+    Ts = _cross("theta_cross", theta_cross, n)
+    y = _targets(y_train, n)
+    eta = float(check_positive("learning_rate", learning_rate))
+    times = np.atleast_1d(np.asarray(t, dtype=np.float64))
+    if times.ndim != 1 or np.any(np.isnan(times)) or np.any(times < 0):
+        raise ValueError(f"t must be a number or a 1-D array of numbers >= 0 (inf allowed), got {t!r}")
+    f0 = np.zeros_like(y) if f0_train is None else check_finite_array("f0_train", f0_train)
+    f0s = np.zeros((Ts.shape[0],) + y.shape[1:]) if f0_test is None else check_finite_array("f0_test", f0_test)
+    if f0.shape != y.shape or f0s.shape != (Ts.shape[0],) + y.shape[1:]:
+        raise ValueError("f0_train / f0_test must have the shapes of y_train / the test outputs")
+    lam, U = np.linalg.eigh(0.5 * (Th + Th.T))
+    cond = ntk_condition_number(Th, _eigvals=lam)
+    tol = n * np.finfo(float).eps * max(abs(lam).max(), 1e-300)
+    if np.any(lam < -tol):
+        raise ValueError(f"theta_train must be positive semi-definite; smallest eigenvalue {lam.min():.3g}")
+    lam = np.maximum(lam, 0.0)
+    if np.any(np.isinf(times)) and lam.min() <= tol:
+        raise ValueError("t = inf needs a positive definite theta_train (smallest eigenvalue "
+                         f"{lam.min():.3g}); use a finite t")
+    r = U.T @ (y - f0).reshape(n, -1)          # residual in the eigenbasis
+    tests, trains = [], []
+    for tt in times:
+        if math.isinf(tt):
+            g = np.where(lam > 0, 1.0 / np.where(lam > 0, lam, 1.0), 0.0)     # (1 - e^{-inf})/lambda
+            decay = np.zeros_like(lam)
+        else:
+            x = eta * lam * tt
+            g = np.where(lam > 0, -np.expm1(-x) / np.where(lam > 0, lam, 1.0), eta * tt)
+            decay = np.exp(-x)
+        coef = U @ (g[:, None] * r)
+        tests.append(f0s.reshape(Ts.shape[0], -1) + Ts @ coef)
+        trains.append(y.reshape(n, -1) - U @ (decay[:, None] * r))
+    shape_t = (len(times), Ts.shape[0]) + y.shape[1:]
+    shape_r = (len(times), n) + y.shape[1:]
+    return NTKPrediction(times=times, test=np.array(tests).reshape(shape_t), train=np.array(trains).reshape(shape_r),
+                         learning_rate=eta, condition_number=cond)
+
+
+def ntk_condition_number(theta, _eigvals=None) -> float:
+    r"""Condition number ``kappa = lambda_max / lambda_min`` of a symmetric kernel matrix (Xiao et al. 2020).
+
+    ``inf`` (with a warning) when ``lambda_min <= 0`` within round-off: the kernel is singular and the slowest mode
+    never trains.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ntk_condition_number(np.diag([4.0, 1.0]))
+    4.0
+    """
+    if _eigvals is None:
+        th = _square("theta", theta)
+        _eigvals = np.linalg.eigvalsh(0.5 * (th + th.T))
+    lmin, lmax = float(_eigvals.min()), float(_eigvals.max())
+    if lmax <= 0 or lmin <= len(_eigvals) * np.finfo(float).eps * lmax:
+        warnings.warn(f"kernel is singular to round-off (lambda_min = {lmin:.3g}, lambda_max = {lmax:.3g}); "
+                      "condition number set to inf", RuntimeWarning, stacklevel=2)
+        return math.inf
+    return lmax / lmin
+
+
+def nngp_regression(network, x_train, y_train, x_test, noise_var: float = 0.0, full_covariance: bool = False,
+                    **kernel_options) -> GPPosterior:
+    """Bayesian inference with the infinite-width network prior: NNGP kernels of ``network``, then :func:`gp_posterior`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from meanfield import Network
+    >>> X = np.linspace(-1, 1, 6)[:, None]
+    >>> post = nngp_regression(Network("relu", depth=2, weight_var=2.0, bias_var=0.1), X, X[:, 0] ** 2, X, 1e-6)
+    >>> bool(np.allclose(post.mean, X[:, 0] ** 2, atol=1e-4))
+    True
+    """
+    from .kernels import kernels
+    k = kernels(network, x_train, compute_ntk=False, **kernel_options).nngp
+    k_cross = kernels(network, x_test, x_train, compute_ntk=False, **kernel_options).nngp
+    if full_covariance:
+        k_test = kernels(network, x_test, compute_ntk=False, **kernel_options).nngp
+    else:
+        from .kernels import nngp_diagonal
+        k_test = nngp_diagonal(network, x_test, **{k: v for k, v in kernel_options.items() if k == "rtol"})
+    return gp_posterior(k, k_cross, y_train, k_test=k_test, noise_var=noise_var)
+
+
+def ntk_regression(network, x_train, y_train, x_test, t=np.inf, learning_rate: float = 1.0,
+                   **kernel_options) -> NTKPrediction:
+    """Mean prediction of an infinitely wide network trained by gradient flow: NTK of ``network``, then
+    :func:`ntk_gradient_flow` (outputs at initialization averaged to 0).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from meanfield import Network
+    >>> X = np.linspace(-1, 1, 5)[:, None]
+    >>> p = ntk_regression(Network("relu", depth=2, weight_var=2.0, bias_var=0.1), X, X[:, 0], X)
+    >>> bool(np.allclose(p.test[-1], X[:, 0]))
+    True
+    """
+    from .kernels import kernels
+    th = kernels(network, x_train, **kernel_options).ntk
+    th_cross = kernels(network, x_test, x_train, **kernel_options).ntk
+    return ntk_gradient_flow(th, th_cross, y_train, t, learning_rate=learning_rate)

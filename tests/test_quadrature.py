@@ -1,4 +1,4 @@
-"""Quadrature accuracy against mpmath (30 digits), closed forms and a second algorithm.
+"""Quadrature accuracy against mpmath (50 digits for the 1-D smooth case, 30 elsewhere), closed forms and a second algorithm.
 
 Error analysis: the compiled rule's quadrature error is below 1e-19 relative (Bernstein-ellipse bound, see
 meanfield._quad_kernels), so what remains is floating-point summation over ~300-3000 nodes: ~1e-15 relative.
@@ -16,7 +16,7 @@ from meanfield import _quad_kernels as qk
 from tests._reference import mp_expect, scipy_pair
 
 SMOOTH = ["tanh", "erf", "sigmoid", "softplus", "gelu", "silu", "sin"]
-QS = [1e-4, 1e-2, 0.5, 3.0, 100.0]
+QS = [1e-4, 0.5, 3.0, 100.0]
 
 
 def _e1d(name, q, a, b, m=0):
@@ -28,7 +28,7 @@ def _e1d(name, q, a, b, m=0):
 def test_1d_smooth_vs_mpmath(name):
     for q in QS:
         for a, b, m in [(0, 0, 0), (1, 1, 0), (0, 1, 1), (2, 0, 0)]:
-            ref = float(mp_expect(name, q, a, b, m))
+            ref = float(mp_expect(name, q, a, b, m, dps=50))
             val = _e1d(name, q, a, b, m)
             # absolute floor from Cauchy-Schwarz: |E[u^m f g]| <= q^(m/2) sqrt(E[f^2] E[g^2]) (sqrt(3) for m = 1)
             scale = float(np.sqrt(float(mp_expect(name, q, a, a, dps=20)) * float(mp_expect(name, q, b, b, dps=20))))

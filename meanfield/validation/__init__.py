@@ -1,0 +1,53 @@
+r"""Monte-Carlo validation of the mean-field theory against random finite-width networks (torch).
+
+Needs torch: ``pip install "meanfield[validation]"`` (or ``pip install torch``). Runs on CUDA when available, else CPU.
+
+* :func:`sample_ensemble` draws ``n_seeds`` random networks matching a :class:`meanfield.Network` (standard or NTK
+  parameterization, MATH.md section 1), batched over seeds, float64 or float32.
+* :func:`measure_order_parameters` measures q, c, qtilde (Karakida's sums over units) and chi_1 per layer for two
+  inputs, and the output covariance (empirical NNGP); :func:`empirical_ntk` contracts Jacobians with ``torch.func``;
+  :func:`fisher_statistics` gives the FIM mean eigenvalue, second moment and largest eigenvalue through the dual
+  ``C T x C T`` Gram matrix ``J J^T / T``; :func:`train_gd` runs full-batch gradient descent on the MSE loss.
+* :func:`run_validation` (``python -m meanfield.validation run``) compares every theory quantity of the library with
+  the simulation on a ladder of widths and writes JSON, a markdown report and plots.
+"""
+try:
+    import torch  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised only without torch
+    raise ImportError(
+        "meanfield.validation needs PyTorch, which is not installed. Install it with "
+        "`pip install \"meanfield[validation]\"` (or `pip install torch`)."
+    ) from exc
+
+from .networks import (NetworkEnsemble, TorchActivation, layer_widths, resolve_device, resolve_dtype,
+                       sample_ensemble, torch_activation)
+from .measure import (FisherSample, OrderParameterSample, TrainingRun, empirical_nngp, empirical_ntk,
+                      fisher_statistics, gaussian_inputs, gram_layerwise, measure_order_parameters, pair_inputs,
+                      train_gd)
+from .report import ValidationConfig, ValidationReport, default_configs, fit_series, run_validation
+
+__all__ = [
+    "FisherSample",
+    "NetworkEnsemble",
+    "OrderParameterSample",
+    "TorchActivation",
+    "TrainingRun",
+    "ValidationConfig",
+    "ValidationReport",
+    "default_configs",
+    "empirical_nngp",
+    "empirical_ntk",
+    "fisher_statistics",
+    "fit_series",
+    "gaussian_inputs",
+    "gram_layerwise",
+    "layer_widths",
+    "measure_order_parameters",
+    "pair_inputs",
+    "resolve_device",
+    "resolve_dtype",
+    "run_validation",
+    "sample_ensemble",
+    "torch_activation",
+    "train_gd",
+]

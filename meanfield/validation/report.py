@@ -1,0 +1,955 @@
+r"""Theory against simulation on a ladder of widths: the ``python -m meanfield.validation run`` driver.
+
+For every validation network (default: tanh with ``L = 4`` weight layers and relu with ``L = 3``, as in MATH.md
+section 5) and every width of the ladder, :func:`run_validation` draws ``n_seeds`` random networks, measures
+
+* forward order parameters ``q^l(x,x)``, ``q^l(x,x')``, ``c^l`` and backward ones ``qtilde_1^l``, ``qtilde_2^l``,
+  ``chi_1^l`` at every hidden layer, against :func:`meanfield.forward.forward` / :func:`meanfield.backward.backward`;
+* the NNGP (output covariance over seeds) and the NTK (NTK and standard parameterization) on ``(x, x')``, against
+  :mod:`meanfield.kernels` when it is installed (else ``q^L`` and ``sum_l qtilde^l q^l`` from the core);
+* the FIM mean eigenvalue, second moment and largest eigenvalue (standard parameterization, ``T`` Gaussian inputs,
+  ``C`` outputs) and the NTK-parameterization ``J J^T`` spectrum, against :mod:`meanfield.fisher` when installed
+  (else Karakida's formulas from the core order parameters);
+
+and trains one width by full-batch gradient descent at learning rates around ``eta_c = 2 / lambda_max``. Each record
+gives the theory value, the simulated mean over networks, its standard error, the relative error, and the relative
+RMS deviation of a single network; each (network, quantity) series gets fitted exponents of the error and of the
+single-network fluctuation against width, and a weighted fit of an ``a / M`` bias.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .._checks import check_int
+from ..network import Network
+from .measure import (OrderParameterSample, fisher_statistics, gaussian_inputs, measure_order_parameters,
+                      empirical_ntk, pair_inputs, train_gd, FisherSample)
+from .networks import resolve_device, resolve_dtype, sample_ensemble, layer_widths
+
+__all__ = ["ValidationConfig", "ValidationReport", "default_configs", "fit_series", "run_validation"]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# configuration
+# --------------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ValidationConfig:
+    """One validation network and its inputs.
+
+    ``input_norm``, ``input_norm2``, ``input_overlap`` are the ``qhat^0`` of :func:`meanfield.forward.forward`
+    (``x.x/M_0`` etc.); ``None`` for ``input_norm`` puts ``q^1`` at the fixed point ``q*`` (so every layer's
+    ``chi_1^l`` equals the library's ``chi1``) and ``input_overlap=None`` gives ``c^1 = 0.5``.
+    """
+
+    name: str
+    network: Network
+    n_outputs: int = 3
+    n_samples: int = 32
+    input_norm: Optional[float] = None
+    input_norm2: Optional[float] = None
+    input_overlap: Optional[float] = None
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["network"] = self.network.to_dict()
+        return d
+
+
+def default_configs() -> list:
+    """tanh (depth 3, sigma_w^2 = 1.5, sigma_b^2 = 0.1) and relu (depth 2, sigma_w^2 = 1.8, sigma_b^2 = 0.1, q* = 1)."""
+    return [
+        ValidationConfig("tanh", Network("tanh", depth=3, weight_var=1.5, bias_var=0.1)),
+        ValidationConfig("relu", Network("relu", depth=2, weight_var=1.8, bias_var=0.1)),
+    ]
+
+
+def _settings(quick: bool, device: torch.device) -> dict:
+    gpu = device.type == "cuda"
+    if quick:
+        return dict(widths=(32, 64, 128), n_seeds=48, n_func=4, n_samples=16, train_width=64, train_seeds=4,
+                    train_steps=30, lr_factors=(0.5, 0.9, 1.1, 2.0, 4.0),
+                    lr_factors_network=(0.9, 1.1), chunk_bytes=2 ** 27)
+    if gpu:
+        return dict(widths=(64, 128, 256, 512, 1024, 2048, 4096), n_seeds=256, n_func=16, n_samples=32,
+                    train_width=1024, train_seeds=16, train_steps=300, lr_factors=(0.5, 0.9, 1.1, 2.0, 4.0),
+                    lr_factors_network=(0.9, 1.1),
+                    chunk_bytes=2 ** 31)
+    return dict(widths=(64, 128, 256, 512), n_seeds=256, n_func=8, n_samples=32, train_width=256, train_seeds=4,
+                train_steps=60, lr_factors=(0.5, 0.9, 1.1, 2.0, 4.0), lr_factors_network=(0.9, 1.1),
+                chunk_bytes=2 ** 27)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# theory
+# --------------------------------------------------------------------------------------------------------------------
+def _optional(name: str):
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def _resolve_inputs(cfg: ValidationConfig) -> tuple:
+    """(input_norm, input_norm2, input_overlap) with the defaults of :class:`ValidationConfig` filled in."""
+    net = cfg.network
+    sw2, sb2 = net.weight_vars[0], net.bias_vars[0]
+    n1 = cfg.input_norm
+    if n1 is None:
+        n1 = 1.0
+        if net.is_homogeneous and sw2 > 0:
+            from ..forward import qstar
+            import warnings
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                qs = float(qstar(net.activations[0], sw2, sb2))
+            if np.isfinite(qs) and qs > sb2:
+                n1 = (qs - sb2) / sw2
+    n2 = n1 if cfg.input_norm2 is None else cfg.input_norm2
+    ov = cfg.input_overlap
+    if ov is None:
+        q1a, q1b = sw2 * n1 + sb2, sw2 * n2 + sb2
+        ov = (0.5 * math.sqrt(q1a * q1b) - sb2) / sw2 if sw2 > 0 else 0.0
+        ov = float(np.clip(ov, -math.sqrt(n1 * n2), math.sqrt(n1 * n2)))
+    return float(n1), float(n2), float(ov)
+
+
+def _theory_fixed(cfg: ValidationConfig, inputs: tuple) -> tuple:
+    """Width-independent theory values {quantity: (value, source)} and the cross-checks between library routes."""
+    from ..forward import forward
+    from ..backward import backward
+
+    net = cfg.network
+    L = net.n_layers
+    n1, n2, ov = inputs
+    fr = forward(net, input_norm=n1, input_norm2=n2, input_overlap=ov)
+    br = backward(net, forward_result=fr)
+    q1, q1b, q2, c = (np.asarray(getattr(fr, k), dtype=np.float64).reshape(-1) for k in ("q1", "q1b", "q2", "c"))
+    qt1, qt2 = (np.asarray(getattr(br, k), dtype=np.float64).reshape(-1) for k in ("qtilde1", "qtilde2"))
+    th, checks = {}, {}
+    src = "meanfield.forward"
+    for l in range(1, L):
+        th[f"q^{l}(x,x)"] = (float(q1[l - 1]), src)
+        th[f"q^{l}(x,x')"] = (float(q2[l - 1]), src)
+        th[f"c^{l}"] = (float(c[l - 1]), src)
+    for l in range(1, L):
+        th[f"qtilde_1^{l}"] = (float(qt1[l - 1]), "meanfield.backward")
+        th[f"qtilde_2^{l}"] = (float(qt2[l - 1]), "meanfield.backward")
+        th[f"chi_1^{l}"] = (float(qt1[l - 1] / qt1[l]), "meanfield.backward (qtilde_1^l / qtilde_1^(l+1))")
+    # the fixed-point chi_1 of the library, when the inputs sit at q*
+    if cfg.input_norm is None and net.is_homogeneous:
+        from ..forward import chi1 as _chi1
+        ch = float(_chi1(net.activations[0], net.weight_vars[0], net.bias_vars[0]))
+        checks["chi1_fixed_point"] = ch
+        checks["max_rel_diff_chi1_layers_vs_fixed_point"] = float(
+            max(abs(th[f"chi_1^{l}"][0] - ch) for l in range(1, L)) / abs(ch))
+    # NNGP and NTK on (x, x')
+    nngp = np.array([[q1[-1], q2[-1]], [q2[-1], q1b[-1]]])
+    ntk_core = np.array([[np.sum(qt1 * q1), np.sum(qt2 * q2)], [np.sum(qt2 * q2), np.nan]])
+    kern = _optional("meanfield.kernels")
+    X = pair_inputs(64, n1, n2, ov).numpy()
+    ksrc = "meanfield.kernels"
+    if kern is not None:
+        kr = kern.kernels(net, X, parameterization="ntk")
+        K, Th = np.asarray(kr.nngp), np.asarray(kr.ntk)
+        checks["max_abs_diff_nngp_kernels_vs_forward"] = float(np.max(np.abs(K - nngp)))
+        checks["max_abs_diff_ntk_kernels_vs_sum_qtilde_q"] = float(np.nanmax(np.abs(Th - ntk_core)))
+    else:
+        K = nngp
+        Th = ntk_core
+        ksrc = "meanfield.forward/backward (meanfield.kernels not installed)"
+    th["K(x,x)"] = (float(K[0, 0]), ksrc)
+    th["K(x,x')"] = (float(K[0, 1]), ksrc)
+    th["K(x,x') readout-averaged"] = (float(K[0, 1]), ksrc)
+    th["Theta(x,x)"] = (float(Th[0, 0]), ksrc)
+    th["Theta(x,x')"] = (float(Th[0, 1]), ksrc)
+    return th, checks, (fr, br)
+
+
+def _fisher_core(net: Network, width: int, T: int, C: int, parameterization: str) -> dict:
+    """Karakida's MSE formulas from the core order parameters (MATH.md section 5); used without meanfield.fisher."""
+    from ..forward import forward
+    from ..backward import backward
+
+    fr = forward(net, input_norm=1.0, input_overlap=0.0)
+    br = backward(net, forward_result=fr)
+    L = net.n_layers
+    qh1 = np.asarray(fr.qhat1, dtype=np.float64).reshape(-1)[:L]
+    qh2 = np.asarray(fr.qhat2, dtype=np.float64).reshape(-1)[:L]
+    qt1 = np.asarray(br.qtilde1, dtype=np.float64).reshape(-1)[:L]
+    qt2 = np.asarray(br.qtilde2, dtype=np.float64).reshape(-1)[:L]
+    a = np.asarray(net.alphas)
+    if parameterization == "standard":
+        alpha = float(np.sum(a[1:L] * a[0:L - 1]))
+        k1 = float(np.sum(a[:L] * qt1 * qh1) / alpha)
+        k2 = float(np.sum(a[:L] * qt2 * qh2) / alpha)
+        M = width
+        lmax = alpha * M * (k1 / T + (T - 1) / T * k2)
+        return dict(mean_eigenvalue=C * k1 / M, second_moment=alpha * C * (k1 ** 2 / T + (T - 1) / T * k2 ** 2),
+                    lambda_max=lmax, eta_critical=2.0 / lmax, bulk_eigenvalue=alpha * M * (k1 - k2) / T)
+    q1 = np.asarray(fr.q1, dtype=np.float64).reshape(-1)[:L]
+    q2 = np.asarray(fr.q2, dtype=np.float64).reshape(-1)[:L]
+    k1, k2 = float(np.sum(qt1 * q1)), float(np.sum(qt2 * q2))
+    return dict(mean_eigenvalue=k1, lambda_max=k1 + (T - 1) * k2, bulk_eigenvalue=k1 - k2)
+
+
+def _theory_fisher(net: Network, width: int, T: int, C: int) -> tuple:
+    fis = _optional("meanfield.fisher")
+    out = {}
+    if fis is not None:
+        sp = fis.fisher_statistics(net, width, T, C, parameterization="standard")
+        ntk = fis.fisher_statistics(net, width, T, C, parameterization="ntk")
+        sp = dict(mean_eigenvalue=sp.mean_eigenvalue, second_moment=sp.second_moment, lambda_max=sp.lambda_max,
+                  eta_critical=sp.eta_critical)
+        ntk = dict(mean_eigenvalue=ntk.mean_eigenvalue, lambda_max=ntk.lambda_max, bulk_eigenvalue=ntk.bulk_eigenvalue)
+        src = "meanfield.fisher"
+    else:
+        sp = _fisher_core(net, width, T, C, "standard")
+        ntk = _fisher_core(net, width, T, C, "ntk")
+        src = "MATH.md sec. 5 from meanfield.forward/backward (meanfield.fisher not installed)"
+    out["m_lambda"] = (float(sp["mean_eigenvalue"]), src)
+    out["s_lambda"] = (float(sp["second_moment"]), src)
+    out["lambda_max"] = (float(sp["lambda_max"]), src)
+    out["NTK mean eigenvalue"] = (float(ntk["mean_eigenvalue"]), src)
+    out["NTK lambda_max"] = (float(ntk["lambda_max"]), src)
+    out["NTK lambda_min"] = (float(ntk["bulk_eigenvalue"]), src)
+    return out, float(sp["eta_critical"])
+
+
+def _theory_sp_ntk(net: Network, width: int, inputs: tuple, fr, br) -> tuple:
+    """Standard-parameterization NTK on (x, x') at width M: sum_l qtilde^l (M_{l-1} qhat^{l-1} + 1)."""
+    n1, n2, ov = inputs
+    kern = _optional("meanfield.kernels")
+    M0 = layer_widths(net, width)[0]
+    if kern is not None:
+        X = pair_inputs(M0, n1, n2, ov).numpy()
+        Th = np.asarray(kern.kernels(net, X, parameterization="standard", width=width).ntk)
+        return (float(Th[0, 0]), "meanfield.kernels"), (float(Th[0, 1]), "meanfield.kernels")
+    widths = layer_widths(net, width)
+    L = net.n_layers
+    qt1 = np.asarray(br.qtilde1).reshape(-1)
+    qt2 = np.asarray(br.qtilde2).reshape(-1)
+    qh1 = np.asarray(fr.qhat1).reshape(-1)
+    qh2 = np.asarray(fr.qhat2).reshape(-1)
+    t11 = sum(qt1[l] * (widths[l] * qh1[l] + 1) for l in range(L))
+    t12 = sum(qt2[l] * (widths[l] * qh2[l] + 1) for l in range(L))
+    src = "meanfield.forward/backward (meanfield.kernels not installed)"
+    return (float(t11), src), (float(t12), src)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# simulation
+# --------------------------------------------------------------------------------------------------------------------
+def _chunks(n_seeds: int, n_params: int, itemsize: int, budget: int) -> list:
+    per = max(1, min(n_seeds, budget // max(1, 3 * n_params * itemsize)))
+    return [(s, min(per, n_seeds - s)) for s in range(0, n_seeds, per)]
+
+
+def _simulate_width(cfg: ValidationConfig, inputs: tuple, width: int, st: dict, device, dtype, seed: int) -> tuple:
+    """Per-network samples {quantity: array (S,)} at one width, plus implementation checks."""
+    net = cfg.network
+    L = net.n_layers
+    T, C = st["n_samples"], cfg.n_outputs
+    widths = layer_widths(net, width, C)
+    P = int(sum(widths[l] * widths[l - 1] + widths[l] for l in range(1, len(widths))))
+    itemsize = 8 if dtype == torch.float64 else 4
+    ops, fis_sp, fis_ntk = [], [], []
+    func_diff = 0.0
+    for start, n in _chunks(st["n_seeds"], P, itemsize, st["chunk_bytes"]):
+        ens = sample_ensemble(net, width, n, n_outputs=C, parameterization="standard", seed=seed, first_index=start,
+                              device=device, dtype=dtype)
+        ops.append(measure_order_parameters(ens, *inputs))
+        x = gaussian_inputs(ens, T, seed)
+        fis_sp.append(fisher_statistics(ens, x))
+        ens_ntk = dataclasses.replace(ens, parameterization="ntk")
+        fis_ntk.append(fisher_statistics(ens_ntk, x))
+        n_func = min(n, st["n_func"] - start)
+        if n_func > 0:  # the torch.func Jacobian contraction must agree with the layerwise Gram
+            sub = ens_ntk.select(slice(0, n_func))
+            xx = pair_inputs(widths[0], *inputs, dtype=ens.dtype, device=ens.device)
+            th_f = empirical_ntk(sub, xx, method="func")
+            th_l = empirical_ntk(sub, xx, method="layerwise")
+            func_diff = max(func_diff, float((th_f - th_l).abs().max() / th_l.abs().max()))
+        del ens, ens_ntk
+    op = OrderParameterSample.concatenate(ops)
+    fsp = FisherSample.concatenate(fis_sp)
+    fntk = FisherSample.concatenate(fis_ntk)
+    s = {}
+    for l in range(1, L):
+        s[f"q^{l}(x,x)"] = op.q1[:, l - 1]
+        s[f"q^{l}(x,x')"] = op.q2[:, l - 1]
+        s[f"c^{l}"] = op.c[:, l - 1]
+        s[f"qtilde_1^{l}"] = op.qtilde1[:, l - 1]
+        s[f"qtilde_2^{l}"] = op.qtilde2[:, l - 1]
+        s[f"chi_1^{l}"] = op.chi1[:, l - 1]
+    f = op.outputs  # (S, 2, C)
+    s["K(x,x)"] = np.mean(f[:, 0] * f[:, 0], -1)
+    s["K(x,x')"] = np.mean(f[:, 0] * f[:, 1], -1)
+    # Rao-Blackwellized NNGP: E[f_k(x) f_k(x') | h^{L-1}] = sigma_{w,L}^2 qhat^{L-1}(x,x') + sigma_{b,L}^2 has the
+    # same expectation as f f' and no readout sampling noise
+    s["K(x,x') readout-averaged"] = net.weight_vars[-1] * op.qhat2[:, -1] + net.bias_vars[-1]
+    s["Theta(x,x)"] = op.ntk[:, 0, 0]
+    s["Theta(x,x')"] = op.ntk[:, 0, 1]
+    s["Theta_SP(x,x)"] = op.ntk_standard[:, 0, 0]
+    s["Theta_SP(x,x')"] = op.ntk_standard[:, 0, 1]
+    s["m_lambda"] = fsp.mean
+    s["s_lambda"] = fsp.second_moment
+    s["lambda_max"] = fsp.lambda_max
+    ev = fntk.eigenvalues * T  # eigenvalues of Theta = J J^T (C T x C T)
+    s["NTK mean eigenvalue"] = ev.mean(1)
+    s["NTK lambda_max"] = ev[:, -1]
+    s["NTK lambda_min"] = ev[:, 0]
+    return s, {"torch_func_vs_layerwise_max_rel_diff": func_diff, "n_params": P}
+
+
+GROUPS = {
+    "q^": "forward", "c^": "forward", "qtilde": "backward", "chi_1": "backward", "K(": "NNGP",
+    "Theta(": "NTK", "Theta_SP": "NTK", "m_lambda": "Fisher", "s_lambda": "Fisher", "lambda_max": "Fisher",
+    "NTK ": "NTK spectrum",
+}
+
+# which quantities are averages over the ensemble only (not self-averaging in one network)
+ENSEMBLE_ONLY = ("K(x,x)", "K(x,x')")
+
+
+def _group(q: str) -> str:
+    for k, v in GROUPS.items():
+        if q.startswith(k):
+            return v
+    return "other"
+
+
+def _record(cfg_name, quantity, width, theory, source, samples) -> dict:
+    x = np.asarray(samples, dtype=np.float64)
+    S = x.size
+    mean = float(x.mean())
+    se = float(x.std(ddof=1) / math.sqrt(S)) if S > 1 else float("nan")
+    scale = abs(theory) if theory != 0 else 1.0
+    rms = float(np.sqrt(np.mean((x - theory) ** 2)))
+    return dict(config=cfg_name, group=_group(quantity), quantity=quantity, width=int(width), theory=float(theory),
+                simulated_mean=mean, standard_error=se, relative_error=(mean - theory) / scale,
+                relative_standard_error=se / scale, single_network_relative_std=float(x.std(ddof=1)) / scale,
+                single_network_relative_rms=rms / scale, n_networks=int(S), theory_source=source,
+                kind="ensemble" if quantity in ENSEMBLE_ONLY else "single-network")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# fits
+# --------------------------------------------------------------------------------------------------------------------
+def _slope(x, y):
+    x, y = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
+    ok = np.isfinite(y)
+    if ok.sum() < 2:
+        return float("nan"), float("nan")
+    x, y = x[ok], y[ok]
+    A = np.vstack([x, np.ones_like(x)]).T
+    coef, res, *_ = np.linalg.lstsq(A, y, rcond=None)
+    if x.size > 2:
+        resid = y - A @ coef
+        s2 = float(resid @ resid) / (x.size - 2)
+        se = math.sqrt(s2 / float(np.sum((x - x.mean()) ** 2)))
+    else:
+        se = float("nan")
+    return float(coef[0]), se
+
+
+def fit_series(records: Sequence[dict]) -> dict:
+    r"""Fits of one (network, quantity) series against width M.
+
+    * ``error_exponent``: least-squares slope of ``log |relative error|`` against ``log M`` (and its standard error
+      from the residuals). Meaningful as a bias exponent only when ``bias_resolved`` (every ``|error| > 2 SE``);
+      otherwise the error is noise of the ensemble mean, ``SE ~ M^{-1/2} / sqrt(S)`` for self-averaging quantities.
+    * ``fluctuation_exponent``: slope of the single-network relative standard deviation (expected ``-1/2`` for
+      self-averaging quantities, a mean over ``~M`` weakly dependent terms; ``0`` for the NNGP, an ensemble quantity).
+    * ``bias_coefficient``: weighted least-squares ``a`` of ``relative error = a / M`` (weights ``1/SE^2``) with its
+      standard error and the ``chi^2`` per degree of freedom of that model and of ``a = 0``.
+    """
+    recs = sorted(records, key=lambda r: r["width"])
+    M = np.array([r["width"] for r in recs], float)
+    e = np.array([r["relative_error"] for r in recs])
+    s = np.array([r["relative_standard_error"] for r in recs])
+    fl = np.array([r["single_network_relative_std"] for r in recs])
+    slope, slope_se = _slope(M, np.abs(e))
+    fslope, fslope_se = _slope(M, fl)
+    w = 1.0 / np.maximum(s, 1e-300) ** 2
+    denom = float(np.sum(w / M ** 2))
+    a = float(np.sum(w * e / M) / denom)
+    a_se = float(1.0 / math.sqrt(denom))
+    dof = max(len(M) - 1, 1)
+    chi2_a = float(np.sum(w * (e - a / M) ** 2) / dof)
+    chi2_0 = float(np.sum(w * e ** 2) / len(M))
+    resolved = bool(np.all(np.abs(e) > 2 * s))
+    kind = recs[0]["kind"]
+    if resolved:
+        regime = "bias"
+    elif kind == "ensemble":
+        regime = "seed noise"
+    else:
+        regime = "noise-limited"
+    return dict(config=recs[0]["config"], group=recs[0]["group"], quantity=recs[0]["quantity"], kind=kind,
+                widths=M.astype(int).tolist(), error_exponent=slope, error_exponent_se=slope_se,
+                bias_resolved=resolved, regime=regime, fluctuation_exponent=fslope,
+                fluctuation_exponent_se=fslope_se, bias_coefficient=a, bias_coefficient_se=a_se,
+                chi2_per_dof_bias_model=chi2_a, chi2_per_dof_zero_bias=chi2_0,
+                relative_error_at_largest_width=float(e[-1]), relative_se_at_largest_width=float(s[-1]))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------------------------------------
+def _training(cfg: ValidationConfig, st: dict, eta_c: float, device, dtype, seed: int) -> dict:
+    net = cfg.network
+    T, C = st["n_samples"], cfg.n_outputs
+    n_steps = int(st["train_steps"])
+    ens = sample_ensemble(net, st["train_width"], st["train_seeds"], n_outputs=C, seed=seed + 1, device=device,
+                          dtype=dtype)
+    x = gaussian_inputs(ens, T, seed + 1)
+    gen = torch.Generator(device="cpu").manual_seed(seed + 2)
+    y = torch.randn((ens.n_seeds, T, C), generator=gen, dtype=torch.float64).to(ens.device, ens.dtype)
+    lam_emp = fisher_statistics(ens, x).lambda_max
+    sharp_steps = tuple(k for k in (0, 1, 3, 10, 30, 100) if k < n_steps) + (n_steps,)
+    runs = []
+    plan = [("theory", f) for f in st["lr_factors"]] + [("network", f) for f in st["lr_factors_network"]]
+    for anchor, fac in plan:
+        eta = fac * eta_c if anchor == "theory" else fac * 2.0 / lam_emp
+        tr = train_gd(ens, x, y, eta, n_steps=n_steps, sharpness_steps=sharp_steps)
+        L0 = tr.losses[:, 0]
+        eta_arr = np.broadcast_to(np.asarray(eta, float), (ens.n_seeds,))
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            ratio = tr.losses / L0[:, None]
+            rratio = tr.top_mode / tr.top_mode[:, :1]
+            sh = tr.sharpness * eta_arr[:, None] / 2.0
+        k5 = min(5, n_steps)
+        lin = np.abs(1 - eta_arr * lam_emp)
+        runs.append(dict(anchor=anchor, lr_factor=float(fac),
+                         learning_rate=float(np.median(eta_arr)),
+                         eta_lambda_emp_over_2=float(np.median(eta_arr * lam_emp / 2.0)),
+                         fraction_diverged=float(np.mean(tr.diverged)),
+                         median_final_loss_ratio=float(np.median(ratio[:, -1])),
+                         median_max_loss_ratio=float(np.median(np.max(ratio, 1))),
+                         median_top_mode_ratio_step1=float(np.median(rratio[:, 1])),
+                         linear_prediction_step1=float(np.median(lin)),
+                         median_top_mode_ratio_step5=float(np.median(rratio[:, k5])),
+                         linear_prediction_step5=float(np.median(lin ** k5)),
+                         median_final_sharpness_eta_over_2=float(np.nanmedian(sh[:, -1]))
+                         if np.any(np.isfinite(sh[:, -1])) else float("nan"),
+                         median_loss_curve=np.median(ratio, 0).tolist(),
+                         sharpness_steps=list(sharp_steps),
+                         median_sharpness_eta_over_2=[float(np.nanmedian(c)) if np.any(np.isfinite(c))
+                                                      else float("nan") for c in sh.T]))
+    return dict(config=cfg.name, width=int(st["train_width"]), n_networks=int(ens.n_seeds), n_samples=T,
+                n_outputs=C, n_steps=n_steps, eta_critical_theory=float(eta_c),
+                eta_critical_empirical_mean=float(np.mean(2.0 / lam_emp)),
+                eta_critical_empirical_std=float(np.std(2.0 / lam_emp, ddof=1)) if lam_emp.size > 1 else 0.0,
+                divergence_factor=1e3, runs=runs)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the report
+# --------------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ValidationReport:
+    """Result of :func:`run_validation`: ``meta`` (device, dtype, settings, timings), ``records`` (one per network,
+    quantity and width), ``fits`` (one per network and quantity), ``training`` (per network), ``checks``
+    (agreement between independent routes inside the library and the simulation) and ``deep_linear`` (records from
+    :mod:`meanfield.validation.deep_linear` when present)."""
+
+    meta: dict
+    records: list
+    fits: list
+    training: list
+    checks: dict
+    deep_linear: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dict(meta=self.meta, records=self.records, fits=self.fits, training=self.training,
+                    checks=self.checks, deep_linear=self.deep_linear)
+
+    @classmethod
+    def from_json(cls, path: str) -> "ValidationReport":
+        """Load a report written by :meth:`save` (e.g. to re-plot it without re-running the networks)."""
+        with open(path) as fh:
+            d = json.load(fh)
+        d = _unjson(d)
+        return cls(d["meta"], d["records"], d["fits"], d["training"], d["checks"], d.get("deep_linear", []))
+
+    def fit(self, config: str, quantity: str) -> dict:
+        for f in self.fits:
+            if f["config"] == config and f["quantity"] == quantity:
+                return f
+        raise KeyError(f"no fit for config={config!r}, quantity={quantity!r}")
+
+    # ---- interpretation ------------------------------------------------------------------------------------------
+    def _interpretation(self) -> list:
+        """Bullets that explain each family of rows, with the ranges measured in this run."""
+        def sel(pred):
+            return [f for f in self.fits if pred(f)]
+
+        def rng(fs, key):
+            v = [f[key] for f in fs if np.isfinite(f[key])]
+            return (min(v), max(v)) if v else (float("nan"), float("nan"))
+
+        def exps(fs, key="error_exponent"):
+            return ", ".join(f"{f['config']} {f[key]:+.2f} ± {f[key + '_se']:.2f}" for f in fs) or "n/a"
+
+        selfavg = sel(lambda f: f["group"] in ("forward", "backward", "NTK")
+                      or f["quantity"] in ("m_lambda", "NTK mean eigenvalue", "K(x,x') readout-averaged"))
+        lo, hi = rng(selfavg, "fluctuation_exponent")
+        amax = max((abs(f["bias_coefficient"]) for f in selfavg), default=float("nan"))
+        nres = sum(f["bias_resolved"] for f in selfavg)
+        keys = {(f["config"], f["quantity"]) for f in selfavg}
+        z = np.array([abs(r["relative_error"]) / r["relative_standard_error"] for r in self.records
+                      if (r["config"], r["quantity"]) in keys and r["relative_standard_error"] > 0])
+        out = [
+            f"* **Self-averaging order parameters** (q, c, qtilde, chi_1, the NTK entries in both parameterizations, "
+            f"the readout-averaged NNGP, the FIM mean eigenvalue `m_lambda` and the NTK mean eigenvalue; {len(selfavg)} rows): single-network "
+            f"fluctuation exponents {lo:+.2f} to {hi:+.2f} (expected -1/2: a mean over ~M units). Their O(1/M) biases "
+            f"are small, `|a| <= {amax:.2g}` in `relative error = a/M`, so with these ensembles the mean is "
+            f"noise-limited ({nres} of {len(selfavg)} rows resolved): of the {z.size} (row, width) comparisons, "
+            f"{int(np.sum(z > 2))} differ from theory by more than 2 SE and {int(np.sum(z > 3))} by more than 3 SE "
+            f"(Gaussian noise alone: about {0.0455 * z.size:.0f} and {0.0027 * z.size:.1f}). `q^1` and `q^2` are exactly unbiased (`u^1` is Gaussian given the fixed inputs, and "
+            f"`E[q^2 | h^1] = sigma_w^2 |h^1|^2/M_1 + sigma_b^2` with `E|h^1|^2/M_1 = qhat^1` exactly). For "
+            f"`m_lambda` two O(1/M) bookkeeping terms have opposite signs: the exact P exceeds `alpha M^2` (readout "
+            f"and biases), while the trace gains the bias gradients `sum_l qtilde^l`.",
+            f"* **Second moment `s_lambda`**: a sum of squares of the dual entries, so the O(M^{{1/2}}) fluctuation "
+            f"of each entry adds its variance: a positive bias O(1/M), resolved; fitted error exponents "
+            f"{exps(sel(lambda f: f['quantity'] == 's_lambda'))} (expected -1).",
+            f"* **Largest eigenvalues** (`lambda_max` of the FIM; `NTK lambda_max`): the outlier is C-fold degenerate "
+            f"at infinite width and split by O(M^{{-1/2}}) fluctuations in one network; the largest of the C is "
+            f"biased upward at that order (order statistics), plus O(1/M) corrections. Fitted error exponents: FIM "
+            f"{exps(sel(lambda f: f['quantity'] == 'lambda_max'))}; NTK "
+            f"{exps(sel(lambda f: f['quantity'] == 'NTK lambda_max'))} (between -1/2 and -1: fluctuation-dominated). "
+            f"This upward bias also makes the theory's `eta_c = 2/lambda_max` slightly optimistic at finite width "
+            f"(training section).",
+            f"* **Smallest NTK eigenvalue** `kappa'_1 - kappa'_2` (NTK lambda_min): the bulk of the `T x T` block "
+            f"spreads by O(sqrt(T/M)) at finite width and its lower edge is approached slowly: exponents "
+            f"{exps(sel(lambda f: f['quantity'] == 'NTK lambda_min'))} over this range (MATH.md: still ~10% low at "
+            f"width 8192); compare condition numbers with this in mind.",
+            f"* **NNGP** `K(x,x)`, `K(x,x')`: the covariance of the outputs over the ensemble; one network holds only C "
+            f"samples of it, so its error is set by the number of seeds, not by width (single-network exponents "
+            f"{exps(sel(lambda f: f['quantity'] in ENSEMBLE_ONLY), 'fluctuation_exponent')}, about 0; 'seed "
+            f"noise'). The row `K(x,x') readout-averaged` averages the readout weights out analytically "
+            f"(`E[f f' | h^{{L-1}}] = sigma_w^2 h.h'/M + sigma_b^2`, same expectation, no readout noise) and is "
+            f"self-averaging like `q^l`.",
+        ]
+        return out
+
+    # ---- markdown ------------------------------------------------------------------------------------------------
+    def to_markdown(self) -> str:
+        m = self.meta
+        lines = [
+            "# Validation: mean-field theory against random finite networks",
+            "",
+            f"Generated by `{m['command']}` on **{m['device_description']}** (torch {m['torch_version']}, "
+            f"{m['dtype']}, {m['torch_threads']} threads) in {m['elapsed_s']:.0f} s, {m['date']}.",
+            f"Widths {m['settings']['widths']}; {m['settings']['n_seeds']} independent networks per width; "
+            f"Fisher statistics with T = {m['settings']['n_samples']} Gaussian inputs; master seed {m['seed']}.",
+            "",
+            "Columns: theory (infinite width, from the library), simulated mean over the networks at the largest width "
+            "and its standard error (SE), relative error `(sim - theory)/|theory|` and its ratio to the SE, the fitted "
+            "exponent of `|relative error|` against width, the weighted `a/M` fit of the relative error, and the "
+            "relative standard deviation of a *single* network with its exponent.",
+            "",
+            "## How to read the exponents",
+            "",
+            "Two different errors shrink with width. (1) The **bias** of an averaged quantity: the expectation over "
+            "random networks of `q^l`, `qtilde^l`, the FIM moments, ... differs from the infinite-width value by "
+            "`O(1/M)` (finite-width corrections enter the mean at second order in the `O(M^{-1/2})` fluctuations). "
+            "Expected error exponent **-1**. (2) The **fluctuation** of one network: its value is a mean over `~M` "
+            "weakly dependent units and deviates from theory by `O(M^{-1/2})`: expected exponent **-1/2** "
+            "(column 'single-net exp.'); a quantity *defined* by one network's extreme eigenvalue inherits that "
+            "`M^{-1/2}` as a bias. The mean of S networks carries noise `SE ~ M^{-1/2}/sqrt(S)`; where that noise "
+            "exceeds the bias, the error of the mean is *noise-limited*: its fitted exponent then describes the SE "
+            "(about -1/2, with large scatter), not the bias, and the weighted `a/M` fit bounds the bias instead. "
+            "Rows marked 'bias' have `|error| > 2 SE` at every width.",
+            "",
+        ] + self._interpretation() + [""]
+        widths = m["settings"]["widths"]
+        Mmax = max(widths)
+        for cfg in m["configs"]:
+            name = cfg["name"]
+            lines += [f"## Network `{name}`", "", "```", json.dumps(cfg["network"]), "```", "",
+                      f"Inputs: `x.x/M_0 = {cfg['inputs'][0]:.6g}`, `x'.x'/M_0 = {cfg['inputs'][1]:.6g}`, "
+                      f"`x.x'/M_0 = {cfg['inputs'][2]:.6g}`; C = {cfg['n_outputs']} outputs.", ""]
+            lines += ["| group | quantity | theory | sim. mean (M=%d) | SE | rel. error | err/SE | error exp. | regime "
+                      "| a (rel. err = a/M) | single-net rel. std | single-net exp. |" % Mmax,
+                      "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            for f in [f for f in self.fits if f["config"] == name]:
+                r = [r for r in self.records if r["config"] == name and r["quantity"] == f["quantity"]
+                     and r["width"] == Mmax][0]
+                ratio = r["relative_error"] / r["relative_standard_error"] if r["relative_standard_error"] > 0 else 0
+                lines.append(
+                    f"| {f['group']} | `{f['quantity']}` | {r['theory']:.6g} | {r['simulated_mean']:.6g} | "
+                    f"{r['standard_error']:.2g} | {r['relative_error']:+.2e} | {ratio:+.1f} | "
+                    f"{f['error_exponent']:+.2f} ± {f['error_exponent_se']:.2f} | {f['regime']} | "
+                    f"{f['bias_coefficient']:+.3g} ± {f['bias_coefficient_se']:.2g} | "
+                    f"{r['single_network_relative_std']:.2e} | {f['fluctuation_exponent']:+.2f} |")
+            srcs = sorted({r["theory_source"] for r in self.records if r["config"] == name})
+            lines += ["", "Theory sources: " + "; ".join(f"`{s}`" for s in srcs) + ".", ""]
+        lines += ["## Checks between independent routes", "", "| check | value |", "|---|---|"]
+        for k, v in self.checks.items():
+            lines.append(f"| {k} | {v:.3g} |" if isinstance(v, float) else f"| {k} | {v} |")
+        lines += ["", "`torch_func_vs_layerwise`: the NTK from `torch.func.jacrev` Jacobian contraction against the "
+                  "exact layerwise Gram `sum_l (delta.delta')(s_w^2 h.h' + s_b^2)` used for every record (relative, "
+                  "largest over the networks checked).", ""]
+        lines += ["## Gradient descent around the critical learning rate", "",
+                  "Full-batch GD on `(1/2T) sum_t ||y_t - f(x_t)||^2` (standard parameterization, targets "
+                  "`y ~ N(0, 1)`, Gaussian inputs). Learning rates: `eta = factor * eta_c` with `eta_c = 2 / "
+                  "lambda_max` from the theory at this width (anchor 'theory'), and `factor * 2 / lambda_max(F)` "
+                  "with each network's own measured `lambda_max` at initialization (anchor 'network'). Linear "
+                  "stability: the residual along the top eigenvector of the dual `F* = J J^T / T` is multiplied by "
+                  "`1 - eta lambda_max` per step, so it shrinks for `eta lambda_max / 2 < 1` and grows beyond "
+                  "('top-mode ratio' after 1 and 5 steps, linear prediction `|1 - eta lambda_max|^k` in brackets). "
+                  "A finite network above the threshold may still converge after a transient (the catapult of "
+                  "Lewkowycz et al. 2020): the sharpness `lambda_max(F)` falls until `eta lambda_max / 2 <= 1` "
+                  "(column 'final eta lambda_max/2'); far above the threshold it diverges (loss above 1000 x "
+                  "initial or overflow). Medians over the networks.", ""]
+        for tr in self.training:
+            lines += [f"**{tr['config']}**, width {tr['width']}, {tr['n_networks']} networks, T = {tr['n_samples']}, "
+                      f"C = {tr['n_outputs']}, {tr['n_steps']} steps: theory `eta_c = {tr['eta_critical_theory']:.4g}`, "
+                      f"measured `2/lambda_max` = {tr['eta_critical_empirical_mean']:.4g} ± "
+                      f"{tr['eta_critical_empirical_std']:.2g} (mean ± std over networks).", "",
+                      "| anchor | factor | eta lambda_max / 2 | top-mode ratio, step 1 (linear) | step 5 (linear) | "
+                      "final eta lambda_max / 2 | diverged | max loss / initial | final loss / initial |",
+                      "|---|---|---|---|---|---|---|---|---|"]
+            for run in tr["runs"]:
+                lines.append(f"| {run['anchor']} | {run['lr_factor']:.2f} | {run['eta_lambda_emp_over_2']:.3f} | "
+                             f"{run['median_top_mode_ratio_step1']:.3g} ({run['linear_prediction_step1']:.3g}) | "
+                             f"{run['median_top_mode_ratio_step5']:.3g} ({run['linear_prediction_step5']:.3g}) | "
+                             f"{run['median_final_sharpness_eta_over_2']:.3g} | {run['fraction_diverged']:.0%} | "
+                             f"{run['median_max_loss_ratio']:.3g} | {run['median_final_loss_ratio']:.3g} |")
+            lines.append("")
+        if self.deep_linear:
+            lines += ["## Deep linear networks (meanfield.validation.deep_linear)", "",
+                      "| quantity | width | theory | sim. mean | SE | rel. error |", "|---|---|---|---|---|---|"]
+            for r in self.deep_linear:
+                th = float(r["theory"])
+                rel = (float(r["simulated_mean"]) - th) / abs(th) if th != 0 else float("nan")
+                lines.append(f"| {r['quantity']} | {r['width']} | {th:.6g} | {float(r['simulated_mean']):.6g} | "
+                             f"{float(r['standard_error']):.2g} | {rel:+.2e} |")
+            lines.append("")
+        elif m.get("deep_linear_status"):
+            lines += ["## Deep linear networks", "", m["deep_linear_status"], ""]
+        if m.get("plots"):
+            lines += ["## Plots", ""] + [f"![{p}]({p})" for p in m["plots"]] + [""]
+        return "\n".join(lines)
+
+    # ---- plots ---------------------------------------------------------------------------------------------------
+    def plot(self, out_dir: str, dpi: int = 100) -> list:
+        """Write PNG figures into ``out_dir``: per network, theory vs simulation against width for a
+        representative set of quantities, and the error scaling; the GD loss curves. Returns the file names."""
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        os.makedirs(out_dir, exist_ok=True)
+        files = []
+        for cfg in self.meta["configs"]:
+            name = cfg["name"]
+            L = cfg["network"]["depth"] + 1
+            qs = [f"q^{L - 1}(x,x)", f"c^{L - 1}", "qtilde_1^1", "chi_1^1", "K(x,x')", "Theta(x,x')",
+                  "m_lambda", "s_lambda", "lambda_max"]
+            labels = [rf"$q^{{{L - 1}}}(x,x)$", rf"$c^{{{L - 1}}}$", r"$\tilde q_1^{1}$", r"$\chi_1^{1}$",
+                      r"NNGP $K(x,x')$", r"NTK $\Theta(x,x')$", r"$m_\lambda$", r"$s_\lambda$", r"$\lambda_{\max}$"]
+            fig, axes = plt.subplots(3, 3, figsize=(11, 9))
+            for ax, q, lab in zip(axes.ravel(), qs, labels):
+                rs = sorted([r for r in self.records if r["config"] == name and r["quantity"] == q],
+                            key=lambda r: r["width"])
+                if not rs:
+                    ax.set_visible(False)
+                    continue
+                M = np.array([r["width"] for r in rs])
+                th = np.array([r["theory"] for r in rs])
+                mu = np.array([r["simulated_mean"] for r in rs])
+                se = np.array([r["standard_error"] for r in rs])
+                sd = np.array([r["single_network_relative_std"] * abs(r["theory"]) for r in rs])
+                ax.plot(M, th, "k-", lw=1.5, label="theory (M = inf)" if q not in ("m_lambda", "lambda_max")
+                        else "theory")
+                ax.fill_between(M, mu - sd, mu + sd, color="C0", alpha=0.15, label="single network ±1 std")
+                ax.errorbar(M, mu, yerr=se, fmt="o", color="C0", ms=4, capsize=3, label="mean ± SE")
+                ax.set_xscale("log", base=2)
+                if q in ("m_lambda", "lambda_max"):
+                    ax.set_yscale("log")
+                ax.set_xlabel("width $M$")
+                ax.set_ylabel(lab)
+                ax.set_title(lab, fontsize=10)
+            axes.ravel()[0].legend(fontsize=7)
+            fig.suptitle(f"{name}: theory vs {self.meta['settings']['n_seeds']} random networks "
+                         f"({self.meta['device']})")
+            fig.tight_layout()
+            fn = f"{name}_theory_vs_width.png"
+            fig.savefig(os.path.join(out_dir, fn), dpi=dpi)
+            plt.close(fig)
+            files.append(fn)
+
+            # error scaling
+            fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+            sel = [f"q^{L - 1}(x,x)", f"qtilde_1^1", "chi_1^1", "Theta(x,x)", "m_lambda", "s_lambda", "lambda_max",
+                   "NTK lambda_max"]
+            for i, q in enumerate(sel):
+                rs = sorted([r for r in self.records if r["config"] == name and r["quantity"] == q],
+                            key=lambda r: r["width"])
+                if not rs:
+                    continue
+                M = np.array([r["width"] for r in rs], float)
+                e = np.abs([r["relative_error"] for r in rs])
+                s = np.array([r["relative_standard_error"] for r in rs])
+                fl = np.array([r["single_network_relative_std"] for r in rs])
+                axes[0].errorbar(M, e, yerr=s, fmt="o-", color=f"C{i}", ms=3, capsize=2, label=q)
+                axes[1].plot(M, fl, "o-", color=f"C{i}", ms=3, label=q)
+            for ax, p, ttl in ((axes[0], -1.0, "|relative error of the mean| (± SE)"),
+                               (axes[1], -0.5, "single-network relative std")):
+                Mr = np.array([min(self.meta["settings"]["widths"]), max(self.meta["settings"]["widths"])], float)
+                yl = ax.get_ylim()
+                ref = np.sqrt(yl[0] * yl[1]) if yl[0] > 0 else 1e-2
+                ax.plot(Mr, ref * (Mr / Mr[0]) ** p, "k--", lw=1, label=f"slope {p:g}")
+                ax.set_xscale("log", base=2)
+                ax.set_yscale("log")
+                ax.set_xlabel("width $M$")
+                ax.set_title(ttl, fontsize=10)
+            axes[0].set_ylabel("relative error")
+            axes[0].legend(handles=[axes[0].lines[-1]], fontsize=7, loc="lower left")
+            axes[1].set_ylabel(r"std / |theory|")
+            axes[1].legend(fontsize=7, ncol=2)
+            fig.suptitle(f"{name}: error scaling with width")
+            fig.tight_layout()
+            fn = f"{name}_error_scaling.png"
+            fig.savefig(os.path.join(out_dir, fn), dpi=dpi)
+            plt.close(fig)
+            files.append(fn)
+        if self.training:
+            n = len(self.training)
+            fig, axes = plt.subplots(2, n, figsize=(5.5 * n, 7.5), squeeze=False)
+            for j, tr in enumerate(self.training):
+                ax, ax2 = axes[0, j], axes[1, j]
+                for i, run in enumerate(tr["runs"]):
+                    if run.get("anchor", "theory") == "theory":
+                        lab = rf"$\eta = {run['lr_factor']:g}\,\eta_c$"
+                    else:
+                        lab = rf"$\eta = {run['lr_factor']:g}\cdot 2/\lambda_{{\max}}$(net)"
+                    curve = np.asarray(run["median_loss_curve"], float)
+                    curve = np.where(np.isfinite(curve), curve, np.nan)
+                    ls = "-" if run.get("anchor", "theory") == "theory" else "--"
+                    ax.plot(np.arange(curve.size), curve, color=f"C{i}", ls=ls, label=lab)
+                    sh = np.asarray(run["median_sharpness_eta_over_2"], float)
+                    ax2.plot(run["sharpness_steps"], sh, marker="o", ls=ls, color=f"C{i}", ms=3, label=lab)
+                ax.set_yscale("log")
+                ax.set_xlabel("GD step")
+                ax.set_ylabel("loss / initial loss (median)")
+                ax.set_title(f"{tr['config']}, M = {tr['width']}: " + r"$\eta_c = 2/\lambda_{\max}$ (theory)",
+                             fontsize=10)
+                ax.legend(fontsize=8)
+                ax2.axhline(1.0, color="k", lw=1, ls="--")
+                ax2.set_xscale("symlog", linthresh=1)
+                ax2.set_xlim(0, tr["n_steps"])
+                ax2.set_yscale("log")
+                ax2.set_xlabel("GD step")
+                ax2.set_ylabel(r"$\eta\,\lambda_{\max}(F)/2$ (median)")
+                ax2.set_title("sharpness along training (stable below the dashed line)", fontsize=10)
+            fig.tight_layout()
+            fn = "gd_learning_rate_threshold.png"
+            fig.savefig(os.path.join(out_dir, fn), dpi=dpi)
+            plt.close(fig)
+            files.append(fn)
+        return files
+
+    def save(self, out_dir: str) -> dict:
+        """Write ``validation.json``, ``README.md`` (the markdown report) and the plots into ``out_dir``."""
+        os.makedirs(out_dir, exist_ok=True)
+        plots = self.plot(out_dir)
+        self.meta["plots"] = plots
+        with open(os.path.join(out_dir, "validation.json"), "w") as fh:
+            json.dump(_jsonable(self.to_dict()), fh, indent=1)
+        with open(os.path.join(out_dir, "README.md"), "w") as fh:
+            fh.write(self.to_markdown())
+        return dict(json=os.path.join(out_dir, "validation.json"), markdown=os.path.join(out_dir, "README.md"),
+                    plots=[os.path.join(out_dir, p) for p in plots])
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else str(v)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    return obj
+
+
+def _unjson(obj):
+    if isinstance(obj, dict):
+        return {k: _unjson(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unjson(v) for v in obj]
+    if isinstance(obj, str) and obj in ("inf", "-inf", "nan"):
+        return float(obj)
+    return obj
+
+
+def _deep_linear_records(quick: bool, log) -> tuple:
+    mod = _optional("meanfield.validation.deep_linear")
+    if mod is None:
+        return [], "meanfield.validation.deep_linear is not installed: no deep-linear comparison in this run."
+    fn = None
+    for name in ("validate_deep_linear", "run_deep_linear", "deep_linear_records", "validation_records", "run"):
+        if callable(getattr(mod, name, None)):
+            fn = getattr(mod, name)
+            break
+    if fn is None:
+        return [], "meanfield.validation.deep_linear has no recognised entry point."
+    import inspect
+    try:
+        accepts_quick = "quick" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        accepts_quick = False
+    try:
+        recs = fn(quick=quick) if accepts_quick else fn()
+    except Exception as exc:  # report, do not hide
+        return [], f"meanfield.validation.deep_linear.{fn.__name__} failed: {type(exc).__name__}: {exc}"
+    out = []
+    for r in recs:
+        r = r.to_dict() if hasattr(r, "to_dict") else dict(r)
+        out.append(_jsonable(r))
+    return out, f"{len(out)} records from meanfield.validation.deep_linear.{fn.__name__}"
+
+
+def run_validation(quick: bool = False, device=None, out: Optional[str] = None, *, dtype="float64", seed: int = 0,
+                   configs: Optional[Sequence[ValidationConfig]] = None, widths: Optional[Sequence[int]] = None,
+                   n_seeds: Optional[int] = None, train: bool = True, deep_linear: bool = True,
+                   log: Optional[Callable] = print) -> ValidationReport:
+    r"""Compare every theory quantity of the library with random finite networks on a ladder of widths.
+
+    Parameters
+    ----------
+    quick : bool
+        Small widths (32-128) and few networks: a smoke test of a few tens of seconds on a CPU.
+    device : None, "cpu" or "cuda"
+        Default CUDA when available. The full ladder is 64..512 on CPU and 64..4096 on GPU.
+    out : str, optional
+        Folder for ``validation.json``, ``README.md`` and the PNG plots (nothing is written if None).
+    dtype : "float64" or "float32"
+    seed : int
+        Master seed; network ``i`` at every width is drawn from the generator seeded by ``(seed, i)``.
+    configs : sequence of ValidationConfig, optional
+        Default :func:`default_configs`.
+    widths, n_seeds : optional overrides of the ladder and of the number of networks per width.
+    train : bool
+        Run the gradient-descent learning-rate experiment.
+    deep_linear : bool
+        Include :mod:`meanfield.validation.deep_linear` records when that module is present.
+    log : callable or None
+        Progress messages.
+
+    Returns
+    -------
+    ValidationReport
+
+    Examples
+    --------
+    >>> from meanfield.validation import run_validation
+    >>> rep = run_validation(quick=True, device="cpu", log=None)     # doctest: +SKIP
+    >>> rep.fit("tanh", "m_lambda")["error_exponent"]                 # doctest: +SKIP
+    """
+    t0 = time.time()
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype)
+    seed = check_int("seed", seed, 0)
+    st = dict(_settings(bool(quick), dev))
+    if widths is not None:
+        ws = tuple(check_int("widths[i]", int(w) if isinstance(w, (np.integer,)) else w, 2) for w in widths)
+        if len(ws) < 2:
+            raise ValueError("widths must hold at least 2 widths (for the exponent fits)")
+        st["widths"] = tuple(sorted(set(ws)))
+        st["train_width"] = min(st["train_width"], max(st["widths"]))
+    if n_seeds is not None:
+        st["n_seeds"] = check_int("n_seeds", n_seeds, 2)
+    configs = list(default_configs() if configs is None else configs)
+    if not configs:
+        raise ValueError("configs must hold at least one ValidationConfig")
+    for c in configs:
+        if not isinstance(c, ValidationConfig):
+            raise TypeError(f"configs must hold ValidationConfig objects, got {type(c).__name__}")
+        if c.network.dropout_keep != 1.0:
+            raise ValueError(f"config {c.name!r}: dropout_keep must be 1 (the finite networks have no dropout)")
+    say = log if log is not None else (lambda *a, **k: None)
+    records, checks, training, cfg_meta = [], {}, [], []
+    for cfg in configs:
+        inputs = _resolve_inputs(cfg)
+        th_fixed, chk, (fr, br) = _theory_fixed(cfg, inputs)
+        checks.update({f"{cfg.name}: {k}": v for k, v in chk.items()})
+        cfg_meta.append(dict(cfg.to_dict(), inputs=list(inputs)))
+        eta_c = None
+        for M in st["widths"]:
+            t1 = time.time()
+            th = dict(th_fixed)
+            th["Theta_SP(x,x)"], th["Theta_SP(x,x')"] = _theory_sp_ntk(cfg.network, M, inputs, fr, br)
+            thf, eta = _theory_fisher(cfg.network, M, st["n_samples"], cfg.n_outputs)
+            th.update(thf)
+            if M == st["train_width"]:
+                eta_c = eta
+            samples, chk = _simulate_width(cfg, inputs, M, st, dev, dt, seed)
+            checks[f"{cfg.name}: M={M}: torch_func_vs_layerwise_max_rel_diff"] = chk[
+                "torch_func_vs_layerwise_max_rel_diff"]
+            for q, (val, src) in th.items():
+                records.append(_record(cfg.name, q, M, val, src, samples[q]))
+            say(f"[validation] {cfg.name}: width {M}: {st['n_seeds']} networks in {time.time() - t1:.1f} s")
+        if train:
+            if eta_c is None:
+                _, eta_c = _theory_fisher(cfg.network, st["train_width"], st["n_samples"], cfg.n_outputs)
+            t1 = time.time()
+            training.append(_training(cfg, st, eta_c, dev, dt, seed))
+            say(f"[validation] {cfg.name}: gradient descent at width {st['train_width']} in {time.time() - t1:.1f} s")
+    fits = []
+    keys = []
+    for r in records:
+        k = (r["config"], r["quantity"])
+        if k not in keys:
+            keys.append(k)
+    for k in keys:
+        fits.append(fit_series([r for r in records if (r["config"], r["quantity"]) == k]))
+    dl, dl_status = ([], "deep-linear comparison not requested") if not deep_linear else _deep_linear_records(quick,
+                                                                                                           say)
+    if dev.type == "cuda":
+        desc = f"GPU: {torch.cuda.get_device_name(dev)}"
+    else:
+        desc = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} logical cores visible)"
+    cmd = "python -m meanfield.validation run" + (" --quick" if quick else "") + f" --device {dev.type}"
+    if dt != torch.float64:
+        cmd += " --dtype float32"
+    if seed:
+        cmd += f" --seed {seed}"
+    if widths is not None:
+        cmd += " --widths " + ",".join(str(w) for w in st["widths"])
+    if n_seeds is not None:
+        cmd += f" --n-seeds {st['n_seeds']}"
+    if configs is not None and [c.name for c in configs] != [c.name for c in default_configs()]:
+        cmd += " (custom configs)"
+    if not train:
+        cmd += " --no-train"
+    if not deep_linear:
+        cmd += " --no-deep-linear"
+    meta = dict(command=cmd, device=dev.type, device_description=desc,
+                torch_version=torch.__version__, torch_threads=torch.get_num_threads(), dtype=str(dt).replace(
+                    "torch.", ""), seed=seed, quick=bool(quick), settings=_jsonable(st),
+                configs=_jsonable(cfg_meta), elapsed_s=time.time() - t0,
+                date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), deep_linear_status=dl_status)
+    rep = ValidationReport(meta, records, fits, training, checks, dl)
+    if out is not None:
+        paths = rep.save(out)
+        say(f"[validation] wrote {paths['json']}, {paths['markdown']} and {len(paths['plots'])} plots")
+    return rep

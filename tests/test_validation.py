@@ -1,0 +1,281 @@
+"""Tests of meanfield.validation: random finite networks (torch) against the infinite-width theory.
+
+Every statistical tolerance is ``4 SE + bias bound``: SE is the standard error measured on the sample itself (S
+independent networks), and the bias bound is the O(1/M) finite-width shift of the expectation stated next to each
+test (derived where it is exact, or taken as 3x the largest ``a`` of ``relative error = a / M`` fitted in the full CPU
+run in validation/validation.json, whose own errors are within ~1 SE of the fits). With independent networks the
+4-SE part alone fails with probability ~6e-5 per check.
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from meanfield import Network, backward, forward  # noqa: E402
+from meanfield.activations import get_activation  # noqa: E402
+from meanfield.validation import (empirical_nngp, empirical_ntk, fisher_statistics,  # noqa: E402
+                                  measure_order_parameters, resolve_device, resolve_dtype, sample_ensemble,
+                                  torch_activation, train_gd)
+from meanfield.validation.measure import gaussian_inputs, pair_inputs  # noqa: E402
+from meanfield.validation.report import fit_series, run_validation  # noqa: E402
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+TANH = Network("tanh", depth=2, weight_var=1.5, bias_var=0.1)
+RELU = Network("relu", depth=2, weight_var=1.8, bias_var=0.1)
+
+
+def _within(sim, se, theory, bias):
+    return abs(sim - theory) <= 4 * se + bias
+
+
+# ----------------------------------------------------------------------------------------------- import guard
+def test_import_without_torch_names_the_install_command():
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "try:\n    import meanfield.validation\nexcept ImportError as e:\n    print('MSG', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert 'pip install "meanfield[validation]"' in out.stdout
+    assert "pip install torch" in out.stdout
+
+
+# ----------------------------------------------------------------------------------------------- activations
+@pytest.mark.parametrize("name", ["tanh", "relu", "leaky_relu", "erf", "sigmoid", "linear", "hard_tanh", "softplus",
+                                  "gelu", "silu", "elu", "selu", "sin"])
+def test_torch_activation_matches_numba_and_autograd(name):
+    # independent routes: the library's numba evaluator (phi, phi') and torch autograd of the torch phi
+    act = get_activation(name)
+    ta = torch_activation(act)
+    x = np.linspace(-3.1, 2.9, 41) + 1e-3  # avoid sitting exactly on kinks
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    y = ta.phi(xt)
+    np.testing.assert_allclose(y.detach().numpy(), act.phi(x), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(ta.dphi(xt).detach().numpy(), act.dphi(x), rtol=1e-12, atol=1e-14)
+    (g,) = torch.autograd.grad(y.sum(), xt)
+    np.testing.assert_allclose(g.numpy(), act.dphi(x), rtol=1e-10, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------- the ensemble
+def test_ensemble_shapes_statistics_and_reproducibility():
+    net = Network("tanh", depth=2, weight_var=2.0, bias_var=0.5, width_ratios=(0.5, 1.0, 2.0))
+    ens = sample_ensemble(net, 64, 6, n_outputs=3, seed=7, device="cpu")
+    assert ens.widths == (32, 64, 128, 3)
+    assert ens.n_params == 32 * 64 + 64 + 64 * 128 + 128 + 128 * 3 + 3
+    assert ens.raw_weights[1].shape == (6, 128, 64)
+    # W^l_ij ~ N(0, sigma_w^2 / M_{l-1}): 6*128*64 = 49152 draws, relative SE of a variance sqrt(2/n) ~ 0.0064
+    W2 = ens.effective_weights()[1]
+    assert abs(float(W2.var()) * 64 / 2.0 - 1) < 4 * math.sqrt(2 / W2.numel())
+    # network i does not depend on how the ensemble is chunked
+    one = sample_ensemble(net, 64, 1, n_outputs=3, seed=7, first_index=4, device="cpu")
+    for a, b in zip(one.raw_weights + one.raw_biases, ens.raw_weights + ens.raw_biases):
+        assert torch.equal(a[0], b[4])
+    sub = ens.select([4])
+    assert torch.equal(sub.raw_weights[0], one.raw_weights[0])
+    # float32 on request
+    assert sample_ensemble(net, 16, 2, dtype="float32", device="cpu").dtype == torch.float32
+
+
+def test_explicit_forward_matches_functional_apply():
+    ens = sample_ensemble(TANH, 32, 3, n_outputs=2, parameterization="ntk", device="cpu")
+    x = torch.randn(5, 32, dtype=torch.float64)
+    np.testing.assert_allclose(ens(x).numpy(), ens.apply(ens.parameters(), x).detach().numpy(), rtol=1e-13,
+                               atol=1e-13)
+    sp = sample_ensemble(TANH, 32, 3, n_outputs=2, parameterization="standard", device="cpu")
+    np.testing.assert_allclose(sp(x).numpy(), ens(x).numpy(), rtol=1e-13, atol=1e-13)  # same function
+
+
+# ----------------------------------------------------------------------------------------------- kernels and FIM
+@pytest.mark.parametrize("param", ["ntk", "standard"])
+def test_torch_func_ntk_equals_layerwise_gram(param):
+    # two independent routes to J J^T: torch.func.jacrev Jacobians vs the layerwise delta/h factorization
+    ens = sample_ensemble(RELU, 24, 3, n_outputs=2, parameterization=param, device="cpu")
+    x = torch.randn(3, 3, 24, dtype=torch.float64)  # per-network inputs
+    a = empirical_ntk(ens, x, method="func")
+    b = empirical_ntk(ens, x, method="layerwise")
+    assert a.shape == (3, 3, 2, 3, 2)
+    assert float((a - b).abs().max()) < 1e-12 * float(b.abs().max())
+
+
+def test_fisher_dual_equals_explicit_fim():
+    # explicit P x P FIM F = (1/T) J^T J of a tiny network against the C T x C T dual route
+    ens = sample_ensemble(TANH, 8, 2, n_outputs=2, device="cpu", seed=3)
+    T = 5
+    x = gaussian_inputs(ens, T, seed=1)
+    fs = fisher_statistics(ens, x)
+    params = ens.parameters()
+    for s in range(2):
+        ps = {k: v[s] for k, v in params.items()}
+        jac = torch.func.jacrev(lambda p: ens.apply(p, x[s]).reshape(-1))(ps)
+        J = torch.cat([j.reshape(T * 2, -1) for j in jac.values()], 1)
+        F = J.T @ J / T
+        P = F.shape[0]
+        assert P == ens.n_params
+        ev = torch.linalg.eigvalsh(F)
+        assert abs(float(torch.trace(F)) / P - fs.mean[s]) < 1e-12 * fs.mean[s]
+        assert abs(float((F @ F).trace()) / P - fs.second_moment[s]) < 1e-10 * fs.second_moment[s]
+        assert abs(float(ev[-1]) - fs.lambda_max[s]) < 1e-10 * fs.lambda_max[s]
+        np.testing.assert_allclose(np.sort(ev.numpy())[-T * 2:], fs.eigenvalues[s], rtol=1e-8, atol=1e-10)
+
+
+def test_order_parameters_against_theory():
+    # tanh, L = 3, M = 128, 64 networks (quick subset). Bias bounds: q^1, q^2 are exactly unbiased (u^1 is exactly
+    # Gaussian given the fixed inputs; E[q^2 | h^1] = sigma_w^2 |h^1|^2/M_1 + sigma_b^2 and E|h^1|^2/M_1 = qhat^1
+    # exactly). c^l, qtilde^l, chi_1^l, the NTK and the NNGP carry O(1/M) biases; the full CPU run
+    # (validation/validation.json, 256 networks, M = 64..512) fits |a| <= 1.5 with SE(a) <= 1.1 for these rows
+    # (relative error = a/M), so we allow 7.5/M relative (>= |a| + 5 SE(a)).
+    M, S = 128, 64
+    ens = sample_ensemble(TANH, M, S, n_outputs=2, device="cpu", seed=11)
+    n1, ov = 0.8, 0.3
+    smp = measure_order_parameters(ens, input_norm=n1, input_overlap=ov)
+    fr = forward(TANH, input_norm=n1, input_overlap=ov)
+    br = backward(TANH, forward_result=fr)
+    se = lambda a: float(np.std(a, ddof=1) / math.sqrt(a.size))  # noqa: E731
+    bias = 7.5 / M
+    for l in range(2):
+        assert _within(smp.q1[:, l].mean(), se(smp.q1[:, l]), fr.q1[l], 0.0)
+        assert _within(smp.q2[:, l].mean(), se(smp.q2[:, l]), fr.q2[l], 0.0)
+        assert _within(smp.c[:, l].mean(), se(smp.c[:, l]), fr.c[l], bias * abs(fr.c[l]))
+        assert _within(smp.qtilde1[:, l].mean(), se(smp.qtilde1[:, l]), br.qtilde1[l], bias * br.qtilde1[l])
+        assert _within(smp.qtilde2[:, l].mean(), se(smp.qtilde2[:, l]), br.qtilde2[l], bias * abs(br.qtilde2[l]))
+        chi = br.qtilde1[l] / br.qtilde1[l + 1]
+        assert _within(smp.chi1[:, l].mean(), se(smp.chi1[:, l]), chi, bias * chi)
+    np.testing.assert_allclose(smp.qtilde1[:, -1], 1.0)  # qtilde^L = 1 exactly
+    th_ntk = float(np.sum(br.qtilde2 * fr.q2))
+    assert _within(smp.ntk[:, 0, 1].mean(), se(smp.ntk[:, 0, 1]), th_ntk, bias * th_ntk)
+    # empirical NNGP: output covariance over seeds (an ensemble quantity; bias O(1/M) as for q^3)
+    K, Kse = empirical_nngp(smp.outputs)
+    assert _within(K[0, 1], Kse[0, 1], fr.q2[-1], bias * abs(fr.q2[-1]))
+    assert _within(K[0, 0], Kse[0, 0], fr.q1[-1], bias * fr.q1[-1])
+
+
+def test_fisher_statistics_against_karakida():
+    # m_lambda: E[tr F*] = C sum_l E[qtilde^l (|h^{l-1}|^2 + 1)] -> C sum_l qtilde^l (M_{l-1} qhat^{l-1} + 1), while
+    # the theory C kappa_1 / M drops the bias terms and counts P = alpha M^2: both are O(1/M) relative; the full
+    # run fits a = -0.15 +- 0.27 (tanh) and -1.4 +- 0.4 (relu), so the bound 9/M (>= |a| + 5 SE(a)).
+    # NTK-parameterization mean eigenvalue kappa'_1: same bound (fitted |a| <= 0.3 +- 0.4).
+    fisher = pytest.importorskip("meanfield.fisher")
+    M, S, T, C = 96, 32, 16, 2
+    ens = sample_ensemble(RELU, M, S, n_outputs=C, device="cpu", seed=5)
+    x = gaussian_inputs(ens, T, seed=5)
+    fs = fisher_statistics(ens, x)
+    th = fisher.fisher_statistics(RELU, M, T, C)
+    se = float(np.std(fs.mean, ddof=1) / math.sqrt(S))
+    assert _within(fs.mean.mean(), se, th.mean_eigenvalue, 9.0 / M * th.mean_eigenvalue)
+    import dataclasses
+    fn = fisher_statistics(dataclasses.replace(ens, parameterization="ntk"), x)
+    k1 = fn.eigenvalues.mean(1) * T
+    thn = fisher.fisher_statistics(RELU, M, T, C, parameterization="ntk")
+    assert _within(k1.mean(), float(np.std(k1, ddof=1) / math.sqrt(S)), thn.mean_eigenvalue,
+                   9.0 / M * thn.mean_eigenvalue)
+
+
+def test_gradient_descent_threshold_linear_stability():
+    # Linear stability of GD near initialization: the residual along the top eigenvector of F* = J J^T / T is
+    # multiplied by 1 - eta lambda_max in the first step; curvature changes within one step are O(eta |grad|),
+    # small against the distance of these learning rates from the threshold.
+    ens = sample_ensemble(TANH, 128, 3, n_outputs=2, device="cpu", seed=2)
+    x = gaussian_inputs(ens, 16, seed=2)
+    y = torch.randn(3, 16, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    lam = fisher_statistics(ens, x).lambda_max
+    below = train_gd(ens, x, y, 0.5 * 2 / lam, n_steps=10)
+    above = train_gd(ens, x, y, 2.5 * 2 / lam, n_steps=3, sharpness_steps=(0, 3))
+    np.testing.assert_allclose(above.sharpness[:, 0], lam, rtol=1e-10)
+    assert np.all(np.diff(below.losses, axis=1) < 0)          # monotone decrease below the threshold
+    np.testing.assert_allclose(below.lambda_max0, lam, rtol=1e-10)
+    # top mode after one step: linear prediction |1 - eta lambda_max| = 0 (below) and 4 (above); the curvature change
+    # within one step and the overlap of the top eigenvector with the others keep it well inside (0.5, 2)
+    assert np.all(below.top_mode[:, 1] < 0.5 * below.top_mode[:, 0])
+    assert np.all(above.top_mode[:, 1] > 2.0 * above.top_mode[:, 0])
+    # just below / just above the threshold (factors 0.8 and 1.25: linear predictions 0.6 and 1.5); the measured
+    # deviation from the linear prediction after one step is <= 0.15 at this width, well inside the 0.4-0.5 margin
+    near_below = train_gd(ens, x, y, 0.8 * 2 / lam, n_steps=1)
+    near_above = train_gd(ens, x, y, 1.25 * 2 / lam, n_steps=1)
+    assert np.all(near_below.top_mode[:, 1] < near_below.top_mode[:, 0])
+    assert np.all(near_above.top_mode[:, 1] > near_above.top_mode[:, 0])
+    assert not below.diverged.any()
+
+
+# ----------------------------------------------------------------------------------------------- fits
+def test_fit_series_recovers_exponents():
+    rec = []
+    for M in (64, 128, 256, 512):
+        rec.append(dict(config="c", group="g", quantity="q", kind="single-network", width=M,
+                        relative_error=3.0 / M, relative_standard_error=1e-5,
+                        single_network_relative_std=0.7 / math.sqrt(M)))
+    f = fit_series(rec)
+    assert abs(f["error_exponent"] + 1) < 1e-9 and abs(f["fluctuation_exponent"] + 0.5) < 1e-9
+    assert f["bias_resolved"] and f["regime"] == "bias"
+    assert abs(f["bias_coefficient"] - 3.0) < 1e-6
+
+
+# ----------------------------------------------------------------------------------------------- bad input
+def test_bad_input():
+    with pytest.raises(TypeError, match="network"):
+        sample_ensemble("tanh", 16, 2, device="cpu")
+    with pytest.raises(ValueError, match="width"):
+        sample_ensemble(TANH, 0, 2, device="cpu")
+    with pytest.raises(ValueError, match="n_seeds"):
+        sample_ensemble(TANH, 16, 0, device="cpu")
+    with pytest.raises(TypeError, match="n_seeds"):
+        sample_ensemble(TANH, 16, 2.5, device="cpu")
+    with pytest.raises(ValueError, match="dropout_keep"):
+        sample_ensemble(Network("tanh", depth=2, dropout_keep=0.9), 16, 2, device="cpu")
+    with pytest.raises(ValueError, match="parameterization"):
+        sample_ensemble(TANH, 16, 2, parameterization="mup", device="cpu")
+    with pytest.raises(ValueError, match="dtype"):
+        resolve_dtype("int32")
+    with pytest.raises(ValueError, match="device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="cuda"):
+            resolve_device("cuda")
+    ens = sample_ensemble(TANH, 16, 2, device="cpu")
+    with pytest.raises(ValueError, match="x must have shape"):
+        ens(torch.zeros(3, 17, dtype=torch.float64))
+    with pytest.raises(ValueError, match="finite"):
+        ens(torch.full((3, 16), float("nan"), dtype=torch.float64))
+    with pytest.raises(ValueError, match="input_overlap"):
+        pair_inputs(16, 1.0, 1.0, 2.0)
+    with pytest.raises(TypeError, match="ensemble"):
+        measure_order_parameters("not an ensemble")
+    with pytest.raises(ValueError, match="learning_rate"):
+        train_gd(ens, torch.zeros(3, 16, dtype=torch.float64), torch.zeros(3, 1, dtype=torch.float64), -0.1)
+    with pytest.raises(ValueError, match="y must have shape"):
+        train_gd(ens, torch.zeros(3, 16, dtype=torch.float64), torch.zeros(4, 1, dtype=torch.float64), 0.1)
+    with pytest.raises(ValueError, match="method"):
+        empirical_ntk(ens, torch.zeros(2, 16, dtype=torch.float64), method="svd")
+    with pytest.raises(ValueError, match="widths"):
+        run_validation(widths=[64], log=None)
+    with pytest.raises(ValueError, match="n_seeds"):
+        run_validation(n_seeds=1, log=None)
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+def test_cli_end_to_end(tmp_path):
+    out = tmp_path / "val"
+    cmd = [sys.executable, "-m", "meanfield.validation", "run", "--quick", "--device", "cpu", "--out", str(out),
+           "--widths", "16,32", "--n-seeds", "6", "--configs", "relu", "--no-deep-linear", "--quiet"]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    data = json.loads((out / "validation.json").read_text())
+    assert data["meta"]["device"] == "cpu"
+    qs = {r["quantity"] for r in data["records"]}
+    assert {"q^1(x,x)", "chi_1^1", "K(x,x')", "Theta(x,x')", "m_lambda", "lambda_max"} <= qs
+    for r in data["records"]:
+        for k in ("theory", "simulated_mean", "standard_error", "relative_error"):
+            assert isinstance(r[k], float)
+    assert data["training"] and data["fits"]
+    md = (out / "README.md").read_text()
+    assert "cpu" in md.lower() and "`m_lambda`" in md
+    for p in data["meta"]["plots"]:
+        assert (out / p).stat().st_size > 1000
+    from meanfield.validation import ValidationReport
+    rep = ValidationReport.from_json(str(out / "validation.json"))  # re-plot without re-running
+    assert rep.plot(str(tmp_path / "replot")) == data["meta"]["plots"]
+    bad = subprocess.run([sys.executable, "-m", "meanfield.validation", "run", "--widths", "16,x", "--out",
+                          str(tmp_path / "bad")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--widths" in bad.stderr

@@ -193,6 +193,11 @@ def cstar_scalar(code, p0, p1, kinks, scale, qs, wv, bv, rho, max_iter):
             if rho == 1.0:
                 return 1.0, wv * d0 * d0, OK
             return 0.0, wv * d0 * d0, OK
+    if rho == 1.0 and not math.isinf(qs):
+        # ordered or critical (C'(1) = chi_1 <= 1): c* = 1, chi_c = chi_1 -- a 1-D integral, no 2-D setup needed
+        chi = wv * mean_sq(code, p0, p1, kinks, scale, qs, 1)
+        if chi <= 1.0:
+            return 1.0, chi, OK
     mode, a, b = cmap_setup(code, p0, p1, kinks, scale, qs)
     C1, D1 = cmap_eval(mode, code, p0, p1, kinks, scale, qs, wv, bv, rho, 1.0, a, b)
     if rho == 1.0 and D1 <= 1.0:

@@ -38,6 +38,8 @@ __all__ = [
     "map_dynamics",
 ]
 
+_forward_module = importlib.import_module(".forward", __package__)
+
 #: the order parameters a :class:`PhaseDiagram` holds, in CSV column order
 QUANTITIES = ("qstar", "chi1", "cstar", "chi_c", "xi_q", "xi_c", "xi_grad")
 
@@ -47,7 +49,7 @@ QUANTITIES = ("qstar", "chi1", "cstar", "chi_c", "xi_q", "xi_c", "xi_grad")
 # --------------------------------------------------------------------------------------------------------------------
 def _core():
     """The core module :mod:`meanfield.forward` (``meanfield.forward`` the attribute is the function ``forward``)."""
-    return importlib.import_module(".forward", __package__)
+    return _forward_module
 
 
 def _resolve_activation(activation, activation_params=None):
@@ -93,28 +95,8 @@ def _readonly(arr) -> np.ndarray:
 
 
 def _xi_from_slope(slope) -> np.ndarray:
-    """Depth scale ``xi = -1/log(slope)`` with the core's conventions: ``inf`` at slope 1, 0 at slope <= 0, NaN kept;
-    negative for slope > 1 (growth, e.g. xi_grad in the chaotic phase)."""
-    x = np.asarray(slope, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lx = np.log(x)
-        out = np.where(x <= 0, 0.0, np.where(lx == 0, np.inf, -1.0 / np.where(lx == 0, 1.0, lx)))
-    return np.where(np.isnan(x), np.nan, out)
-
-
-def _core_pass(act, w, b, q_init, need_c):
-    """One compiled pass of the core over flat arrays: (q*, chi_1, V'(q*), c*, chi_c)."""
-    fw = _core()
-
-    inner = getattr(fw, "_fixed_points", None)
-    if inner is not None:
-        try:
-            _, qs, chi, vp, cs, chic = inner(act, w, b, 1.0, q_init, need_c)
-            return [np.asarray(x, dtype=np.float64) for x in (qs, chi, vp, cs, chic)]
-        except TypeError:  # the private helper changed: use the public function below
-            pass
-    fp = fw.fixed_point(act, w, b, q_init=q_init)
-    return [np.asarray(x, dtype=np.float64).ravel() for x in (fp.q_star, fp.chi_1, vp, fp.c_star, fp.chi_c)]
+    """Depth scale ``xi = -1/log(slope)`` with the core's conventions (inf at slope 1, negative above)."""
+    return _forward_module._neg_inv_log(slope)
 
 
 def _evaluate_block(act, w: np.ndarray, b: np.ndarray) -> dict:
@@ -127,53 +109,16 @@ def _evaluate_block(act, w: np.ndarray, b: np.ndarray) -> dict:
     there too, so the 2-D quadratures of the correlation map are skipped.
     """
     shape = np.broadcast(w, b).shape
-    wf = np.ascontiguousarray(np.broadcast_to(w, shape), dtype=np.float64).ravel()
-    bf = np.ascontiguousarray(np.broadcast_to(b, shape), dtype=np.float64).ravel()
-    qs, chi, vp, _, _ = _core_pass(act, wf, bf, None, False)
-    cs = np.ones_like(qs)
-    chic = chi.copy()
-    chaotic = chi > 1.0
-    nan = np.isnan(chi)
-    cs[nan] = np.nan
-    if chaotic.any():
-        q0 = qs[chaotic]
-        _, _, _, cs_c, chic_c = _core_pass(act, wf[chaotic], bf[chaotic], np.where(np.isfinite(q0), q0, 1.0), True)
-        # where q* is infinite, restart from the default q^1 instead (the core then reports the divergence itself)
-        if not np.all(np.isfinite(q0)):
-            inf = ~np.isfinite(q0)
-            sub = np.flatnonzero(chaotic)[inf]
-            _, _, _, cs_i, chic_i = _core_pass(act, wf[sub], bf[sub], None, True)
-            cs_c[inf], chic_c[inf] = cs_i, chic_i
-        cs[chaotic] = cs_c
-        chic[chaotic] = chic_c
-    nil = _xi_from_slope
-    out = {
-        "qstar": qs,
-        "chi1": chi,
-        "cstar": cs,
-        "chi_c": chic,
-        "xi_q": nil(vp),
-        "xi_c": nil(chic),
-        "xi_grad": nil(chi),
-    }
+    # the core's compiled pass solves c* only in the chaotic phase (c* = 1, chi_c = chi_1 when ordered)
+    fp = _forward_module.fixed_point(act, w, b)
+    out = {"qstar": fp.q_star, "chi1": fp.chi_1, "cstar": fp.c_star, "chi_c": fp.chi_c, "xi_q": fp.xi_q,
+           "xi_c": fp.xi_c, "xi_grad": fp.xi_grad}
     return {k: np.asarray(v, dtype=np.float64).reshape(shape) for k, v in out.items()}
 
 
 def _critical_weight_vars(act, bias_vars: np.ndarray) -> np.ndarray:
     """w_c(b) for each bias (nan where the core finds no critical point, with its warning passed on)."""
-    fw = _core()
-
-    out = np.empty_like(bias_vars)
-    try:
-        out[:] = np.asarray(fw.critical_weight_var(act, bias_vars), dtype=np.float64)
-    except (TypeError, ValueError):
-        # the core may accept scalars only: fall back to a loop, keeping nan where it raises
-        for i, b in enumerate(bias_vars):
-            try:
-                out[i] = float(fw.critical_weight_var(act, float(b)))
-            except (ValueError, ArithmeticError):
-                out[i] = np.nan
-    return out
+    return np.asarray(_forward_module.critical_weight_var(act, bias_vars), dtype=np.float64)
 
 
 def _summarise_warnings(caught, n_points: int, where: str, n_diverged: Optional[int] = None) -> None:

@@ -247,7 +247,7 @@ def chi1(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=
     Examples
     --------
     >>> from meanfield import chi1
-    >>> chi1("relu", 2.0, 0.3)
+    >>> chi1("relu", 2.0, 0.0)   # relu is critical at weight_var = 2 for every bias
     1.0
     """
     shape, _, chi, *_ = _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, False)

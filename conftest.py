@@ -1,0 +1,11 @@
+"""Repository-level pytest configuration: the docstring examples of meanfield are run as doctests; those of the
+torch-based validation subpackage only when torch is installed."""
+import importlib.util
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+collect_ignore_glob = []
+if importlib.util.find_spec("torch") is None:
+    collect_ignore_glob.append("meanfield/validation/*")

@@ -10,7 +10,7 @@ import numba as nb
 import numpy as np
 
 from ._jit import register
-from ._quad_kernels import (e1d, e2d, has_closed, hermite_coeffs, mean_sq, mehler_sum, mehler_sum_deriv,
+from ._quad_kernels import (e1d, e1d_sq_and_slope, e2d, has_closed, hermite_coeffs, mean_sq, mehler_sum, mehler_sum_deriv,
                             n_hermite_terms, pair_closed)
 from .activations import ERF, LEAKY_RELU, LINEAR, RELU, act_eval
 
@@ -73,11 +73,14 @@ def qstar_scalar(code, p0, p1, kinks, scale, wv, bv, rho, q0, max_iter):
     else:
         hi = q
         lo = q
+        v0 = length_map_scalar(code, p0, p1, kinks, scale, 0.0, wv, bv, rho)
         while True:
             it += 1
             nxt = 0.25 * lo
-            if nxt < 1e-250:
-                return 0.0, OK, it  # F < 0 down to q -> 0: V(0) = 0 and q* = 0
+            if nxt < 1e-250 or (nxt < 1e-12 * q0 and nxt < 1e-12 and v0 == 0.0):
+                # F < 0 down to q -> 0 and V(0) = 0: q* = 0 (below 1e-12 the map is linear to 1e-12 relative,
+                # F(q) = (V'(0) - 1) q + O(q^2) with V'(0) - 1 <= 0, so no positive fixed point is left below)
+                return 0.0, OK, it
             Fn = length_map_scalar(code, p0, p1, kinks, scale, nxt, wv, bv, rho) - nxt
             if Fn >= 0.0:
                 hi = lo
@@ -92,8 +95,13 @@ def qstar_scalar(code, p0, p1, kinks, scale, wv, bv, rho, q0, max_iter):
     dx = dxold
     for k in range(max_iter):
         it += 1
-        Fx = length_map_scalar(code, p0, p1, kinks, scale, x, wv, bv, rho) - x
-        dF = wv / rho * dmean_sq_dq(code, p0, p1, kinks, scale, x) - 1.0
+        if has_closed(code):
+            Fx = length_map_scalar(code, p0, p1, kinks, scale, x, wv, bv, rho) - x
+            dF = wv / rho * dmean_sq_dq(code, p0, p1, kinks, scale, x) - 1.0
+        else:
+            e0, slope = e1d_sq_and_slope(code, p0, p1, kinks, scale, x)
+            Fx = wv / rho * e0 + bv - x
+            dF = wv / rho * slope - 1.0
         if abs(Fx) <= tol * x:
             return x, OK, it
         if Fx > 0.0:

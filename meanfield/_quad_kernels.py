@@ -34,6 +34,18 @@ _GL_X, _GL_W = np.polynomial.legendre.leggauss(16)
 GL_X = np.ascontiguousarray(_GL_X)
 GL_W = np.ascontiguousarray(_GL_W)
 NGL = 16
+
+
+def _standard_rule():
+    """The rule every smooth integrand varying on scales >= 1 in z gets: unit panels on [-ZMAX, ZMAX], with the
+    standard normal density folded into the weights (computed once, at import)."""
+    edges = np.arange(-10.0, 10.0 + 0.5, 1.0)
+    z = (0.5 * (edges[:-1, None] + edges[1:, None]) + 0.5 * _GL_X[None, :]).ravel()
+    w = (0.5 * np.ones_like(edges[:-1])[:, None] * _GL_W[None, :]).ravel() * np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    return np.ascontiguousarray(z), np.ascontiguousarray(w)
+
+
+STD_Z, STD_W = _standard_rule()
 GRADE = 0.25      # graded panels: width <= GRADE * distance to the transition centre (poles lie on the imaginary axis)
 HMIN = 1e-3       # smallest uniform panel width (non-graded activations at q > (scale / 1e-3)^2 reach it)
 
@@ -140,6 +152,16 @@ def e1d(code, p0, p1, kinks, scale, q, a, b, m):
             return 0.0
         return _pw(code, p0, p1, 0.0, a) * _pw(code, p0, p1, 0.0, b)
     s = math.sqrt(q)
+    if kinks.size == 0 and abs(scale) >= s:
+        # smooth and slowly varying in z: the precomputed standard rule (same nodes _scaled_rule would build)
+        acc = 0.0
+        for j in range(STD_Z.size):
+            u = s * STD_Z[j]
+            val = _pw(code, p0, p1, u, a) * _pw(code, p0, p1, u, b)
+            if m == 1:
+                val *= u
+            acc += STD_W[j] * val
+        return acc
     z, w = _scaled_rule(kinks, scale, s, 0.0, ZMAX, 1.0)
     acc = 0.0
     for j in range(z.size):
@@ -152,10 +174,41 @@ def e1d(code, p0, p1, kinks, scale, q, a, b, m):
 
 
 @nb.njit(cache=True)
+def e1d_sq_and_slope(code, p0, p1, kinks, scale, q):
+    """(E[phi(u)^2], E[u phi(u) phi'(u)] / q) in one pass over the nodes (the length map and its slope)."""
+    if has_closed(code) or q <= 1e-100:
+        qe = q if q > 1e-100 else 1e-100
+        return mean_sq(code, p0, p1, kinks, scale, q, 0), e1d(code, p0, p1, kinks, scale, qe, 0, 1, 1) / qe
+    s = math.sqrt(q)
+    e0 = 0.0
+    e1 = 0.0
+    if kinks.size == 0 and abs(scale) >= s:
+        for j in range(STD_Z.size):
+            u = s * STD_Z[j]
+            f = act_eval(code, p0, p1, u, 0)
+            e0 += STD_W[j] * f * f
+            e1 += STD_W[j] * u * f * act_eval(code, p0, p1, u, 1)
+        return e0, e1 / q
+    z, w = _scaled_rule(kinks, scale, s, 0.0, ZMAX, 1.0)
+    for j in range(z.size):
+        u = s * z[j]
+        g = w[j] * math.exp(-0.5 * z[j] * z[j])
+        f = act_eval(code, p0, p1, u, 0)
+        e0 += g * f * f
+        e1 += g * u * f * act_eval(code, p0, p1, u, 1)
+    return e0 * _INV_SQRT_2PI, e1 * _INV_SQRT_2PI / q
+
+
+@nb.njit(cache=True)
 def _smooth1(code, p0, p1, kinks, scale, mean, sd, order):
     """E[phi^(order)(mean + sd z)], z ~ N(0, 1) (inner integral of the nested rule)."""
     if sd <= 0.0:
         return _pw(code, p0, p1, mean, order)
+    if kinks.size == 0 and abs(scale) >= sd and abs(mean) <= abs(scale):
+        acc = 0.0
+        for j in range(STD_Z.size):
+            acc += STD_W[j] * _pw(code, p0, p1, mean + sd * STD_Z[j], order)
+        return acc
     z, w = _scaled_rule(kinks, scale, sd, mean, ZMAX, 1.0)
     acc = 0.0
     for j in range(z.size):
@@ -383,7 +436,7 @@ def hermite_coeffs_many(code, p0, p1, kinks, scale, q, nterms, deriv):
     return out
 
 
-register(_pw, e1d, _smooth1, e2d, pair_expect, mean_sq, hermite_coeffs, e1d_many, pair_expect_many, e2d_many,
+register(_pw, e1d, e1d_sq_and_slope, _smooth1, e2d, pair_expect, mean_sq, hermite_coeffs, e1d_many, pair_expect_many, e2d_many,
          hermite_coeffs_many)
 
 

@@ -11,20 +11,35 @@ Needs torch: ``pip install "meanfield[validation]"`` (or ``pip install torch``).
 * :func:`run_validation` (``python -m meanfield.validation run``) compares every theory quantity of the library with
   the simulation on a ladder of widths and writes JSON, a markdown report and plots.
 """
-try:
-    import torch  # noqa: F401
-except ImportError as exc:  # pragma: no cover - exercised only without torch
-    raise ImportError(
-        "meanfield.validation needs PyTorch, which is not installed. Install it with "
-        "`pip install \"meanfield[validation]\"` (or `pip install torch`)."
-    ) from exc
+import importlib
 
-from .networks import (NetworkEnsemble, TorchActivation, layer_widths, resolve_device, resolve_dtype,
-                       sample_ensemble, torch_activation)
-from .measure import (FisherSample, OrderParameterSample, TrainingRun, empirical_nngp, empirical_ntk,
-                      fisher_statistics, gaussian_inputs, gram_layerwise, measure_order_parameters, pair_inputs,
-                      train_gd)
-from .report import ValidationConfig, ValidationReport, default_configs, fit_series, run_validation
+_TORCH_MESSAGE = ("meanfield.validation needs PyTorch, which is not installed. Install it with "
+                  "`pip install \"meanfield[validation]\"` (or `pip install torch`).")
+
+# public name -> submodule; the torch-based submodules load on first use, so that the numpy-only
+# ``meanfield.validation.deep_linear`` imports without torch
+_LAZY = {
+    **dict.fromkeys(["NetworkEnsemble", "TorchActivation", "layer_widths", "resolve_device", "resolve_dtype",
+                     "sample_ensemble", "torch_activation"], "networks"),
+    **dict.fromkeys(["FisherSample", "OrderParameterSample", "TrainingRun", "empirical_nngp", "empirical_ntk",
+                     "fisher_statistics", "gaussian_inputs", "gram_layerwise", "measure_order_parameters",
+                     "pair_inputs", "train_gd"], "measure"),
+    **dict.fromkeys(["ValidationConfig", "ValidationReport", "default_configs", "fit_series", "run_validation"],
+                    "report"),
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        try:
+            import torch  # noqa: F401
+        except ImportError as exc:
+            raise ImportError(_TORCH_MESSAGE) from exc
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "FisherSample",

@@ -360,12 +360,13 @@ def hermite_coeffs(code, p0, p1, kinks, scale, q, nterms, deriv):
 
     Computed with the Hermite functions psi_k = He_k sqrt(phi_N)/sqrt(k!) (|psi_k| <= 1, stable three-term recurrence):
     a_k = int f(z) psi_k(z) sqrt(phi_N(z)) dz on a composite Gauss-Legendre rule over |z| <= 14 (the factor
-    sqrt(phi_N) < 4e-22 beyond) with panel width <= 8/sqrt(2 nterms + 1) to resolve the oscillations of psi_k.
+    sqrt(phi_N) < 4e-22 beyond) with panel width <= 12/sqrt(2 nterms + 1): psi_k oscillates at most like cos(sqrt(2k+1) z), i.e. <= 6 rad
+    per panel half-width, which 16-point Gauss-Legendre integrates to ~6^32/32! < 1e-20.
     Mehler: E[f(z1) g(z2)] = sum_k a_k(f) a_k(g) c^k for corr(z1, z2) = c.
     """
     out = np.zeros(nterms)
     s = math.sqrt(q) if q > 0.0 else 0.0
-    hosc = 8.0 / math.sqrt(2.0 * nterms + 1.0)
+    hosc = 12.0 / math.sqrt(2.0 * nterms + 1.0)
     if hosc > 1.0:
         hosc = 1.0
     z, w = _scaled_rule(kinks, scale, s, 0.0, ZMAX_COEF, hosc)

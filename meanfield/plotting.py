@@ -17,6 +17,7 @@ Examples
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
@@ -147,10 +148,10 @@ def plot_phase_diagram(pd, quantity: str = "chi1", ax=None, *, critical: bool = 
         ax.add_patch(mpatches.Rectangle((np.nan, np.nan), 0, 0, fill=False, hatch="///", ec="0.3",
                                         label=r"$q^*=\infty$ (length map diverges)"))
     if critical:
-        wc = np.asarray(pd.critical_weight_vars)
+        wc, bc = _refined_critical_line(pd, b)
         sel = np.isfinite(wc) & (wc >= w[0]) & (wc <= w[-1])
         if sel.any():
-            ax.plot(wc[sel], b[sel], color="k" if quantity == "chi1" else "c", lw=2.0, ls="--",
+            ax.plot(wc[sel], bc[sel], color="k" if quantity == "chi1" else "c", lw=2.0, ls="--",
                     label=r"critical line $\chi_1=1$")
     if ridge is None:
         ridge = quantity == "xi_c"
@@ -184,6 +185,30 @@ def plot_phase_diagram(pd, quantity: str = "chi1", ax=None, *, critical: bool = 
     ax.set_ylim(b[0], b[-1]) if b.size > 1 else None
     ax.set_title(title if title is not None else f"{pd.activation}: {SYMBOLS[quantity]}")
     return ax
+
+
+
+def _refined_critical_line(pd, b):
+    """The stored critical line, with extra points between the first two bias values when the grid starts at
+    sigma_b^2 = 0: there w_c - w_c(0) grows like (sigma_b^2)^(1/3) for odd smooth activations (tanh, erf), steeper
+    than any uniform grid resolves."""
+    wc = np.asarray(pd.critical_weight_vars, dtype=float)
+    if b.size < 2 or b[0] != 0.0:
+        return wc, b
+    params = {"leaky_relu": "slope", "elu": "alpha"}
+    try:
+        from .activations import get_activation
+        from .forward import critical_weight_var
+
+        key = params.get(pd.activation)
+        act = get_activation(pd.activation, **({key: pd.activation_params[0]} if key else {}))
+        extra = np.geomspace(b[1] * 1e-6, b[1], 40)[:-1]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            wx = np.asarray(critical_weight_var(act, extra), dtype=float)
+    except (ValueError, TypeError, IndexError):  # e.g. a custom activation: keep the stored line
+        return wc, b
+    return np.concatenate([wc[:1], wx, wc[1:]]), np.concatenate([b[:1], extra, b[1:]])
 
 
 def plot_critical_line(line, ax=None, **kwargs):

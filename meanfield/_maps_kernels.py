@@ -10,7 +10,7 @@ import numba as nb
 import numpy as np
 
 from ._jit import register
-from ._quad_kernels import (e1d, e1d_sq_and_slope, e2d, has_closed, hermite_coeffs, mean_sq, mehler_sum, mehler_sum_deriv,
+from ._quad_kernels import (e1d, e1d_sq_and_slope, e2d, has_closed, hermite_coeffs, mean_sq, mehler_sum,
                             n_hermite_terms, pair_closed)
 from .activations import ERF, LEAKY_RELU, LINEAR, RELU, act_eval
 

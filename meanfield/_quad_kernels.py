@@ -394,17 +394,6 @@ def mehler_sum(coef_a, coef_b, c):
     return acc
 
 
-@nb.njit(cache=True)
-def mehler_sum_deriv(coef_a, coef_b, c):
-    """d/dc sum_k a_k b_k c^k."""
-    acc = 0.0
-    for k in range(coef_a.size - 1, 0, -1):
-        acc = acc * c + k * coef_a[k] * coef_b[k]
-    return acc
-
-
-# --- vectorised drivers (broadcast inputs flattened by the caller) -------------------------------------------------
-
 @nb.njit(cache=True, parallel=True)
 def e1d_many(code, p0, p1, kinks, scale, q, a, b, m):
     out = np.empty(q.size)

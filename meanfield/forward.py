@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import _maps_kernels as _mk
-from ._checks import check_finite_array, check_in_range, check_int, check_nonneg
+from ._checks import check_finite_array, check_in_range, check_nonneg
 from ._jit import kernel_set
 from .activations import LEAKY_RELU, LINEAR, RELU, get_activation
 from .errors import ConvergenceWarning, DivergenceWarning, NoCriticalPointWarning

@@ -160,7 +160,6 @@ def sample_posterior(X, y, X_test, depth: int, width, weight_var: float = 1.0, t
 
     per = n_samples // n_batches
     logw_all, m_all, v_all, s_all = [], [], [], []
-    dims = ws + [1]  # dims[l-1] = N_l for l = 1..L, then the output
     biggest = max(ws[i] * ws[i + 1] for i in range(depth - 1)) if depth > 1 else 1
     chunk = max(1, _CHUNK_FLOATS // biggest)
     for _ in range(n_batches):

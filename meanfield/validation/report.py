@@ -694,7 +694,7 @@ class ValidationReport:
 
             # error scaling
             fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-            sel = [f"q^{L - 1}(x,x)", f"qtilde_1^1", "chi_1^1", "Theta(x,x)", "m_lambda", "s_lambda", "lambda_max",
+            sel = [f"q^{L - 1}(x,x)", "qtilde_1^1", "chi_1^1", "Theta(x,x)", "m_lambda", "s_lambda", "lambda_max",
                    "NTK lambda_max"]
             for i, q in enumerate(sel):
                 rs = sorted([r for r in self.records if r["config"] == name and r["quantity"] == q],

@@ -2,11 +2,17 @@
 
 The public API is re-exported here; see the README for a tour.
 """
+__version__ = "0.1.0"
+
+from ._numba_cache import install as _install_numba_cache
+
+_install_numba_cache(__version__)   # first: numba caches meanfield's kernels per user, not in the package folder
+
 from .activations import ACTIVATIONS, Activation, custom_activation, get_activation
 from .backward import BackwardResult, backward
 from .errors import ConvergenceWarning, DivergenceWarning, NoCriticalPointWarning
-from .forward import (DepthScales, FixedPoint, ForwardResult, chi1, chi_c, correlation_map, critical_weight_var,
-                      cstar, depth_scales, fixed_point, forward, length_map, qstar)
+from .forward import (DepthScales, FixedPoint, ForwardResult, c_map_slope, chi1, chi_c, correlation_map,
+                      critical_weight_var, cstar, depth_scales, fixed_point, forward, length_map, qstar)
 from .network import Network
 from .quadrature import gaussian_expectation, gaussian_rule, hermite_coefficients, mehler_terms, pair_expectation
 from .kernels import KernelResult, kernels, nngp_diagonal, nngp_kernel, ntk_kernel
@@ -20,12 +26,10 @@ from .deep_linear import (BPKRResult, DeepLinearPosteriorResult, DeepLinearPrior
                           deep_linear_posterior, deep_linear_prior, deep_linear_prior_density, hz_saddle_point,
                           log_meijer_g, meijer_g, nngp_linear_posterior)
 
-__version__ = "0.1.0"
-
 __all__ = [
     "ACTIVATIONS", "Activation", "custom_activation", "get_activation",
     "Network",
-    "length_map", "correlation_map", "qstar", "cstar", "chi1", "chi_c", "depth_scales", "fixed_point",
+    "length_map", "correlation_map", "qstar", "cstar", "chi1", "c_map_slope", "chi_c", "depth_scales", "fixed_point",
     "critical_weight_var", "forward", "backward",
     "DepthScales", "FixedPoint", "ForwardResult", "BackwardResult",
     "gaussian_expectation", "gaussian_rule", "hermite_coefficients", "mehler_terms", "pair_expectation",

@@ -15,17 +15,63 @@ __all__ = [
     "check_int",
     "check_in_range",
     "as_float_array",
+    "check_array",
 ]
 
 
 def as_float_array(name: str, value) -> np.ndarray:
-    """Convert ``value`` to a float64 array; reject non-numeric input with a TypeError."""
+    """Convert ``value`` to a float64 array.
+
+    Raises TypeError for anything that is not real numeric data -- None, str/bytes, complex, bool, object arrays of
+    non-numbers, strings, dates, ragged sequences -- instead of casting it silently (numpy would drop imaginary parts
+    with a ComplexWarning, turn booleans into 0/1 and parse numeric strings).
+    """
+    def _fail(what, exc=None):
+        msg = f"{name} must be a real number or an array of real numbers, got {what}"
+        if exc is None:
+            raise TypeError(msg)
+        raise TypeError(msg) from exc
+
     if isinstance(value, (str, bytes)) or value is None:
-        raise TypeError(f"{name} must be a real number or an array of real numbers, got {value!r}")
+        _fail(repr(value))
     try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be a real number or an array of real numbers, got {value!r}") from exc
+        raw = np.asarray(value)
+    except (TypeError, ValueError) as exc:   # ragged nested sequences
+        _fail(f"{type(value).__name__} that is not a rectangular array of numbers", exc)
+    kind = raw.dtype.kind
+    if kind == "O":   # e.g. Fractions or Decimals: accept only what converts to real floats exactly as numbers
+        if any(isinstance(v, (complex, np.complexfloating, bool, np.bool_, str, bytes)) or v is None
+               for v in raw.ravel()):
+            _fail(f"an object array containing non-real entries ({raw.dtype})")
+        try:
+            return np.asarray(raw, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            _fail("an object array that does not convert to real numbers", exc)
+    if kind == "c":
+        _fail(f"complex data (dtype {raw.dtype}); pass the real part explicitly if that is intended")
+    if kind == "b":
+        _fail(f"boolean data (dtype {raw.dtype})")
+    if kind not in "iuf":
+        _fail(f"data of dtype {raw.dtype}")
+    return np.asarray(raw, dtype=np.float64)
+
+
+def check_array(name: str, value, ndim=None, *, min_size: int = 1, finite: bool = True) -> np.ndarray:
+    """Return ``value`` as a float64 array with the given number of dimensions and every axis of length >= min_size.
+
+    ``ndim`` is an int or a tuple of allowed ints (None: any). Non-numeric data -> TypeError (:func:`as_float_array`);
+    wrong ndim, an empty axis, or (with ``finite``) NaN/inf entries -> ValueError naming ``name``.
+    """
+    arr = as_float_array(name, value)
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if arr.ndim not in allowed:
+            want = " or ".join(f"{d}-D" for d in allowed)
+            raise ValueError(f"{name} must be a {want} array, got {arr.ndim}-D with shape {arr.shape}")
+    if any(n < min_size for n in arr.shape):
+        raise ValueError(f"{name} must not be empty (every axis of length >= {min_size}), got shape {arr.shape}")
+    if finite and not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite (no NaN or inf)")
     return arr
 
 

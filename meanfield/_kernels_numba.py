@@ -10,9 +10,9 @@ import math
 import numba as nb
 import numpy as np
 
-_INV_PI = 1.0 / math.pi
-_TWO_OVER_PI = 2.0 / math.pi
-_FOUR_OVER_PI = 4.0 / math.pi
+from ._quad_kernels import pair_closed
+from .activations import ERF, LEAKY_RELU
+
 
 
 @nb.njit(cache=True)
@@ -87,40 +87,32 @@ def correlation_tile(Q, qi, qj, C):
 
 
 @nb.njit(cache=True)
-def leaky_relu_tile(C, qi, qj, slope, qhat, qdot, want_dot):
-    """Closed forms (Cho & Saul arc-cosine kernel) for ``phi(u) = max(u, slope u)``.
+def leaky_relu_tile(Q, qi, qj, slope, qhat, qdot, want_dot):
+    """Closed forms (Cho & Saul arc-cosine kernel) for ``phi(u) = max(u, slope u)`` on a tile of covariances ``Q``.
 
-    ``phi = (1-a) relu + a id`` gives ``E[phi(u)phi(v)] = (1-a)^2 sqrt(q_u q_v)(sin t + (pi - t) cos t)/(2 pi)
-    + a q_uv`` (the cross terms are ``E[relu(u) v] = q_uv / 2``), and ``E[phi'(u)phi'(v)] = (1-a)^2 (pi - t)/(2 pi) + a``,
-    with ``t = arccos(c)``.
+    Each entry is the scalar :func:`meanfield._quad_kernels.pair_closed` (the formula exists once): it works on the
+    covariance itself with a cancellation-free ``det = q_u q_v - q_uv^2`` and the ``sin x - x cos x`` series near
+    c = -1, so it keeps full relative accuracy there (a formula in ``c = Q / sqrt(q_u q_v)`` cannot: ``pi - acos(c)``
+    loses all digits of the result ~ (1 + c)^(3/2)).
     """
-    ti, tj = C.shape
-    b = (1.0 - slope) * (1.0 - slope)
+    ti, tj = Q.shape
     for ii in nb.prange(ti):
         for jj in range(tj):
-            c = C[ii, jj]
-            t = math.acos(c)
-            s = math.sqrt(qi[ii] * qj[jj])
-            qhat[ii, jj] = b * s * (math.sqrt(max(0.0, 1.0 - c * c)) + (math.pi - t) * c) * 0.5 * _INV_PI + slope * s * c
+            qhat[ii, jj] = pair_closed(LEAKY_RELU, slope, qi[ii], qj[jj], Q[ii, jj], 0)
             if want_dot:
-                qdot[ii, jj] = b * (math.pi - t) * 0.5 * _INV_PI + slope
+                qdot[ii, jj] = pair_closed(LEAKY_RELU, slope, qi[ii], qj[jj], Q[ii, jj], 1)
 
 
 @nb.njit(cache=True)
 def erf_tile(Q, qi, qj, qhat, qdot, want_dot):
-    """Williams' closed forms: ``(2/pi) asin(2 q_uv / sqrt((1+2q_u)(1+2q_v)))`` and
-    ``(4/pi) / sqrt((1+2q_u)(1+2q_v) - 4 q_uv^2)``."""
+    """Williams' closed forms ``(2/pi) asin(2 q_uv / sqrt((1+2q_u)(1+2q_v)))`` and
+    ``(4/pi) / sqrt((1+2q_u)(1+2q_v) - 4 q_uv^2)``, entry by entry through the scalar ``pair_closed``."""
     ti, tj = Q.shape
     for ii in nb.prange(ti):
         for jj in range(tj):
-            a = 1.0 + 2.0 * qi[ii]
-            b = 1.0 + 2.0 * qj[jj]
-            quv = Q[ii, jj]
-            arg = 2.0 * quv / math.sqrt(a * b)
-            arg = min(1.0, max(-1.0, arg))
-            qhat[ii, jj] = _TWO_OVER_PI * math.asin(arg)
+            qhat[ii, jj] = pair_closed(ERF, 0.0, qi[ii], qj[jj], Q[ii, jj], 0)
             if want_dot:
-                qdot[ii, jj] = _FOUR_OVER_PI / math.sqrt(max(a * b - 4.0 * quv * quv, 1e-300))
+                qdot[ii, jj] = pair_closed(ERF, 0.0, qi[ii], qj[jj], Q[ii, jj], 1)
 
 
 mehler_tile_serial = nb.njit(cache=True)(_mehler_tile)

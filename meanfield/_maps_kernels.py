@@ -52,6 +52,10 @@ def qstar_scalar(code, p0, p1, kinks, scale, wv, bv, rho, q0, max_iter):
     if abs(F) <= tol * max(q, 1e-300):
         return q, OK, 0
     it = 0
+    # divergence threshold relative to the problem's own scale (q* ~ weight_var or bias_var may be huge and finite)
+    qmax = QMAX * max(1.0, q0, wv / rho, bv)
+    if qmax > 1e308:
+        qmax = 1e308
     if F > 0.0:
         lo = q
         hi = q
@@ -59,7 +63,7 @@ def qstar_scalar(code, p0, p1, kinks, scale, wv, bv, rho, q0, max_iter):
             it += 1
             Vhi = length_map_scalar(code, p0, p1, kinks, scale, hi, wv, bv, rho)
             nxt = max(2.0 * hi, Vhi, 1e-300)
-            if nxt > QMAX:
+            if nxt > qmax:
                 return math.inf, DIVERGED, it
             Fn = length_map_scalar(code, p0, p1, kinks, scale, nxt, wv, bv, rho) - nxt
             # a sign change must stand out of the rounding noise of V (~ eps q); otherwise keep going (V(q) - q may
@@ -77,7 +81,7 @@ def qstar_scalar(code, p0, p1, kinks, scale, wv, bv, rho, q0, max_iter):
         while True:
             it += 1
             nxt = 0.25 * lo
-            if nxt < 1e-250 or (nxt < 1e-12 * q0 and nxt < 1e-12 and v0 == 0.0):
+            if v0 == 0.0 and (nxt < 1e-250 or (nxt < 1e-12 * q0 and nxt < 1e-12)) or nxt == 0.0:
                 # F < 0 down to q -> 0 and V(0) = 0: q* = 0 (below 1e-12 the map is linear to 1e-12 relative,
                 # F(q) = (V'(0) - 1) q + O(q^2) with V'(0) - 1 <= 0, so no positive fixed point is left below)
                 return 0.0, OK, it
@@ -145,43 +149,96 @@ def _leaky_pair(slope, c, deriv):
     return pair_closed(LEAKY_RELU, slope, 1.0, 1.0, c, deriv)
 
 
+MEHLER_RTOL = 1e-13   # accepted Mehler truncation bound, relative to the series' value E[f^2] at c = 1
+ALL_C = 2.0           # "the truncated series is good for every |c| <= 1"
+
+
 @nb.njit(cache=True)
-def cmap_eval(mode, code, p0, p1, kinks, scale, qs, wv, bv, rho, c, acoef, bcoef):
+def mehler_cmax(coef, full_sq, rtol):
+    """Largest |c| up to which the truncated Mehler series sum_{k<K} a_k^2 c^k of f is within rtol E[f^2] of the
+    whole series (ALL_C if it is for every |c| <= 1).
+
+    Parseval: sum_k a_k^2 = E[f^2], so the dropped terms sum to at most |c|^K R_K with R_K = E[f^2] - sum_{k<K} a_k^2.
+    R_K comes from E[f^2] (1-D quadrature, ~1e-16 relative) minus a compensated (Neumaier) sum of the a_k^2, so it is
+    resolved down to a few ulp of E[f^2], far below rtol. The bound is what makes the series unusable near |c| = 1 at
+    large q: the spectrum of phi(sqrt(q) z) then reaches k ~ q (gelu, silu: a_k^2 ~ k^(-3/2) e^(-k/q)) or beyond the
+    term cap, and R_K is not small (gelu at q = 795: R_K ~ 1e-4 E for phi' at K = 4000)."""
+    s = 0.0
+    comp = 0.0
+    for k in range(coef.size):
+        x = coef[k] * coef[k]
+        t = s + x
+        if abs(s) >= abs(x):
+            comp += (s - t) + x
+        else:
+            comp += (x - t) + s
+        s = t
+    rem = full_sq - (s + comp)
+    tol = rtol * full_sq
+    if rem <= tol or coef.size == 0:
+        return ALL_C
+    return math.exp(math.log(tol / rem) / coef.size)
+
+
+@nb.njit(cache=True)
+def cmap_eval(mode, code, p0, p1, kinks, scale, qs, wv, bv, rho, c, acoef, bcoef, cmax_a, cmax_b):
     """Correlation map C(c) and C'(c) at q = qs for the modes: 0 closed form, 1 Mehler series (acoef, bcoef are the
-    Hermite coefficients of phi and phi'), 2 nested quadrature, 3 q* = inf limit (leaky form, slopes in acoef)."""
+    Hermite coefficients of phi and phi', trusted for |c| <= cmax_a, cmax_b: beyond, the nested quadrature), 2 nested
+    quadrature, 3 q* = inf limit (leaky form, slopes in acoef). At c = 1 (modes 0-2) the 1-D integrals E[phi^2],
+    E[phi'^2] -- the length map's own integrand, so C(1) = 1 at the fixed point to rounding."""
     if mode == 3:
         slope = acoef[1] / acoef[0] if acoef[0] != 0.0 else 0.0
         norm = _leaky_pair(slope, 1.0, 0)
         return rho * _leaky_pair(slope, c, 0) / norm, rho * _leaky_pair(slope, c, 1) / norm
-    if mode == 0:
+    if c == 1.0:
+        e = mean_sq(code, p0, p1, kinks, scale, qs, 0)
+        d = mean_sq(code, p0, p1, kinks, scale, qs, 1)
+    elif mode == 0:
         e = pair_closed(code, p0, qs, qs, c * qs, 0)
         d = pair_closed(code, p0, qs, qs, c * qs, 1)
-    elif mode == 1:
-        e = mehler_sum(acoef, acoef, c)
-        d = mehler_sum(bcoef, bcoef, c)
     else:
-        e = e2d(code, p0, p1, kinks, scale, qs, qs, c * qs, 0, 0)
-        d = e2d(code, p0, p1, kinks, scale, qs, qs, c * qs, 1, 1)
+        if mode == 1 and abs(c) <= cmax_a:
+            e = mehler_sum(acoef, acoef, c)
+        else:
+            e = e2d(code, p0, p1, kinks, scale, qs, qs, c * qs, 0, 0)
+        if mode == 1 and abs(c) <= cmax_b:
+            d = mehler_sum(bcoef, bcoef, c)
+        else:
+            d = e2d(code, p0, p1, kinks, scale, qs, qs, c * qs, 1, 1)
     return (wv * e + bv) / qs, wv * d
 
 
 @nb.njit(cache=True)
 def cmap_setup(code, p0, p1, kinks, scale, qs):
-    """Choose the evaluation mode of the correlation map at q* and precompute what it needs."""
+    """Choose the evaluation mode of the correlation map at q* and precompute what it needs:
+    (mode, acoef, bcoef, cmax_a, cmax_b), see cmap_eval."""
     if math.isinf(qs):
         ap, am = asymptotic_slopes(code, p0, p1)
         a = np.array([ap, am])
-        return 3, a, a
+        return 3, a, a, ALL_C, ALL_C
     if has_closed(code):
         z = np.zeros(1)
-        return 0, z, z
+        return 0, z, z, ALL_C, ALL_C
     if kinks.size == 0:
         n = n_hermite_terms(qs, scale, False)
         a = hermite_coeffs(code, p0, p1, kinks, scale, qs, n, 0)
         b = hermite_coeffs(code, p0, p1, kinks, scale, qs, n, 1)
-        return 1, a, b
+        ca = mehler_cmax(a, mean_sq(code, p0, p1, kinks, scale, qs, 0), MEHLER_RTOL)
+        cb = mehler_cmax(b, mean_sq(code, p0, p1, kinks, scale, qs, 1), MEHLER_RTOL)
+        return 1, a, b, ca, cb
     z = np.zeros(1)
-    return 2, z, z
+    return 2, z, z, ALL_C, ALL_C
+
+
+@nb.njit(cache=True)
+def cmap_slope1_scalar(code, p0, p1, kinks, scale, qs, wv, rho, chi):
+    """dC/dc at c = 1 given chi_1 = chi at the same (q*, sigma_w^2): sigma_w^2 E[phi'(u)^2] = rho chi_1 for finite q*;
+    in the q* = inf limit the slope at c = 1 of the limiting map (cmap_eval mode 3), rho."""
+    if math.isinf(qs):
+        ap, am = asymptotic_slopes(code, p0, p1)
+        a = np.array([ap, am])
+        return cmap_eval(3, code, p0, p1, kinks, scale, qs, wv, 0.0, rho, 1.0, a, a, ALL_C, ALL_C)[1]
+    return rho * chi
 
 
 @nb.njit(cache=True)
@@ -206,13 +263,13 @@ def cstar_scalar(code, p0, p1, kinks, scale, qs, wv, bv, rho, max_iter):
         chi = wv * mean_sq(code, p0, p1, kinks, scale, qs, 1)
         if chi <= 1.0:
             return 1.0, chi, OK
-    mode, a, b = cmap_setup(code, p0, p1, kinks, scale, qs)
-    C1, D1 = cmap_eval(mode, code, p0, p1, kinks, scale, qs, wv, bv, rho, 1.0, a, b)
+    mode, a, b, ca, cb = cmap_setup(code, p0, p1, kinks, scale, qs)
+    C1, D1 = cmap_eval(mode, code, p0, p1, kinks, scale, qs, wv, bv, rho, 1.0, a, b, ca, cb)
     if rho == 1.0 and D1 <= 1.0:
         return 1.0, D1, OK
     c = 0.0
     for it in range(max_iter):
-        C, D = cmap_eval(mode, code, p0, p1, kinks, scale, qs, wv, bv, rho, c, a, b)
+        C, D = cmap_eval(mode, code, p0, p1, kinks, scale, qs, wv, bv, rho, c, a, b, ca, cb)
         G = C - c
         dG = D - 1.0
         if G <= 4.0 * EPS:
@@ -224,10 +281,10 @@ def cstar_scalar(code, p0, p1, kinks, scale, qs, wv, bv, rho, max_iter):
         if cn >= 1.0:
             cn = 0.5 * (c + 1.0)
         if abs(cn - c) <= 2.0 * EPS:
-            C, D = cmap_eval(mode, code, p0, p1, kinks, scale, qs, wv, bv, rho, cn, a, b)
+            C, D = cmap_eval(mode, code, p0, p1, kinks, scale, qs, wv, bv, rho, cn, a, b, ca, cb)
             return cn, D, OK
         c = cn
-    C, D = cmap_eval(mode, code, p0, p1, kinks, scale, qs, wv, bv, rho, c, a, b)
+    C, D = cmap_eval(mode, code, p0, p1, kinks, scale, qs, wv, bv, rho, c, a, b, ca, cb)
     return c, D, NOT_CONVERGED
 
 
@@ -237,23 +294,14 @@ def vprime_scalar(code, p0, p1, kinks, scale, qs, wv, rho):
     return wv / rho * dmean_sq_dq(code, p0, p1, kinks, scale, qs)
 
 
-@nb.njit(cache=True)
-def _inv_neg_log(x):
-    """-1 / log(x) with the limits 0 at x = 0 and inf at x = 1."""
-    if x <= 0.0:
-        return 0.0
-    lx = math.log(x)
-    if lx == 0.0:
-        return math.inf
-    return -1.0 / lx
-
-
 @nb.njit(cache=True, parallel=True)
 def fixed_points_many(code, p0, p1, kinks, scale, wv, bv, rho, q0, need_c, max_iter):
-    """For each (wv[i], bv[i], q0[i]): q*, chi_1, V'(q*), and (if need_c) c*, chi_c; plus status codes."""
+    """For each (wv[i], bv[i], q0[i]): q*, chi_1 (gradient-norm ratio), dC/dc at c = 1, V'(q*), and (if need_c) c*,
+    chi_c; plus status codes."""
     n = wv.size
     qs = np.empty(n)
     chi = np.empty(n)
+    slope1 = np.empty(n)
     vp = np.empty(n)
     cs = np.full(n, np.nan)
     chic = np.full(n, np.nan)
@@ -264,6 +312,7 @@ def fixed_points_many(code, p0, p1, kinks, scale, wv, bv, rho, q0, need_c, max_i
         qs[i] = q
         st_q[i] = s
         chi[i] = chi1_scalar(code, p0, p1, kinks, scale, q, wv[i], rho)
+        slope1[i] = cmap_slope1_scalar(code, p0, p1, kinks, scale, q, wv[i], rho, chi[i])
         if math.isinf(q):
             vp[i] = math.nan
         else:
@@ -273,7 +322,7 @@ def fixed_points_many(code, p0, p1, kinks, scale, wv, bv, rho, q0, need_c, max_i
             cs[i] = c
             chic[i] = d
             st_c[i] = sc
-    return qs, chi, vp, cs, chic, st_q, st_c
+    return qs, chi, slope1, vp, cs, chic, st_q, st_c
 
 
 @nb.njit(cache=True, parallel=True)
@@ -293,11 +342,13 @@ def correlation_map_many(code, p0, p1, kinks, scale, c, q, wv, bv, rho):
     mode = 0
     a = np.zeros(1)
     b = np.zeros(1)
+    ca = ALL_C
+    cb = ALL_C
     for i in range(c.size):
         if q[i] != qlast:
-            mode, a, b = cmap_setup(code, p0, p1, kinks, scale, q[i])
+            mode, a, b, ca, cb = cmap_setup(code, p0, p1, kinks, scale, q[i])
             qlast = q[i]
-        out[i], dout[i] = cmap_eval(mode, code, p0, p1, kinks, scale, q[i], wv[i], bv[i], rho, c[i], a, b)
+        out[i], dout[i] = cmap_eval(mode, code, p0, p1, kinks, scale, q[i], wv[i], bv[i], rho, c[i], a, b, ca, cb)
     return out, dout
 
 
@@ -370,5 +421,5 @@ def critical_many(code, p0, p1, kinks, scale, bv, max_iter):
 
 
 register(dmean_sq_dq, length_map_scalar, qstar_scalar, asymptotic_slopes, chi1_scalar, cmap_eval, cmap_setup,
-         cstar_scalar, vprime_scalar, fixed_points_many, length_map_many, correlation_map_many, _critical_g,
-         critical_many)
+         cmap_slope1_scalar, cstar_scalar, vprime_scalar, fixed_points_many, length_map_many, correlation_map_many,
+         _critical_g, critical_many)

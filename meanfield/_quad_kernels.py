@@ -67,7 +67,8 @@ def _sorted_edges(lo, hi, pts, n):
     # drop duplicates
     k = 1
     for i in range(1, m):
-        if out[i] > out[k - 1] + 1e-15 * (1.0 + abs(out[i])):
+        # relative tolerance only: kinks at +-1/sqrt(q) for q ~ 1e50 lie 1e-25 apart and must stay separate panels
+        if out[i] > out[k - 1] + 1e-15 * max(abs(out[i]), abs(out[k - 1])):
             out[k] = out[i]
             k += 1
     return out[:k]
@@ -139,9 +140,33 @@ def _scaled_rule(kinks, scale, sd, mean, zmax, hmax):
         h = abs(scale) / sd
     pts = np.empty(kinks.size)
     for i in range(kinks.size):
-        pts[i] = (kinks[i] - mean) / sd if sd > 0.0 else 1e300
+        if sd > 0.0:
+            pts[i] = (kinks[i] - mean) / sd
+        else:
+            pts[i] = 0.0 if kinks[i] == mean else 1e300  # q = 0: phi^(k)(0 z) is a step at z = 0
     centre = -mean / sd if sd > 0.0 else 0.0
     return _rule(_sorted_edges(-zmax, zmax, pts, kinks.size), h, graded, centre, hmax)
+
+
+TINY = 1e-300     # one-sided evaluation point of the q -> 0 limits (phi^(k)(+-TINY) = phi^(k)(0+-) to rounding)
+
+
+@nb.njit(cache=True)
+def _kink_at_zero(kinks):
+    for i in range(kinks.size):
+        if kinks[i] == 0.0:
+            return True
+    return False
+
+
+@nb.njit(cache=True)
+def _limit0(code, p0, p1, kinks, a, b):
+    """lim_{q -> 0} E[phi^(a)(u) phi^(b)(u)], u ~ N(0, q): phi^(a) phi^(b) at 0, or, for a kink at 0, the mean of the
+    one-sided limits (u > 0 and u < 0 each carry probability 1/2), e.g. E[phi'^2] -> (phi'(0-)^2 + phi'(0+)^2) / 2."""
+    if _kink_at_zero(kinks):
+        return 0.5 * (_pw(code, p0, p1, TINY, a) * _pw(code, p0, p1, TINY, b)
+                      + _pw(code, p0, p1, -TINY, a) * _pw(code, p0, p1, -TINY, b))
+    return _pw(code, p0, p1, 0.0, a) * _pw(code, p0, p1, 0.0, b)
 
 
 @nb.njit(cache=True)
@@ -150,7 +175,7 @@ def e1d(code, p0, p1, kinks, scale, q, a, b, m):
     if q <= 0.0:
         if m == 1:
             return 0.0
-        return _pw(code, p0, p1, 0.0, a) * _pw(code, p0, p1, 0.0, b)
+        return _limit0(code, p0, p1, kinks, a, b)
     s = math.sqrt(q)
     if kinks.size == 0 and abs(scale) >= s:
         # smooth and slowly varying in z: the precomputed standard rule (same nodes _scaled_rule would build)
@@ -222,10 +247,13 @@ _LAYER = np.array([-8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0])
 @nb.njit(cache=True)
 def e2d(code, p0, p1, kinks, scale, qu, qv, quv, a, b):
     """E[phi^(a)(u) phi^(b)(v)] for (u, v) ~ N(0, [[qu, quv], [quv, qv]]) by the nested composite rule."""
+    if qu <= 0.0 and qv <= 0.0:
+        return e1d(code, p0, p1, kinks, scale, 0.0, a, b, 0)       # u = v = 0: the c = 1 limit
     if qu <= 0.0:
-        return _pw(code, p0, p1, 0.0, a) * e1d(code, p0, p1, kinks, scale, qv, b, -1, 0)
+        # one variance 0 (so q_uv = 0): the c = 0 limit, phi^(a)(0) averaged over the two sides of a kink at 0
+        return _limit0(code, p0, p1, kinks, a, -1) * e1d(code, p0, p1, kinks, scale, qv, b, -1, 0)
     if qv <= 0.0:
-        return _pw(code, p0, p1, 0.0, b) * e1d(code, p0, p1, kinks, scale, qu, a, -1, 0)
+        return _limit0(code, p0, p1, kinks, b, -1) * e1d(code, p0, p1, kinks, scale, qu, a, -1, 0)
     su = math.sqrt(qu)
     sv = math.sqrt(qv)
     c = quv / (su * sv)
@@ -281,43 +309,86 @@ def _sin_minus_xcos(x):
 
 
 @nb.njit(cache=True)
+def _two_prod(a, b):
+    """(p, e) with p = fl(a b) and p + e = a b exactly (Dekker / Veltkamp splitting; needs |a|, |b| <= 1e290)."""
+    p = a * b
+    t = 134217729.0 * a
+    ah = t - (t - a)
+    al = a - ah
+    t = 134217729.0 * b
+    bh = t - (t - b)
+    bl = b - bh
+    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    return p, e
+
+
+@nb.njit(cache=True)
+def _scaled_cov(qu, qv, quv):
+    """(S, a, b, c, det) with (qu, qv, quv) = S (a, b, c), S a power of two (exact scaling, no overflow or underflow
+    of the products below) and det = a b - c^2 >= 0 to a few ulps of a b, free of cancellation near c^2 = a b."""
+    m = qu if qu > qv else qv
+    if m <= 0.0:
+        return 0.0, 0.0, 0.0, 0.0, 0.0
+    _, ex = math.frexp(m)
+    S = math.ldexp(1.0, ex)
+    a = qu / S
+    b = qv / S
+    c = quv / S
+    p1, e1 = _two_prod(a, b)
+    p2, e2 = _two_prod(c, c)
+    det = (p1 - p2) + (e1 - e2)
+    if det < 0.0:
+        det = 0.0
+    return S, a, b, c, det
+
+
+@nb.njit(cache=True)
 def pair_closed(code, p0, qu, qv, quv, deriv):
     """Closed forms of E[phi(u)phi(v)] (deriv=0) and E[phi'(u)phi'(v)] (deriv=1).
 
     relu (Cho & Saul arc-cosine): sqrt(qu qv)/(2 pi) (sin t + (pi - t) cos t), (pi - t)/(2 pi), t = angle;
     leaky_relu with slope a = a x + (1-a) relu(x): a quv + (1-a)^2 R, a + (1-a)^2 (pi - t)/(2 pi);
     erf (Williams): (2/pi) arcsin(2 quv / sqrt((1+2qu)(1+2qv))), (4/pi) / sqrt((1+2qu)(1+2qv) - 4 quv^2);
-    linear: quv, 1. The angle is t = atan2(sqrt(qu qv - quv^2), quv), exact (t = 0) on the diagonal.
+    linear: quv, 1. Everything is evaluated on the covariance scaled by a power of two S (so no product overflows
+    for q up to 1e308 or underflows for q down to 1e-308) with det = qu qv - quv^2 computed free of cancellation
+    (``_scaled_cov``); the angle t = atan2(sqrt(det), quv) is then accurate to a few ulps also near c = +-1, and
+    (1+2qu)(1+2qv) - 4 quv^2 = 1 + 2(qu + qv) + 4 det has no cancellation either.
+    Degenerate variances: qu = qv = 0 is the c = 1 limit (u = v = 0); one zero variance gives t = pi/2 (c = 0).
     """
     if code == LINEAR:
         return quv if deriv == 0 else 1.0
+    S, a, b, c, det = _scaled_cov(qu, qv, quv)
     if code == ERF:
-        a = 1.0 + 2.0 * qu
-        bb = 1.0 + 2.0 * qv
+        # scaled by S: (1+2qu)(1+2qv) - 4quv^2 = S^2 (1/S^2 + 2(a+b)/S + 4 det)
+        if S == 0.0:
+            return 0.0 if deriv == 0 else 4.0 / math.pi
+        inv = 1.0 / S
+        g = inv * inv + 2.0 * (a + b) * inv + 4.0 * det
         if deriv == 0:
-            x = 2.0 * quv / math.sqrt(a * bb)
-            if x > 1.0:
-                x = 1.0
-            if x < -1.0:
-                x = -1.0
-            return (2.0 / math.pi) * math.asin(x)
-        det = a * bb - 4.0 * quv * quv
-        return (4.0 / math.pi) / math.sqrt(det)
+            # (2/pi) asin(2 quv / sqrt(A B)) = (2/pi) atan2(2 quv, sqrt(A B - 4 quv^2)), divided through by S
+            return (2.0 / math.pi) * math.atan2(2.0 * c, math.sqrt(g))
+        return (4.0 / math.pi) / (S * math.sqrt(g))
     # relu family
-    det = qu * qv - quv * quv
-    if det < 0.0:
-        det = 0.0
-    t = math.atan2(math.sqrt(det), quv)
     slope = p0 if code == LEAKY_RELU else 0.0
+    if S == 0.0:
+        # u = v = 0: the c = 1 limit (E[phi'^2] -> (1 + slope^2) / 2)
+        return 0.0 if deriv == 0 else slope + (1.0 - slope) ** 2 * 0.5
+    sd = math.sqrt(det)
+    if a == 0.0 or b == 0.0:
+        t = 0.5 * math.pi
+    else:
+        t = math.atan2(sd, c)
     if deriv == 0:
-        if quv < 0.0:
+        if c < 0.0:
             # near c = -1 the two terms cancel: with x = pi - t, sqrt(det) + (pi - t) quv = sqrt(qu qv) (sin x - x cos x)
-            x = math.atan2(math.sqrt(det), -quv)
-            r = math.sqrt(qu * qv) * _sin_minus_xcos(x) / (2.0 * math.pi)
+            x = math.atan2(sd, -c)
+            r = math.sqrt(a) * math.sqrt(b) * _sin_minus_xcos(x) / (2.0 * math.pi)
         else:
-            r = (math.sqrt(det) + (math.pi - t) * quv) / (2.0 * math.pi)
-        return slope * quv + (1.0 - slope) ** 2 * r
-    return slope + (1.0 - slope) ** 2 * (math.pi - t) / (2.0 * math.pi)
+            r = (sd + (math.pi - t) * c) / (2.0 * math.pi)
+        return S * (slope * c + (1.0 - slope) ** 2 * r)
+    # pi - t without cancellation near c = -1 (t -> pi)
+    pit = math.atan2(sd, -c) if (c < 0.0 and a > 0.0 and b > 0.0) else math.pi - t
+    return slope + (1.0 - slope) ** 2 * pit / (2.0 * math.pi)
 
 
 @nb.njit(cache=True)
@@ -374,7 +445,8 @@ def hermite_coeffs(code, p0, p1, kinks, scale, q, nterms, deriv):
     sq = np.sqrt(np.arange(nterms + 1.0))
     for j in range(z.size):
         g = math.exp(-0.25 * z[j] * z[j]) * c0  # sqrt of the standard normal density
-        wt = w[j] * act_eval(code, p0, p1, s * z[j], deriv) * g
+        u = s * z[j] if s > 0.0 else math.copysign(TINY, z[j])   # q = 0: the one-sided limits at a kink at 0
+        wt = w[j] * act_eval(code, p0, p1, u, deriv) * g
         psi_prev = 0.0
         psi = g
         for k in range(nterms):
@@ -426,7 +498,7 @@ def hermite_coeffs_many(code, p0, p1, kinks, scale, q, nterms, deriv):
     return out
 
 
-register(_pw, e1d, e1d_sq_and_slope, _smooth1, e2d, pair_expect, mean_sq, hermite_coeffs, e1d_many, pair_expect_many, e2d_many,
+register(_pw, _limit0, e1d, e1d_sq_and_slope, _smooth1, e2d, pair_expect, mean_sq, hermite_coeffs, e1d_many, pair_expect_many, e2d_many,
          hermite_coeffs_many)
 
 

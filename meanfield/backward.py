@@ -64,6 +64,13 @@ def backward(network: Network, forward_result: ForwardResult = None, **forward_k
         Reuse a forward pass; otherwise :func:`meanfield.forward` is called with ``forward_kwargs``
         (``input_norm``, ``input_norm2``, ``input_overlap``).
 
+    Raises
+    ------
+    TypeError
+        If ``network`` is not a Network or ``forward_result`` is not a ForwardResult.
+    ValueError
+        If ``forward_result`` belongs to another network or is given together with forward keyword arguments.
+
     Examples
     --------
     >>> from meanfield import Network, backward
@@ -75,6 +82,9 @@ def backward(network: Network, forward_result: ForwardResult = None, **forward_k
         raise TypeError(f"network must be a meanfield.Network, got {type(network).__name__}")
     if forward_result is None:
         forward_result = forward(network, **forward_kwargs)
+    elif not isinstance(forward_result, ForwardResult):
+        raise TypeError(f"forward_result must be a meanfield.ForwardResult (from meanfield.forward) or None, "
+                        f"got {type(forward_result).__name__}")
     elif forward_kwargs:
         raise ValueError("give either forward_result or forward keyword arguments, not both")
     elif forward_result.network != network:

@@ -9,6 +9,12 @@ figures         all of the above for tanh, relu and erf into one folder
 
 Every command has ``--help`` with an example. Bad arguments print one line ``meanfield <command>: error: ...`` to
 stderr and exit with status 2; no traceback (``--traceback`` shows one for unexpected errors).
+
+No lost work: every file is written atomically (temporary file, then ``os.replace``); a command refuses to overwrite
+existing output files unless ``--overwrite`` is given; Ctrl-C prints ``interrupted`` and exits with status 130,
+keeping the files already written and, for a phase diagram, the finished part of the grid (``.npz``/``.csv`` marked
+partial). Limits: at most ``MAX_AXIS_POINTS`` points per grid axis, ``--depth`` at most
+:data:`meanfield.phase.MAX_MAP_DEPTH`.
 """
 from __future__ import annotations
 
@@ -22,6 +28,9 @@ import warnings
 import numpy as np
 
 __all__ = ["main", "build_parser", "parse_grid", "parse_values"]
+
+#: largest number of points on one grid axis (a 10^5 x 10^5 phase diagram would need ~1 TB)
+MAX_AXIS_POINTS = 100_000
 
 # per-activation defaults used by ``meanfield figures`` (chosen so that the critical line is well inside the window
 # and the whole command stays within a couple of minutes on two cores)
@@ -65,11 +74,15 @@ def parse_grid(text: str, name: str = "grid", *, min_points: int = 1) -> np.ndar
                 raise ValueError
             if num < 1:
                 raise CLIError(f"{name}: the number of points in {text!r} must be >= 1")
+            if num > MAX_AXIS_POINTS:
+                raise CLIError(f"{name}: the number of points in {text!r} must be <= {MAX_AXIS_POINTS}")
             if num > 1 and not stop > start:
                 raise CLIError(f"{name}: STOP must be larger than START in {text!r}")
             values = np.linspace(start, stop, num)
         else:
             values = np.array([float(v) for v in text.split(",") if v.strip() != ""])
+            if values.size > MAX_AXIS_POINTS:
+                raise CLIError(f"{name}: at most {MAX_AXIS_POINTS} values, got {values.size}")
             if values.size == 0 or not np.all(np.isfinite(values)):
                 raise ValueError
     except CLIError:
@@ -114,11 +127,41 @@ def _resolve(args):
 
 
 def _out_dir(path: str) -> str:
-    path = os.path.abspath(path)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise CLIError(f"--out: {path} exists and is not a folder")
-    os.makedirs(path, exist_ok=True)
-    return path
+    from ._io import check_writable_dir
+
+    try:
+        return check_writable_dir(path, "--out")
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _phase_files(out, prefix):
+    stem = os.path.join(out, f"{prefix}_phase")
+    return [stem + ".npz", stem + ".csv"] + [f"{stem}_{q}.{e}" for q in ("chi1", "xi_c") for e in ("png", "svg")]
+
+
+def _maps_files(out, prefix):
+    stem = os.path.join(out, f"{prefix}_maps")
+    return [stem + ".npz", stem + ".png", stem + ".svg"]
+
+
+def _depth_scales_files(out, prefix):
+    stem = os.path.join(out, f"{prefix}_depth_scales")
+    return [stem + ".csv", stem + ".png", stem + ".svg"]
+
+
+def _refuse_overwrite(paths, overwrite: bool) -> None:
+    """CLIError naming the planned output files that exist already (unless ``overwrite``)."""
+    from ._io import existing_files
+
+    if overwrite:
+        return
+    found = existing_files(paths)
+    if found:
+        folder = os.path.dirname(found[0])
+        names = ", ".join(os.path.relpath(p, folder) for p in found)
+        raise CLIError(f"--out: refusing to overwrite {len(found)} existing file(s) in {folder}: {names} "
+                       "(use --overwrite)")
 
 
 class ProgressBar:
@@ -168,8 +211,20 @@ def run_phase_diagram(act, params, weight_vars, bias_vars, out, *, prefix=None, 
     n_points = weight_vars.size * bias_vars.size
     bar = ProgressBar(f"{act.name} phase diagram {bias_vars.size}x{weight_vars.size}") if (
         progress and n_points >= 2000) else None
-    pd = phase_diagram(act, weight_vars, bias_vars, progress=bar)
+    from .phase import PhaseDiagramInterrupted
+
     stem = os.path.join(out, f"{prefix}_phase")
+    try:
+        pd = phase_diagram(act, weight_vars, bias_vars, progress=bar)
+    except PhaseDiagramInterrupted as exc:  # keep the finished points (marked partial), then stop
+        if bar is not None and bar.tty:
+            bar.stream.write("\n")
+        part = exc.partial
+        for p in (part.save(stem + ".npz"), part.to_csv(stem + ".csv")):
+            log(p)
+        sys.stderr.write(f"{act.name} phase diagram: kept the {int(np.sum(part.finished))} of {part.finished.size} "
+                         f"finished grid points (marked partial) in {stem}.npz/.csv\n")
+        raise KeyboardInterrupt from None
     paths = [pd.save(stem + ".npz"), pd.to_csv(stem + ".csv")]
     for quantity in ("chi1", "xi_c"):
         ax = pd.plot(quantity, title=_phase_title(pd, quantity))
@@ -194,7 +249,10 @@ def run_maps(act, params, weight_vars, bias_var, depth, out, *, prefix=None, dpi
     prefix = prefix or act.name
     md = map_dynamics(act, weight_vars, bias_var, depth=depth)
     stem = os.path.join(out, f"{prefix}_maps")
-    np.savez_compressed(stem + ".npz", **{k: np.array(v) for k, v in md.to_dict().items()})
+    from ._io import atomic_open
+
+    with atomic_open(stem + ".npz") as fh:
+        np.savez_compressed(fh, **{k: np.array(v) for k, v in md.to_dict().items()})
     fig = md.plot()
     paths = [stem + ".npz"] + plotting.save_figure(fig, stem, dpi=dpi)
     _close(fig)
@@ -224,7 +282,9 @@ def _cmd_phase_diagram(args):
     act, params = _resolve(args)
     w = parse_grid(args.weight_var, "--weight-var", min_points=2)
     b = parse_grid(args.bias_var, "--bias-var", min_points=2)
-    run_phase_diagram(act, params, w, b, _out_dir(args.out), prefix=args.prefix, progress=not args.quiet,
+    out = _out_dir(args.out)
+    _refuse_overwrite(_phase_files(out, args.prefix or act.name), args.overwrite)
+    run_phase_diagram(act, params, w, b, out, prefix=args.prefix, progress=not args.quiet,
                       dpi=args.dpi)
 
 
@@ -232,24 +292,39 @@ def _cmd_maps(args):
     act, params = _resolve(args)
     w = parse_values(args.weight_var, "--weight-var")
     b = _parse_number(args.bias_var, "--bias-var")
-    run_maps(act, params, w, b, args.depth, _out_dir(args.out), prefix=args.prefix, dpi=args.dpi)
+    _check_depth(args.depth)
+    out = _out_dir(args.out)
+    _refuse_overwrite(_maps_files(out, args.prefix or act.name), args.overwrite)
+    run_maps(act, params, w, b, args.depth, out, prefix=args.prefix, dpi=args.dpi)
+
+
+def _check_depth(depth):
+    from .phase import MAX_MAP_DEPTH
+
+    if depth > MAX_MAP_DEPTH:
+        raise CLIError(f"--depth: expected an integer in [2, {MAX_MAP_DEPTH}] (layers drawn), got {depth}")
 
 
 def _cmd_depth_scales(args):
     act, params = _resolve(args)
     w = parse_grid(args.weight_var, "--weight-var", min_points=2)
     b = _parse_number(args.bias_var, "--bias-var")
-    run_depth_scales(act, params, w, b, _out_dir(args.out), prefix=args.prefix, dpi=args.dpi)
+    out = _out_dir(args.out)
+    _refuse_overwrite(_depth_scales_files(out, args.prefix or act.name), args.overwrite)
+    run_depth_scales(act, params, w, b, out, prefix=args.prefix, dpi=args.dpi)
 
 
 def _cmd_figures(args):
     from .activations import get_activation
 
-    out = _out_dir(args.out)
     names = [a.strip() for a in args.activations.split(",") if a.strip()]
     if not names:
         raise CLIError("--activations: give at least one name, e.g. tanh,relu,erf")
     acts = [get_activation(n) for n in names]  # validate all names before any work
+    _check_depth(args.depth)
+    out = _out_dir(args.out)
+    _refuse_overwrite([p for act in acts for files in (_phase_files, _maps_files, _depth_scales_files)
+                       for p in files(out, act.name)], args.overwrite)
     nw, nb = args.grid
     t0 = time.perf_counter()
     for act in acts:
@@ -280,8 +355,8 @@ def _grid_size(text):
         raise argparse.ArgumentTypeError(f"expected NWxNB (e.g. 160x120) or N, got {text!r}")
     if len(parts) == 1:
         parts = parts * 2
-    if len(parts) != 2 or min(parts) < 2:
-        raise argparse.ArgumentTypeError(f"expected NWxNB with both sizes >= 2, got {text!r}")
+    if len(parts) != 2 or min(parts) < 2 or max(parts) > MAX_AXIS_POINTS:
+        raise argparse.ArgumentTypeError(f"expected NWxNB with both sizes in [2, {MAX_AXIS_POINTS}], got {text!r}")
     return tuple(parts)
 
 
@@ -322,6 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", "-o", default=".", help="output folder (created if missing; default: current)")
         p.add_argument("--prefix", default=None, help="file-name prefix (default: the activation name)")
         p.add_argument("--dpi", type=_positive_dpi, default=130, help="PNG resolution (default 130)")
+        overwrite(p)
+
+    def overwrite(p):
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace output files that exist already (default: refuse and name them)")
 
     p = sub.add_parser(
         "phase-diagram", formatter_class=fmt, help="chi_1 and xi_c heat maps over (sigma_w^2, sigma_b^2)",
@@ -376,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sigma_w^2 points in the depth-scale curves (default 200)")
     p.add_argument("--dpi", type=_positive_dpi, default=130, help="PNG resolution (default 130)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    overwrite(p)
     p.set_defaults(func=_cmd_figures)
     return parser
 
@@ -423,7 +504,13 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted\n")
         return 130
+    except MemoryError:
+        sys.stderr.write(f"{prog}: error: out of memory (use smaller grids)\n")
+        return 1
     except Exception as exc:  # pragma: no cover - unexpected
+        if isinstance(exc, SystemError) and isinstance(exc.__context__, KeyboardInterrupt):
+            sys.stderr.write(f"{prog}: interrupted\n")  # Ctrl-C inside a compiled call
+            return 130
         if args.traceback:
             raise
         sys.stderr.write(f"{prog}: internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with --traceback)\n")

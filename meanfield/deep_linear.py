@@ -97,7 +97,7 @@ from typing import Optional
 import numpy as np
 from scipy import optimize, special
 
-from ._checks import check_finite_array, check_int, check_nonneg, check_positive
+from ._checks import check_array, check_finite_array, check_int, check_nonneg, check_positive
 
 __all__ = [
     "log_meijer_g",
@@ -241,9 +241,7 @@ def log_meijer_g(b, x=None, *, log_x=None, method: str = "saddle") -> np.ndarray
     >>> round(float(log_meijer_g([0.0], 2.0)), 12)  # G^{1,0}_{0,1}(x|0) = exp(-x)
     -2.0
     """
-    bb = check_finite_array("b", b).ravel()
-    if bb.size < 1:
-        raise ValueError("b must contain at least one parameter")
+    bb = check_array("b", b, (0, 1)).ravel()
     if (x is None) == (log_x is None):
         raise TypeError("give exactly one of x and log_x")
     if x is not None:
@@ -293,11 +291,9 @@ def _widths(width, depth: int) -> np.ndarray:
 
 
 def _data(X, y):
-    X = check_finite_array("X", X)
-    if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
-        raise ValueError(f"X must be a 2-d array (P examples x N_0 inputs), got shape {X.shape}")
-    y = check_finite_array("y", y)
-    if y.ndim != 1 or y.shape[0] != X.shape[0]:
+    X = check_array("X", X, 2)
+    y = check_array("y", y, 1)
+    if y.shape[0] != X.shape[0]:
         raise ValueError(f"y must be a 1-d array of length P={X.shape[0]}, got shape {y.shape}")
     return X, y
 
@@ -305,10 +301,10 @@ def _data(X, y):
 def _test_inputs(X_test, n0: int):
     if X_test is None:
         return None
-    Xt = check_finite_array("X_test", X_test)
+    Xt = check_array("X_test", X_test, (1, 2))
     if Xt.ndim == 1:
         Xt = Xt[None, :]
-    if Xt.ndim != 2 or Xt.shape[1] != n0:
+    if Xt.shape[1] != n0:
         raise ValueError(f"X_test must have shape (n, N_0={n0}), got {np.shape(X_test)}")
     return Xt
 

@@ -33,7 +33,8 @@ Hence (means over all ``P`` eigenvalues of ``F``; ``Tr F = Tr F*``, ``Tr F^2 = |
     m_lambda   = C kappa_1 / M
     s_lambda   = alpha C ( kappa_1^2 / T + (T-1)/T kappa_2^2 )
     lambda_max = alpha M ( kappa_1 / T + (T-1)/T kappa_2 )     (C-fold; eigenvector 1_T per output)
-    bulk       = alpha M (kappa_1 - kappa_2) / T               (C(T-1)-fold; the rest of the P eigenvalues are 0)
+    bulk       = alpha M (kappa_1 - kappa_2) / T               (C(T-1)-fold; the rest of the P eigenvalues are 0;
+                                                               for T = 1 there is no bulk and it is set to lambda_max)
 
 and the critical learning rate of full-batch gradient descent on ``(1/2T) sum_t ||y_t - f(x_t)||^2`` is
 ``eta_c = 2 / lambda_max`` (the Gauss-Newton part of the Hessian is F): above it the minimum is linearly unstable
@@ -234,10 +235,14 @@ class FisherStatistics(_ToDict):
         Largest eigenvalue; ``lambda_max_multiplicity`` its degeneracy (``C`` for MSE, 1 for cross-entropy, whose
         ``C - 1`` outliers are in ``outliers``).
     bulk_eigenvalue : float
-        MSE: the other non-zero eigenvalue of the leading dual, ``scale (kappa_1 - kappa_2)`` (``C (T-1)``-fold); NTK
-        parameterization: the smallest eigenvalue ``kappa'_1 - kappa'_2``. ``nan`` for cross-entropy.
+        MSE: the smallest eigenvalue of the leading ``C T x C T`` dual, i.e. the other non-zero eigenvalue
+        ``scale (kappa_1 - kappa_2)`` (``C (T-1)``-fold) for ``T > 1``; NTK parameterization: the smallest eigenvalue
+        ``kappa'_1 - kappa'_2``. With ``n_samples = 1`` there is no bulk: the dual is ``scale kappa_1 I_C``, all its
+        ``C`` eigenvalues equal ``lambda_max``, and ``bulk_eigenvalue = lambda_max`` (condition number 1).
+        ``nan`` for cross-entropy (not computed).
     condition_number : float
-        ``lambda_max / bulk_eigenvalue`` (NTK: ``(kappa'_1 + (T-1) kappa'_2) / (kappa'_1 - kappa'_2)``).
+        ``lambda_max / bulk_eigenvalue`` (NTK: ``(kappa'_1 + (T-1) kappa'_2) / (kappa'_1 - kappa'_2)``); 1 for
+        ``n_samples = 1``, ``inf`` for cross-entropy.
     eta_critical : float
         ``2 / lambda_max(F)`` with ``F = J^T J / T``: the largest stable learning rate of full-batch gradient descent on
         ``(1/2T) sum_t ||y_t - f(x_t)||^2`` (for the NTK parameterization ``2 T / lambda_max(Theta)``).
@@ -333,11 +338,15 @@ class FeatureMetricStatistics(_ToDict):
 # the generic dual-Gram statistics
 # ----------------------------------------------------------------------------------------------------------------------
 def _mse_stats(scale, k1, k2, N, T, C):
-    """Statistics of the eigenvalues of a matrix whose dual is ``scale * I_C (x) [k1 I + k2 (11^T - I)]`` (T x T)."""
+    """Statistics of the eigenvalues of a matrix whose dual is ``scale * I_C (x) [k1 I + k2 (11^T - I)]`` (T x T).
+
+    ``bulk`` is the smallest eigenvalue of the dual: ``scale (k1 - k2)`` (``C (T-1)``-fold) for ``T > 1``; for
+    ``T = 1`` the dual is ``scale k1 I_C``, there is no separate bulk and its smallest eigenvalue is ``lmax``.
+    """
     mean = scale * C * T * k1 / N
     second = scale ** 2 * C * T * (k1 ** 2 + (T - 1) * k2 ** 2) / N
     lmax = scale * (k1 + (T - 1) * k2)
-    bulk = scale * (k1 - k2) if T > 1 else np.nan
+    bulk = scale * (k1 - k2) if T > 1 else lmax
     return mean, second, lmax, bulk
 
 

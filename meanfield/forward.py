@@ -12,8 +12,22 @@ and for two inputs of equal length q at correlation c, with u_1 = sqrt(q) z_1, u
     \qquad \chi_1 = \frac{\sigma_w^2}{\rho} \int Dz\, \phi'(\sqrt{q^*} z)^2,
     \qquad \chi_c = \sigma_w^2 \int Dz_1 Dz_2\, \phi'(u_1^*)\phi'(u_2^*).
 
-Depth scales: 1/xi_q = -log V'(q*), 1/xi_c = -log chi_c, 1/xi_grad = -log chi_1. rho is the dropout keep probability
-(inverted dropout on the post-activations: the same-input map carries sigma_w^2/rho, the cross-input map sigma_w^2).
+Depth scales: 1/xi_q = -log|V'(q*)|, 1/xi_c = -log|chi_c|, 1/xi_grad = -log chi_1 (|q^l - q*| ~ exp(-l/xi_q) also
+when V'(q*) < 0, where the deviation alternates in sign; a negative xi means the deviation grows).
+
+Dropout: rho is the keep probability (inverted dropout on the post-activations: the same-input map carries
+sigma_w^2/rho, the cross-input map sigma_w^2). Two quantities then differ by the factor rho and are kept apart:
+
+* ``chi_1 = (sigma_w^2/rho) E[phi'(u)^2]``, the gradient-norm ratio per layer (q-tilde_1^l = chi_1^(L-l),
+  :mod:`meanfield.backward`; 1/xi_grad = -log chi_1), returned by :func:`chi1` and ``FixedPoint.chi_1``;
+* ``c_map_slope = dC/dc at c = 1 = sigma_w^2 E[phi'(u)^2] = rho chi_1``, returned by :func:`c_map_slope` and
+  ``FixedPoint.c_map_slope``.
+
+Without dropout they coincide. With dropout c = 1 is no fixed point of the correlation map (C(1) < 1), c* < 1 at every
+weight variance and xi_c stays finite (Schoenholz et al. 2017): the correlation map has no order-to-chaos transition,
+and its slope at c = 1 marks none. What stays critical is the backward pass, so the critical line under dropout is
+chi_1 = 1 (gradients neither explode nor vanish, xi_grad diverges): :func:`critical_weight_var` with
+``dropout_keep=rho`` returns rho times the dropout-free critical weight variance (everything depends on sigma_w^2/rho).
 
 Every function broadcasts over numpy arrays of ``weight_var`` and ``bias_var`` and runs compiled, in parallel.
 """
@@ -37,6 +51,7 @@ __all__ = [
     "qstar",
     "cstar",
     "chi1",
+    "c_map_slope",
     "chi_c",
     "depth_scales",
     "fixed_point",
@@ -76,13 +91,23 @@ class FixedPoint:
 
     Attributes
     ----------
-    q_star, c_star, chi_1, chi_c : float or ndarray
-        Length and correlation fixed points and the two susceptibilities.
+    q_star, c_star : float or ndarray
+        Length and correlation fixed points.
+    chi_1 : float or ndarray
+        Gradient-norm ratio per layer, (sigma_w^2/rho) E[phi'(u)^2] at q* (q* = inf: its q -> inf limit).
+    c_map_slope : float or ndarray
+        Slope of the correlation map at c = 1, sigma_w^2 E[phi'(u)^2] = rho chi_1 (q* = inf: the slope rho of the
+        limiting map). Equal to chi_1 without dropout; see the module docstring for which one is critical.
+    chi_c : float or ndarray
+        Slope of the correlation map at c*, sigma_w^2 E[phi'(u_1) phi'(u_2)] (= chi_1 when c* = 1).
     vprime : float or ndarray
-        V'(q*), the slope of the length map at its fixed point.
+        V'(q*), the slope of the length map at its fixed point (negative where E[phi^2] decreases with q).
     xi_q, xi_c, xi_grad : float or ndarray
-        Depth scales; ``inf`` at criticality. xi_grad is negative in the chaotic phase (gradients grow like
-        exp(-l/xi_grad) = chi_1^l).
+        Depth scales 1/xi_q = -log|V'(q*)|, 1/xi_c = -log|chi_c|, 1/xi_grad = -log chi_1: ``inf`` where the slope is
+        one in modulus (xi_c and xi_grad on the critical line; xi_q stays finite there), 0 where it is 0, negative
+        where deviations grow (xi_grad in the chaotic phase: gradients grow like exp(-l/xi_grad) = chi_1^l). xi_q uses
+        |V'(q*)| because a negative slope still contracts: q^l - q* alternates in sign and decays like
+        |V'(q*)|^l = exp(-l/xi_q). NaN where q* = inf.
     """
 
     q_star: object
@@ -93,6 +118,7 @@ class FixedPoint:
     xi_q: object
     xi_c: object
     xi_grad: object
+    c_map_slope: object
 
     def to_dict(self) -> dict:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(self).items()}
@@ -100,7 +126,8 @@ class FixedPoint:
 
 @dataclass(frozen=True)
 class DepthScales:
-    """Depth scales xi_q, xi_c, xi_grad (Schoenholz et al. 2017); ``inf`` at criticality."""
+    """Depth scales 1/xi_q = -log|V'(q*)|, 1/xi_c = -log|chi_c|, 1/xi_grad = -log chi_1 (Schoenholz et al. 2017);
+    see :class:`FixedPoint` for the conventions (``inf`` at criticality, negative where deviations grow)."""
 
     xi_q: object
     xi_c: object
@@ -114,11 +141,12 @@ class DepthScales:
 
 
 def _neg_inv_log(x):
-    x = np.asarray(x, dtype=np.float64)
+    """Depth scale xi = -1 / log|x| of a per-layer factor x: 0 at x = 0, inf at |x| = 1, negative for |x| > 1."""
+    ax = np.abs(np.asarray(x, dtype=np.float64))
     with np.errstate(divide="ignore", invalid="ignore"):
-        lx = np.log(x)
-        out = np.where(x <= 0, 0.0, np.where(lx == 0, np.inf, -1.0 / np.where(lx == 0, 1.0, lx)))
-    return np.where(np.isnan(x), np.nan, out)
+        lx = np.log(ax)
+        out = np.where(ax == 0, 0.0, np.where(lx == 0, np.inf, -1.0 / np.where(lx == 0, 1.0, lx)))
+    return np.where(np.isnan(ax), np.nan, out)
 
 
 def _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, need_c):
@@ -130,7 +158,8 @@ def _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, need_c
     else:
         shape, (wv, bv, q0) = _prep(weight_var, bias_var, check_nonneg("q_init", q_init))
     ks = kernel_set(act)
-    qs, chi, vp, cs, chic, st_q, st_c = ks.fixed_points_many(*act.kernel_args, wv, bv, rho, q0, need_c, _MAX_ITER)
+    qs, chi, slope1, vp, cs, chic, st_q, st_c = ks.fixed_points_many(*act.kernel_args, wv, bv, rho, q0, need_c,
+                                                                     _MAX_ITER)
     div = st_q == _mk.DIVERGED
     if np.any(div):
         warnings.warn(f"q diverges (q* = inf) at {int(div.sum())} of {div.size} points, e.g. {_where(div, wv, bv)}: "
@@ -140,9 +169,9 @@ def _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, need_c
     if np.any(bad):
         warnings.warn(f"fixed-point iteration did not converge at {int(bad.sum())} points, e.g. {_where(bad, wv, bv)}; "
                       "those entries are NaN", ConvergenceWarning, stacklevel=3)
-        for arr in (qs, chi, vp, cs, chic):
+        for arr in (qs, chi, slope1, vp, cs, chic):
             arr[bad] = np.nan
-    return shape, qs, chi, vp, cs, chic
+    return shape, qs, chi, vp, cs, chic, slope1
 
 
 def fixed_point(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None) -> FixedPoint:
@@ -165,10 +194,11 @@ def fixed_point(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, 
     >>> round(fp.q_star, 6), fp.c_star
     (0.418037, 1.0)
     """
-    shape, qs, chi, vp, cs, chic = _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, True)
+    shape, qs, chi, vp, cs, chic, slope1 = _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, True)
     return FixedPoint(q_star=_shaped(shape, qs), c_star=_shaped(shape, cs), chi_1=_shaped(shape, chi),
                       chi_c=_shaped(shape, chic), vprime=_shaped(shape, vp), xi_q=_shaped(shape, _neg_inv_log(vp)),
-                      xi_c=_shaped(shape, _neg_inv_log(chic)), xi_grad=_shaped(shape, _neg_inv_log(chi)))
+                      xi_c=_shaped(shape, _neg_inv_log(chic)), xi_grad=_shaped(shape, _neg_inv_log(chi)),
+                      c_map_slope=_shaped(shape, slope1))
 
 
 def length_map(activation, q, weight_var, bias_var, *, dropout_keep: float = 1.0):
@@ -242,7 +272,10 @@ def qstar(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init
 
 
 def chi1(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None):
-    """chi_1 = (sigma_w^2/rho) E[phi'(u)^2] at q* (the slope of the c-map at c = 1; order-to-chaos at chi_1 = 1).
+    """chi_1 = (sigma_w^2/rho) E[phi'(u)^2] at q*: the per-layer gradient-norm ratio (critical at chi_1 = 1).
+
+    Without dropout this is also the slope of the correlation map at c = 1; with dropout that slope is
+    rho chi_1 (:func:`c_map_slope`; the module docstring says which one is critical and why).
 
     Examples
     --------
@@ -254,6 +287,22 @@ def chi1(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=
     return _shaped(shape, chi)
 
 
+def c_map_slope(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None):
+    """dC/dc at c = 1 of the correlation map at q*: sigma_w^2 E[phi'(u)^2] = rho chi_1 (``chi_1`` without dropout).
+
+    Under dropout c = 1 is not a fixed point and this slope defines no phase boundary (see the module docstring);
+    where q* = inf it is the slope rho of the limiting map C(c) = rho E[phi(u)phi(v)] / E[phi(u)^2].
+
+    Examples
+    --------
+    >>> from meanfield import c_map_slope, chi1
+    >>> c_map_slope("relu", 0.75, 0.1, dropout_keep=0.5), chi1("relu", 0.75, 0.1, dropout_keep=0.5)
+    (0.375, 0.75)
+    """
+    shape, *_, slope1 = _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, False)
+    return _shaped(shape, slope1)
+
+
 def cstar(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None):
     """Stable fixed point c* in [0, 1] of the correlation map at q* (1 in the ordered phase without dropout).
 
@@ -263,7 +312,7 @@ def cstar(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init
     >>> cstar("tanh", 4.0, 0.0)   # odd activation, no bias, chaotic: c* = 0
     0.0
     """
-    shape, _, _, _, cs, _ = _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, True)
+    shape, _, _, _, cs, *_ = _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, True)
     return _shaped(shape, cs)
 
 
@@ -276,15 +325,18 @@ def chi_c(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init
     >>> chi_c("relu", 1.5, 0.1)
     0.75
     """
-    shape, *_, chic = _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, True)
+    shape, *_, chic, _ = _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, True)
     return _shaped(shape, chic)
 
 
 def depth_scales(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None) -> DepthScales:
-    r"""Depth scales (Schoenholz et al. 2017): 1/xi_q = -log V'(q*), 1/xi_c = -log chi_c, 1/xi_grad = -log chi_1.
+    r"""Depth scales (Schoenholz et al. 2017): 1/xi_q = -log|V'(q*)|, 1/xi_c = -log|chi_c|, 1/xi_grad = -log chi_1.
 
-    ``inf`` at criticality; xi_grad < 0 in the chaotic phase (gradients grow). Returns a :class:`DepthScales`
-    (iterable as ``xi_q, xi_c, xi_grad``).
+    xi_c and xi_grad are ``inf`` at criticality; xi_grad < 0 in the chaotic phase (gradients grow). xi_q is defined
+    from |V'(q*)|: where the length map decreases at its fixed point (V'(q*) < 0, e.g. a bump-shaped activation) the
+    deviation q^l - q* alternates in sign and its modulus decays like |V'(q*)|^l = exp(-l/xi_q); xi_q is 0 where
+    V'(q*) = 0 and negative where |V'(q*)| > 1 (an unstable fixed point). Returns a :class:`DepthScales` (iterable
+    as ``xi_q, xi_c, xi_grad``).
 
     Examples
     --------
@@ -298,8 +350,13 @@ def depth_scales(activation, weight_var, bias_var, *, dropout_keep: float = 1.0,
     return DepthScales(xi_q=fp.xi_q, xi_c=fp.xi_c, xi_grad=fp.xi_grad)
 
 
-def critical_weight_var(activation, bias_var, *, return_qstar: bool = False):
+def critical_weight_var(activation, bias_var, *, return_qstar: bool = False, dropout_keep: float = 1.0):
     r"""The weight variance at which chi_1 = 1 for the given bias variance (order-to-chaos transition).
+
+    chi_1 = (sigma_w^2/rho) E[phi'^2] is the gradient-norm ratio; without dropout it is also the slope of the
+    correlation map at c = 1. Under dropout the correlation map has no critical point (c* < 1 and xi_c finite at every
+    weight variance), so the line returned is that of the gradients, chi_1 = 1 (xi_grad diverges); since q* and chi_1
+    depend on sigma_w^2 only through sigma_w^2/rho, it is rho times the dropout-free line.
 
     The critical line is parameterised by q*: sigma_w^2 = 1 / E[phi'(sqrt(q*) z)^2] and
     sigma_b^2 = q* - sigma_w^2 E[phi(sqrt(q*) z)^2]; the compiled kernel solves the second equation for q* by
@@ -317,6 +374,8 @@ def critical_weight_var(activation, bias_var, *, return_qstar: bool = False):
     bias_var : float or array_like
     return_qstar : bool
         Also return q* on the critical line (``inf`` for the relu family with bias > 0).
+    dropout_keep : float
+        Keep probability rho in (0, 1]: the line chi_1 = (sigma_w^2/rho) E[phi'^2] = 1 (see above).
 
     Examples
     --------
@@ -325,19 +384,20 @@ def critical_weight_var(activation, bias_var, *, return_qstar: bool = False):
     (1.0, 2.0)
     """
     act = get_activation(activation)
+    rho = _rho(dropout_keep)
     bv = np.asarray(check_nonneg("bias_var", bias_var), dtype=np.float64)
     shape = bv.shape
     flat = np.ascontiguousarray(bv.ravel())
     if act.code in (RELU, LEAKY_RELU, LINEAR):
         slope = act.params[0] if act.code == LEAKY_RELU else (0.0 if act.code == RELU else 1.0)
-        wv = _shaped(shape, np.full(flat.size, 2.0 / (1.0 + slope * slope)))
+        wv = _shaped(shape, rho * np.full(flat.size, 2.0 / (1.0 + slope * slope)))
         if return_qstar:
             return wv, _shaped(shape, np.where(flat > 0, np.inf, 1.0))
         return wv
     ks = kernel_set(act)
     wv, qc, st = ks.critical_many(*act.kernel_args, flat, _MAX_ITER)
-    # the chi_1 = 1 fixed point must attract the length iteration (V'(q*) < 1), else it is no phase boundary
-    unstable = np.array([np.isfinite(w) and ks.vprime_scalar(*act.kernel_args, q, w, 1.0) > 1.0 + 1e-9
+    # the chi_1 = 1 fixed point must attract the length iteration (|V'(q*)| < 1), else it is no phase boundary
+    unstable = np.array([np.isfinite(w) and abs(ks.vprime_scalar(*act.kernel_args, q, w, 1.0)) > 1.0 + 1e-9
                          for w, q in zip(wv, qc)], dtype=bool)
     wv[unstable] = np.nan
     qc[unstable] = np.nan
@@ -345,7 +405,8 @@ def critical_weight_var(activation, bias_var, *, return_qstar: bool = False):
     if np.any(bad):
         warnings.warn(f"no critical weight variance for {int(bad.sum())} bias values, e.g. bias_var="
                       f"{flat[bad][:3].tolist()} (the line does not reach them, or its fixed point is unstable in q, "
-                      "V'(q*) > 1); those entries are NaN", NoCriticalPointWarning, stacklevel=2)
+                      "|V'(q*)| > 1); those entries are NaN", NoCriticalPointWarning, stacklevel=2)
+    wv = rho * wv   # the line in sigma_w^2 / rho, computed at rho = 1
     if return_qstar:
         return _shaped(shape, wv), _shaped(shape, qc)
     return _shaped(shape, wv)

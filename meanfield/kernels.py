@@ -63,6 +63,7 @@ import numpy as np
 import scipy.special
 
 from . import _kernels_numba as _nk
+from . import _quad_kernels as _qk
 from ._checks import check_int, check_positive, check_finite_array
 from .activations import Activation, act_eval
 from .network import Network
@@ -193,10 +194,10 @@ class _Layer:
             a = float(act.params[0]) if act.name == "leaky_relu" else 0.0
             self.slope = a
             self.E2 = 0.5 * (1.0 + a * a) * q
-            self.D2 = np.where(q > 0, 0.5 * (1.0 + a * a), a * a)
+            self.D2 = np.full_like(q, 0.5 * (1.0 + a * a))   # also at q = 0: the q -> 0 limit (mean of the one-sided slopes^2)
         elif r == _ERF:
-            self.E2 = (2.0 / math.pi) * np.arcsin(2.0 * q / (1.0 + 2.0 * q))
-            self.D2 = (4.0 / math.pi) / np.sqrt(1.0 + 4.0 * q)
+            self.E2 = np.array([_qk.pair_closed(_qk.ERF, 0.0, v, v, v, 0) for v in q])
+            self.D2 = np.array([_qk.pair_closed(_qk.ERF, 0.0, v, v, v, 1) for v in q])
         elif r == "mehler":
             qu, inv = np.unique(q, return_inverse=True)
             self.inv = inv.ravel()
@@ -254,7 +255,7 @@ class _Layer:
         if r == _LEAKY:
             qhat = np.empty_like(Q)
             qdot = np.empty_like(Q)
-            _nk.leaky_relu_tile(C, qi, qj, self.slope, qhat, qdot, want_dot)
+            _nk.leaky_relu_tile(Q, qi, qj, self.slope, qhat, qdot, want_dot)
             return qhat, (qdot if want_dot else None)
         # Mehler route
         ii, jj = self.inv[ri], self.inv[rj]
@@ -340,10 +341,10 @@ def _check_network(network) -> Network:
     return network
 
 
-def _check_inputs(x1, x2):
-    x1 = check_finite_array("x1", x1)
+def _check_inputs(x1, x2, name1="x1"):
+    x1 = check_finite_array(name1, x1)
     if x1.ndim != 2 or x1.shape[0] < 1 or x1.shape[1] < 1:
-        raise ValueError(f"x1 must be a 2-D array (n_points, input_dim) with n_points, input_dim >= 1, "
+        raise ValueError(f"{name1} must be a 2-D array (n_points, input_dim) with n_points, input_dim >= 1, "
                          f"got shape {x1.shape}")
     if x2 is not None:
         x2 = check_finite_array("x2", x2)
@@ -386,7 +387,7 @@ def nngp_diagonal(network: Network, x, rtol: float = 1e-14) -> np.ndarray:
     array([2., 2.])
     """
     network = _check_network(network)
-    x, _ = _check_inputs(x, None)
+    x, _ = _check_inputs(x, None, "x")
     return _row_recursion(network, x, False, float(check_positive("rtol", rtol)))[0][-1]
 
 
@@ -457,6 +458,9 @@ def kernels(network: Network, x1, x2=None, *, parameterization: str = "ntk", wid
     standard = parameterization == "standard"
     widths = [a * width for a in network.alphas] if standard else None
 
+    from ._io import check_alloc  # size check before the (n1, n2) allocations (no raw MemoryError)
+
+    check_alloc("x1, x2", 8.0 * n1 * n2 * (2 + compute_ntk), f"the {n1} x {n2} kernel matrices")
     qrows, layers = _row_recursion(network, X, compute_ntk, rtol)
 
     K = np.empty((n1, n2))

@@ -13,7 +13,11 @@ import numpy as np
 from ._checks import check_in_range, check_int, check_nonneg, check_positive
 from .activations import Activation, get_activation
 
-__all__ = ["Network"]
+__all__ = ["Network", "MAX_DEPTH"]
+
+#: largest ``depth`` accepted (forward/backward cost grows linearly with depth; the signal-propagation depth scales
+#: are at most a few hundred layers away from criticality)
+MAX_DEPTH = 10_000
 
 
 def _per_layer(name: str, value, n: int, check) -> tuple:
@@ -34,7 +38,8 @@ class Network:
     activation : str, Activation or sequence
         Activation of the hidden layers; a sequence of length ``depth`` gives one per hidden layer.
     depth : int
-        Number of hidden layers (>= 1); the network has ``L = depth + 1`` weight layers, the last a linear readout.
+        Number of hidden layers, ``1 <= depth <= MAX_DEPTH`` (10000); the network has ``L = depth + 1`` weight
+        layers, the last a linear readout.
     weight_var, bias_var : float or sequence
         sigma_w^2 and sigma_b^2 (variances, >= 0); a sequence of length ``L`` gives one per weight layer, readout
         last. Weights are ``N(0, weight_var / fan_in)``.
@@ -63,6 +68,8 @@ class Network:
 
     def __post_init__(self):
         depth = check_int("depth", self.depth, 1)
+        if depth > MAX_DEPTH:
+            raise ValueError(f"depth must be an integer in [1, {MAX_DEPTH}] (MAX_DEPTH), got {depth}")
         L = depth + 1
         object.__setattr__(self, "_weight_vars", _per_layer("weight_var", self.weight_var, L, check_nonneg))
         object.__setattr__(self, "_bias_vars", _per_layer("bias_var", self.bias_var, L, check_nonneg))
@@ -80,8 +87,13 @@ class Network:
         if self.width_ratios is None:
             alphas = (1.0,) * (depth + 1)
         else:
+            if not isinstance(self.width_ratios, (list, tuple, np.ndarray)):
+                raise TypeError(f"width_ratios must be None or a sequence of {depth + 1} positive numbers, "
+                                f"got {self.width_ratios!r}")
             alphas = _per_layer("width_ratios", list(self.width_ratios), depth + 1, check_positive)
         object.__setattr__(self, "_alphas", alphas)
+        if np.ndim(self.dropout_keep) != 0:
+            raise ValueError(f"dropout_keep must be a single number in (0, 1], got {self.dropout_keep!r}")
         check_in_range("dropout_keep", self.dropout_keep, 0.0, 1.0, lo_open=True)
 
     @property

@@ -9,7 +9,12 @@ through transient chaos", and Schoenholz et al. (2017), "Deep information propag
 * ``chi_1 = sigma_w^2 int Dz phi'(sqrt(q*) z)^2`` (order-to-chaos transition at ``chi_1 = 1``);
 * ``c*``, the stable fixed point of the correlation map reached from ``c < 1``, and
   ``chi_c = sigma_w^2 int Dz1 Dz2 phi'(u1*) phi'(u2*)`` at ``(q*, c*)`` (``= chi_1`` in the ordered phase where c* = 1);
-* depth scales ``xi_q = -1/log V'(q*)``, ``xi_c = -1/log chi_c`` and ``xi_grad = -1/log chi_1``.
+* depth scales ``xi_q = -1/log|V'(q*)|``, ``xi_c = -1/log|chi_c|`` and ``xi_grad = -1/log chi_1``.
+
+Everything here is without dropout (keep probability rho = 1), where ``chi_1`` is both the gradient-norm ratio per
+layer and the slope of the correlation map at ``c = 1``. Under dropout these differ (``chi_1 = (sigma_w^2/rho) E[phi'^2]``
+against ``c_map_slope = sigma_w^2 E[phi'^2]``) and the critical line is ``chi_1 = 1``, the gradients' (the correlation
+map then has no critical point): see :mod:`meanfield.forward` and ``critical_weight_var(..., dropout_keep=rho)``.
 
 Array convention: every 2-D array of a :class:`PhaseDiagram` has shape ``(len(bias_vars), len(weight_vars))``; row ``i``
 is ``bias_var = bias_vars[i]`` and column ``j`` is ``weight_var = weight_vars[j]`` (sigma_w^2 on the horizontal axis,
@@ -26,9 +31,11 @@ from typing import Callable, Optional
 import numpy as np
 
 from ._checks import check_finite_array, check_int, check_nonneg, check_positive
+from ._io import atomic_open, check_alloc, deferred_sigint
 
 __all__ = [
     "PhaseDiagram",
+    "PhaseDiagramInterrupted",
     "phase_diagram",
     "CriticalLine",
     "critical_line",
@@ -42,6 +49,9 @@ _forward_module = importlib.import_module(".forward", __package__)
 
 #: the order parameters a :class:`PhaseDiagram` holds, in CSV column order
 QUANTITIES = ("qstar", "chi1", "cstar", "chi_c", "xi_q", "xi_c", "xi_grad")
+
+#: largest ``depth`` of :func:`map_dynamics` (and ``meanfield maps --depth``)
+MAX_MAP_DEPTH = 1000
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -163,6 +173,10 @@ class PhaseDiagram:
         ``q*`` are whatever the core returns there (documented in :mod:`meanfield.forward`).
     critical_weight_vars : ndarray, shape (nb,)
         The critical line ``sigma_w^2 = w_c(sigma_b^2)`` where ``chi_1 = 1`` (``nan`` where none exists).
+    finished : ndarray of bool, shape (nb, nw), optional
+        Mask of the grid points that were computed; ``None`` (the default) means all of them. A partial diagram
+        (computation interrupted, see :class:`PhaseDiagramInterrupted`) has ``nan`` at the unfinished points and
+        in ``critical_weight_vars``; :attr:`complete` tells which.
 
     Examples
     --------
@@ -187,8 +201,14 @@ class PhaseDiagram:
     xi_c: np.ndarray
     xi_grad: np.ndarray
     critical_weight_vars: np.ndarray
+    finished: Optional[np.ndarray] = None
 
     # ---- derived quantities -------------------------------------------------------------------------------------
+    @property
+    def complete(self) -> bool:
+        """False for a partial diagram (some grid points not computed; see :attr:`finished`)."""
+        return self.finished is None or bool(np.all(self.finished))
+
     @property
     def shape(self) -> tuple:
         """``(len(bias_vars), len(weight_vars))``."""
@@ -222,17 +242,25 @@ class PhaseDiagram:
         out = {"activation": self.activation, "activation_params": tuple(self.activation_params)}
         for name in ("weight_vars", "bias_vars", *QUANTITIES, "critical_weight_vars"):
             out[name] = np.array(getattr(self, name))
+        out["complete"] = self.complete
+        out["finished"] = (np.ones(self.shape, dtype=bool) if self.finished is None
+                           else np.array(self.finished, dtype=bool))
         return out
 
     def save(self, path) -> str:
-        """Write a compressed ``.npz`` (``.npz`` is appended when missing); returns the path written."""
+        """Write a compressed ``.npz`` atomically (``.npz`` is appended when missing); returns the path written.
+
+        The file holds the ``complete`` flag and the ``finished`` mask, so a partial diagram stays marked partial.
+        """
         path = str(path)
         if not path.endswith(".npz"):
             path += ".npz"
         d = self.to_dict()
         d["activation"] = np.array(d["activation"])
         d["activation_params"] = np.array(d["activation_params"], dtype=np.float64)
-        np.savez_compressed(path, **d)
+        d["complete"] = np.array(d["complete"])
+        with atomic_open(path) as fh:
+            np.savez_compressed(fh, **d)
         return path
 
     @classmethod
@@ -244,21 +272,34 @@ class PhaseDiagram:
                 raise ValueError(f"{path} is not a PhaseDiagram file (missing {', '.join(missing)})")
             kw = {k: _readonly(f[k]) for k in ("weight_vars", "bias_vars", *QUANTITIES)}
             crit = f["critical_weight_vars"] if "critical_weight_vars" in f.files else np.full(kw["bias_vars"].size, np.nan)
+            finished = None
+            if "finished" in f.files and not bool(np.all(f["finished"])):
+                finished = np.array(f["finished"], dtype=bool)
+                finished.setflags(write=False)
             return cls(
                 activation=str(f["activation"]),
                 activation_params=tuple(float(p) for p in np.atleast_1d(f["activation_params"])),
                 critical_weight_vars=_readonly(crit),
+                finished=finished,
                 **kw,
             )
 
     def to_csv(self, path) -> str:
-        """Write one row per grid point: ``weight_var,bias_var,qstar,chi1,cstar,chi_c,xi_q,xi_c,xi_grad``."""
+        """Write one row per grid point: ``weight_var,bias_var,qstar,chi1,cstar,chi_c,xi_q,xi_c,xi_grad`` (atomically).
+
+        A partial diagram writes only its finished points, after a first line ``# partial: K of N grid points``.
+        """
         path = str(path)
         W, B = np.meshgrid(self.weight_vars, self.bias_vars)
         cols = [W.ravel(), B.ravel()] + [getattr(self, k).ravel() for k in QUANTITIES]
         data = np.column_stack(cols)
         header = ",".join(("weight_var", "bias_var") + QUANTITIES)
-        np.savetxt(path, data, delimiter=",", header=header, comments="", fmt="%.17g")
+        if not self.complete:
+            keep = np.asarray(self.finished, dtype=bool).ravel()
+            data = data[keep]
+            header = f"# partial: {int(keep.sum())} of {keep.size} grid points (computation interrupted)\n" + header
+        with atomic_open(path) as fh:
+            np.savetxt(fh, data, delimiter=",", header=header, comments="", fmt="%.17g")
         return path
 
     def plot(self, quantity: str = "chi1", ax=None, **kwargs):
@@ -300,10 +341,11 @@ def phase_diagram(
     bias_vars : array_like, shape (nb,)
         Strictly increasing ``sigma_b^2 >= 0`` values (rows).
     block_rows : int, optional
-        Rows evaluated per call to the core (default: all rows at once when ``progress`` is None, else enough rows
-        for about 20 progress updates).
+        Rows evaluated per call to the core (default: chunks sized adaptively to about 0.2 s each, so that Ctrl-C
+        is answered quickly at no measurable cost).
     progress : callable, optional
-        ``progress(done_rows, total_rows)`` called after each block (the CLI draws a progress bar with it).
+        ``progress(done_rows, total_rows)`` called after each chunk that finishes a row (the CLI draws a progress
+        bar with it).
     activation_params : dict, optional
         Parameters passed to :func:`~meanfield.activations.get_activation` with a name (e.g. ``{"slope": 0.2}``).
 
@@ -311,6 +353,14 @@ def phase_diagram(
     -------
     PhaseDiagram
         Frozen result, arrays of shape ``(nb, nw)``.
+
+    Raises
+    ------
+    PhaseDiagramInterrupted
+        On Ctrl-C (a ``KeyboardInterrupt``; raised between compiled chunks, i.e. within about 0.2 s); its
+        ``.partial`` holds the points finished so far.
+    ValueError
+        If the grid's arrays would not fit in memory (about 100 bytes per point).
 
     Warns
     -----
@@ -329,34 +379,90 @@ def phase_diagram(
     w_axis = _grid_axis("weight_vars", weight_vars, positive=True)
     b_axis = _grid_axis("bias_vars", bias_vars, positive=False)
     nb, nw = b_axis.size, w_axis.size
-    if block_rows is None:
-        block_rows = nb if progress is None else max(1, math.ceil(nb / 20))
-    block_rows = check_int("block_rows", block_rows, 1)
+    if block_rows is not None:
+        block_rows = check_int("block_rows", block_rows, 1)
+    # 7 result arrays plus the flattened grid and one chunk's temporaries (about 4 more per point)
+    check_alloc("weight_vars, bias_vars", 8.0 * 12 * nb * nw, f"a {nb} x {nw} phase-diagram grid")
 
-    arrays = {k: np.empty((nb, nw)) for k in QUANTITIES}
-    with warnings.catch_warnings(record=True) as caught:
+    arrays = {k: np.full((nb, nw), np.nan) for k in QUANTITIES}
+    W, B = (a.ravel() for a in np.meshgrid(w_axis, b_axis))
+    n_total = nb * nw
+    done = [0]  # points finished, updated by _sweep chunk by chunk
+    with warnings.catch_warnings(record=True) as caught, deferred_sigint() as sigint:
         warnings.simplefilter("always")
-        done = 0
-        while done < nb:
-            stop = min(nb, done + block_rows)
-            W, B = np.meshgrid(w_axis, b_axis[done:stop])
-            res = _evaluate_block(act, W, B)
-            for k in QUANTITIES:
-                arrays[k][done:stop] = res[k]
-            done = stop
-            if progress is not None:
-                progress(done, nb)
-        crit = _critical_weight_vars(act, b_axis)
-    n_div = int(np.isinf(arrays["qstar"]).sum())
-    _summarise_warnings(caught, nb * nw, f"phase_diagram({_activation_label(act)!r})", n_div)
-    _warn_nan(arrays, "phase_diagram")
+        try:
+            _sweep(act, W, B, arrays, nw, block_rows, progress, sigint, done)
+            crit = _critical_weight_vars(act, b_axis)
+            sigint.check()
+        except (KeyboardInterrupt, SystemError) as exc:
+            if not (isinstance(exc, KeyboardInterrupt) or isinstance(exc.__context__, KeyboardInterrupt)):
+                raise
+            partial = _finish(act, w_axis, b_axis, arrays, np.full(nb, np.nan), caught, done[0])
+            raise PhaseDiagramInterrupted(partial) from None
+    return _finish(act, w_axis, b_axis, arrays, crit, caught, n_total)
 
+
+class PhaseDiagramInterrupted(KeyboardInterrupt):
+    """``KeyboardInterrupt`` raised by :func:`phase_diagram` on Ctrl-C; ``.partial`` is the :class:`PhaseDiagram` of
+    the points finished so far (``partial.complete`` is False, unfinished points are ``nan``)."""
+
+    def __init__(self, partial: "PhaseDiagram"):
+        super().__init__("phase_diagram interrupted")
+        self.partial = partial
+
+
+#: target wall time of one compiled call of the adaptive sweep (Ctrl-C is answered between calls)
+_CHUNK_SECONDS = 0.2
+
+
+def _sweep(act, W, B, arrays, nw, block_rows, progress, sigint, counter) -> None:
+    """Fill ``arrays`` (shape (nb, nw)) chunk by chunk over the flattened grid ``W``, ``B``; ``counter[0]`` is the
+    number of points finished (kept up to date, so an interrupt knows what is done).
+
+    Chunks are ``block_rows`` rows, or (``None``) sized adaptively to about :data:`_CHUNK_SECONDS` each (at least 64
+    points, growing at most 4x per chunk), so the compiled calls stay efficient and a held Ctrl-C is raised quickly.
+    """
+    import time
+
+    n_total = W.size
+    nb = n_total // nw
+    flat = {k: v.reshape(-1) for k, v in arrays.items()}
+    size = block_rows * nw if block_rows is not None else min(n_total, 64)
+    done = 0
+    while done < n_total:
+        stop = min(n_total, done + size)
+        t0 = time.perf_counter()
+        res = _evaluate_block(act, W[done:stop], B[done:stop])
+        for k in QUANTITIES:
+            flat[k][done:stop] = res[k]
+        dt = time.perf_counter() - t0
+        rows_before, done = done // nw, stop
+        counter[0] = done
+        if progress is not None and (done // nw > rows_before or done == n_total):
+            progress(done // nw, nb)
+        sigint.check()
+        if block_rows is None:
+            size = int(min(4 * size, max(64, size * _CHUNK_SECONDS / max(dt, 1e-6))))
+
+
+def _finish(act, w_axis, b_axis, arrays, crit, caught, n_done) -> "PhaseDiagram":
+    """Package the sweep's arrays (the first ``n_done`` points of the flattened grid finished) and report warnings."""
+    nb, nw = b_axis.size, w_axis.size
+    finished = None
+    if n_done < nb * nw:
+        finished = (np.arange(nb * nw) < n_done).reshape(nb, nw)
+        finished.setflags(write=False)
+    ok = slice(None) if finished is None else finished
+    n_div = int(np.isinf(arrays["qstar"][ok]).sum())
+    _summarise_warnings(caught, n_done, f"phase_diagram({_activation_label(act)!r})", n_div)
+    _warn_nan({k: v[ok] for k, v in arrays.items()}, "phase_diagram")
     return PhaseDiagram(
         activation=_activation_label(act),
         activation_params=_activation_params(act),
         weight_vars=_readonly(w_axis),
         bias_vars=_readonly(b_axis),
         critical_weight_vars=_readonly(crit),
+        finished=finished,
         **{k: _readonly(v) for k, v in arrays.items()},
     )
 
@@ -568,7 +674,8 @@ class DepthScaleCurve:
         data = np.column_stack([self.weight_vars] + [getattr(self, k) for k in QUANTITIES])
         header = f"# activation={self.activation} bias_var={self.bias_var!r} critical_weight_var={self.critical_weight_var!r}\n"
         header += ",".join(("weight_var",) + QUANTITIES)
-        np.savetxt(path, data, delimiter=",", header=header, comments="", fmt="%.17g")
+        with atomic_open(path) as fh:
+            np.savetxt(fh, data, delimiter=",", header=header, comments="", fmt="%.17g")
         return path
 
     def plot(self, ax=None, **kwargs):
@@ -726,7 +833,8 @@ def map_dynamics(
     bias_var : float
         ``sigma_b^2 >= 0``.
     depth : int
-        Number of layers plotted (``>= 2``).
+        Number of layers plotted, ``2 <= depth <= MAX_MAP_DEPTH`` (1000; the iterates settle within a few depth
+        scales, and each layer costs a few quadratures per curve).
     q0 : sequence of float
         Starting lengths ``q^1 > 0``.
     c0 : sequence of float
@@ -751,6 +859,9 @@ def map_dynamics(
         raise ValueError("bias_var must be a single number")
     b = float(b)
     depth = check_int("depth", depth, 2)
+    if depth > MAX_MAP_DEPTH:
+        raise ValueError(f"depth must be an integer in [2, {MAX_MAP_DEPTH}] (layers drawn in the map figure), "
+                         f"got {depth}")
     n_grid = check_int("n_grid", n_grid, 3)
     q0a = np.atleast_1d(check_positive("q0", q0)).astype(np.float64).ravel()
     from ._checks import check_in_range

@@ -183,7 +183,10 @@ def plot_phase_diagram(pd, quantity: str = "chi1", ax=None, *, critical: bool = 
     ax.set_ylabel(SYMBOLS["bias_var"] + "  (bias variance)")
     ax.set_xlim(w[0], w[-1]) if w.size > 1 else None
     ax.set_ylim(b[0], b[-1]) if b.size > 1 else None
-    ax.set_title(title if title is not None else f"{pd.activation}: {SYMBOLS[quantity]}")
+    title = title if title is not None else f"{pd.activation}: {SYMBOLS[quantity]}"
+    if not getattr(pd, "complete", True):  # interrupted computation: unfinished points are blank
+        title += f" (partial: {int(np.sum(pd.finished))} of {pd.finished.size} points)"
+    ax.set_title(title)
     return ax
 
 
@@ -332,11 +335,15 @@ def plot_map_dynamics(md, fig=None, *, title=None):
 
 
 def save_figure(fig, stem, formats=("png", "svg"), dpi: int = 130) -> list:
-    """Save ``fig`` as ``stem.png`` and ``stem.svg`` (or the given formats); returns the paths written."""
+    """Save ``fig`` as ``stem.png`` and ``stem.svg`` (or the given formats), each written atomically (temporary file
+    in the same folder, then :func:`os.replace`); returns the paths written."""
+    from ._io import atomic_open
+
     stem = os.fspath(stem)
     paths = []
     for fmt in formats:
         path = f"{stem}.{fmt}"
-        fig.savefig(path, dpi=dpi)
+        with atomic_open(path) as fh:  # never a truncated figure under the real name
+            fig.savefig(fh, dpi=dpi, format=fmt)
         paths.append(path)
     return paths

@@ -20,7 +20,7 @@ import numpy as np
 from numba.core.registry import CPUDispatcher
 
 from . import _quad_kernels as _qk
-from ._checks import as_float_array, check_nonneg, check_positive
+from ._checks import as_float_array, check_nonneg
 from ._jit import kernel_set
 from .activations import get_activation
 
@@ -46,16 +46,26 @@ def gaussian_rule(q, *, scale: float = 1.0, kinks=(), graded: bool = False):
     q : float
         Variance (>= 0).
     scale : float
-        Length in u over which g varies (half-width of its strip of analyticity).
+        Length in u over which g varies (half-width of its strip of analyticity; ``inf`` for piecewise polynomials).
     kinks : sequence of float
         Points in u where g is not smooth; panels end there.
     graded : bool
         Allow panels to grow geometrically away from u = 0 (g's singularities lie on the imaginary axis).
     """
     q = check_nonneg("q", q)
-    check_positive("scale", scale)
+    scale = as_float_array("scale", scale)
+    if scale.ndim != 0 or not scale > 0:
+        raise ValueError(f"scale must be a number > 0 (inf for a piecewise polynomial), got {scale!r}")
     sc = -float(scale) if graded else float(scale)
     return _qk.rule_1d(np.asarray(kinks, dtype=np.float64), sc, float(q))
+
+
+def _nodes_u(q, z, kinks):
+    """u = sqrt(q) z; at q = 0 with a kink at 0 the one-sided points +-TINY, so that the rule gives the q -> 0 limit
+    (the mean of g(0-) and g(0+)) instead of g(0)."""
+    if q == 0 and any(float(k) == 0.0 for k in kinks):
+        return np.copysign(_qk.TINY, z)
+    return np.sqrt(q) * z
 
 
 def gaussian_expectation(fn, q, *, scale: float = 1.0, kinks=(), graded: bool = False, return_error: bool = False):
@@ -97,10 +107,10 @@ def gaussian_expectation(fn, q, *, scale: float = 1.0, kinks=(), graded: bool = 
     errs = np.empty(qa.size)
     for i, qi in enumerate(qa.ravel()):
         z, w = gaussian_rule(qi, scale=scale, kinks=kinks, graded=graded)
-        vals[i] = np.dot(w, np.asarray(f(np.sqrt(qi) * z), dtype=np.float64))
+        vals[i] = np.dot(w, np.asarray(f(_nodes_u(qi, z, kinks)), dtype=np.float64))
         if return_error:
             z2, w2 = gaussian_rule(qi, scale=scale / 2, kinks=kinks, graded=graded)
-            errs[i] = abs(np.dot(w2, np.asarray(f(np.sqrt(qi) * z2), dtype=np.float64)) - vals[i])
+            errs[i] = abs(np.dot(w2, np.asarray(f(_nodes_u(qi, z2, kinks)), dtype=np.float64)) - vals[i])
     shape = np.shape(q)
     out = _shape_out(shape, vals)
     if return_error:
@@ -135,7 +145,7 @@ def pair_expectation(activation, q_u, q_v, q_uv, derivative: bool = False):
                                       as_float_array("q_uv", q_uv))
     if not np.all(np.isfinite(quv)):
         raise ValueError("q_uv must be finite")
-    if np.any(quv * quv > qu * qv * (1 + 1e-12) + 1e-300):
+    if np.any(np.abs(quv) > np.sqrt(qu) * np.sqrt(qv) * (1 + 5e-13) + 1e-300):   # no overflow for q up to 1e308
         raise ValueError("q_uv must satisfy q_uv^2 <= q_u q_v (a covariance matrix must be positive semi-definite)")
     ks = kernel_set(act)
     out = ks.pair_expect_many(*act.kernel_args, qu, qv, quv, 1 if derivative else 0)

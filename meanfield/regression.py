@@ -43,7 +43,7 @@ from typing import Optional
 import numpy as np
 import scipy.linalg
 
-from ._checks import check_finite_array, check_nonneg, check_positive
+from ._checks import as_float_array, check_array, check_nonneg, check_positive
 
 __all__ = [
     "GPPosterior",
@@ -56,23 +56,33 @@ __all__ = [
 ]
 
 
+# relative asymmetry allowed in a kernel matrix: kernels assembled in floating point are symmetric to a few ulps of
+# their largest entry; anything far above that is not a kernel (cho_factor would silently read one triangle only)
+_SYMMETRY_RTOL = 1e-10
+
+
 def _square(name, a):
-    a = check_finite_array(name, a)
-    if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] < 1:
+    a = check_array(name, a, 2)
+    if a.shape[0] != a.shape[1]:
         raise ValueError(f"{name} must be a square 2-D matrix, got shape {a.shape}")
+    scale = float(np.max(np.abs(a)))
+    asym = float(np.max(np.abs(a - a.T)))
+    if asym > _SYMMETRY_RTOL * scale:
+        raise ValueError(f"{name} must be symmetric (a kernel matrix); max |{name} - {name}^T| = {asym:.3g} "
+                         f"exceeds {_SYMMETRY_RTOL:g} x max |{name}| = {_SYMMETRY_RTOL * scale:.3g}")
     return a
 
 
-def _targets(y, n):
-    y = check_finite_array("y_train", y)
-    if y.ndim not in (1, 2) or y.shape[0] != n:
-        raise ValueError(f"y_train must have shape ({n},) or ({n}, n_outputs), got {y.shape}")
+def _targets(y, n, name="y_train"):
+    y = check_array(name, y, (1, 2))
+    if y.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},) or ({n}, n_outputs), got {y.shape}")
     return y
 
 
 def _cross(name, a, n):
-    a = check_finite_array(name, a)
-    if a.ndim != 2 or a.shape[1] != n:
+    a = check_array(name, a, 2)
+    if a.shape[1] != n:
         raise ValueError(f"{name} must have shape (n_test, {n}), got {a.shape}")
     return a
 
@@ -108,7 +118,7 @@ def gp_posterior(k_train, k_cross, y_train, k_test=None, noise_var: float = 0.0)
     Parameters
     ----------
     k_train : (n, n) array
-        Prior kernel on the training inputs (e.g. the NNGP).
+        Prior kernel on the training inputs (e.g. the NNGP); symmetric to a relative 1e-10.
     k_cross : (n_test, n) array
         Kernel between test and training inputs.
     y_train : (n,) or (n, C) array
@@ -119,6 +129,14 @@ def gp_posterior(k_train, k_cross, y_train, k_test=None, noise_var: float = 0.0)
 
     Uses a Cholesky factorisation of ``K + s I`` (raises ``numpy.linalg.LinAlgError`` with advice if it is not
     positive definite: add ``noise_var``).
+
+    Raises
+    ------
+    TypeError
+        If an array is not real numeric data (complex, bool, str, object).
+    ValueError
+        For NaN/inf entries, empty arrays, a wrong number of dimensions, mismatched shapes, or a ``k_train`` that is
+        not symmetric.
 
     Examples
     --------
@@ -142,7 +160,7 @@ def gp_posterior(k_train, k_cross, y_train, k_test=None, noise_var: float = 0.0)
     cov = None
     var = np.full(Ks.shape[0], np.nan)
     if k_test is not None:
-        kt = check_finite_array("k_test", k_test)
+        kt = check_array("k_test", k_test, (1, 2))
         V = scipy.linalg.solve_triangular(cf[0], Ks.T, lower=True, check_finite=False)   # L^{-1} K_*^T
         if kt.ndim == 2:
             if kt.shape != (Ks.shape[0], Ks.shape[0]):
@@ -203,7 +221,7 @@ def ntk_gradient_flow(theta_train, theta_cross, y_train, t, learning_rate: float
     Parameters
     ----------
     theta_train : (n, n) array
-        ``Theta(X, X)``, symmetric positive definite for ``t = inf`` (semi-definite suffices for finite t).
+        ``Theta(X, X)``, symmetric (to a relative 1e-10) positive definite for ``t = inf`` (semi-definite suffices for finite t).
     theta_cross : (n_test, n) array
         ``Theta(X_*, X)``.
     y_train : (n,) or (n, C) array
@@ -226,13 +244,15 @@ def ntk_gradient_flow(theta_train, theta_cross, y_train, t, learning_rate: float
     Ts = _cross("theta_cross", theta_cross, n)
     y = _targets(y_train, n)
     eta = float(check_positive("learning_rate", learning_rate))
-    times = np.atleast_1d(np.asarray(t, dtype=np.float64))
-    if times.ndim != 1 or np.any(np.isnan(times)) or np.any(times < 0):
+    times = np.atleast_1d(as_float_array("t", t))
+    if times.ndim != 1 or times.size < 1 or np.any(np.isnan(times)) or np.any(times < 0):
         raise ValueError(f"t must be a number or a 1-D array of numbers >= 0 (inf allowed), got {t!r}")
-    f0 = np.zeros_like(y) if f0_train is None else check_finite_array("f0_train", f0_train)
-    f0s = np.zeros((Ts.shape[0],) + y.shape[1:]) if f0_test is None else check_finite_array("f0_test", f0_test)
-    if f0.shape != y.shape or f0s.shape != (Ts.shape[0],) + y.shape[1:]:
-        raise ValueError("f0_train / f0_test must have the shapes of y_train / the test outputs")
+    f0 = np.zeros_like(y) if f0_train is None else check_array("f0_train", f0_train)
+    f0s = np.zeros((Ts.shape[0],) + y.shape[1:]) if f0_test is None else check_array("f0_test", f0_test)
+    if f0.shape != y.shape:
+        raise ValueError(f"f0_train must have the shape of y_train {y.shape}, got {f0.shape}")
+    if f0s.shape != (Ts.shape[0],) + y.shape[1:]:
+        raise ValueError(f"f0_test must have shape {(Ts.shape[0],) + y.shape[1:]}, got {f0s.shape}")
     lam, U = np.linalg.eigh(0.5 * (Th + Th.T))
     cond = ntk_condition_number(Th, _eigvals=lam)
     tol = n * np.finfo(float).eps * max(abs(lam).max(), 1e-300)
@@ -284,6 +304,16 @@ def ntk_condition_number(theta, _eigvals=None) -> float:
     return lmax / lmin
 
 
+def _regression_inputs(x_train, y_train, x_test):
+    """Validate the data of :func:`nngp_regression` / :func:`ntk_regression` under the caller's parameter names."""
+    X = check_array("x_train", x_train, 2)
+    Xs = check_array("x_test", x_test, 2)
+    if Xs.shape[1] != X.shape[1]:
+        raise ValueError(f"x_test must have shape (n_test, {X.shape[1]}) matching x_train's input dimension, "
+                         f"got {Xs.shape}")
+    return X, _targets(y_train, X.shape[0]), Xs
+
+
 def nngp_regression(network, x_train, y_train, x_test, noise_var: float = 0.0, full_covariance: bool = False,
                     **kernel_options) -> GPPosterior:
     """Bayesian inference with the infinite-width network prior: NNGP kernels of ``network``, then :func:`gp_posterior`.
@@ -298,6 +328,7 @@ def nngp_regression(network, x_train, y_train, x_test, noise_var: float = 0.0, f
     True
     """
     from .kernels import kernels
+    x_train, y_train, x_test = _regression_inputs(x_train, y_train, x_test)
     k = kernels(network, x_train, compute_ntk=False, **kernel_options).nngp
     k_cross = kernels(network, x_test, x_train, compute_ntk=False, **kernel_options).nngp
     if full_covariance:
@@ -323,6 +354,7 @@ def ntk_regression(network, x_train, y_train, x_test, t=np.inf, learning_rate: f
     True
     """
     from .kernels import kernels
+    x_train, y_train, x_test = _regression_inputs(x_train, y_train, x_test)
     th = kernels(network, x_train, **kernel_options).ntk
     th_cross = kernels(network, x_test, x_train, **kernel_options).ntk
     return ntk_gradient_flow(th, th_cross, y_train, t, learning_rate=learning_rate)

@@ -98,3 +98,27 @@ def scipy_pair(name, qu, qv, quv, order=0):
     pts = [0.0] + [k / su for k in kinks] + ([k / (sv * c) for k in kinks] if c != 0 else [])
     pts = [p for p in pts if -12 < p < 12]
     return integrate.quad(h, -12, 12, epsabs=1e-15, epsrel=1e-14, limit=200, points=pts)[0]
+
+
+def mp_gelu_pair(q, c, order=0, dps=20):
+    """E[phi^(o)(u1) phi^(o)(u2)] for gelu (o = 0, 1), u1 = sqrt(q) z1, u2 = sqrt(q)(c z1 + sqrt(1-c^2) z2), as a 1-D
+    mpmath integral over z1: the inner integral over z2 is closed. With X ~ N(m, s^2), r = sqrt(1 + s^2), Stein's lemma
+    and E[npdf(X)] = npdf(m/r)/r give E[X ncdf(X)] = m ncdf(m/r) + s^2 npdf(m/r)/r and
+    E[ncdf(X) + X npdf(X)] = ncdf(m/r) + m npdf(m/r)/r^3. Breakpoints on the scales 1/sqrt(q) (phi(u1)) and
+    r/(sqrt(q) c) (the inner integral) keep tanh-sinh at full accuracy for large q."""
+    with mp.workdps(dps):
+        q, c = mp.mpf(q), mp.mpf(c)
+        sq = mp.sqrt(q)
+        s2 = q * (1 - c * c)
+        r = mp.sqrt(1 + s2)
+        if order == 0:
+            f = lambda x: x * mp.ncdf(x)
+            inner = lambda m: m * mp.ncdf(m / r) + s2 * mp.npdf(m / r) / r
+        else:
+            f = lambda x: mp.ncdf(x) + x * mp.npdf(x)
+            inner = lambda m: mp.ncdf(m / r) + m * mp.npdf(m / r) / r ** 3
+        g = lambda z: mp.npdf(z) * f(sq * z) * inner(sq * c * z)
+        scales = [1 / sq] + ([r / (sq * abs(c))] if c != 0 else [])
+        pts = sorted(set([mp.mpf(0)] + [k * w for w in scales for k in (-8, -4, -2, -1, 1, 2, 4, 8)]))
+        pts = [p for p in pts if abs(p) < 12]
+        return mp.quad(g, [-mp.inf] + pts + [mp.inf])

@@ -92,3 +92,22 @@ def test_network_properties_and_dict():
     assert d["activation"] == ["leaky_relu", "leaky_relu"] and d["width_ratios"] == [0.5, 1.0, 2.0]
     fr = mf.forward(net)
     assert set(fr.to_dict()) >= {"q1", "c", "qhat1", "network"}
+
+
+def test_forward_result_of_wrong_type_is_a_type_error():
+    """Issue 11: backward(net, forward_result="x") raised AttributeError."""
+    net = mf.Network("tanh", depth=3, weight_var=1.5, bias_var=0.05)
+    for bad in ("x", 1.0, {"q1": [1.0]}):
+        with pytest.raises(TypeError, match="forward_result"):
+            mf.backward(net, forward_result=bad)
+
+
+@pytest.mark.parametrize("kwargs, exc, name", [
+    (dict(weight_var=1.0 + 1j), TypeError, "weight_var"), (dict(bias_var=True), TypeError, "bias_var"),
+    (dict(weight_var=[1.0, np.nan, 1.0, 1.0]), ValueError, "weight_var"),
+    (dict(width_ratios=2.0), TypeError, "width_ratios"), (dict(width_ratios=[1, 1j, 1, 1]), TypeError, "width_ratios"),
+    (dict(dropout_keep=np.array([0.5, 0.5])), ValueError, "dropout_keep"), (dict(bias_var="0.1"), TypeError, "bias_var"),
+])
+def test_network_rejects_non_real_input(kwargs, exc, name):
+    with pytest.raises(exc, match=name):
+        mf.Network("tanh", depth=3, **kwargs)

@@ -453,3 +453,23 @@ def test_bad_input():
         bpkr_u0(0.5, -1.0, 2)
     with pytest.raises(ValueError, match="n_samples"):
         val.sample_prior_outputs(np.ones(3), 2, 3, n_samples=0)
+
+
+@pytest.mark.parametrize("bad, exc", [
+    (lambda a: np.full_like(a, np.nan), ValueError), (lambda a: np.full_like(a, np.inf), ValueError),
+    (lambda a: a[:0], ValueError), (lambda a: a[None], ValueError), (lambda a: a + 1j, TypeError),
+    (lambda a: a > 0, TypeError), (lambda a: a.astype(str), TypeError),
+    (lambda a: np.array([None] * a.size, dtype=object).reshape(a.shape), TypeError),
+])
+def test_bad_arrays_raise_naming_the_parameter(bad, exc):
+    """Issue 11: complex data used to be cast silently (ComplexWarning); every array argument is checked by name."""
+    X, y, Xt = _data()
+    calls = [("X", X, lambda v: bpkr(v, y, 1, 3)), ("y", y, lambda v: bpkr(X, v, 1, 3)),
+             ("X", X, lambda v: nngp_linear_posterior(v, y, 1)),
+             ("X_test", Xt, lambda v: deep_linear_posterior(X, y, 1, 3, temperature=0.1, X_test=v)),
+             ("b", np.array([0.0, 0.5]), lambda v: log_meijer_g(v, 1.0))]
+    for name, good, call in calls:
+        if name in ("b", "X_test") and exc is ValueError and bad(good).ndim > good.ndim:
+            continue      # b is flattened and a 1-D X_test is one row by design; 3-D X_test is covered via X
+        with pytest.raises(exc, match=name):
+            call(bad(good))

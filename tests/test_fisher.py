@@ -504,3 +504,27 @@ def test_bad_network():
         fisher_statistics("tanh", 32, 4)
     with pytest.raises(ValueError, match="dropout"):
         fisher_statistics(Network("tanh", depth=2, bias_var=0.1, dropout_keep=0.9), 32, 4)
+
+
+@pytest.mark.parametrize("parameterization", ["standard", "ntk"])
+def test_single_sample_has_no_bulk_and_no_nan(parameterization):
+    """Issue 11: fisher_statistics(net, 64, 1, 2).bulk_eigenvalue was NaN. With T = 1 the leading dual is
+    ``scale kappa_1 I_C`` (docs/fisher.md sec. 1): no bulk, all C non-zero eigenvalues equal lambda_max, so
+    bulk_eigenvalue is defined as that smallest eigenvalue (= lambda_max, condition number 1). Checked (i) in closed
+    form (alpha M kappa_1 for SP, kappa'_1 for the NTK), (ii) against random finite networks: the C eigenvalues of
+    one network's dual scatter around it by a relative K / sqrt(M); rms over 4 seeds below K_TOL / sqrt(M) with
+    K_TOL = 8 (module docstring)."""
+    net = Network("tanh", depth=3, weight_var=1.5, bias_var=0.05)
+    st64 = fisher_statistics(net, 64, 1, 2, parameterization=parameterization)
+    assert np.isfinite(st64.bulk_eigenvalue) and np.isfinite(st64.condition_number)
+    M = 1024
+    st = fisher_statistics(net, M, 1, 2, parameterization=parameterization)
+    closed = st.alpha * M * st.kappa1 if parameterization == "standard" else st.kappa1
+    assert st.lambda_max == pytest.approx(closed, rel=1e-14)
+    assert st.bulk_eigenvalue == st.lambda_max and st.condition_number == 1.0
+    errs = []
+    for seed in range(4):
+        ev = finite_width_fisher(net, M, 1, 2, parameterization=parameterization, seed=seed).eigenvalues
+        assert ev.shape == (2,)
+        errs.extend(ev / st.bulk_eigenvalue - 1.0)
+    assert rms(errs) < 8 / np.sqrt(M)

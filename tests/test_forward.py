@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from scipy import optimize
 
 import meanfield as mf
-from tests._reference import mp_expect, mp_qstar, scipy_pair
+from tests._reference import mp_expect, mp_gelu_pair, mp_qstar, scipy_pair
 
 SMOOTH = ["tanh", "erf", "sigmoid", "gelu", "softplus", "silu"]
 # (weight_var, bias_var) in the ordered and (where one exists at these values) chaotic phase; gelu/softplus/silu
@@ -255,3 +255,107 @@ def test_bad_input_names_parameter():
         mf.length_map("tanh", -1.0, 1.0, 0.0)
     with pytest.raises(TypeError, match="weight_var"):
         mf.qstar("tanh", "big", 0.0)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# issue 11: the correlation map near |c| = 1 at large q, |V'(q*)| in xi_q, chi_1 against the c-map slope under dropout
+
+def _mp_qstar_newton(name, wv, bv, q):
+    """One Newton step of the mpmath length map from q (quadratic: q's error of ~1e-13 leaves ~1e-24)."""
+    V = wv * mp_expect(name, q) + bv
+    dV = wv * (mp_expect(name, q, 1, 1) + mp_expect(name, q, 2, 0))
+    return q - (V - q) / (dV - 1), dV
+
+
+def test_gelu_cstar_chic_xic_at_large_q_vs_mpmath():
+    """gelu at weight_var 1.995, bias_var 2 (q* ~ 795, chaotic, c* ~ 1 - 1.8e-4): before the fix the truncated Mehler
+    series (4000 terms; its Parseval tail is ~1e-4 E[phi'^2] there) gave c* off by 6e-6, chi_c by 1.3e-4, xi_c by
+    8.6%. Reference: the 1-D reduction of the gelu pair integral (inner integral closed, mp_gelu_pair), q* and c* by
+    one Newton step of the mpmath maps from meanfield's values.
+
+    Error budget: the maps are evaluated to ~1e-15 relative; c* is conditioned by 1/(1 - chi_c) ~ 730, so c* is good
+    to ~1e-12 (tolerance 1e-11); chi_c inherits C''(c*) * dc* ~ 1e-12 (tolerance 1e-10 relative); xi_c = -1/log chi_c
+    has relative error rel(chi_c) / |log chi_c| (|log chi_c| = 1.4e-3), hence its tolerance 1e-10 / |log chi_c|."""
+    wv, bv = 1.995, 2.0
+    fp = mf.fixed_point("gelu", wv, bv)
+    q, _ = _mp_qstar_newton("gelu", wv, bv, mp.mpf(fp.q_star))
+    assert fp.q_star == pytest.approx(float(q), rel=1e-12)
+    c = mp.mpf(fp.c_star)
+    G = (wv * mp_gelu_pair(q, c, 0) + bv) / q - c
+    c_ref = c - G / (wv * mp_gelu_pair(q, c, 1) - 1)
+    chic_ref = wv * mp_gelu_pair(q, c_ref, 1)
+    assert fp.c_star == pytest.approx(float(c_ref), abs=1e-11)
+    assert fp.chi_c == pytest.approx(float(chic_ref), rel=1e-10)
+    xi_ref = float(-1 / mp.log(chic_ref))
+    assert fp.xi_c == pytest.approx(xi_ref, rel=1e-10 / abs(math.log(float(chic_ref))))
+
+
+def test_gelu_cmap_across_the_mehler_range_vs_mpmath():
+    """C(c) and dC/dc at q = 795 on both sides of where the Mehler tail bound hands over to the nested quadrature
+    (|c| ~ 0.995 here) and at c = 1 (1-D integrals). Each route is good to ~1e-15 relative; tolerance 1e-13."""
+    q = 795.0
+    c = np.array([0.99, 0.99999, 1.0, -0.999])
+    C, D = mf.correlation_map("gelu", c, 1.0, 0.0, q=q, return_derivative=True)
+    for ci, Ci, Di in zip(c, C, D):
+        assert Ci * q == pytest.approx(float(mp_gelu_pair(q, ci, 0)), rel=1e-13), ci
+        assert Di == pytest.approx(float(mp_gelu_pair(q, ci, 1)), rel=1e-13), ci
+
+
+@pytest.mark.parametrize("name,q", [("tanh", 100.0), ("silu", 370.0), ("sigmoid", 1000.0), ("softplus", 1000.0)])
+def test_cmap_at_c1_large_q_vs_mpmath(name, q):
+    """C(1) = E[phi^2] / q and dC/dc(1) = E[phi'^2] (weight_var 1, bias 0) against mpmath 1-D integrals. Before the
+    fix: tanh at q = 100 off by 4e-10 (C) and 3e-7 (dC/dc), silu at q = 370 by ~1e-10, sigmoid and softplus at
+    q = 1000 by up to 2e-4. 1-D quadrature ~1e-15 relative: tolerance 1e-13."""
+    C, D = mf.correlation_map(name, 1.0, 1.0, 0.0, q=q, return_derivative=True)
+    assert C * q == pytest.approx(float(mp_expect(name, q, 0, 0, dps=20)), rel=1e-13)
+    assert D == pytest.approx(float(mp_expect(name, q, 1, 1, dps=20)), rel=1e-13)
+
+
+def test_xi_q_from_negative_vprime_vs_mpmath():
+    """phi = cos: E[cos(sqrt(q) z)^2] = (1 + exp(-2q))/2 decreases with q, so V'(q*) = -weight_var exp(-2 q*) < 0
+    (no built-in activation has a decreasing E[phi^2]). xi_q = -1/log|V'(q*)| (it was 0.0 before). Reference: q* by
+    mpmath findroot on the closed-form length map, V' by mpmath differentiation. q* and V' come from 1-D integrals
+    good to ~1e-15: tolerance 1e-12 (xi_q ~ 0.66 is well conditioned: d xi / xi = d V' / (V' log|V'|))."""
+    cos = mf.custom_activation("cos", lambda x: math.cos(x), lambda x: -math.sin(x), lambda x: -math.cos(x),
+                               scale=1.0)
+    wv, bv = 1.5, 0.1
+    with mp.workdps(30):
+        V = lambda q: wv * (1 + mp.exp(-2 * q)) / 2 + bv
+        qs = mp.findroot(lambda q: V(q) - q, mp.mpf(1))
+        vp = mp.diff(V, qs)
+    assert vp < 0
+    fp = mf.fixed_point(cos, wv, bv)
+    assert fp.q_star == pytest.approx(float(qs), rel=1e-12)
+    assert fp.vprime == pytest.approx(float(vp), rel=1e-12)
+    assert fp.xi_q == pytest.approx(float(-1 / mp.log(-vp)), rel=1e-12)
+    assert mf.depth_scales(cos, wv, bv).xi_q == fp.xi_q
+    # |q^l - q*| ~ |V'|^l, alternating in sign (the convention's meaning)
+    d = [mf.length_map(cos, fp.q_star + 1e-4, wv, bv) - fp.q_star]
+    d.append(mf.length_map(cos, fp.q_star + d[0], wv, bv) - fp.q_star)
+    assert d[0] < 0 < d[1] and d[1] / d[0] == pytest.approx(-math.exp(-1 / fp.xi_q), rel=1e-3)  # O(deviation)
+
+
+def test_dropout_chi1_and_c_map_slope_vs_mpmath():
+    """Under dropout (rho = 0.8) chi_1 = (weight_var/rho) E[phi'^2] (gradient-norm ratio) and the c-map slope at
+    c = 1, weight_var E[phi'^2], differ by rho. Reference: q* of the mpmath dropout length map, E[phi'^2] in mpmath
+    (1-D, 1e-15: tolerance 1e-12). The dropout critical line is chi_1 = 1 (module docstring): checked on the mpmath
+    map at the returned weight variance."""
+    wv, bv, rho = 1.5, 0.05, 0.8
+    fp = mf.fixed_point("tanh", wv, bv, dropout_keep=rho)
+    q = mp_qstar("tanh", wv / rho, bv, fp.q_star)
+    e1 = mp_expect("tanh", q, 1, 1)
+    assert fp.chi_1 == pytest.approx(float(wv / rho * e1), rel=1e-12)
+    assert fp.c_map_slope == pytest.approx(float(wv * e1), rel=1e-12)
+    assert mf.chi1("tanh", wv, bv, dropout_keep=rho) == fp.chi_1
+    assert mf.c_map_slope("tanh", wv, bv, dropout_keep=rho) == fp.c_map_slope
+    _, d1 = mf.correlation_map("tanh", 1.0, wv, bv, dropout_keep=rho, return_derivative=True)
+    assert d1 == pytest.approx(fp.c_map_slope, rel=1e-14)
+    no_drop = mf.fixed_point("tanh", wv, bv)
+    assert no_drop.c_map_slope == no_drop.chi_1
+    wc = mf.critical_weight_var("tanh", bv, dropout_keep=rho)
+    qc = mp_qstar("tanh", wc / rho, bv, 0.5)
+    assert float(wc / rho * mp_expect("tanh", qc, 1, 1)) == pytest.approx(1.0, rel=1e-10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.DivergenceWarning)
+        relu = mf.fixed_point("relu", 2.4, 0.1, dropout_keep=rho)   # q* = inf: the limiting map's slope is rho
+    assert relu.c_map_slope == pytest.approx(rho, rel=1e-15) and relu.chi_1 == pytest.approx(2.4 / rho / 2, rel=1e-15)

@@ -476,3 +476,30 @@ def test_unconverged_expansion_falls_back_to_quadrature():
     d = np.diag(q)
     ref = wv[1] * pair_expectation("tanh", d[:, None], d[None, :], q)
     assert np.max(np.abs(res.nngp - ref)) < 1e-12
+
+
+@pytest.mark.parametrize("act", ["relu", "erf"])
+def test_tiled_kernels_near_anticorrelation(act):
+    # issue 10: x = (1, 0), x' = (-1, 2^-20): the Gram matrix and q^1 = weight_var x.x'/M_0 are exact in float64, and
+    # c = -1/sqrt(1 + 2^-40) = -1 + 4.5e-13. mpmath (50 digits) evaluates the closed forms from the exact q^1; the
+    # tile uses the scalar cancellation-free formula (~1e-15 relative), so 1e-12 is a safe bound.
+    import mpmath as mp
+    x = np.array([[1.0, 0.0], [-1.0, 2.0 ** -20]])
+    net = Network(act, depth=1, weight_var=2.0, bias_var=0.0)
+    res = kernels(net, x)
+    with mp.workdps(50):
+        q11, q22, q12 = mp.mpf(1), 1 + mp.mpf(2) ** -40, mp.mpf(-1)
+        if act == "relu":
+            s = mp.sqrt(q11 * q22)
+            t = mp.acos(q12 / s)
+            e0 = s * (mp.sin(t) + (mp.pi - t) * mp.cos(t)) / (2 * mp.pi)
+            e1 = (mp.pi - t) / (2 * mp.pi)
+        else:
+            a, b = 1 + 2 * q11, 1 + 2 * q22
+            e0 = 2 / mp.pi * mp.asin(2 * q12 / mp.sqrt(a * b))
+            e1 = 4 / mp.pi / mp.sqrt(a * b - 4 * q12 ** 2)
+        K = 2 * e0
+        T = K + 2 * e1 * q12
+    assert abs(res.nngp[0, 1] / float(K) - 1) <= 1e-12
+    assert abs(res.ntk[0, 1] / float(T) - 1) <= 1e-12
+    assert abs(nngp_kernel(net, x[:1], x[1:])[0, 0] / float(K) - 1) <= 1e-12

@@ -417,3 +417,26 @@ def test_tanh_depth_scales_and_chi_c_against_quad():
     V = lambda x: ww * gauss_mean(tanh_sq, x) + bb
     fd = (V(q + h) - V(q - h)) / (2 * h)
     assert abs(fd - (ww * gauss_mean(sech4, q) + ww * gauss_mean(phi2_phi, q))) < 1e-7
+
+
+def test_phase_diagram_near_c1_at_large_q_vs_mpmath():
+    """Issue 11: the phase diagram shares the core's correlation-map kernels, so at gelu (1.995, 2) -- q* ~ 795,
+    c* ~ 1 - 1.8e-4, where the truncated Mehler series used to give c* off by 6e-6 and chi_c by 1.3e-4 -- it must agree
+    with the 1-D reduced mpmath pair integral (tests/_reference.mp_gelu_pair): c* and q* by one Newton step of the
+    mpmath maps from the diagram's values. c* is conditioned by 1/(1 - chi_c) ~ 730 on ~1e-15 map errors: tolerance
+    1e-11; chi_c 1e-10 relative (see tests/test_forward.py for the full budget)."""
+    import mpmath as mp
+
+    from tests._reference import mp_expect, mp_gelu_pair
+
+    wv, bv = 1.995, 2.0
+    pd = phase_diagram("gelu", [1.9, wv], [0.0, bv])
+    qs, cs, chic = float(pd.qstar[1, 1]), float(pd.cstar[1, 1]), float(pd.chi_c[1, 1])
+    q = mp.mpf(qs)
+    V = wv * mp_expect("gelu", q, dps=20) + bv
+    dV = wv * (mp_expect("gelu", q, 1, 1, dps=20) + mp_expect("gelu", q, 2, 0, dps=20))
+    q = q - (V - q) / (dV - 1)
+    c = mp.mpf(cs)
+    c_ref = c - ((wv * mp_gelu_pair(q, c, 0) + bv) / q - c) / (wv * mp_gelu_pair(q, c, 1) - 1)
+    assert cs == pytest.approx(float(c_ref), abs=1e-11)
+    assert chic == pytest.approx(float(wv * mp_gelu_pair(q, c_ref, 1)), rel=1e-10)

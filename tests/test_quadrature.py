@@ -71,7 +71,11 @@ def test_closed_forms_vs_nested_quadrature(name, params):
                 # absolute scale: Cauchy-Schwarz bound sqrt(E[f(u)^2] E[f(v)^2])
                 bound = math.sqrt(qk.pair_closed(act.code, act.params[0], qu, qu, qu, d)
                                   * qk.pair_closed(act.code, act.params[0], qv, qv, qv, d))
-                assert abs(closed - nested) <= 1e-13 * bound, (name, qu, qv, c, d, closed, nested)
+                # at |c| = 1 the float q_uv leaves det = q_u q_v - q_uv^2 at rounding level (~eps q_u q_v), and
+                # E[phi'phi'] of the relu family depends on sqrt(det): condition ~ 1/sqrt(eps), so 1e-7 there
+                # (near |c| = 1 generally: the rounding of q_uv moves t by ~eps/sqrt(1 - c^2))
+                tol = 1e-13 + (1e-15 / math.sqrt(max(1.0 - c * c, 1e-16)) if d == 1 else 0.0)
+                assert abs(closed - nested) <= tol * bound, (name, qu, qv, c, d, closed, nested)
 
 
 def test_closed_forms_vs_scipy():
@@ -149,3 +153,81 @@ def test_bad_input():
         mf.gaussian_expectation(3.0, 1.0)
     with pytest.raises(ValueError, match="n_terms"):
         mf.hermite_coefficients("tanh", 1.0, 0)
+
+
+# ---------------------------------------------------------------- issue 11: q -> 0 limits and huge arguments
+import warnings as _warnings
+
+import mpmath as _mp
+
+from tests._reference import mp_expect as _mp_expect
+
+
+def test_q_to_zero_limit_hard_tanh():
+    # kinks at +-1, away from 0: phi' = 1 on (-1, 1), so the limit is exactly 1 (analytic)
+    assert mf.pair_expectation("hard_tanh", 0.0, 0.0, 0.0, derivative=True) == 1.0
+
+
+@pytest.mark.parametrize("name", ["relu", "elu", "selu"])
+def test_q_to_zero_limit_of_kinked_activations(name):
+    # reference: mpmath at q = 1e-30; the limit differs from it by O(sqrt(q)) = 1e-15 relative (one-sided Taylor terms)
+    ref_d = float(_mp_expect(name, "1e-30", 1, 1))
+    got = mf.pair_expectation(name, 0.0, 0.0, 0.0, derivative=True)
+    assert abs(got - ref_d) <= 1e-13 * ref_d
+    assert abs(mf.chi1(name, 0.3, 0.0) - 0.3 * ref_d) <= 1e-13 * 0.3 * ref_d
+
+
+def test_selu_critical_weight_var_at_zero_bias():
+    # q* = 0 on the critical line at bias 0: 1 / lim E[phi'^2] = 2 / (lambda^2 (1 + alpha^2)) (analytic one-sided form)
+    from tests._reference import SELU_A, SELU_L
+    ref = float(2 / (SELU_L ** 2 * (1 + SELU_A ** 2)))
+    assert abs(mf.critical_weight_var("selu", 0.0) - ref) <= 1e-13 * ref
+    assert abs(mf.chi1("selu", 0.3, 0.0) - 0.3 / ref) <= 1e-13
+
+
+def test_huge_arguments_closed_forms():
+    # relu: E[phi^2] = q/2 exactly; erf: Williams (2/pi) asin(2q / (1 + 2q)) evaluated in mpmath at 40 digits
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("error")
+        assert abs(mf.length_map("relu", 1e300, 1.5, 0.05) / 0.75e300 - 1) <= 1e-14
+        for q in (1e154, 1e200, 1e300):
+            with _mp.workdps(40):
+                ref = float(2 / _mp.pi * _mp.asin(2 * _mp.mpf(q) / (1 + 2 * _mp.mpf(q))))
+            assert abs(mf.length_map("erf", q, 1.0, 0.0) - ref) <= 1e-15
+            with _mp.workdps(40):
+                refd = float(4 / _mp.pi / _mp.sqrt(1 + 4 * _mp.mpf(q)))
+            got = mf.pair_expectation("erf", q, q, q, derivative=True)
+            assert abs(got / refd - 1) <= 1e-14
+        # q* = 1e200 E[erf^2](q*) + 0.05 = 1e200 (1 - O(1e-100))
+        assert abs(mf.qstar("erf", 1e200, 0.05) / 1e200 - 1) <= 1e-15
+        # finite q* = bias / (1 - weight/2) = 4e300 near the top of the float range
+        assert abs(mf.qstar("relu", 1.5, 1e300) / 4e300 - 1) <= 1e-14
+
+
+@pytest.mark.parametrize("q", [1e30, 1e50, 1e200])
+def test_hard_tanh_derivative_at_huge_q(q):
+    # E[phi'^2] = P(|u| < 1) = erf(1 / sqrt(2 q)) (mpmath); kinks at +-1/sqrt(q) must stay separate panels
+    with _mp.workdps(30):
+        ref = float(_mp.erf(1 / _mp.sqrt(2 * _mp.mpf(q))))
+    got = mf.pair_expectation("hard_tanh", q, q, q, derivative=True)
+    assert abs(got / ref - 1) <= 1e-13
+
+
+@pytest.mark.parametrize("name", ["relu", "erf"])
+def test_pair_expectation_near_anticorrelation(name):
+    # c = -1 + ~1e-12 given exactly as a float; mpmath evaluates the closed form at 50 digits from the same float.
+    # The scalar route computes det = 1 - c^2 without cancellation, so ~1e-15 relative; 1e-12 leaves margin.
+    c = -1.0 + 1e-12
+    with _mp.workdps(50):
+        cm = _mp.mpf(c)
+        t = _mp.acos(cm)
+        if name == "relu":
+            ref0 = (_mp.sin(t) + (_mp.pi - t) * cm) / (2 * _mp.pi)
+            ref1 = (_mp.pi - t) / (2 * _mp.pi)
+        else:
+            ref0 = 2 / _mp.pi * _mp.asin(2 * cm / 3)
+            ref1 = 4 / _mp.pi / _mp.sqrt(9 - 4 * cm * cm)
+    assert abs(mf.pair_expectation(name, 1.0, 1.0, c) / float(ref0) - 1) <= 1e-12
+    assert abs(mf.pair_expectation(name, 1.0, 1.0, c, derivative=True) / float(ref1) - 1) <= 1e-12
+    cm_val = mf.correlation_map(name, c, 1.0, 0.0, q=1.0)
+    assert abs(cm_val / float(ref0) - 1) <= 1e-12

@@ -171,3 +171,80 @@ class _nullctx:
 
     def __exit__(self, *a):
         return False
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# issue 11: no silent NaN / cast on bad arrays; every error names the parameter
+# ---------------------------------------------------------------------------------------------------------------------
+def _base_problem():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((4, 3))
+    return X, np.arange(4.0), X @ X.T + np.eye(4)
+
+
+_BAD = {
+    "nan": lambda a: np.full_like(a, np.nan), "inf": lambda a: np.full_like(a, np.inf),
+    "empty": lambda a: a[:0], "ndim": lambda a: a[None, None], "complex": lambda a: a + 1j,
+    "bool": lambda a: a > 0, "str": lambda a: a.astype(str),
+    "object": lambda a: np.array([None] * a.size, dtype=object).reshape(a.shape),
+    "shape": lambda a: a[..., :-1],
+}
+
+
+def _calls():
+    X, y, K = _base_problem()
+    net = Network("relu", depth=2, weight_var=2.0, bias_var=0.1)
+    return [   # (parameter name, good value, call)
+        ("k_train", K, lambda v: gp_posterior(v, K, y)),
+        ("k_cross", K, lambda v: gp_posterior(K, v, y)),
+        ("y_train", y, lambda v: gp_posterior(K, K, v)),
+        ("k_test", np.diag(K), lambda v: gp_posterior(K, K, y, k_test=v)),
+        ("theta_train", K, lambda v: ntk_gradient_flow(v, K, y, 1.0)),
+        ("theta_cross", K, lambda v: ntk_gradient_flow(K, v, y, 1.0)),
+        ("y_train", y, lambda v: ntk_gradient_flow(K, K, v, 1.0)),
+        ("f0_train", y, lambda v: ntk_gradient_flow(K, K, y, 1.0, f0_train=v)),
+        ("theta", K, lambda v: ntk_condition_number(v)),
+        ("x_train", X, lambda v: nngp_regression(net, v, y, X)),
+        ("y_train", y, lambda v: nngp_regression(net, X, v, X)),
+        ("x_test", X, lambda v: nngp_regression(net, X, y, v)),
+        ("x_train", X, lambda v: ntk_regression(net, v, y, X)),
+        ("x_test", X, lambda v: ntk_regression(net, X, y, v)),
+    ]
+
+
+@pytest.mark.parametrize("bad", sorted(_BAD))
+def test_bad_arrays_raise_naming_the_parameter(bad):
+    """NaN/inf, empty, wrong ndim, mismatched shape -> ValueError; complex (was silently cast with a ComplexWarning),
+    bool, str, object -> TypeError; each message names the parameter."""
+    for name, good, call in _calls():
+        if bad == "shape" and name == "theta":
+            continue      # a non-square theta is covered by the "ndim" / square checks
+        exc = TypeError if bad in ("complex", "bool", "str", "object") else ValueError
+        with pytest.raises(exc, match=name):
+            call(_BAD[bad](good))
+
+
+def test_asymmetric_kernel_is_rejected():
+    """gp_posterior used to read one triangle of an asymmetric k_train through Cholesky (silently wrong answer)."""
+    _, y, K = _base_problem()
+    A = K.copy()
+    A[0, 1] += 0.5
+    with pytest.raises(ValueError, match="k_train must be symmetric"):
+        gp_posterior(A, K, y)
+    with pytest.raises(ValueError, match="theta_train must be symmetric"):
+        ntk_gradient_flow(A, K, y, 1.0)
+    with pytest.raises(ValueError, match="theta must be symmetric"):
+        ntk_condition_number(A)
+    # round-off asymmetry (a few ulps, far below the 1e-10 relative tolerance) is accepted
+    B = K.copy()
+    B[0, 1] *= 1 + 4e-16
+    post = gp_posterior(B, K, y, k_test=np.diag(K))
+    np.testing.assert_allclose(post.mean, K @ np.linalg.solve(K, y), rtol=1e-12)
+
+
+def test_empty_time_list_and_complex_times():
+    _, y, K = _base_problem()
+    with pytest.raises(ValueError, match="t must"):
+        ntk_gradient_flow(K, K, y, [])
+    with pytest.raises(TypeError, match="t must"):
+        ntk_gradient_flow(K, K, y, [1.0 + 1j])

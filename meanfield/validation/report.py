@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from .._checks import check_int
+from .._io import atomic_open, check_writable_dir
 from ..network import Network
 from .measure import (OrderParameterSample, fisher_statistics, gaussian_inputs, measure_order_parameters,
                       empirical_ntk, pair_inputs, train_gd, FisherSample)
@@ -688,7 +689,7 @@ class ValidationReport:
                          f"({self.meta['device']})")
             fig.tight_layout()
             fn = f"{name}_theory_vs_width.png"
-            fig.savefig(os.path.join(out_dir, fn), dpi=dpi)
+            _save_png(fig, os.path.join(out_dir, fn), dpi)
             plt.close(fig)
             files.append(fn)
 
@@ -724,7 +725,7 @@ class ValidationReport:
             fig.suptitle(f"{name}: error scaling with width")
             fig.tight_layout()
             fn = f"{name}_error_scaling.png"
-            fig.savefig(os.path.join(out_dir, fn), dpi=dpi)
+            _save_png(fig, os.path.join(out_dir, fn), dpi)
             plt.close(fig)
             files.append(fn)
         if self.training:
@@ -758,7 +759,7 @@ class ValidationReport:
                 ax2.set_title("sharpness along training (stable below the dashed line)", fontsize=10)
             fig.tight_layout()
             fn = "gd_learning_rate_threshold.png"
-            fig.savefig(os.path.join(out_dir, fn), dpi=dpi)
+            _save_png(fig, os.path.join(out_dir, fn), dpi)
             plt.close(fig)
             files.append(fn)
         return files
@@ -768,12 +769,18 @@ class ValidationReport:
         os.makedirs(out_dir, exist_ok=True)
         plots = self.plot(out_dir)
         self.meta["plots"] = plots
-        with open(os.path.join(out_dir, "validation.json"), "w") as fh:
+        with atomic_open(os.path.join(out_dir, "validation.json"), "w") as fh:
             json.dump(_jsonable(self.to_dict()), fh, indent=1)
-        with open(os.path.join(out_dir, "README.md"), "w") as fh:
+        with atomic_open(os.path.join(out_dir, "README.md"), "w", encoding="utf-8") as fh:
             fh.write(self.to_markdown())
         return dict(json=os.path.join(out_dir, "validation.json"), markdown=os.path.join(out_dir, "README.md"),
                     plots=[os.path.join(out_dir, p) for p in plots])
+
+
+def _save_png(fig, path: str, dpi: int) -> None:
+    """Write ``fig`` to ``path`` atomically (temporary file in the same folder, then os.replace)."""
+    with atomic_open(path) as fh:
+        fig.savefig(fh, dpi=dpi, format="png")
 
 
 def _jsonable(obj):
@@ -866,6 +873,8 @@ def run_validation(quick: bool = False, device=None, out: Optional[str] = None, 
     >>> rep.fit("tanh", "m_lambda")["error_exponent"]                 # doctest: +SKIP
     """
     t0 = time.time()
+    if out is not None:  # fail before the computation, not after it
+        out = check_writable_dir(out, "out")
     dev = resolve_device(device)
     dt = resolve_dtype(dtype)
     seed = check_int("seed", seed, 0)

@@ -1,0 +1,859 @@
+"""Hostile-input property tests: every public function over its whole float64 range and beyond.
+
+Each test draws every numeric argument of one public function either from a *sane* strategy (a value inside the
+documented range, kept small where the argument is not the one under attack: depth <= 3, a handful of data points)
+or from a *hostile* pool (0, -0.0, subnormals, 1e-300, 1e300, the largest float, NaN, +-inf, negative numbers,
+arbitrary floats, and non-floats: str, None, complex, bool, lists, arrays of odd shapes, objects).  One shared helper,
+:func:`outcome`, classifies what the call did; the only acceptable outcomes are
+
+* a result whose numbers are all finite and lie in the documented range (checked by a small per-test ``check``:
+  q* >= bias_var, chi_1 >= 0, c* in [0, 1], kernels symmetric and positive semi-definite up to round-off,
+  variances >= 0, closed forms where the activation has one (relu, linear, erf));
+* ``inf`` accompanied by a documented warning (:mod:`meanfield.errors`: DivergenceWarning, ...), or ``nan``
+  accompanied by ConvergenceWarning / NoCriticalPointWarning (documented as "the affected entries are NaN"); a few
+  fields are documented as ``inf`` without a warning (depth scales at criticality, t = inf) and are listed per test;
+* ``ValueError`` / ``TypeError`` whose message names the offending parameter (one of the arguments that received a
+  hostile value);
+
+and every call must return within ``CALL_LIMIT_S`` seconds (5 s).  Anything else -- a silent NaN, a wrong number,
+an ``OverflowError``, ``ZeroDivisionError``, ``AttributeError``, ``IndexError``, ``LinAlgError`` without the
+parameter's name, a complex result, a slow call -- is a defect.  The tests state the contract; they are *not* xfailed
+where the library does not yet meet it.
+
+Example budget (hypothesis profiles registered in ``tests/conftest.py``):
+
+* default: ``max_examples = 15`` per test (the whole file runs in well under a minute);
+* ``MEANFIELD_HYPOTHESIS=thorough``: ``max_examples = 500`` per test (``MEANFIELD_HYPOTHESIS_EXAMPLES=N``
+  overrides the number), for hunting defects, e.g.
+  ``MEANFIELD_HYPOTHESIS=thorough python -m pytest -q tests/test_hostile.py``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+import warnings
+from decimal import Decimal
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import meanfield as mf
+from meanfield.errors import ConvergenceWarning, DivergenceWarning, NoCriticalPointWarning
+
+CALL_LIMIT_S = 5.0
+PROFILE = "hostile-thorough" if os.environ.get("MEANFIELD_HYPOTHESIS", "") == "thorough" else "hostile-default"
+budget = settings.get_profile(PROFILE)
+DOC_WARNINGS = (DivergenceWarning, ConvergenceWarning, NoCriticalPointWarning)
+NAN_WARNINGS = (ConvergenceWarning, NoCriticalPointWarning)
+BOUNDED = {"tanh": 1.0, "erf": 1.0, "sigmoid": 1.0, "hard_tanh": 1.0, "sin": 1.0}   # sup |phi|
+ACTS = tuple(mf.ACTIVATIONS)
+
+# ----------------------------------------------------------------------------------------------------------------
+# the shared outcome classifier
+
+
+def _leaves(obj, key="result", depth=0):
+    """Yield ``(name, float array)`` for every numeric leaf of a result (numbers, arrays, tuples, dataclasses)."""
+    if depth > 3 or obj is None or isinstance(obj, (str, bytes, bool, mf.Network, mf.Activation)) or callable(obj):
+        return
+    if isinstance(obj, (int, float, np.number)):
+        yield key, np.asarray(obj)
+    elif isinstance(obj, np.ndarray):
+        if obj.dtype.kind in "fciu":
+            yield key, obj
+    elif dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            if f.name in ("network", "forward", "activation"):
+                continue
+            yield from _leaves(getattr(obj, f.name), f.name, depth + 1)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _leaves(v, f"{key}[{k!r}]", depth + 1)
+    elif isinstance(obj, (tuple, list)):
+        for i, v in enumerate(obj):
+            yield from _leaves(v, f"{key}[{i}]", depth + 1)
+
+
+def outcome(fn, *args, names=(), check=None, inf_ok=(), nan_ok=(), **kwargs):
+    """Call ``fn(*args, **kwargs)`` and assert that the outcome is one of the acceptable ones (module docstring).
+
+    ``names``: the parameters that received a hostile value (an error message must name one of them).
+    ``check(result)``: range assertions on a returned result (applied to its finite entries by the test).
+    ``inf_ok`` / ``nan_ok``: result fields documented to be inf / nan without a warning.
+    Returns the result, or None when a ValueError/TypeError naming a parameter was raised.
+    """
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        try:
+            res = fn(*args, **kwargs)
+        except (ValueError, TypeError) as exc:
+            msg = str(exc)
+            assert names and any(n in msg for n in names), (
+                f"{type(exc).__name__} from {fn.__name__} does not name any hostile parameter {list(names)}: {msg!r}")
+            _assert_fast(fn, t0)
+            return None
+    _assert_fast(fn, t0)
+    warned = [type(w.message) for w in rec]
+    for key, arr in _leaves(res):
+        assert arr.dtype.kind != "c", f"{fn.__name__}: complex result in {key}"
+        arr = np.asarray(arr, dtype=np.float64)
+        if np.isnan(arr).any() and key not in nan_ok:
+            assert any(issubclass(w, NAN_WARNINGS) for w in warned), (
+                f"{fn.__name__}: silent NaN in {key} (warnings: {[w.__name__ for w in warned]})")
+        if np.isinf(arr).any() and key not in inf_ok:
+            assert any(issubclass(w, DOC_WARNINGS) for w in warned), (
+                f"{fn.__name__}: inf in {key} without a documented warning (warnings: {[w.__name__ for w in warned]})")
+    if check is not None:
+        check(res)
+    return res
+
+
+def _assert_fast(fn, t0):
+    dt = time.perf_counter() - t0
+    assert dt < CALL_LIMIT_S, f"{fn.__name__} took {dt:.1f} s (limit {CALL_LIMIT_S} s)"
+
+
+def _as_array(x):
+    """``x`` as a float64 array, or None if it is not real numeric input (the call then had to reject it)."""
+    if isinstance(x, (str, bytes)) or x is None:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+
+
+def fin(x):
+    """The finite entries of ``x`` as a flat float64 array."""
+    a = np.asarray(x, dtype=np.float64).ravel()
+    return a[np.isfinite(a)]
+
+
+def ge(x, lo, rtol=1e-12, what="value"):
+    a, lo = np.broadcast_arrays(np.asarray(x, dtype=float), np.asarray(lo, dtype=float))
+    m = np.isfinite(a) & np.isfinite(lo)
+    assert np.all(a[m] >= lo[m] - rtol * np.abs(lo[m]) - 1e-300), f"{what} below {lo[m].min()}: {a[m].min()}"
+
+
+def le(x, hi, rtol=1e-12, what="value"):
+    a, hi = np.broadcast_arrays(np.asarray(x, dtype=float), np.asarray(hi, dtype=float))
+    m = np.isfinite(a) & np.isfinite(hi)
+    assert np.all(a[m] <= hi[m] + rtol * np.abs(hi[m]) + 1e-300), f"{what} above {hi[m].max()}: {a[m].max()}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# strategies
+
+SPECIAL = [0.0, -0.0, 5e-324, 2.2250738585072014e-308, 1e-300, 1e-150, 1e-16, 1e-8, 0.5, 1.0, 2.0, 1e8, 1e150,
+           1e200, 1e300, 1.7976931348623157e308, -5e-324, -1e-300, -1.0, -1e300, math.nan, math.inf, -math.inf]
+NON_FLOATS = [None, "1.0", "tanh", b"1", 1 + 1j, 0j, True, False, [1.0, 2.0], [[1.0]], [], (), np.array([]),
+              np.ones((2, 3)), np.zeros((1, 1, 2)), np.array([1 + 2j]), np.array(["a"]), np.array([np.nan]),
+              object(), {}, np.float32(0.5), np.int64(2), Fraction(1, 2), Decimal("0.5"), np.float64(np.inf)]
+hostile_float = st.one_of(st.sampled_from(SPECIAL), st.floats(allow_nan=True, allow_infinity=True))
+hostile = st.one_of(hostile_float, st.sampled_from(NON_FLOATS), st.integers(-10**30, 10**30))
+
+# sane values (documented range, moderate size)
+var = st.floats(0.0, 4.0)
+pos_var = st.floats(0.05, 4.0)
+corr = st.floats(-1.0, 1.0)
+keep = st.floats(0.2, 1.0)
+small_int = st.integers(1, 3)
+activation = st.sampled_from(ACTS)
+
+
+def tagged(sane, bad=hostile):
+    """Draw ``(is_hostile, value)``: a sane value or a hostile one."""
+    return st.one_of(sane.map(lambda v: (False, v)), bad.map(lambda v: (True, v)))
+
+
+def draw(data, **spec):
+    """Draw each named argument from ``tagged(spec[name])``; return the values and the names of the hostile ones."""
+    vals, names = {}, []
+    for name, sane in spec.items():
+        bad = hostile
+        if isinstance(sane, tuple):
+            sane, bad = sane
+        is_bad, v = data.draw(tagged(sane, bad), label=name)
+        vals[name] = v
+        if is_bad:
+            names.append(name)
+    return vals, names
+
+
+hostile_act = st.sampled_from(["nope", "", "TANH ", None, 3, 1.5, [], ("tanh",), b"tanh"])
+
+
+def matrix(n_rows, n_cols, lo=-3.0, hi=3.0):
+    return st.lists(st.lists(st.floats(lo, hi), min_size=n_cols, max_size=n_cols), min_size=n_rows,
+                    max_size=n_rows).map(lambda m: np.array(m, dtype=float))
+
+
+def data_x(n_max=4, d=3):
+    return st.integers(1, n_max).flatmap(lambda n: matrix(n, d))
+
+
+hostile_array = st.one_of(
+    hostile,
+    st.sampled_from([np.zeros((0, 3)), np.zeros((3, 0)), np.ones(3), np.ones((2, 3, 1)), np.array([[np.nan, 1, 2]]),
+                     np.array([[np.inf, 1, 2]]), np.full((2, 3), 1e300), np.full((2, 3), 1e-300),
+                     np.ones((2, 3)) * (1 + 1j), np.array([["a", "b", "c"]]), [[1.0, 2.0, 3.0], [1.0]],
+                     np.ones((2, 4)), np.full((2, 3), 1.7e308), np.array([[True, False, True]])]),
+    matrix(2, 3, -1e300, 1e300))
+
+
+def net_strategy():
+    return st.builds(lambda a, d, w, b: mf.Network(a, depth=d, weight_var=w, bias_var=b),
+                     activation, small_int, pos_var, st.floats(0.0, 1.0))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# warm-up: compile every kernel once, outside the per-call time limit
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _warm():
+    calls = [(mf.fixed_point, a, 1.5, 0.05) for a in ACTS] + [(mf.length_map, a, 1.0, 1.5, 0.05) for a in ACTS]
+    calls += [(mf.correlation_map, a, 0.5, 1.5, 0.05) for a in ACTS] + [(mf.critical_weight_var, a, 0.05) for a in ACTS]
+    calls += [(lambda: mf.kernels(mf.Network("tanh", depth=2, weight_var=1.5, bias_var=0.05), np.eye(3)),),
+              (mf.phase_diagram, "tanh", [1.0, 2.0], [0.0, 0.1])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for fn, *args in calls:
+            try:     # a failure here is reported by the tests themselves
+                fn(*args)
+            except Exception:  # noqa: BLE001
+                pass
+    yield
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# forward order parameters
+
+def _closed_v(act, q, w, b, rho=1.0):
+    """Independent closed forms of V(q) (relu: w q / 2 + b; linear: w q + b; erf: (2/pi) arcsin(2q/(1+2q)))."""
+    q = np.asarray(q, dtype=float)
+    if act == "relu":
+        e = q / 2
+    elif act == "linear":
+        e = q
+    elif act == "erf":
+        e = (2 / np.pi) * np.arcsin(2 * q / (1 + 2 * q)) if np.all(q < 1e300) else np.ones_like(q)
+    else:
+        return None
+    with np.errstate(over="ignore", invalid="ignore"):
+        return w / rho * e + b
+
+
+@budget
+@given(st.data())
+def test_length_map(data):
+    act = data.draw(activation, label="activation")
+    v, names = draw(data, q=var, weight_var=var, bias_var=var, dropout_keep=keep)
+
+    def check(r):
+        q, b, w, rho = (_as_array(v[k]) for k in ("q", "bias_var", "weight_var", "dropout_keep"))
+        r = np.asarray(r, dtype=float)
+        ge(r, b, what="V(q) vs bias_var")
+        with np.errstate(over="ignore", invalid="ignore"):
+            if act in BOUNDED:
+                le(r, w / rho * BOUNDED[act] ** 2 + b, 1e-10, what="V(q) of a bounded phi")
+            ref = _closed_v(act, q, w, b, rho)
+        if ref is not None:
+            r, ref = np.broadcast_arrays(r, ref)
+            ok = np.isfinite(ref)
+            assert np.all(np.isfinite(r[ok])), f"V(q) = {r[ok]} where the closed form is finite {ref[ok]}"
+            np.testing.assert_allclose(r[ok], ref[ok], rtol=1e-12, atol=0,
+                                       err_msg=f"length map vs closed form for {act}")
+    outcome(mf.length_map, act, v["q"], v["weight_var"], v["bias_var"], dropout_keep=v["dropout_keep"],
+            names=names, check=check)
+
+
+@budget
+@given(st.data())
+def test_length_map_activation_spec(data):
+    a = data.draw(hostile_act, label="activation")
+    outcome(mf.length_map, a, 1.0, 1.5, 0.05, names=["activation"])
+
+
+@budget
+@given(st.data())
+def test_correlation_map(data):
+    act = data.draw(activation, label="activation")
+    v, names = draw(data, c=corr, weight_var=pos_var, bias_var=var, q=st.one_of(st.none(), pos_var))
+    deriv = data.draw(st.booleans(), label="return_derivative")
+
+    def check(r):
+        val, dval = (r if deriv else (r, None))
+        if v["q"] is None:           # q = q*: Cauchy-Schwarz |C| <= V(q*)/q* = 1
+            le(np.abs(val), 1.0, 1e-10, what="|C(c; q*)|")
+        c = _as_array(v["c"])
+        if dval is not None and c is not None and np.all(c >= 0):
+            ge(dval, 0.0, what="dC/dc at c >= 0")
+    outcome(mf.correlation_map, act, v["c"], v["weight_var"], v["bias_var"], v["q"], return_derivative=deriv,
+            names=names, check=check)
+
+
+def _fp_check(act, w, b, rho=1.0):
+    """Range and closed-form checks of a FixedPoint at (w, b, rho) (given as they were passed to the call)."""
+    w, b, rho = _as_array(w), _as_array(b), _as_array(rho)
+
+    def check(fp):
+        ge(fp.chi_1, 0.0, what="chi_1")
+        ge(fp.chi_c, 0.0, what="chi_c")
+        ge(fp.c_star, 0.0, what="c*")
+        le(fp.c_star, 1.0, what="c*")
+        ge(fp.xi_q, 0.0, what="xi_q")
+        ge(fp.xi_c, 0.0, what="xi_c")
+        if w is None or b is None or rho is None:
+            return
+        _qstar_check(act, fp.q_star, w, b, rho)
+    return check
+
+
+def _qstar_check(act, q, w, b, rho=1.0):
+    """q* >= bias_var; q* <= weight_var / rho + bias_var for |phi| <= 1; V(q*) = q* for the closed forms."""
+    qs = np.asarray(q, dtype=float)
+    ge(qs, b, what="q* vs bias_var")
+    with np.errstate(over="ignore", invalid="ignore"):
+        if act in BOUNDED:
+            le(qs, w / rho * BOUNDED[act] ** 2 + b, 1e-10, what="q* of a bounded phi")
+        ref = _closed_v(act, qs, w, b, rho)
+    if ref is not None:
+        ref = np.broadcast_to(ref, qs.shape)
+        ok = np.isfinite(qs) & np.isfinite(ref)
+        np.testing.assert_allclose(ref[ok], qs[ok], rtol=1e-9,
+                                   err_msg=f"q* is not a fixed point of the closed-form V for {act}")
+
+
+@budget
+@given(st.data())
+def test_fixed_point(data):
+    act = data.draw(activation, label="activation")
+    v, names = draw(data, weight_var=pos_var, bias_var=var, dropout_keep=keep, q_init=st.one_of(st.none(), pos_var))
+    outcome(mf.fixed_point, act, v["weight_var"], v["bias_var"], dropout_keep=v["dropout_keep"], q_init=v["q_init"],
+            names=names, inf_ok=("xi_q", "xi_c", "xi_grad"),
+            check=_fp_check(act, v["weight_var"], v["bias_var"], v["dropout_keep"]))
+
+
+@budget
+@given(st.data())
+def test_qstar(data):
+    act = data.draw(activation, label="activation")
+    v, names = draw(data, weight_var=pos_var, bias_var=var)
+
+    w, b = _as_array(v["weight_var"]), _as_array(v["bias_var"])
+    outcome(mf.qstar, act, v["weight_var"], v["bias_var"], names=names,
+            check=lambda q: _qstar_check(act, q, w, b) if w is not None and b is not None else None)
+
+
+@budget
+@given(st.data())
+def test_cstar_chi(data):
+    act = data.draw(activation, label="activation")
+    v, names = draw(data, weight_var=pos_var, bias_var=var)
+    fn = data.draw(st.sampled_from([mf.cstar, mf.chi1, mf.chi_c]), label="function")
+
+    def check(r):
+        ge(r, 0.0, what=fn.__name__)
+        if fn is mf.cstar:
+            le(r, 1.0, what="c*")
+    outcome(fn, act, v["weight_var"], v["bias_var"], names=names, check=check)
+
+
+@budget
+@given(st.data())
+def test_depth_scales(data):
+    act = data.draw(activation, label="activation")
+    v, names = draw(data, weight_var=pos_var, bias_var=var, dropout_keep=keep)
+
+    def check(ds):
+        ge(ds.xi_q, 0.0, what="xi_q")
+        ge(ds.xi_c, 0.0, what="xi_c")
+    outcome(mf.depth_scales, act, v["weight_var"], v["bias_var"], dropout_keep=v["dropout_keep"], names=names,
+            inf_ok=("xi_q", "xi_c", "xi_grad"), check=check)
+
+
+@budget
+@given(st.data())
+def test_critical_weight_var(data):
+    act = data.draw(activation, label="activation")
+    v, names = draw(data, bias_var=st.floats(0.0, 1.0))
+    ret_q = data.draw(st.booleans(), label="return_qstar")
+
+    def check(r):
+        w = r[0] if ret_q else r
+        ge(w, 0.0, what="critical weight_var")
+        if ret_q:
+            ge(r[1], v["bias_var"], what="q* on the critical line")
+    outcome(mf.critical_weight_var, act, v["bias_var"], return_qstar=ret_q, names=names, check=check,
+            inf_ok=("result[1]",))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Network, forward, backward
+
+@budget
+@given(st.data())
+def test_network_constructor(data):
+    v, names = draw(data, activation=(activation, st.one_of(hostile_act, hostile)), depth=(small_int, hostile),
+                    weight_var=pos_var, bias_var=var, dropout_keep=keep,
+                    width_ratios=(st.none(), st.one_of(hostile, st.just([1.0]), st.just([1.0, -1.0, 1.0]))),
+                    activation_params=(st.just({}), st.sampled_from([{"slope": math.nan}, {"alpha": -math.inf},
+                                                                     {"bogus": 1.0}, {"slope": "x"}, None, [1]])))
+    if "activation_params" in names:
+        names = names + ["slope", "alpha", "bogus"]
+    outcome(mf.Network, **v, names=names)
+
+
+@budget
+@given(st.data())
+def test_forward_backward(data):
+    net = data.draw(net_strategy(), label="network")
+    v, names = draw(data, input_norm=pos_var, input_norm2=st.one_of(st.none(), pos_var),
+                    input_overlap=st.floats(-0.05, 0.05))
+
+    def check_f(fr):
+        ge(fr.q1, 0.0, what="q1")
+        ge(fr.qhat1, 0.0, what="qhat1")
+        ge(fr.qdot1, 0.0, what="qdot1")
+        le(np.abs(fin(fr.c)), 1.0, 1e-12, what="|c|")
+    fr = outcome(mf.forward, net, names=names, check=check_f, **v)
+    if fr is not None:
+        outcome(mf.backward, net, fr, names=[], check=lambda br: ge(br.qtilde1, 0.0, what="qtilde1"))
+
+
+@budget
+@given(st.data())
+def test_backward_forward_result(data):
+    net = data.draw(net_strategy(), label="network")
+    bad = data.draw(st.one_of(hostile, st.just(mf.forward(mf.Network("relu", depth=5)))), label="forward_result")
+    outcome(mf.backward, net, forward_result=bad, names=["forward_result"])
+
+
+@budget
+@given(st.data())
+def test_network_hostile_forward(data):
+    """A Network built from hostile per-layer variances either is rejected or propagates cleanly."""
+    act = data.draw(activation, label="activation")
+    depth = data.draw(small_int, label="depth")
+    v, names = draw(data, weight_var=pos_var, bias_var=var)
+    net = outcome(mf.Network, act, depth=depth, weight_var=v["weight_var"], bias_var=v["bias_var"], names=names)
+    if net is not None:
+        outcome(mf.forward, net, names=names, check=lambda fr: ge(fr.q1, 0.0, what="q1"))
+        outcome(mf.backward, net, names=names, check=lambda br: ge(br.qtilde1, 0.0, what="qtilde1"))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# quadrature
+
+@budget
+@given(st.data())
+def test_gaussian_expectation(data):
+    kind = data.draw(st.sampled_from(["u2", "relu", "tanh", "abs"]), label="fn")
+    v, names = draw(data, q=var, scale=(st.just(1.0), hostile), kinks=(st.just(()), st.one_of(hostile, st.just(
+        [math.nan]), st.just([math.inf]))))
+    fn = {"u2": lambda u: u ** 2, "relu": "relu", "tanh": "tanh", "abs": np.abs}[kind]
+
+    def check(r):
+        q = _as_array(v["q"])
+        if q is None or "scale" in names or "kinks" in names:
+            return
+        ref = {"u2": q, "relu": np.sqrt(q / (2 * np.pi)), "abs": np.sqrt(2 * q / np.pi), "tanh": 0 * q}[kind]
+        np.testing.assert_allclose(np.asarray(r, dtype=float), ref, rtol=1e-12, atol=1e-15 if kind == "tanh" else 0,
+                                   err_msg=f"E[{kind}(u)] vs closed form")
+    outcome(mf.gaussian_expectation, fn, v["q"], scale=v["scale"], kinks=v["kinks"], names=names, check=check)
+
+
+@budget
+@given(st.data())
+def test_gaussian_rule(data):
+    v, names = draw(data, q=var, scale=(st.floats(0.1, 10.0), hostile), kinks=(st.just(()), hostile),
+                    graded=(st.booleans(), hostile))
+
+    def check(r):
+        z, w = r
+        assert np.all(np.isfinite(z)) and np.all(np.isfinite(w))
+        ge(w, 0.0, what="weights")
+        np.testing.assert_allclose(np.sum(w), 1.0, rtol=1e-12)
+    outcome(mf.gaussian_rule, v["q"], scale=v["scale"], kinks=v["kinks"], graded=v["graded"], names=names, check=check)
+
+
+@budget
+@given(st.data())
+def test_pair_expectation(data):
+    act = data.draw(activation, label="activation")
+    v, names = draw(data, q_u=var, q_v=var, c=corr)
+    deriv = data.draw(st.booleans(), label="derivative")
+    qu, qv, c = v["q_u"], v["q_v"], v["c"]
+    if names:
+        quv, nm = c, names + ["q_uv"]
+    else:
+        quv, nm = c * math.sqrt(qu * qv), names
+    # Cauchy-Schwarz: |E[f(u)f(v)]| <= sqrt(E f(u)^2 E f(v)^2)
+
+    def check(r):
+        if not names:
+            eu = mf.pair_expectation(act, qu, qu, qu, derivative=deriv)
+            ev = mf.pair_expectation(act, qv, qv, qv, derivative=deriv)
+            le(np.abs(r), math.sqrt(eu * ev), 1e-10, what="|E[f(u) f(v)]| (Cauchy-Schwarz)")
+    outcome(mf.pair_expectation, act, qu, qv, quv, derivative=deriv, names=nm, check=check)
+
+
+@budget
+@given(st.data())
+def test_hermite_coefficients(data):
+    act = data.draw(activation, label="activation")
+    v, names = draw(data, q=pos_var, n_terms=(st.one_of(st.none(), st.integers(1, 40)), hostile))
+    deriv = data.draw(st.booleans(), label="derivative")
+
+    def check(a):
+        a = np.asarray(a)
+        if v["n_terms"] is not None and not names:
+            assert a.shape[-1] == v["n_terms"]
+        if not names:   # Parseval: sum a_k^2 <= E[f^2]
+            e2 = mf.pair_expectation(act, v["q"], v["q"], v["q"], derivative=deriv)
+            le(np.sum(a ** 2, axis=-1), e2, 1e-9, what="sum a_k^2 (Parseval)")
+    outcome(mf.hermite_coefficients, act, v["q"], n_terms=v["n_terms"], derivative=deriv, names=names, check=check)
+
+
+@budget
+@given(st.data())
+def test_mehler_terms(data):
+    act = data.draw(activation, label="activation")
+    v, names = draw(data, q=pos_var)
+
+    def check(n):
+        assert isinstance(n, (int, np.integer)) and 1 <= n <= 100_000, f"mehler_terms = {n!r}"
+    outcome(mf.mehler_terms, act, v["q"], names=names, check=check)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# kernels and regression
+
+def _psd_check(k, sym=True):
+    k = np.asarray(k, dtype=float)
+    if sym:
+        assert np.array_equal(k, k.T), "kernel not exactly symmetric"
+        if np.all(np.isfinite(k)) and k.size:
+            ev = np.linalg.eigvalsh(k)
+            assert ev.min() >= -1e-10 * max(abs(ev).max(), 1e-300), f"kernel not PSD: {ev.min()} vs {ev.max()}"
+
+
+@budget
+@given(st.data())
+def test_nngp_ntk_kernel(data):
+    net = data.draw(net_strategy(), label="network")
+    v, names = draw(data, x1=(data_x(), hostile_array), x2=(st.none(), hostile_array))
+    fn = data.draw(st.sampled_from([mf.nngp_kernel, mf.ntk_kernel]), label="function")
+    outcome(fn, net, v["x1"], v["x2"], names=names, check=lambda k: _psd_check(k, v["x2"] is None))
+
+
+@budget
+@given(st.data())
+def test_kernels_options(data):
+    net = data.draw(net_strategy(), label="network")
+    x = data.draw(data_x(), label="x")
+    v, names = draw(data, parameterization=(st.sampled_from(["ntk", "standard"]), st.one_of(
+        hostile, st.sampled_from(["NTK", "sp", ""]))), width=(st.floats(1.0, 1e4), hostile),
+        rtol=(st.floats(1e-15, 1e-3), hostile), tile_size=(st.integers(1, 600), hostile),
+        compute_ntk=(st.booleans(), hostile))
+
+    def check(r):
+        _psd_check(r.nngp)
+        if r.ntk is not None:
+            _psd_check(r.ntk)
+    outcome(mf.kernels, net, x, **v, names=names, check=check)
+
+
+@budget
+@given(st.data())
+def test_nngp_diagonal(data):
+    net = data.draw(net_strategy(), label="network")
+    v, names = draw(data, x=(data_x(), hostile_array), rtol=(st.just(1e-14), hostile))
+    outcome(mf.nngp_diagonal, net, v["x"], rtol=v["rtol"], names=names, check=lambda d: ge(d, 0.0, what="K(x, x)"))
+
+
+def _spd(n):
+    return matrix(n, n, -2, 2).map(lambda a: a @ a.T + n * np.eye(n))
+
+
+@budget
+@given(st.data())
+def test_gp_posterior(data):
+    n = data.draw(st.integers(1, 4), label="n")
+    k = data.draw(_spd(n), label="k")
+    v, names = draw(data, k_train=(st.just(k), st.one_of(hostile_array, st.just(k + np.triu(np.ones((n, n)), 1)),
+                                                          st.just(-k))),
+                    k_cross=(st.just(k[:2]), hostile_array), y_train=(matrix(n, 1).map(lambda m: m[:, 0]), hostile),
+                    k_test=(st.just(np.diag(k)[:2]), hostile), noise_var=(st.floats(0.0, 1.0), hostile))
+
+    if "k_train" in names:   # a kernel that is not positive definite: the advice names noise_var
+        names = names + ["noise_var"]
+
+    def check(p):
+        ge(p.variance, 0.0, what="posterior variance")
+    outcome(mf.gp_posterior, v["k_train"], v["k_cross"], v["y_train"], v["k_test"], v["noise_var"],
+            names=names, check=check)
+
+
+@budget
+@given(st.data())
+def test_ntk_gradient_flow(data):
+    n = data.draw(st.integers(1, 4), label="n")
+    k = data.draw(_spd(n), label="theta")
+    v, names = draw(data, theta_train=(st.just(k), hostile_array), theta_cross=(st.just(k[:2]), hostile_array),
+                    y_train=(matrix(n, 1).map(lambda m: m[:, 0]), hostile),
+                    t=(st.one_of(st.floats(0, 1e6), st.just(math.inf), st.just([0.0, 1.0, math.inf])), hostile),
+                    learning_rate=(st.floats(1e-3, 10.0), hostile))
+    outcome(mf.ntk_gradient_flow, **v, names=names, inf_ok=("times",), check=lambda p: None)
+
+
+@budget
+@given(st.data())
+def test_ntk_condition_number(data):
+    n = data.draw(st.integers(1, 4), label="n")
+    v, names = draw(data, theta=(_spd(n), st.one_of(hostile_array, st.just(np.zeros((2, 2))),
+                                                     st.just(np.array([[1.0, 0], [0, -1.0]])))))
+    # a singular kernel is documented as inf "with a warning": any RuntimeWarning is accepted there
+
+    def run(theta):
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            r = mf.ntk_condition_number(theta)
+        if r == math.inf:
+            assert any(issubclass(w.category, RuntimeWarning) for w in rec), "inf condition number without a warning"
+            return 1.0
+        return r
+    run.__name__ = "ntk_condition_number"
+    outcome(run, v["theta"], names=names, check=lambda r: ge(r, 1.0, 1e-12, what="condition number"))
+
+
+@budget
+@given(st.data())
+def test_nngp_ntk_regression(data):
+    net = data.draw(net_strategy(), label="network")
+    n = data.draw(st.integers(1, 4), label="n")
+    v, names = draw(data, x_train=(matrix(n, 3), hostile_array), y_train=(matrix(n, 1).map(lambda m: m[:, 0]), hostile),
+                    x_test=(matrix(2, 3), hostile_array), noise_var=(st.floats(1e-3, 1.0), hostile))
+    which = data.draw(st.booleans(), label="nngp")
+    if which:
+        outcome(mf.nngp_regression, net, v["x_train"], v["y_train"], v["x_test"], v["noise_var"], names=names,
+                check=lambda p: ge(p.variance, 0.0, what="posterior variance"))
+    else:
+        outcome(mf.ntk_regression, net, v["x_train"], v["y_train"], v["x_test"], learning_rate=v["noise_var"],
+                names=[n.replace("noise_var", "learning_rate") for n in names], inf_ok=("times",))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Fisher information
+
+def _fisher_check(st_):
+    ge(st_.mean_eigenvalue, 0.0, what="mean eigenvalue")
+    ge(st_.second_moment, 0.0, what="second moment")
+    ge(st_.lambda_max, st_.mean_eigenvalue, 1e-9, what="lambda_max vs mean")
+    ge(st_.eta_critical, 0.0, what="eta_critical")
+
+
+@budget
+@given(st.data())
+def test_fisher_statistics(data):
+    net = data.draw(net_strategy(), label="network")
+    v, names = draw(data, width=(st.integers(8, 4096), hostile), n_samples=(st.integers(1, 16), hostile),
+                    n_outputs=(st.integers(2, 3), hostile),
+                    parameterization=(st.sampled_from(["standard", "ntk"]), hostile),
+                    loss=(st.sampled_from(["mse", "cross_entropy"]), hostile), n_mc=(st.integers(5, 20), hostile),
+                    seed=(st.integers(0, 10), hostile))
+    outcome(mf.fisher_statistics, net, **v, names=names, check=_fisher_check,
+            nan_ok=("bulk_eigenvalue", "condition_number", "outliers_large_T"))
+
+
+@budget
+@given(st.data())
+def test_feature_metric_statistics(data):
+    net = data.draw(net_strategy(), label="network")
+    v, names = draw(data, width=(st.integers(8, 4096), hostile), n_samples=(st.integers(1, 16), hostile),
+                    n_outputs=(st.integers(2, 3), hostile), loss=(st.sampled_from(["mse", "cross_entropy"]), hostile),
+                    n_mc=(st.integers(5, 20), hostile), seed=(st.integers(0, 10), hostile))
+
+    def check(s):
+        ge(s.mean_eigenvalue, 0.0, what="mean eigenvalue")
+        ge(s.lambda_max, 0.0, what="lambda_max")
+    outcome(mf.feature_metric_statistics, net, **v, names=names, check=check)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# phase diagrams
+
+inc_wvars = st.lists(st.floats(0.1, 4.0), min_size=1, max_size=3, unique=True).map(sorted)
+inc_bvars = st.lists(st.floats(0.0, 0.5), min_size=1, max_size=3, unique=True).map(sorted)
+
+
+def _pd_check(pd):
+    ge(pd.qstar, pd.bias_vars[:, None], what="q* vs bias_var")
+    ge(pd.chi1, 0.0, what="chi_1")
+    ge(pd.cstar, 0.0, what="c*")
+    le(pd.cstar, 1.0, what="c*")
+
+
+@budget
+@given(st.data())
+def test_phase_diagram(data):
+    act = data.draw(activation, label="activation")
+    v, names = draw(data, weight_vars=(inc_wvars, hostile_array), bias_vars=(inc_bvars, hostile_array),
+                    block_rows=(st.none(), hostile))
+    outcome(mf.phase_diagram, act, v["weight_vars"], v["bias_vars"], block_rows=v["block_rows"], names=names,
+            check=_pd_check, inf_ok=("xi_q", "xi_c", "xi_grad"), nan_ok=("critical_weight_vars",))
+
+
+@budget
+@given(st.data())
+def test_critical_line(data):
+    act = data.draw(activation, label="activation")
+    v, names = draw(data, bias_vars=(inc_bvars, hostile_array),
+                    offsets=(st.sampled_from([(), (0.01,), (0.001, 0.1)]), st.one_of(hostile, st.just([-0.1]))))
+
+    def check(cl):
+        ge(cl.weight_vars, 0.0, what="critical weight_var")
+        ge(cl.cstar, 0.0, what="c*")
+        le(cl.cstar, 1.0, what="c*")
+    outcome(mf.critical_line, act, v["bias_vars"], offsets=v["offsets"], names=names, check=check,
+            inf_ok=("xi_c",))
+
+
+@budget
+@given(st.data())
+def test_depth_scale_curve(data):
+    act = data.draw(activation, label="activation")
+    v, names = draw(data, weight_vars=(inc_wvars, hostile_array), bias_var=st.floats(0.0, 0.5))
+    outcome(mf.depth_scale_curve, act, v["weight_vars"], v["bias_var"], names=names,
+            inf_ok=("xi_q", "xi_c", "xi_grad"), nan_ok=("critical_weight_var",),
+            check=lambda c: (ge(c.qstar, v["bias_var"], what="q*"), le(c.cstar, 1.0, what="c*")))
+
+
+@budget
+@given(st.data())
+def test_map_dynamics(data):
+    act = data.draw(activation, label="activation")
+    v, names = draw(data, weight_vars=(inc_wvars, hostile_array), bias_var=st.floats(0.0, 0.5),
+                    depth=(st.integers(2, 5), hostile), q0=(st.just((0.5, 1.5)), hostile_array),
+                    c0=(st.just((0.0, 0.9)), st.one_of(hostile_array, st.just((1.5,)))),
+                    q_max=(st.none(), hostile), n_grid=(st.integers(2, 20), hostile))
+
+    def check(md):
+        le(np.abs(fin(md.c_layers)), 1.0, 1e-10, what="|c^l|")
+    outcome(mf.map_dynamics, act, v.pop("weight_vars"), v.pop("bias_var"), **v, names=names, check=check)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# activations
+
+@budget
+@given(st.data())
+def test_get_activation_params(data):
+    name = data.draw(st.sampled_from(["leaky_relu", "elu", "tanh"]), label="spec")
+    v, names = draw(data, slope=(st.floats(0.0, 1.0), hostile), alpha=(st.floats(0.1, 2.0), hostile))
+    params = {"leaky_relu": {"slope": v["slope"]}, "elu": {"alpha": v["alpha"]}, "tanh": {}}[name]
+    names = [n for n in names if n in params]
+    act = outcome(mf.get_activation, name, **params, names=names)
+    if act is not None:
+        outcome(mf.fixed_point, act, 1.5, 0.05, names=[], inf_ok=("xi_q", "xi_c", "xi_grad"),
+                check=_fp_check(name, 1.5, 0.05))
+
+
+_PHIS = {
+    "tanh": lambda x: math.tanh(x),
+    "nan": lambda x: math.nan,
+    "inf": lambda x: math.inf,
+    "nan_far": lambda x: math.nan if abs(x) > 3.0 else math.tanh(x),
+    "huge": lambda x: 1e300 * x,
+}
+
+
+@budget
+@given(st.data())
+def test_custom_activation(data):
+    kind = data.draw(st.sampled_from(sorted(_PHIS)), label="phi")
+    v, names = draw(data, scale=(st.floats(0.3, 3.0), hostile), kinks=(st.just(()), st.one_of(hostile, st.just(
+        [math.nan]))))
+    if kind != "tanh":
+        names = names + ["phi"]
+    act = outcome(mf.custom_activation, f"c_{kind}", _PHIS[kind], scale=v["scale"], kinks=v["kinks"], names=names)
+    if act is not None:
+        outcome(mf.fixed_point, act, 1.5, 0.05, names=["phi", "activation"] if kind != "tanh" else [],
+                inf_ok=("xi_q", "xi_c", "xi_grad"))
+        outcome(mf.length_map, act, 1.0, 1.5, 0.05, names=["phi", "activation"] if kind != "tanh" else [])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# deep linear networks
+
+@budget
+@given(st.data())
+def test_meijer_g(data):
+    v, names = draw(data, b=(st.lists(st.floats(-0.4, 5.0), min_size=1, max_size=3), hostile_array),
+                    x=(st.floats(1e-3, 1e3), hostile))
+    fn = data.draw(st.sampled_from([mf.log_meijer_g, mf.meijer_g]), label="function")
+    outcome(fn, v["b"], v["x"], names=names, check=(lambda g: ge(g, 0.0, what="G")) if fn is mf.meijer_g else None)
+
+
+@budget
+@given(st.data())
+def test_deep_linear_prior(data):
+    v, names = draw(data, depth=(st.integers(0, 3), hostile), width=(st.integers(1, 50), hostile),
+                    weight_var=st.floats(0.1, 3.0), input_norm=st.floats(0.1, 3.0))
+
+    def check(r):
+        ge(r.variance, 0.0, what="variance")
+        ge(r.excess_kurtosis, 0.0, what="excess kurtosis")
+    outcome(mf.deep_linear_prior, **v, names=names, check=check)
+
+
+@budget
+@given(st.data())
+def test_deep_linear_prior_density(data):
+    v, names = draw(data, f=(st.floats(-5.0, 5.0), hostile), depth=(st.integers(0, 3), hostile),
+                    width=(st.integers(2, 50), hostile), weight_var=st.floats(0.1, 3.0))
+    outcome(mf.deep_linear_prior_density, v["f"], v["depth"], v["width"], v["weight_var"], names=names,
+            check=lambda p: ge(p, 0.0, what="density"))
+
+
+@budget
+@given(st.data())
+def test_hz_saddle_point_bpkr_u0(data):
+    v, names = draw(data, alpha=st.floats(0.01, 10.0), ratio=st.floats(0.01, 100.0),
+                    depth=(st.integers(0, 4), hostile))
+    z = outcome(mf.hz_saddle_point, v["alpha"], v["ratio"], v["depth"], names=names)
+    if z is not None and not names:
+        a, r, L = v["alpha"], v["ratio"], v["depth"]
+        assert z > max(-a, -1.0)
+        np.testing.assert_allclose((1 + z / a) * (1 + z) ** L, r, rtol=1e-8)
+    v2, names2 = draw(data, r0=st.floats(0.01, 100.0), weight_var=st.floats(0.1, 3.0))
+    outcome(mf.bpkr_u0, v["alpha"], v2["r0"], v["depth"], v2["weight_var"], names=names + names2,
+            check=lambda u: ge(u, 0.0, what="u0"))
+
+
+@budget
+@given(st.data())
+def test_deep_linear_posteriors(data):
+    rng = np.random.default_rng(data.draw(st.integers(0, 100), label="seed"))
+    X = rng.standard_normal((3, 6))
+    y = rng.standard_normal(3)
+    v, names = draw(data, X=(st.just(X), hostile_array), y=(st.just(y), hostile), depth=(st.integers(0, 2), hostile),
+                    width=(st.integers(4, 32), hostile), weight_var=st.floats(0.2, 2.0),
+                    temperature=st.floats(0.0, 1.0), X_test=(st.just(X[:2]), hostile_array))
+    fn = data.draw(st.sampled_from([mf.bpkr, mf.deep_linear_posterior, mf.nngp_linear_posterior]), label="function")
+    if fn is mf.nngp_linear_posterior:
+        v.pop("width")
+        names = [n for n in names if n != "width"]
+
+    def check(r):
+        if r.variance is not None:
+            ge(r.variance, 0.0, what="predictive variance")
+    outcome(fn, **v, names=names, check=check, nan_ok=("z_star", "r0"))

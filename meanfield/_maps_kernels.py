@@ -361,7 +361,7 @@ def _critical_g(code, p0, p1, kinks, scale, q, bv):
 
 @nb.njit(cache=True, parallel=True)
 def critical_many(code, p0, p1, kinks, scale, bv, max_iter):
-    """Critical weight variance for each bias variance: parameterise the critical line by q* (MATH.md sec. 2),
+    """Critical weight variance for each bias variance: parameterise the critical line by q* (docs/mathematics.md sec. 2),
     solve g(q*) = 0 by bracketing and bisection/secant (Illinois), return (sigma_w^2, q*, status)."""
     n = bv.size
     wv_out = np.empty(n)

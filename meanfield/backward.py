@@ -1,4 +1,4 @@
-r"""Backward order parameters: the back-propagated signal second moments q-tilde (MATH.md section 3).
+r"""Backward order parameters: the back-propagated signal second moments q-tilde (docs/mathematics.md section 3).
 
 Karakida's convention (sums over units, so the values do not depend on the width): with
 delta^l_i = d f_k / d u^l_i for one output unit,

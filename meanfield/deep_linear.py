@@ -1,6 +1,6 @@
 r"""Deep linear networks at finite width: exact Bayesian posterior, Meijer G-functions and BPKR.
 
-The network (MATH.md section 6, seed 001 chapter 3) has ``depth = L`` hidden layers of widths ``N_1..N_L``,
+The network (docs/mathematics.md section 6, seed 001 chapter 3) has ``depth = L`` hidden layers of widths ``N_1..N_L``,
 input dimension ``N_0``, identity activation and one linear output,
 
     f(x) = W^{L+1} W^L ... W^1 x,     W^l_ij ~ N(0, sigma^2 / N_{l-1})   (sigma^2 = ``weight_var``),

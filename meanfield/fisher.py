@@ -2,7 +2,7 @@ r"""Eigenvalue statistics of the Fisher information matrix (FIM) and its variant
 
 Karakida, Akaho & Amari, "Universal statistics of Fisher information in deep neural networks: mean field approach"
 (AISTATS 2019) and "Pathological spectra of the Fisher information metric and its variants in deep neural networks"
-(Neural Computation 2021); MATH.md sections 3 and 5. The derivations are written out in ``docs/fisher.md``.
+(Neural Computation 2021); docs/mathematics.md sections 3 and 5. The derivations are written out in ``docs/fisher.md``.
 
 Setting and notation
 --------------------
@@ -85,7 +85,7 @@ class _OrderParameters:
 
 
 def _order_parameters(network: Network) -> _OrderParameters:
-    """Order parameters of MATH.md sections 2-3 for independent inputs ``x ~ N(0, I)`` (from the core)."""
+    """Order parameters of docs/mathematics.md sections 2-3 for independent inputs ``x ~ N(0, I)`` (from the core)."""
     from .forward import forward
     from .backward import backward
 
@@ -400,7 +400,7 @@ def fisher_statistics(network: Network, width: int, n_samples: int, n_outputs: i
     r"""Asymptotic (large-width) eigenvalue statistics of the empirical Fisher information matrix.
 
     Karakida, Akaho & Amari (2019, 2021), Theorems 3.1 (MSE), 3.3-3.4 (softmax), sec. 3.2 (diagonal blocks) and 4.1
-    (NTK parameterization); MATH.md sec. 5; derivations in ``docs/fisher.md``.
+    (NTK parameterization); docs/mathematics.md sec. 5; derivations in ``docs/fisher.md``.
 
     Standard parameterization, MSE (``F = J^T J / T``, mean and second moment over all ``P ~ alpha M^2`` eigenvalues)::
 

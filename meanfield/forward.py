@@ -1,6 +1,6 @@
 r"""Forward order parameters: length and correlation maps, fixed points, chi_1, chi_c, depth scales, critical line.
 
-Notation of MATH.md section 2 (Poole et al. 2016, Schoenholz et al. 2017). For one input of squared length q,
+Notation of docs/mathematics.md section 2 (Poole et al. 2016, Schoenholz et al. 2017). For one input of squared length q,
 
 .. math::
     V(q) = \frac{\sigma_w^2}{\rho} \int Dz\, \phi(\sqrt{q} z)^2 + \sigma_b^2, \qquad q^{l+1} = V(q^l),
@@ -462,7 +462,7 @@ class ForwardResult:
 
 
 def forward(network: Network, input_norm=1.0, input_norm2=None, input_overlap=0.0) -> ForwardResult:
-    r"""Propagate the second moments of two inputs through ``network`` (MATH.md sec. 2, heterogeneous layers).
+    r"""Propagate the second moments of two inputs through ``network`` (docs/mathematics.md sec. 2, heterogeneous layers).
 
     .. math::
         q^1 = \sigma_{w,1}^2\, x\cdot x'/M_0 + \sigma_{b,1}^2,\qquad

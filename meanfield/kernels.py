@@ -1,4 +1,4 @@
-r"""Infinite-width NNGP and NTK kernels of a fully connected network on a data set (MATH.md section 4).
+r"""Infinite-width NNGP and NTK kernels of a fully connected network on a data set (docs/mathematics.md section 4).
 
 For inputs ``x, x'`` (rows of ``x1``, ``x2``, dimension ``M_0``) the pre-activation covariance follows
 
@@ -24,7 +24,7 @@ parameter)
     \Theta_{SP} = \sum_{l=1}^{L} \tilde q^l\,(M_{l-1}\hat q^{l-1} + 1),\qquad M_0 \hat q^0 = x\cdot x',
 
 computed by the same recursion with ``q^{l+1}`` replaced by ``M_l \hat q^l + 1`` (``Theta_SP^1 = x.x' + 1``).
-``tilde q^l`` is Karakida's back-propagated overlap (MATH.md section 3).
+``tilde q^l`` is Karakida's back-propagated overlap (docs/mathematics.md section 3).
 
 How the Gaussian pair expectations are computed, layer by layer:
 

@@ -1,6 +1,6 @@
 """Description of a fully connected network: activation, depth, weight and bias variances, widths, dropout.
 
-Notation (MATH.md section 1): ``depth`` hidden layers and a linear readout, so ``L = depth + 1`` weight layers;
+Notation (docs/mathematics.md section 1): ``depth`` hidden layers and a linear readout, so ``L = depth + 1`` weight layers;
 ``weight_var = sigma_w^2`` and ``bias_var = sigma_b^2`` are variances, per weight layer if given as sequences.
 """
 from __future__ import annotations

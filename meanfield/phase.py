@@ -3,7 +3,7 @@
 This module sweeps the core's vectorised order-parameter functions (:mod:`meanfield.forward`) over grids of
 ``weight_var = sigma_w^2`` and ``bias_var = sigma_b^2`` and packages the results as frozen, saveable objects with a
 ``.plot()`` method. The mathematics is that of Poole et al. (2016), "Exponential expressivity in deep neural networks
-through transient chaos", and Schoenholz et al. (2017), "Deep information propagation" (see MATH.md section 2):
+through transient chaos", and Schoenholz et al. (2017), "Deep information propagation" (see docs/mathematics.md section 2):
 
 * length map ``V(q) = sigma_w^2 int Dz phi(sqrt(q) z)^2 + sigma_b^2``, fixed point ``q* = V(q*)``;
 * ``chi_1 = sigma_w^2 int Dz phi'(sqrt(q*) z)^2`` (order-to-chaos transition at ``chi_1 = 1``);
@@ -115,7 +115,7 @@ def _evaluate_block(act, w: np.ndarray, b: np.ndarray) -> dict:
 
     Two passes: (1) q*, chi_1 and V'(q*) everywhere (1-D integrals only); (2) the correlation fixed point c* and
     chi_c only where chi_1 > 1, restarting from the q* of pass 1 (so pass 2 does not solve for q* again). In the ordered
-    phase (chi_1 <= 1, no dropout) c* = 1 and chi_c = chi_1 exactly (MATH.md sec. 2), which is what the core returns
+    phase (chi_1 <= 1, no dropout) c* = 1 and chi_c = chi_1 exactly (docs/mathematics.md sec. 2), which is what the core returns
     there too, so the 2-D quadratures of the correlation map are skipped.
     """
     shape = np.broadcast(w, b).shape
@@ -168,7 +168,7 @@ class PhaseDiagram:
     bias_vars : ndarray, shape (nb,)
         ``sigma_b^2`` axis (rows).
     qstar, chi1, cstar, chi_c, xi_q, xi_c, xi_grad : ndarray, shape (nb, nw)
-        ``q*``, ``chi_1``, ``c*``, ``chi_c``, and the depth scales ``xi_q``, ``xi_c``, ``xi_grad`` (MATH.md sec. 2).
+        ``q*``, ``chi_1``, ``c*``, ``chi_c``, and the depth scales ``xi_q``, ``xi_c``, ``xi_grad`` (docs/mathematics.md sec. 2).
         ``q* = inf`` where the length map diverges (unbounded activations); entries derived from a divergent
         ``q*`` are whatever the core returns there (documented in :mod:`meanfield.forward`).
     critical_weight_vars : ndarray, shape (nb,)
@@ -320,7 +320,7 @@ def phase_diagram(
 ) -> PhaseDiagram:
     r"""Evaluate q*, chi_1, c*, chi_c, xi_q, xi_c and xi_grad over a grid of (weight_var, bias_var).
 
-    For every grid point (Poole et al. 2016; Schoenholz et al. 2017; MATH.md sec. 2)
+    For every grid point (Poole et al. 2016; Schoenholz et al. 2017; docs/mathematics.md sec. 2)
 
     .. math::
         q^* = \sigma_w^2\!\int\!Dz\,\phi(\sqrt{q^*}z)^2 + \sigma_b^2,\qquad
@@ -551,7 +551,7 @@ def critical_line(
 ) -> CriticalLine:
     r"""Critical weight variances ``sigma_w^2 = w_c(sigma_b^2)`` (``chi_1 = 1``) and the chaotic branch beyond them.
 
-    On the critical line (Poole et al. 2016; MATH.md sec. 2)
+    On the critical line (Poole et al. 2016; docs/mathematics.md sec. 2)
 
     .. math:: \sigma_w^2 \int Dz\, \phi'(\sqrt{q^*} z)^2 = 1,\qquad q^* = \sigma_w^2\int Dz\,\phi(\sqrt{q^*}z)^2+\sigma_b^2,
 
@@ -688,7 +688,7 @@ class DepthScaleCurve:
 def depth_scale_curve(activation, weight_vars, bias_var: float = 0.05, *, activation_params=None) -> DepthScaleCurve:
     r"""Depth scales ``xi_q``, ``xi_c`` (and ``xi_grad``) against ``sigma_w^2`` at fixed ``sigma_b^2``.
 
-    ``1/xi_q = -log V'(q*)``, ``1/xi_c = -log chi_c`` (Schoenholz et al. 2017, eqs. 8-9; MATH.md sec. 2); ``xi_c``
+    ``1/xi_q = -log V'(q*)``, ``1/xi_c = -log chi_c`` (Schoenholz et al. 2017, eqs. 8-9; docs/mathematics.md sec. 2); ``xi_c``
     diverges at the critical point ``w_c(sigma_b^2)`` where ``chi_1 = 1``, ``xi_q`` stays finite there.
 
     Parameters
@@ -757,7 +757,7 @@ class MapDynamics:
         Inputs of the correlation map.
     correlation_map : ndarray, shape (nw, nc)
         ``C(c) = [sigma_w^2 E[phi(u1) phi(u2)] + sigma_b^2] / V(q_ref)`` with ``u1, u2`` of variance ``q_ref`` and
-        correlation ``c`` (equals MATH.md's ``C(c; q*)`` at ``q_ref = q*``).
+        correlation ``c`` (equals docs/mathematics.md's ``C(c; q*)`` at ``q_ref = q*``).
     c0 : ndarray, shape (m0,)
         Starting correlations ``c^1``.
     c_layers : ndarray, shape (nw, m0, depth)
@@ -823,7 +823,7 @@ def map_dynamics(
     .. math:: q_{12}^{l+1} = \sigma_w^2\,E[\phi(u_1)\phi(u_2)] + \sigma_b^2,\qquad c^{l+1} = q_{12}^{l+1}/V(q^l),
 
     with ``(u_1, u_2)`` Gaussian of variances ``q^l`` and covariance ``c^l q^l`` (:func:`meanfield.quadrature.pair_expectation`).
-    Starting at ``q^1 = q*`` this is MATH.md's ``c^{l+1} = C(c^l; q*)``.
+    Starting at ``q^1 = q*`` this is docs/mathematics.md's ``c^{l+1} = C(c^l; q*)``.
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-r"""Kernel regression with the infinite-width kernels (MATH.md section 4).
+r"""Kernel regression with the infinite-width kernels (docs/mathematics.md section 4).
 
 * NNGP posterior (Lee et al. 2018; Rasmussen & Williams eq. 2.25-2.26): with training kernel ``K = K(X, X)``, cross
   kernel ``K_* = K(X_*, X)``, observation noise ``sigma_n^2``,

@@ -9,7 +9,7 @@ from tests._reference import mp_expect
 
 
 def test_qtilde_is_chi1_power_at_fixed_point():
-    """With the input at q^1 = q*, every layer sits at the fixed point and qtilde_1^l = chi_1^(L-l) (MATH.md sec. 3)."""
+    """With the input at q^1 = q*, every layer sits at the fixed point and qtilde_1^l = chi_1^(L-l) (docs/mathematics.md sec. 3)."""
     wv, bv, depth = 1.8, 0.1, 6
     fp = mf.fixed_point("tanh", wv, bv)
     net = mf.Network("tanh", depth=depth, weight_var=wv, bias_var=bv)

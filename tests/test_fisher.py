@@ -194,7 +194,7 @@ def test_mse_statistics_converge_like_one_over_sqrt_width(case):
     e_large = _mse_errors(case, M_LARGE, T, C, seeds)
     _check_convergence(e_small[:, :4], e_large[:, :4])
     # the bulk eigenvalue alpha M (kappa_1 - kappa_2)/T is spread at relative O(sqrt(T/M)) around its value (a
-    # Marchenko-Pastur-like spreading of the C(T-1)-fold degenerate level; MATH.md sec. 5: 'approached slowly');
+    # Marchenko-Pastur-like spreading of the C(T-1)-fold degenerate level; docs/mathematics.md sec. 5: 'approached slowly');
     # its median must be within 3 sqrt(T/M) at the large width
     assert rms(e_large[:, 4]) < 3 * np.sqrt(T / M_LARGE)
 

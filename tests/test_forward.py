@@ -39,7 +39,7 @@ def test_qstar_chi1_xiq_vs_mpmath(name):
         assert fp.q_star == pytest.approx(float(ref_q), rel=1e-10), (name, wv, bv)
         ref_chi = wv * mp_expect(name, ref_q, 1, 1)
         assert fp.chi_1 == pytest.approx(float(ref_chi), rel=1e-10)
-        # V'(q*) = chi_1 + sigma_w^2 E[phi'' phi] (MATH.md), evaluated with mpmath's phi''
+        # V'(q*) = chi_1 + sigma_w^2 E[phi'' phi] (docs/mathematics.md), evaluated with mpmath's phi''
         ref_vp = ref_chi + wv * mp_expect(name, ref_q, 2, 0)
         assert fp.vprime == pytest.approx(float(ref_vp), rel=1e-10)
         assert fp.xi_q == pytest.approx(float(-1 / mp.log(ref_vp)), rel=1e-10)

@@ -371,7 +371,7 @@ def test_ntk_equals_sum_qtilde_q(setup):
 
 
 def test_dropout_nngp():
-    """Dropout (keep rho): same-input map uses weight_var/rho, cross-input map weight_var (MATH.md sec. 2).
+    """Dropout (keep rho): same-input map uses weight_var/rho, cross-input map weight_var (docs/mathematics.md sec. 2).
     Independent numpy recursion with the relu arc-cosine kernel."""
     rho, wv, bv, depth = 0.7, 1.8, 0.1, 3
     x = np.random.default_rng(3).standard_normal((4, 3))

@@ -4,7 +4,7 @@ Every expected number comes from a route independent of meanfield.forward:
 
 * closed forms for erf (Williams 1997) and ReLU (Cho & Saul), solved with scipy.optimize.brentq;
 * scipy.integrate.quad over the real line for tanh (epsrel 1e-12), with q* by brentq on V(q) - q;
-* the critical line parameterized by q* (MATH.md sec. 2): sigma_w^2 = 1 / E[phi'^2], sigma_b^2 = q* - sigma_w^2 E[phi^2],
+* the critical line parameterized by q* (docs/mathematics.md sec. 2): sigma_w^2 = 1 / E[phi'^2], sigma_b^2 = q* - sigma_w^2 E[phi^2],
   which needs no root finding in sigma_w^2 at all.
 
 Error budget (used for the tolerances): quad at epsrel 1e-12 on smooth integrands of size O(1) gives ~1e-12 absolute;
@@ -69,7 +69,7 @@ def chi1_tanh(w, b):
     return w * gauss_mean(sech4, qstar_tanh(w, b))
 
 
-# erf closed forms (MATH.md sec. 2, Williams 1997)
+# erf closed forms (docs/mathematics.md sec. 2, Williams 1997)
 def erf_msq(q):
     return 2.0 / math.pi * math.asin(2 * q / (1 + 2 * q))
 
@@ -123,7 +123,7 @@ def test_critical_line_known_values():
 
 @pytest.mark.parametrize("q", [0.05, 0.3, 1.0, 2.5])
 def test_critical_line_tanh_matches_q_parameterization(q):
-    # MATH.md sec. 2: the critical line as a curve parameterized by q*
+    # docs/mathematics.md sec. 2: the critical line as a curve parameterized by q*
     w = 1.0 / gauss_mean(sech4, q)
     b = q - w * gauss_mean(tanh_sq, q)
     assert b >= 0.0
@@ -243,9 +243,11 @@ def test_phase_diagram_result_object(tmp_path):
     assert path.endswith(".npz")
     back = PhaseDiagram.load(path)
     assert back.activation == "tanh"
+    assert back.complete and pd.complete
+    back_d = back.to_dict()
     for k, v in d.items():
         if isinstance(v, np.ndarray):
-            np.testing.assert_array_equal(getattr(back, k), v)
+            np.testing.assert_array_equal(back_d[k], v)
     csv = np.loadtxt(pd.to_csv(tmp_path / "pd.csv"), delimiter=",", skiprows=1)
     assert csv.shape == (24, 9)
     W, B = np.meshgrid(pd.weight_vars, pd.bias_vars)
@@ -390,7 +392,7 @@ def test_every_quantity_plots(activation):
 
 
 def test_tanh_depth_scales_and_chi_c_against_quad():
-    """xi_q through MATH.md's form 1/xi_q = -log(chi_1 + sigma_w^2 E[phi'' phi]) and chi_c at sigma_b^2 = 0, where the
+    """xi_q through docs/mathematics.md's form 1/xi_q = -log(chi_1 + sigma_w^2 E[phi'' phi]) and chi_c at sigma_b^2 = 0, where the
     odd tanh has c* = 0 exactly, so the two pre-activations are independent and
     chi_c = sigma_w^2 (E[phi'(sqrt(q*) z)])^2 -- both 1-D quad integrals, no 2-D quadrature needed."""
     sech2 = lambda x: 1.0 - math.tanh(x) ** 2
@@ -410,7 +412,7 @@ def test_tanh_depth_scales_and_chi_c_against_quad():
                 chic = ww * gauss_mean(sech2, q) ** 2
                 assert abs(pd.chi_c[i, j] - chic) < 1e-9
                 assert abs(pd.xi_c[i, j] - (-1.0 / math.log(chic))) < 1e-8
-    # V'(q*) from MATH.md's form agrees with a centred difference of the quad length map as well (O(h^2) ~ 1e-8)
+    # V'(q*) from docs/mathematics.md's form agrees with a centred difference of the quad length map as well (O(h^2) ~ 1e-8)
     ww, bb = 2.5, 0.2
     q = qstar_tanh(ww, bb)
     h = 1e-4

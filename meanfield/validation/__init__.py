@@ -3,7 +3,7 @@ r"""Monte-Carlo validation of the mean-field theory against random finite-width 
 Needs torch: ``pip install "meanfield[validation]"`` (or ``pip install torch``). Runs on CUDA when available, else CPU.
 
 * :func:`sample_ensemble` draws ``n_seeds`` random networks matching a :class:`meanfield.Network` (standard or NTK
-  parameterization, MATH.md section 1), batched over seeds, float64 or float32.
+  parameterization, docs/mathematics.md section 1), batched over seeds, float64 or float32.
 * :func:`measure_order_parameters` measures q, c, qtilde (Karakida's sums over units) and chi_1 per layer for two
   inputs, and the output covariance (empirical NNGP); :func:`empirical_ntk` contracts Jacobians with ``torch.func``;
   :func:`fisher_statistics` gives the FIM mean eigenvalue, second moment and largest eigenvalue through the dual

@@ -1,6 +1,6 @@
 r"""Measurements on random finite networks: order parameters, kernels, Fisher spectra, gradient descent.
 
-Notation of MATH.md. For a :class:`~meanfield.validation.networks.NetworkEnsemble` of S networks:
+Notation of docs/mathematics.md. For a :class:`~meanfield.validation.networks.NetworkEnsemble` of S networks:
 
 * forward order parameters per network and layer l = 1..L: ``q^l(x,x) = (1/M_l) sum_i u^l_i(x)^2`` (likewise
   ``q^l(x',x')`` and ``q^l(x,x')``), ``c^l = q^l(x,x') / sqrt(q^l(x,x) q^l(x',x'))``;
@@ -367,7 +367,7 @@ def fisher_statistics(ensemble: NetworkEnsemble, x=None, *, n_samples: int = 32,
     Computed through the dual ``F* = J J^T / T`` (``C T x C T``; :func:`gram_layerwise`), never the P x P matrix:
     ``tr F = tr F*``, ``tr F^2 = ||F*||_F^2`` and the non-zero eigenvalues coincide. Karakida, Akaho & Amari predict
     ``m ~ kappa_1 C / M``, ``s ~ alpha C ((T-1)/T kappa_2^2 + kappa_1^2/T)``,
-    ``lambda_max ~ alpha M ((T-1)/T kappa_2 + kappa_1/T)`` (MATH.md section 5) for inputs ``x ~ N(0, I)``.
+    ``lambda_max ~ alpha M ((T-1)/T kappa_2 + kappa_1/T)`` (docs/mathematics.md section 5) for inputs ``x ~ N(0, I)``.
 
     Parameters
     ----------
@@ -448,7 +448,7 @@ def train_gd(ensemble: NetworkEnsemble, x, y, learning_rate, n_steps: int = 100,
 
     ``loss = (1/2T) sum_t ||y_t - f(x_t)||^2``, ``theta <- theta - eta grad loss``, in the ensemble's
     parameterization. Near initialization the loss Hessian is the FIM ``F = J^T J / T`` (plus a residual term), so
-    the linearized dynamics are stable only for ``eta < 2 / lambda_max`` (Karakida, Akaho & Amari; MATH.md section
+    the linearized dynamics are stable only for ``eta < 2 / lambda_max`` (Karakida, Akaho & Amari; docs/mathematics.md section
     5). Beyond it a finite network may still converge after a transient (the 'catapult' of Lewkowycz et al. 2020:
     the sharpness drops below ``2 / eta``); ``sharpness`` records ``lambda_max(F)`` along the way.
 

@@ -2,7 +2,7 @@ r"""Random finite-width networks in torch, batched over seeds, matching a :class
 
 A :class:`NetworkEnsemble` holds ``n_seeds`` independent draws of a fully connected network with ``depth`` hidden layers
 of width ``M_l = round(alpha_l * width)``, input dimension ``M_0 = round(alpha_0 * width)`` and ``n_outputs`` linear
-outputs (MATH.md section 1)::
+outputs (docs/mathematics.md section 1)::
 
     u^l = (sigma_{w,l} / sqrt(M_{l-1})) w^l h^{l-1} + sigma_{b,l} beta^l,   w^l, beta^l ~ N(0, 1),
     h^l = phi_l(u^l),  f = u^L.
@@ -389,7 +389,7 @@ def sample_ensemble(network: Network, width: int, n_seeds: int, *, n_outputs: in
     n_outputs : int
         C, the number of linear outputs.
     parameterization : {"standard", "ntk"}
-        Standard (SP) or NTK parameterization (MATH.md section 1): same function, different gradients.
+        Standard (SP) or NTK parameterization (docs/mathematics.md section 1): same function, different gradients.
     seed, first_index : int
         Network i (i = first_index .. first_index + n_seeds - 1) is drawn from a generator seeded by ``(seed, i)``.
     device : None, "auto", "cpu" or "cuda"

@@ -1,6 +1,6 @@
 r"""Theory against simulation on a ladder of widths: the ``python -m meanfield.validation run`` driver.
 
-For every validation network (default: tanh with ``L = 4`` weight layers and relu with ``L = 3``, as in MATH.md
+For every validation network (default: tanh with ``L = 4`` weight layers and relu with ``L = 3``, as in docs/mathematics.md
 section 5) and every width of the ladder, :func:`run_validation` draws ``n_seeds`` random networks, measures
 
 * forward order parameters ``q^l(x,x)``, ``q^l(x,x')``, ``c^l`` and backward ones ``qtilde_1^l``, ``qtilde_2^l``,
@@ -178,7 +178,7 @@ def _theory_fixed(cfg: ValidationConfig, inputs: tuple) -> tuple:
 
 
 def _fisher_core(net: Network, width: int, T: int, C: int, parameterization: str) -> dict:
-    """Karakida's MSE formulas from the core order parameters (MATH.md section 5); used without meanfield.fisher."""
+    """Karakida's MSE formulas from the core order parameters (docs/mathematics.md section 5); used without meanfield.fisher."""
     from ..forward import forward
     from ..backward import backward
 
@@ -217,7 +217,7 @@ def _theory_fisher(net: Network, width: int, T: int, C: int) -> tuple:
     else:
         sp = _fisher_core(net, width, T, C, "standard")
         ntk = _fisher_core(net, width, T, C, "ntk")
-        src = "MATH.md sec. 5 from meanfield.forward/backward (meanfield.fisher not installed)"
+        src = "docs/mathematics.md sec. 5 from meanfield.forward/backward (meanfield.fisher not installed)"
     out["m_lambda"] = (float(sp["mean_eigenvalue"]), src)
     out["s_lambda"] = (float(sp["second_moment"]), src)
     out["lambda_max"] = (float(sp["lambda_max"]), src)
@@ -534,7 +534,7 @@ class ValidationReport:
             f"(training section).",
             f"* **Smallest NTK eigenvalue** `kappa'_1 - kappa'_2` (NTK lambda_min): the bulk of the `T x T` block "
             f"spreads by O(sqrt(T/M)) at finite width and its lower edge is approached slowly: exponents "
-            f"{exps(sel(lambda f: f['quantity'] == 'NTK lambda_min'))} over this range (MATH.md: still ~10% low at "
+            f"{exps(sel(lambda f: f['quantity'] == 'NTK lambda_min'))} over this range (docs/mathematics.md: still ~10% low at "
             f"width 8192); compare condition numbers with this in mind.",
             f"* **NNGP** `K(x,x)`, `K(x,x')`: the covariance of the outputs over the ensemble; one network holds only C "
             f"samples of it, so its error is set by the number of seeds, not by width (single-network exponents "

@@ -11,18 +11,18 @@ import numba as nb
 import numpy as np
 
 from ._quad_kernels import pair_closed
-from .activations import ERF, LEAKY_RELU
+from .activations import ERF, LEAKY_RELU, phi_eval
 
 
 
 @nb.njit(cache=True)
 def eval_grid(ev, code, p0, p1, x, order):
-    """``ev(code, p0, p1, x[r, n], order)`` on a 2-D grid (rows in parallel)."""
+    """``phi^(order)(x[r, n])`` on a 2-D grid."""
     m, n = x.shape
     out = np.empty((m, n))
     for r in nb.prange(m):
         for s in range(n):
-            out[r, s] = ev(code, p0, p1, x[r, s], order)
+            out[r, s] = phi_eval(ev, code, p0, p1, x[r, s], order)
     return out
 
 

@@ -23,8 +23,7 @@ import math
 import numba as nb
 import numpy as np
 
-from ._jit import register
-from .activations import ERF, LEAKY_RELU, LINEAR, RELU, act_eval
+from .activations import ERF, LEAKY_RELU, LINEAR, RELU, phi_eval
 
 ZMAX = 10.0
 ZMAX_COEF = 14.0
@@ -96,11 +95,11 @@ def _next_width(x, hi, h, graded, centre, cap):
     return w
 
 @nb.njit(cache=True)
-def _pw(code, p0, p1, x, order):
+def _pw(ev, code, p0, p1, x, order):
     """phi^(order)(x), with order -1 meaning the constant 1."""
     if order < 0:
         return 1.0
-    return act_eval(code, p0, p1, x, order)
+    return phi_eval(ev, code, p0, p1, x, order)
 
 
 @nb.njit(cache=True)
@@ -160,29 +159,29 @@ def _kink_at_zero(kinks):
 
 
 @nb.njit(cache=True)
-def _limit0(code, p0, p1, kinks, a, b):
+def _limit0(ev, code, p0, p1, kinks, a, b):
     """lim_{q -> 0} E[phi^(a)(u) phi^(b)(u)], u ~ N(0, q): phi^(a) phi^(b) at 0, or, for a kink at 0, the mean of the
     one-sided limits (u > 0 and u < 0 each carry probability 1/2), e.g. E[phi'^2] -> (phi'(0-)^2 + phi'(0+)^2) / 2."""
     if _kink_at_zero(kinks):
-        return 0.5 * (_pw(code, p0, p1, TINY, a) * _pw(code, p0, p1, TINY, b)
-                      + _pw(code, p0, p1, -TINY, a) * _pw(code, p0, p1, -TINY, b))
-    return _pw(code, p0, p1, 0.0, a) * _pw(code, p0, p1, 0.0, b)
+        return 0.5 * (_pw(ev, code, p0, p1, TINY, a) * _pw(ev, code, p0, p1, TINY, b)
+                      + _pw(ev, code, p0, p1, -TINY, a) * _pw(ev, code, p0, p1, -TINY, b))
+    return _pw(ev, code, p0, p1, 0.0, a) * _pw(ev, code, p0, p1, 0.0, b)
 
 
 @nb.njit(cache=True)
-def e1d(code, p0, p1, kinks, scale, q, a, b, m):
+def e1d(ev, code, p0, p1, kinks, scale, q, a, b, m):
     """E[u^m phi^(a)(u) phi^(b)(u)], u ~ N(0, q); a, b in {-1 (constant 1), 0, 1, 2}, m in {0, 1}."""
     if q <= 0.0:
         if m == 1:
             return 0.0
-        return _limit0(code, p0, p1, kinks, a, b)
+        return _limit0(ev, code, p0, p1, kinks, a, b)
     s = math.sqrt(q)
     if kinks.size == 0 and abs(scale) >= s:
         # smooth and slowly varying in z: the precomputed standard rule (same nodes _scaled_rule would build)
         acc = 0.0
         for j in range(STD_Z.size):
             u = s * STD_Z[j]
-            val = _pw(code, p0, p1, u, a) * _pw(code, p0, p1, u, b)
+            val = _pw(ev, code, p0, p1, u, a) * _pw(ev, code, p0, p1, u, b)
             if m == 1:
                 val *= u
             acc += STD_W[j] * val
@@ -191,7 +190,7 @@ def e1d(code, p0, p1, kinks, scale, q, a, b, m):
     acc = 0.0
     for j in range(z.size):
         u = s * z[j]
-        val = _pw(code, p0, p1, u, a) * _pw(code, p0, p1, u, b)
+        val = _pw(ev, code, p0, p1, u, a) * _pw(ev, code, p0, p1, u, b)
         if m == 1:
             val *= u
         acc += w[j] * val * math.exp(-0.5 * z[j] * z[j])
@@ -199,45 +198,45 @@ def e1d(code, p0, p1, kinks, scale, q, a, b, m):
 
 
 @nb.njit(cache=True)
-def e1d_sq_and_slope(code, p0, p1, kinks, scale, q):
+def e1d_sq_and_slope(ev, code, p0, p1, kinks, scale, q):
     """(E[phi(u)^2], E[u phi(u) phi'(u)] / q) in one pass over the nodes (the length map and its slope)."""
     if has_closed(code) or q <= 1e-100:
         qe = q if q > 1e-100 else 1e-100
-        return mean_sq(code, p0, p1, kinks, scale, q, 0), e1d(code, p0, p1, kinks, scale, qe, 0, 1, 1) / qe
+        return mean_sq(ev, code, p0, p1, kinks, scale, q, 0), e1d(ev, code, p0, p1, kinks, scale, qe, 0, 1, 1) / qe
     s = math.sqrt(q)
     e0 = 0.0
     e1 = 0.0
     if kinks.size == 0 and abs(scale) >= s:
         for j in range(STD_Z.size):
             u = s * STD_Z[j]
-            f = act_eval(code, p0, p1, u, 0)
+            f = phi_eval(ev, code, p0, p1, u, 0)
             e0 += STD_W[j] * f * f
-            e1 += STD_W[j] * u * f * act_eval(code, p0, p1, u, 1)
+            e1 += STD_W[j] * u * f * phi_eval(ev, code, p0, p1, u, 1)
         return e0, e1 / q
     z, w = _scaled_rule(kinks, scale, s, 0.0, ZMAX, 1.0)
     for j in range(z.size):
         u = s * z[j]
         g = w[j] * math.exp(-0.5 * z[j] * z[j])
-        f = act_eval(code, p0, p1, u, 0)
+        f = phi_eval(ev, code, p0, p1, u, 0)
         e0 += g * f * f
-        e1 += g * u * f * act_eval(code, p0, p1, u, 1)
+        e1 += g * u * f * phi_eval(ev, code, p0, p1, u, 1)
     return e0 * _INV_SQRT_2PI, e1 * _INV_SQRT_2PI / q
 
 
 @nb.njit(cache=True)
-def _smooth1(code, p0, p1, kinks, scale, mean, sd, order):
+def _smooth1(ev, code, p0, p1, kinks, scale, mean, sd, order):
     """E[phi^(order)(mean + sd z)], z ~ N(0, 1) (inner integral of the nested rule)."""
     if sd <= 0.0:
-        return _pw(code, p0, p1, mean, order)
+        return _pw(ev, code, p0, p1, mean, order)
     if kinks.size == 0 and abs(scale) >= sd and abs(mean) <= abs(scale):
         acc = 0.0
         for j in range(STD_Z.size):
-            acc += STD_W[j] * _pw(code, p0, p1, mean + sd * STD_Z[j], order)
+            acc += STD_W[j] * _pw(ev, code, p0, p1, mean + sd * STD_Z[j], order)
         return acc
     z, w = _scaled_rule(kinks, scale, sd, mean, ZMAX, 1.0)
     acc = 0.0
     for j in range(z.size):
-        acc += w[j] * _pw(code, p0, p1, mean + sd * z[j], order) * math.exp(-0.5 * z[j] * z[j])
+        acc += w[j] * _pw(ev, code, p0, p1, mean + sd * z[j], order) * math.exp(-0.5 * z[j] * z[j])
     return acc * _INV_SQRT_2PI
 
 
@@ -245,15 +244,15 @@ _LAYER = np.array([-8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0])
 
 
 @nb.njit(cache=True)
-def e2d(code, p0, p1, kinks, scale, qu, qv, quv, a, b):
+def e2d(ev, code, p0, p1, kinks, scale, qu, qv, quv, a, b):
     """E[phi^(a)(u) phi^(b)(v)] for (u, v) ~ N(0, [[qu, quv], [quv, qv]]) by the nested composite rule."""
     if qu <= 0.0 and qv <= 0.0:
-        return e1d(code, p0, p1, kinks, scale, 0.0, a, b, 0)       # u = v = 0: the c = 1 limit
+        return e1d(ev, code, p0, p1, kinks, scale, 0.0, a, b, 0)       # u = v = 0: the c = 1 limit
     if qu <= 0.0:
         # one variance 0 (so q_uv = 0): the c = 0 limit, phi^(a)(0) averaged over the two sides of a kink at 0
-        return _limit0(code, p0, p1, kinks, a, -1) * e1d(code, p0, p1, kinks, scale, qv, b, -1, 0)
+        return _limit0(ev, code, p0, p1, kinks, a, -1) * e1d(ev, code, p0, p1, kinks, scale, qv, b, -1, 0)
     if qv <= 0.0:
-        return _limit0(code, p0, p1, kinks, b, -1) * e1d(code, p0, p1, kinks, scale, qu, a, -1, 0)
+        return _limit0(ev, code, p0, p1, kinks, b, -1) * e1d(ev, code, p0, p1, kinks, scale, qu, a, -1, 0)
     su = math.sqrt(qu)
     sv = math.sqrt(qv)
     c = quv / (su * sv)
@@ -287,9 +286,9 @@ def e2d(code, p0, p1, kinks, scale, qu, qv, quv, a, b):
     z, w = _rule(_sorted_edges(-ZMAX, ZMAX, pts, npts), h, scale < 0.0, 0.0, 1.0)
     acc = 0.0
     for j in range(z.size):
-        fz = _pw(code, p0, p1, su * z[j], a)
+        fz = _pw(ev, code, p0, p1, su * z[j], a)
         if fz != 0.0:
-            inner = _smooth1(code, p0, p1, kinks, scale, sv * c * z[j], sd, b)
+            inner = _smooth1(ev, code, p0, p1, kinks, scale, sv * c * z[j], sd, b)
             acc += w[j] * fz * inner * math.exp(-0.5 * z[j] * z[j])
     return acc * _INV_SQRT_2PI
 
@@ -397,19 +396,19 @@ def has_closed(code):
 
 
 @nb.njit(cache=True)
-def pair_expect(code, p0, p1, kinks, scale, qu, qv, quv, deriv):
+def pair_expect(ev, code, p0, p1, kinks, scale, qu, qv, quv, deriv):
     """E[phi^(d)(u) phi^(d)(v)], d = deriv in {0, 1}: closed form if one exists, else the nested rule."""
     if has_closed(code):
         return pair_closed(code, p0, qu, qv, quv, deriv)
-    return e2d(code, p0, p1, kinks, scale, qu, qv, quv, deriv, deriv)
+    return e2d(ev, code, p0, p1, kinks, scale, qu, qv, quv, deriv, deriv)
 
 
 @nb.njit(cache=True)
-def mean_sq(code, p0, p1, kinks, scale, q, deriv):
+def mean_sq(ev, code, p0, p1, kinks, scale, q, deriv):
     """E[phi^(d)(u)^2], u ~ N(0, q): closed form if one exists, else the 1-D rule."""
     if has_closed(code):
         return pair_closed(code, p0, q, q, q, deriv)
-    return e1d(code, p0, p1, kinks, scale, q, deriv, deriv, 0)
+    return e1d(ev, code, p0, p1, kinks, scale, q, deriv, deriv, 0)
 
 
 @nb.njit(cache=True)
@@ -426,7 +425,7 @@ def n_hermite_terms(q, scale, kinked):
 
 
 @nb.njit(cache=True)
-def hermite_coeffs(code, p0, p1, kinks, scale, q, nterms, deriv):
+def hermite_coeffs(ev, code, p0, p1, kinks, scale, q, nterms, deriv):
     """Normalised Hermite coefficients a_k = E[f(z) He_k(z)] / sqrt(k!), k < nterms, f(z) = phi^(deriv)(sqrt(q) z).
 
     Computed with the Hermite functions psi_k = He_k sqrt(phi_N)/sqrt(k!) (|psi_k| <= 1, stable three-term recurrence):
@@ -446,7 +445,7 @@ def hermite_coeffs(code, p0, p1, kinks, scale, q, nterms, deriv):
     for j in range(z.size):
         g = math.exp(-0.25 * z[j] * z[j]) * c0  # sqrt of the standard normal density
         u = s * z[j] if s > 0.0 else math.copysign(TINY, z[j])   # q = 0: the one-sided limits at a kink at 0
-        wt = w[j] * act_eval(code, p0, p1, u, deriv) * g
+        wt = w[j] * phi_eval(ev, code, p0, p1, u, deriv) * g
         psi_prev = 0.0
         psi = g
         for k in range(nterms):
@@ -467,39 +466,37 @@ def mehler_sum(coef_a, coef_b, c):
 
 
 @nb.njit(cache=True, parallel=True)
-def e1d_many(code, p0, p1, kinks, scale, q, a, b, m):
+def e1d_many(ev, code, p0, p1, kinks, scale, q, a, b, m):
     out = np.empty(q.size)
     for i in nb.prange(q.size):
-        out[i] = e1d(code, p0, p1, kinks, scale, q[i], a, b, m)
+        out[i] = e1d(ev, code, p0, p1, kinks, scale, q[i], a, b, m)
     return out
 
 
 @nb.njit(cache=True, parallel=True)
-def pair_expect_many(code, p0, p1, kinks, scale, qu, qv, quv, deriv):
+def pair_expect_many(ev, code, p0, p1, kinks, scale, qu, qv, quv, deriv):
     out = np.empty(qu.size)
     for i in nb.prange(qu.size):
-        out[i] = pair_expect(code, p0, p1, kinks, scale, qu[i], qv[i], quv[i], deriv)
+        out[i] = pair_expect(ev, code, p0, p1, kinks, scale, qu[i], qv[i], quv[i], deriv)
     return out
 
 
 @nb.njit(cache=True, parallel=True)
-def e2d_many(code, p0, p1, kinks, scale, qu, qv, quv, a, b):
+def e2d_many(ev, code, p0, p1, kinks, scale, qu, qv, quv, a, b):
     out = np.empty(qu.size)
     for i in nb.prange(qu.size):
-        out[i] = e2d(code, p0, p1, kinks, scale, qu[i], qv[i], quv[i], a, b)
+        out[i] = e2d(ev, code, p0, p1, kinks, scale, qu[i], qv[i], quv[i], a, b)
     return out
 
 
 @nb.njit(cache=True, parallel=True)
-def hermite_coeffs_many(code, p0, p1, kinks, scale, q, nterms, deriv):
+def hermite_coeffs_many(ev, code, p0, p1, kinks, scale, q, nterms, deriv):
     out = np.empty((q.size, nterms))
     for i in nb.prange(q.size):
-        out[i, :] = hermite_coeffs(code, p0, p1, kinks, scale, q[i], nterms, deriv)
+        out[i, :] = hermite_coeffs(ev, code, p0, p1, kinks, scale, q[i], nterms, deriv)
     return out
 
 
-register(_pw, _limit0, e1d, e1d_sq_and_slope, _smooth1, e2d, pair_expect, mean_sq, hermite_coeffs, e1d_many, pair_expect_many, e2d_many,
-         hermite_coeffs_many)
 
 
 @nb.njit(cache=True)

@@ -36,6 +36,8 @@ __all__ = [
     "get_activation",
     "custom_activation",
     "act_eval",
+    "phi_eval",
+    "EV_SIGNATURE",
 ]
 
 SELU_LAMBDA = 1.0507009873554804934193349852946
@@ -152,11 +154,31 @@ def act_eval(code, p0, p1, x, order):
     return math.nan
 
 
+#: numba signature of a custom activation's compiled evaluator ``ev(x, order) -> phi^(order)(x)``. The compiled
+#: kernels take it as a first-class function argument (a function pointer), so one compiled (and cached) copy of each
+#: kernel serves every activation; a custom activation costs only the compilation of its own evaluator.
+EV_SIGNATURE = nb.types.float64(nb.types.float64, nb.types.int64)
+
+
+@nb.cfunc(EV_SIGNATURE, cache=True)
+def _no_custom(x, order):
+    """Evaluator passed for built-in activations (never called: built-ins dispatch on their code)."""
+    return math.nan
+
+
+@nb.njit(cache=True, inline="always")
+def phi_eval(ev, code, p0, p1, x, order):
+    """phi^(order)(x): the built-in evaluator for ``code >= 0``, else the custom evaluator ``ev(x, order)``."""
+    if code >= 0:
+        return act_eval(code, p0, p1, x, order)
+    return ev(x, order)
+
+
 @nb.njit(cache=True, parallel=False)
-def _act_eval_array(code, p0, p1, x, order):
+def _act_eval_array(ev, code, p0, p1, x, order):
     out = np.empty(x.size)
     for i in range(x.size):
-        out[i] = act_eval(code, p0, p1, x[i], order)
+        out[i] = phi_eval(ev, code, p0, p1, x[i], order)
     return out
 
 
@@ -178,8 +200,9 @@ class Activation:
         Length over which phi varies, which sets the quadrature panel width (``inf`` for piecewise polynomials).
     closed_form : bool
         True if closed forms of the Gaussian pair expectations are used (relu, leaky_relu, erf, linear).
-    evaluator : numba dispatcher, optional
-        For a custom activation: compiled ``ev(code, p0, p1, x, order)``.
+    evaluator : numba cfunc, optional
+        For a custom activation: its compiled evaluator ``ev(x, order)`` of signature ``EV_SIGNATURE``, passed to
+        the compiled kernels as a function pointer.
     """
 
     name: str
@@ -188,15 +211,17 @@ class Activation:
     kinks: tuple = ()
     scale: float = 1.0
     closed_form: bool = False
-    evaluator: Optional[Callable] = field(default=None, compare=False, repr=False)
+    evaluator: Optional[Callable] = field(default=None, repr=False)   # identity: two customs never compare equal
     graded: bool = False
 
     @property
     def kernel_args(self) -> tuple:
-        """``(code, p0, p1, kinks, signed_scale)`` as the compiled kernels take them (a negative scale marks an
+        """``(ev, code, p0, p1, kinks, signed_scale)`` as the compiled kernels take them (``ev`` the custom evaluator or a placeholder) (a negative scale marks an
         activation whose analyticity strip widens away from u = 0, allowing geometrically graded panels)."""
         sc = -self.scale if self.graded else self.scale
-        return (self.code, float(self.params[0]), float(self.params[1]), np.asarray(self.kinks, dtype=np.float64), sc)
+        ev = _no_custom if self.evaluator is None else self.evaluator
+        return (ev, self.code, float(self.params[0]), float(self.params[1]), np.asarray(self.kinks, dtype=np.float64),
+                sc)
 
     @property
     def is_custom(self) -> bool:
@@ -209,13 +234,9 @@ class Activation:
 
     def _eval(self, x, order: int):
         arr = np.asarray(x, dtype=np.float64)
-        ev = self.evaluator if self.is_custom else None
-        if ev is None:
-            flat = np.ascontiguousarray(arr.ravel())
-            out = _act_eval_array(self.code, self.params[0], self.params[1], flat, order).reshape(arr.shape)
-        else:
-            flat = arr.ravel()
-            out = np.array([ev(CUSTOM, 0.0, 0.0, float(v), order) for v in flat]).reshape(arr.shape)
+        ev, code, p0, p1 = self.kernel_args[:4]
+        out = _act_eval_array(ev, code, p0, p1, np.ascontiguousarray(arr.ravel()), order).reshape(arr.shape)
+        if self.is_custom:
             bad = ~np.isfinite(out) & np.isfinite(arr)
             if np.any(bad):
                 x_bad = float(arr[bad].ravel()[0])
@@ -402,7 +423,7 @@ def _probe_finite(name: str, ev, kinks: tuple) -> None:
     xs = np.concatenate([[0.3, 0.0], _PROBE_GRID, extra])
     for order, what in ((0, "phi"), (1, "phi'"), (2, "phi''")):
         for x in xs:
-            v = ev(CUSTOM, 0.0, 0.0, float(x), order)
+            v = ev(float(x), order)
             if not math.isfinite(v):
                 raise ValueError(f"custom activation {name!r}: {what}(x) = {v} is not finite at x = {float(x)!r} "
                                  f"(phi and its derivatives must be finite on the whole real line)")
@@ -454,8 +475,7 @@ def custom_activation(name: str, phi, dphi=None, d2phi=None, *, kinks=(), scale:
     f1 = jit(dphi) if dphi is not None else _fd_derivative(f0, 1, kinks)
     f2 = jit(d2phi) if d2phi is not None else _fd_derivative(f0, 2, kinks)
 
-    @nb.njit
-    def ev(code, p0, p1, x, order):
+    def ev_py(x, order):
         if order == 0:
             return f0(x)
         if order == 1:
@@ -463,9 +483,7 @@ def custom_activation(name: str, phi, dphi=None, d2phi=None, *, kinks=(), scale:
         return f2(x)
 
     try:
-        ev(CUSTOM, 0.0, 0.0, 0.3, 0)
-        ev(CUSTOM, 0.0, 0.0, 0.3, 1)
-        ev(CUSTOM, 0.0, 0.0, 0.3, 2)
+        ev = nb.cfunc(EV_SIGNATURE)(ev_py)
     except Exception as exc:  # numba typing errors are long; give the gist
         raise TypeError(f"custom activation {name!r} could not be compiled by numba: {exc}") from exc
     _probe_finite(str(name), ev, kinks)

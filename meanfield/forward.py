@@ -40,7 +40,7 @@ import numpy as np
 
 from . import _maps_kernels as _mk
 from ._checks import check_finite_array, check_in_range, check_nonneg
-from ._jit import kernel_set
+from . import _quad_kernels as _qk
 from .activations import LEAKY_RELU, LINEAR, RELU, get_activation
 from .errors import ConvergenceWarning, DivergenceWarning, NoCriticalPointWarning
 from .network import Network
@@ -157,8 +157,7 @@ def _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, need_c
         q0 = wv + bv  # q^1 for an input with x.x / M_0 = 1
     else:
         shape, (wv, bv, q0) = _prep(weight_var, bias_var, check_nonneg("q_init", q_init))
-    ks = kernel_set(act)
-    qs, chi, slope1, vp, cs, chic, st_q, st_c = ks.fixed_points_many(*act.kernel_args, wv, bv, rho, q0, need_c,
+    qs, chi, slope1, vp, cs, chic, st_q, st_c = _mk.fixed_points_many(*act.kernel_args, wv, bv, rho, q0, need_c,
                                                                      _MAX_ITER)
     div = st_q == _mk.DIVERGED
     if np.any(div):
@@ -213,7 +212,7 @@ def length_map(activation, q, weight_var, bias_var, *, dropout_keep: float = 1.0
     act = get_activation(activation)
     rho = _rho(dropout_keep)
     shape, (wv, bv, qq) = _prep(weight_var, bias_var, check_nonneg("q", q))
-    out = kernel_set(act).length_map_many(*act.kernel_args, qq, wv, bv, rho)
+    out = _mk.length_map_many(*act.kernel_args, qq, wv, bv, rho)
     return _shaped(shape, out)
 
 
@@ -251,7 +250,7 @@ def correlation_map(activation, c, weight_var, bias_var, q=None, *, dropout_keep
     shape, (wv, bv, cf, qf) = _prep(weight_var, bias_var, cc, qv)
     if np.any(qf == 0):
         raise ValueError("the correlation map needs q > 0 (q* = 0 here: pass q explicitly, e.g. a small positive q)")
-    out, dout = kernel_set(act).correlation_map_many(*act.kernel_args, cf, qf, wv, bv, rho)
+    out, dout = _mk.correlation_map_many(*act.kernel_args, cf, qf, wv, bv, rho)
     if return_derivative:
         return _shaped(shape, out), _shaped(shape, dout)
     return _shaped(shape, out)
@@ -394,10 +393,9 @@ def critical_weight_var(activation, bias_var, *, return_qstar: bool = False, dro
         if return_qstar:
             return wv, _shaped(shape, np.where(flat > 0, np.inf, 1.0))
         return wv
-    ks = kernel_set(act)
-    wv, qc, st = ks.critical_many(*act.kernel_args, flat, _MAX_ITER)
+    wv, qc, st = _mk.critical_many(*act.kernel_args, flat, _MAX_ITER)
     # the chi_1 = 1 fixed point must attract the length iteration (|V'(q*)| < 1), else it is no phase boundary
-    unstable = np.array([np.isfinite(w) and abs(ks.vprime_scalar(*act.kernel_args, q, w, 1.0)) > 1.0 + 1e-9
+    unstable = np.array([np.isfinite(w) and abs(_mk.vprime_scalar(*act.kernel_args, q, w, 1.0)) > 1.0 + 1e-9
                          for w, q in zip(wv, qc)], dtype=bool)
     wv[unstable] = np.nan
     qc[unstable] = np.nan
@@ -515,13 +513,12 @@ def forward(network: Network, input_norm=1.0, input_norm2=None, input_overlap=0.
         if l == L:
             break
         act = network.activations[l - 1]
-        ks = kernel_set(act)
         args = act.kernel_args
         qu = np.array([q1[l - 1], q1b[l - 1], q1[l - 1], q1[l - 1], q1b[l - 1], q1[l - 1]])
         qv = np.array([q1[l - 1], q1b[l - 1], q1b[l - 1], q1[l - 1], q1b[l - 1], q1b[l - 1]])
         quv = np.array([q1[l - 1], q1b[l - 1], q2[l - 1], q1[l - 1], q1b[l - 1], q2[l - 1]])
-        e0 = ks.pair_expect_many(*args, qu[:3], qv[:3], quv[:3], 0)
-        e1 = ks.pair_expect_many(*args, qu[3:], qv[3:], quv[3:], 1)
+        e0 = _qk.pair_expect_many(*args, qu[:3], qv[:3], quv[:3], 0)
+        e1 = _qk.pair_expect_many(*args, qu[3:], qv[3:], quv[3:], 1)
         qh1[l], qh1b[l], qh2[l] = e0
         qd1[l - 1], qd1b[l - 1], qd2[l - 1] = e1
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -65,7 +65,7 @@ import scipy.special
 from . import _kernels_numba as _nk
 from . import _quad_kernels as _qk
 from ._checks import check_int, check_positive, check_finite_array
-from .activations import Activation, act_eval
+from .activations import Activation
 from .network import Network
 
 __all__ = ["KernelResult", "kernels", "nngp_kernel", "ntk_kernel", "nngp_diagonal"]
@@ -93,14 +93,8 @@ def _basis(n: int, n_terms: int):
     return _nk.hermite_basis(z, sw, n_terms)
 
 
-def _evaluator(act: Activation):
-    if act.evaluator is not None:
-        return act.evaluator, -1, 0.0, 0.0
-    return act_eval, int(act.code), float(act.params[0]), float(act.params[1])
-
-
 def _coefficients(act, q, n, kt, order):
-    ev, code, p0, p1 = _evaluator(act)
+    ev, code, p0, p1 = act.kernel_args[:4]
     z, w, sw = _gauss_hermite(n)
     F = _nk.eval_grid(ev, code, p0, p1, np.ascontiguousarray(np.outer(np.sqrt(q), z)), order)
     if not np.all(np.isfinite(F)):

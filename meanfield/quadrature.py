@@ -21,7 +21,6 @@ from numba.core.registry import CPUDispatcher
 
 from . import _quad_kernels as _qk
 from ._checks import as_float_array, check_nonneg
-from ._jit import kernel_set
 from .activations import get_activation
 
 __all__ = ["gaussian_expectation", "pair_expectation", "hermite_coefficients", "gaussian_rule", "mehler_terms"]
@@ -147,8 +146,7 @@ def pair_expectation(activation, q_u, q_v, q_uv, derivative: bool = False):
         raise ValueError("q_uv must be finite")
     if np.any(np.abs(quv) > np.sqrt(qu) * np.sqrt(qv) * (1 + 5e-13) + 1e-300):   # no overflow for q up to 1e308
         raise ValueError("q_uv must satisfy q_uv^2 <= q_u q_v (a covariance matrix must be positive semi-definite)")
-    ks = kernel_set(act)
-    out = ks.pair_expect_many(*act.kernel_args, qu, qv, quv, 1 if derivative else 0)
+    out = _qk.pair_expect_many(*act.kernel_args, qu, qv, quv, 1 if derivative else 0)
     return _shape_out(shape, out)
 
 
@@ -189,7 +187,6 @@ def hermite_coefficients(activation, q, n_terms=None, derivative: bool = False):
         n_terms = mehler_terms(act, float(qa.max()))
     if isinstance(n_terms, bool) or not isinstance(n_terms, (int, np.integer)) or n_terms < 1:
         raise ValueError(f"n_terms must be an integer >= 1, got {n_terms!r}")
-    ks = kernel_set(act)
-    out = ks.hermite_coeffs_many(*act.kernel_args, np.ascontiguousarray(qa.ravel()), int(n_terms),
+    out = _qk.hermite_coeffs_many(*act.kernel_args, np.ascontiguousarray(qa.ravel()), int(n_terms),
                                  1 if derivative else 0)
     return out.reshape(np.shape(q) + (int(n_terms),))

@@ -14,7 +14,7 @@ from .errors import ConvergenceWarning, DivergenceWarning, NoCriticalPointWarnin
 from .forward import (DepthScales, FixedPoint, ForwardResult, c_map_slope, chi1, chi_c, correlation_map,
                       critical_weight_var, cstar, depth_scales, fixed_point, forward, length_map, qstar)
 from .network import Network
-from .quadrature import gaussian_expectation, gaussian_rule, hermite_coefficients, mehler_terms, pair_expectation
+from .gaussian import gaussian_expectation, gaussian_rule, hermite_coefficients, mehler_terms, pair_expectation
 from .kernels import KernelResult, kernels, nngp_diagonal, nngp_kernel, ntk_kernel
 from .regression import (GPPosterior, NTKPrediction, gp_posterior, nngp_regression, ntk_condition_number,
                          ntk_gradient_flow, ntk_regression)

@@ -9,30 +9,15 @@ import math
 import numba as nb
 import numpy as np
 
-from ._quad_kernels import (e1d, e1d_sq_and_slope, e2d, has_closed, hermite_coeffs, mean_sq, mehler_sum,
+from ._gaussian_kernels import (dmean_sq_dq, e1d_sq_and_slope, e2d, hermite_coeffs, mean_sq, mehler_sum,
                             n_hermite_terms, pair_closed)
-from .activations import ERF, LEAKY_RELU, LINEAR, RELU, phi_eval
+from .activations import LEAKY_RELU, has_closed_form, is_homogeneous, phi_eval
 
 QMAX = 1e15          # q beyond this (starting from q_init <= 1e12) counts as divergence
 BIG = 1e8            # where the large-|u| slopes of an unbounded activation are read off
 EPS = 2.220446049250313e-16
 NOISE = 64 * EPS     # relative rounding noise of V(q) - q
 OK, DIVERGED, NOT_CONVERGED = 0, 1, 2
-
-
-@nb.njit(cache=True)
-def dmean_sq_dq(ev, code, p0, p1, kinks, scale, q):
-    """d/dq E[phi(sqrt(q) z)^2] = E[u phi(u) phi'(u)] / q (Gaussian integration by parts; needs only phi, phi')."""
-    if code == RELU:
-        return 0.5
-    if code == LEAKY_RELU:
-        return 0.5 * (1.0 + p0 * p0)
-    if code == LINEAR:
-        return 1.0
-    if code == ERF:
-        return 4.0 / (math.pi * (1.0 + 2.0 * q) * math.sqrt(1.0 + 4.0 * q))
-    qe = q if q > 1e-100 else 1e-100
-    return e1d(ev, code, p0, p1, kinks, scale, qe, 0, 1, 1) / qe
 
 
 @nb.njit(cache=True)
@@ -98,7 +83,7 @@ def qstar_scalar(ev, code, p0, p1, kinks, scale, wv, bv, rho, q0, max_iter):
     dx = dxold
     for k in range(max_iter):
         it += 1
-        if has_closed(code):
+        if has_closed_form(code):
             Fx = length_map_scalar(ev, code, p0, p1, kinks, scale, x, wv, bv, rho) - x
             dF = wv / rho * dmean_sq_dq(ev, code, p0, p1, kinks, scale, x) - 1.0
         else:
@@ -215,7 +200,7 @@ def cmap_setup(ev, code, p0, p1, kinks, scale, qs):
         ap, am = asymptotic_slopes(ev, code, p0, p1)
         a = np.array([ap, am])
         return 3, a, a, ALL_C, ALL_C
-    if has_closed(code):
+    if has_closed_form(code):
         z = np.zeros(1)
         return 0, z, z, ALL_C, ALL_C
     if kinks.size == 0:
@@ -249,7 +234,7 @@ def cstar_scalar(ev, code, p0, p1, kinks, scale, qs, wv, bv, rho, max_iter):
     increases monotonically to the unique root in [0, 1)."""
     if qs == 0.0:
         # q* = 0 (sigma_b = 0, phi(0) = 0). Positively homogeneous activations: the map does not depend on q.
-        if code == RELU or code == LEAKY_RELU or code == LINEAR:
+        if is_homogeneous(code):
             qs = 1.0
         else:
             # smooth phi: the q -> 0 limit is the linearised map C(c) = rho c (chi_1 at rho = 1)

@@ -8,7 +8,7 @@ Kinked activations list the points where they are not smooth (``kinks``); the qu
 strip of analyticity, or 1 for entire functions that grow along the imaginary axis -- and sets the quadrature step.
 
 Closed forms of the Gaussian pair expectations exist for ``relu``, ``leaky_relu``, ``erf`` and ``linear``
-(``Activation.closed_form``): see :mod:`meanfield.quadrature`.
+(``Activation.closed_form``): see :mod:`meanfield.gaussian`.
 
 A user-defined activation comes from numba-compilable scalar functions through :func:`custom_activation`; missing
 derivatives are computed by 9-point finite differences that never straddle a declared kink (stated errors in
@@ -38,6 +38,8 @@ __all__ = [
     "act_eval",
     "phi_eval",
     "EV_SIGNATURE",
+    "has_closed_form",
+    "is_homogeneous",
 ]
 
 SELU_LAMBDA = 1.0507009873554804934193349852946
@@ -200,6 +202,10 @@ class Activation:
         Length over which phi varies, which sets the quadrature panel width (``inf`` for piecewise polynomials).
     closed_form : bool
         True if closed forms of the Gaussian pair expectations are used (relu, leaky_relu, erf, linear).
+    homogeneous : bool
+        True if phi is positively homogeneous of degree 1, ``phi(a x) = a phi(x)`` for ``a > 0`` (relu, leaky_relu,
+        linear): the correlation map and chi_1 do not depend on q, and the critical weight variance is the same for
+        every bias (:attr:`critical_weight_var`).
     evaluator : numba cfunc, optional
         For a custom activation: its compiled evaluator ``ev(x, order)`` of signature ``EV_SIGNATURE``, passed to
         the compiled kernels as a function pointer.
@@ -213,6 +219,7 @@ class Activation:
     closed_form: bool = False
     evaluator: Optional[Callable] = field(default=None, repr=False)   # identity: two customs never compare equal
     graded: bool = False
+    homogeneous: bool = False
 
     @property
     def kernel_args(self) -> tuple:
@@ -226,6 +233,14 @@ class Activation:
     @property
     def is_custom(self) -> bool:
         return self.code == CUSTOM
+
+    @property
+    def critical_weight_var(self):
+        """Critical sigma_w^2 (chi_1 = 1) valid for every bias variance, known in closed form for positively
+        homogeneous activations: ``2 / (phi'(0+)^2 + phi'(0-)^2)`` (2 for relu, 1 for linear); None otherwise."""
+        if not self.homogeneous:
+            return None
+        return 2.0 / (self.dphi(1.0) ** 2 + self.dphi(-1.0) ** 2)
 
     @property
     def smooth(self) -> bool:
@@ -261,9 +276,9 @@ class Activation:
 
 
 _BUILTINS = {
-    "linear": dict(code=LINEAR, kinks=(), scale=math.inf, closed_form=True),
-    "relu": dict(code=RELU, kinks=(0.0,), scale=math.inf, closed_form=True),
-    "leaky_relu": dict(code=LEAKY_RELU, kinks=(0.0,), scale=math.inf, closed_form=True),
+    "linear": dict(code=LINEAR, kinks=(), scale=math.inf, closed_form=True, homogeneous=True),
+    "relu": dict(code=RELU, kinks=(0.0,), scale=math.inf, closed_form=True, homogeneous=True),
+    "leaky_relu": dict(code=LEAKY_RELU, kinks=(0.0,), scale=math.inf, closed_form=True, homogeneous=True),
     "tanh": dict(graded=True, code=TANH, kinks=(), scale=math.pi / 2, closed_form=False),
     "erf": dict(graded=True, code=ERF, kinks=(), scale=1.0, closed_form=True),
     "sigmoid": dict(graded=True, code=SIGMOID, kinks=(), scale=math.pi, closed_form=False),
@@ -277,6 +292,23 @@ _BUILTINS = {
 }
 
 ACTIVATIONS = tuple(_BUILTINS)
+
+# The table's flags as bitmasks over the built-in codes, for the compiled kernels (which cannot read an Activation)
+_CLOSED_FORM_MASK = sum(1 << v["code"] for v in _BUILTINS.values() if v["closed_form"])
+_HOMOGENEOUS_MASK = sum(1 << v["code"] for v in _BUILTINS.values() if v.get("homogeneous", False))
+
+
+@nb.njit(cache=True, inline="always")
+def has_closed_form(code):
+    """True for a built-in activation whose Gaussian pair expectations have closed forms (table flag ``closed_form``)."""
+    return code >= 0 and (_CLOSED_FORM_MASK >> code) & 1 == 1
+
+
+@nb.njit(cache=True, inline="always")
+def is_homogeneous(code):
+    """True for a positively homogeneous built-in activation, phi(a x) = a phi(x) for a > 0 (table flag
+    ``homogeneous``): its correlation map and chi_1 do not depend on q."""
+    return code >= 0 and (_HOMOGENEOUS_MASK >> code) & 1 == 1
 _ALIASES = {"identity": "linear", "swish": "silu", "hardtanh": "hard_tanh", "leakyrelu": "leaky_relu"}
 
 
@@ -325,7 +357,8 @@ def get_activation(spec, **params) -> Activation:
     if name == "elu" and p0 == 1.0:
         kinks = (0.0,)  # C^1 but phi'' jumps: still split there
     return Activation(name=name, code=info["code"], params=(p0, 0.0), kinks=kinks, scale=info["scale"],
-                      closed_form=info["closed_form"], graded=info.get("graded", False))
+                      closed_form=info["closed_form"], graded=info.get("graded", False),
+                      homogeneous=info.get("homogeneous", False))
 
 
 def _fd_weights(offsets, order):

@@ -40,8 +40,8 @@ import numpy as np
 
 from . import _maps_kernels as _mk
 from ._checks import check_finite_array, check_in_range, check_nonneg
-from . import _quad_kernels as _qk
-from .activations import LEAKY_RELU, LINEAR, RELU, get_activation
+from . import _gaussian_kernels as _gk
+from .activations import get_activation
 from .errors import ConvergenceWarning, DivergenceWarning, NoCriticalPointWarning
 from .network import Network
 
@@ -387,9 +387,8 @@ def critical_weight_var(activation, bias_var, *, return_qstar: bool = False, dro
     bv = np.asarray(check_nonneg("bias_var", bias_var), dtype=np.float64)
     shape = bv.shape
     flat = np.ascontiguousarray(bv.ravel())
-    if act.code in (RELU, LEAKY_RELU, LINEAR):
-        slope = act.params[0] if act.code == LEAKY_RELU else (0.0 if act.code == RELU else 1.0)
-        wv = _shaped(shape, rho * np.full(flat.size, 2.0 / (1.0 + slope * slope)))
+    if act.critical_weight_var is not None:
+        wv = _shaped(shape, rho * np.full(flat.size, act.critical_weight_var))
         if return_qstar:
             return wv, _shaped(shape, np.where(flat > 0, np.inf, 1.0))
         return wv
@@ -517,8 +516,8 @@ def forward(network: Network, input_norm=1.0, input_norm2=None, input_overlap=0.
         qu = np.array([q1[l - 1], q1b[l - 1], q1[l - 1], q1[l - 1], q1b[l - 1], q1[l - 1]])
         qv = np.array([q1[l - 1], q1b[l - 1], q1b[l - 1], q1[l - 1], q1b[l - 1], q1b[l - 1]])
         quv = np.array([q1[l - 1], q1b[l - 1], q2[l - 1], q1[l - 1], q1b[l - 1], q2[l - 1]])
-        e0 = _qk.pair_expect_many(*args, qu[:3], qv[:3], quv[:3], 0)
-        e1 = _qk.pair_expect_many(*args, qu[3:], qv[3:], quv[3:], 1)
+        e0 = _gk.pair_expect_many(*args, qu[:3], qv[:3], quv[:3], 0)
+        e1 = _gk.pair_expect_many(*args, qu[3:], qv[3:], quv[3:], 1)
         qh1[l], qh1b[l], qh2[l] = e0
         qd1[l - 1], qd1b[l - 1], qd2[l - 1] = e1
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -34,7 +34,7 @@ How the Gaussian pair expectations are computed, layer by layer:
   come from a Gauss-Hermite rule whose size is doubled until the Parseval remainder
   ``R_K(q) = E[f^2] - \sum_{k<K} a_k^2`` is below ``rtol * E[f^2]`` for every row; Cauchy-Schwarz bounds the
   truncation error of a pair by ``|c|^K sqrt(R_K(q_u) R_K(q_v))`` (reported per layer in :class:`KernelResult`);
-* :func:`meanfield.quadrature.pair_expectation` for kinked activations without closed forms (hard_tanh, elu, selu,
+* :func:`meanfield.gaussian.pair_expectation` for kinked activations without closed forms (hard_tanh, elu, selu,
   kinked custom activations), and for the rare pairs whose Mehler bound misses the tolerance.
 
 The work is done tile by tile through all layers (a pair's recursion needs only per-row diagonal data), so the memory
@@ -53,227 +53,17 @@ Examples
 """
 from __future__ import annotations
 
-import functools
-import math
 import warnings
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-import scipy.special
 
-from . import _kernels_numba as _nk
-from . import _quad_kernels as _qk
 from ._checks import check_int, check_positive, check_finite_array
-from .activations import Activation
+from .gaussian import PairPlan
 from .network import Network
 
 __all__ = ["KernelResult", "kernels", "nngp_kernel", "ntk_kernel", "nngp_diagonal"]
-
-_LINEAR, _RELU, _LEAKY, _ERF = "linear", "relu", "leaky_relu", "erf"
-_N_NODES_MAX = 4096
-
-
-# --------------------------------------------------------------------------------------------- Hermite coefficients
-@functools.lru_cache(maxsize=16)
-def _gauss_hermite(n: int):
-    """Probabilists' Gauss-Hermite rule normalised to the standard normal: nodes, weights, sqrt(weights)."""
-    z, w = scipy.special.roots_hermitenorm(n)
-    w = w / math.sqrt(2.0 * math.pi)
-    # nodes with sqrt(weight) < 1e-20 (|z| > ~13.6) change no coefficient of a polynomially bounded f by more than
-    # ~1e-18 (|sqrt(w) He_k/sqrt(k!)| <= 1 by discrete orthonormality): drop them (most nodes of a large rule)
-    keep = np.sqrt(w) > 1e-20
-    z, w = z[keep], w[keep]
-    return z, w, np.sqrt(w)
-
-
-@functools.lru_cache(maxsize=16)
-def _basis(n: int, n_terms: int):
-    z, _, sw = _gauss_hermite(n)
-    return _nk.hermite_basis(z, sw, n_terms)
-
-
-def _coefficients(act, q, n, kt, order):
-    ev, code, p0, p1 = act.kernel_args[:4]
-    z, w, sw = _gauss_hermite(n)
-    F = _nk.eval_grid(ev, code, p0, p1, np.ascontiguousarray(np.outer(np.sqrt(q), z)), order)
-    if not np.all(np.isfinite(F)):
-        raise FloatingPointError(f"activation {act.name!r} is not finite on the Gauss-Hermite nodes "
-                                 f"(variance up to {float(np.max(q)):.3g})")
-    A = (F * sw) @ _basis(n, kt)
-    E = (F * F) @ w
-    return A, E
-
-
-def _probe(act, q, order, rtol, n_start):
-    """Smallest rule size n (doubling) and term count K with R_K <= rtol E for the variances ``q`` (a few rows)."""
-    n = n_start
-    while True:
-        kt = n // 2
-        A, E = _coefficients(act, q, n, kt, order)
-        tail = np.cumsum((A * A)[:, ::-1], axis=1)[:, ::-1]      # tail[:, k] = sum_{k <= j < kt} a_j^2
-        ok = tail <= rtol * E[:, None]
-        first = np.argmax(ok, axis=1)
-        good = ok.any(axis=1) & (first <= (3 * kt) // 4)
-        if good.all():
-            return n, max(int(first.max()), 1), True
-        if n >= _N_NODES_MAX:
-            return n, kt, False
-        n *= 2
-
-
-def hermite_table(act: Activation, q: np.ndarray, derivative: bool, rtol: float, n_start: int = 64):
-    """Hermite coefficients ``a_k(q) = E[f(z) He_k(z)]/sqrt(k!)`` of ``f(z) = phi(sqrt(q) z)`` (or ``phi'``) per q.
-
-    Returns ``(A, R, E, converged, n)``: ``A`` of shape (m, K); the Parseval remainders ``R_K = sum_{k>=K} a_k^2``
-    (measured up to ``K + K/4``, where the coefficients have decayed), ``E = E[f^2]``; whether ``R_K <= rtol E`` held
-    for every q within ``_N_NODES_MAX`` nodes; the rule size used.
-
-    The rule size is found on the extreme variances (the spectrum widens with q: the strip of analyticity of
-    ``phi(sqrt(q) z)`` narrows like ``1/sqrt(q)``), doubling until the computed spectrum has decayed below rtol within
-    3/4 of the resolved range ``k < n/2``: the ``n``-node rule integrates ``f He_k`` exactly up to the polynomial
-    approximation error of ``f`` of degree ``2n - 1 - k > n``, i.e. the same (already negligible) spectral tail.
-    Every row is then checked; a failing row doubles the rule again.
-    """
-    order = 1 if derivative else 0
-    qs = np.unique(np.array([q.min(), np.median(q), q.max()]))
-    n, K, ok = _probe(act, qs, order, rtol, n_start)
-    while True:
-        kt = min(n // 2, K + K // 4 + 8)
-        A, E = _coefficients(act, q, n, kt, order)
-        tail = np.cumsum((A * A)[:, ::-1], axis=1)[:, ::-1]
-        ok_rows = tail <= rtol * E[:, None]
-        first = np.argmax(ok_rows, axis=1)
-        good = ok_rows.any(axis=1)
-        if good.all() or n >= _N_NODES_MAX:
-            K = max(int(np.where(good, first, kt).max()), 1)
-            R = tail[:, K] if K < kt else np.maximum(E - np.sum(A * A, axis=1), tail[:, -1])
-            return np.ascontiguousarray(A[:, :K]), R, E, bool(good.all()), n
-        n *= 2
-        K = n // 2
-
-
-# ------------------------------------------------------------------------------------------------ per-layer plan
-def _route(act: Activation) -> str:
-    if act.evaluator is None:
-        if act.name == "linear":
-            return _LINEAR
-        if act.name in ("relu", "leaky_relu"):
-            return _LEAKY
-        if act.name == "erf":
-            return _ERF
-    return "mehler" if len(act.kinks) == 0 else "quadrature"
-
-
-class _Layer:
-    """Per-row data of one hidden layer: variance q, E[phi^2], E[phi'^2], and what the pair route needs."""
-
-    def __init__(self, act: Activation, q: np.ndarray, want_dot: bool, rtol: float):
-        self.act = act
-        self.route = _route(act)
-        self.q = q
-        self.want_dot = want_dot
-        self.rtol = rtol
-        self.n_terms = (0, 0)
-        self.bound = 0.0        # largest relative Mehler tail bound met (phi)
-        self.bound_dot = 0.0    # same for phi'
-        self.n_fallback = 0
-        self.max_c_excess = 0.0
-        self.fell_back = False
-        r = self.route
-        if r == _LINEAR:
-            self.E2 = q.copy()
-            self.D2 = np.ones_like(q)
-        elif r == _LEAKY:
-            a = float(act.params[0]) if act.name == "leaky_relu" else 0.0
-            self.slope = a
-            self.E2 = 0.5 * (1.0 + a * a) * q
-            self.D2 = np.full_like(q, 0.5 * (1.0 + a * a))   # also at q = 0: the q -> 0 limit (mean of the one-sided slopes^2)
-        elif r == _ERF:
-            self.E2 = np.array([_qk.pair_closed(_qk.ERF, 0.0, v, v, v, 0) for v in q])
-            self.D2 = np.array([_qk.pair_closed(_qk.ERF, 0.0, v, v, v, 1) for v in q])
-        elif r == "mehler":
-            qu, inv = np.unique(q, return_inverse=True)
-            self.inv = inv.ravel()
-            A, R, E, ok, n = hermite_table(act, qu, False, rtol)
-            self.A, self.R, self.E = A, R, E
-            self.E2 = E[self.inv]
-            kd = 0
-            if want_dot:
-                D, RD, ED, okd, _ = hermite_table(act, qu, True, rtol, n_start=max(64, n // 2))
-                self.D, self.RD, self.ED = D, RD, ED
-                self.D2 = ED[self.inv]
-                kd = D.shape[1]
-                ok = ok and okd
-            else:
-                self.D2 = None
-            self.n_terms = (A.shape[1], kd)
-            # with every row converged, |c|^K sqrt(R_i R_j) / sqrt(E_i E_j) <= max_i R_i / E_i for all pairs
-            self.row_bound = float(np.max(R / np.where(E > 0, E, 1.0)))
-            self.row_bound_dot = float(np.max(RD / np.where(ED > 0, ED, 1.0))) if want_dot else 0.0
-            if not ok:
-                warnings.warn(f"Mehler expansion of {act.name!r} did not reach rtol={rtol:g} with "
-                              f"{_N_NODES_MAX} Gauss-Hermite nodes (variance up to {float(qu.max()):.3g}); this layer "
-                              "is computed by 2-D quadrature (meanfield.quadrature.pair_expectation) instead",
-                              RuntimeWarning, stacklevel=4)
-                self.route = "quadrature"
-                self.fell_back = True
-                self.n_terms = (0, 0)
-                self.row_bound = self.row_bound_dot = 0.0
-        if self.route == "quadrature":
-            from .quadrature import pair_expectation
-            # the single-input expectations E[phi(u)^2], E[phi'(u)^2] are the pair expectations at c = 1
-            self.E2 = np.asarray(pair_expectation(act, q, q, q), dtype=np.float64)
-            self.D2 = (np.asarray(pair_expectation(act, q, q, q, derivative=True), dtype=np.float64)
-                       if want_dot else None)
-
-    def pairs(self, Q: np.ndarray, ri: np.ndarray, rj: np.ndarray):
-        """qhat, qdot (or None) on the tile of pairs (ri x rj) with current covariance tile Q."""
-        qi, qj = self.q[ri], self.q[rj]
-        r = self.route
-        want_dot = self.want_dot
-        if r == _LINEAR:
-            return Q.copy(), (np.ones_like(Q) if want_dot else None)
-        if r == _ERF:
-            qhat = np.empty_like(Q)
-            qdot = np.empty_like(Q)
-            _nk.erf_tile(Q, qi, qj, qhat, qdot, want_dot)
-            return qhat, (qdot if want_dot else None)
-        if r == "quadrature":
-            if self.fell_back:
-                self.n_fallback += Q.size
-            return self._quadrature(Q, qi, qj)
-        C = np.empty_like(Q)
-        excess = _nk.correlation_tile(Q, qi, qj, C)
-        self.max_c_excess = max(self.max_c_excess, excess)
-        if r == _LEAKY:
-            qhat = np.empty_like(Q)
-            qdot = np.empty_like(Q)
-            _nk.leaky_relu_tile(Q, qi, qj, self.slope, qhat, qdot, want_dot)
-            return qhat, (qdot if want_dot else None)
-        # Mehler route
-        ii, jj = self.inv[ri], self.inv[rj]
-        qhat = np.empty_like(Q)
-        _nk.mehler(C, self.A[ii], np.ascontiguousarray(self.A[jj].T), qhat)
-        qdot = None
-        if want_dot:
-            qdot = np.empty_like(Q)
-            _nk.mehler(C, self.D[ii], np.ascontiguousarray(self.D[jj].T), qdot)
-        # every row converged (else the layer was routed to quadrature): for all pairs
-        # |c|^K sqrt(R_i R_j) / sqrt(E_i E_j) <= max_i R_i / E_i
-        self.bound = max(self.bound, self.row_bound)
-        self.bound_dot = max(self.bound_dot, self.row_bound_dot)
-        return qhat, qdot
-
-    def _quadrature(self, Q, qi, qj):
-        from .quadrature import pair_expectation
-        qu = np.broadcast_to(qi[:, None], Q.shape)
-        qv = np.broadcast_to(qj[None, :], Q.shape)
-        qhat = np.asarray(pair_expectation(self.act, qu, qv, Q), dtype=np.float64)
-        qdot = (np.asarray(pair_expectation(self.act, qu, qv, Q, derivative=True), dtype=np.float64)
-                if self.want_dot else None)
-        return qhat, qdot
-
 
 
 
@@ -361,7 +151,7 @@ def _row_recursion(network: Network, X: np.ndarray, want_dot: bool, rtol: float)
     qrows = [q]
     layers = []
     for l in range(network.depth):
-        lay = _Layer(acts[l], q, want_dot, rtol)
+        lay = PairPlan(acts[l], q, want_dot, rtol)
         layers.append(lay)
         q = (wv[l + 1] / rho) * lay.E2 + bv[l + 1]
         if not np.all(np.isfinite(q)):
@@ -511,7 +301,7 @@ def kernels(network: Network, x1, x2=None, *, parameterization: str = "ntk", wid
         truncation_bound=tuple(lay.bound for lay in layers),
         truncation_bound_dot=tuple(lay.bound_dot for lay in layers),
         n_fallback=int(sum(lay.n_fallback for lay in layers)),
-        routes=tuple(lay.route for lay in layers),
+        routes=tuple(lay.label for lay in layers),
     )
 
 

@@ -822,7 +822,7 @@ def map_dynamics(
 
     .. math:: q_{12}^{l+1} = \sigma_w^2\,E[\phi(u_1)\phi(u_2)] + \sigma_b^2,\qquad c^{l+1} = q_{12}^{l+1}/V(q^l),
 
-    with ``(u_1, u_2)`` Gaussian of variances ``q^l`` and covariance ``c^l q^l`` (:func:`meanfield.quadrature.pair_expectation`).
+    with ``(u_1, u_2)`` Gaussian of variances ``q^l`` and covariance ``c^l q^l`` (:func:`meanfield.gaussian.pair_expectation`).
     Starting at ``q^1 = q*`` this is docs/mathematics.md's ``c^{l+1} = C(c^l; q*)``.
 
     Parameters
@@ -850,7 +850,7 @@ def map_dynamics(
     MapDynamics
     """
     fw = _core()
-    from .quadrature import pair_expectation
+    from .gaussian import pair_expectation
 
     act = _resolve_activation(activation, activation_params)
     ws = np.atleast_1d(check_positive("weight_vars", weight_vars)).astype(np.float64).ravel()

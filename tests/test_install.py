@@ -194,10 +194,10 @@ def user_kernel(x):
 
 _PROBE = """
 import json, sys
-import meanfield, meanfield._quad_kernels as k
+import meanfield, meanfield.activations as k
 import usermod
-assert k.has_closed(0) and usermod.user_kernel(1.0) == 2.0     # cheap kernels: compiled and saved to the cache
-print(json.dumps({"meanfield": meanfield.__file__, "cache": k.has_closed.stats.cache_path,
+assert k.has_closed_form(0) and usermod.user_kernel(1.0) == 2.0     # cheap kernels: compiled and saved to the cache
+print(json.dumps({"meanfield": meanfield.__file__, "cache": k.has_closed_form.stats.cache_path,
                   "user": usermod.user_kernel.stats.cache_path}))
 """
 
@@ -216,8 +216,8 @@ def test_cache_outside_package_in_subprocess(tmp_path):
     assert _nb_files(os.path.join(src, "meanfield")) == []
     root = os.path.join(str(tmp_path / "xdg"), "meanfield", "numba")
     cached = _nb_files(root)
-    assert any("_quad_kernels.has_closed-" in f and f.endswith(".nbi") for f in cached), cached
-    assert any("_quad_kernels.has_closed-" in f and f.endswith(".nbc") for f in cached), cached
+    assert any("activations.has_closed_form-" in f and f.endswith(".nbi") for f in cached), cached
+    assert any("activations.has_closed_form-" in f and f.endswith(".nbc") for f in cached), cached
     assert os.path.commonpath([info["cache"], root]) == root
     # the user's own cache=True function keeps numba's default location (__pycache__ next to its source)
     assert os.path.samefile(info["user"], str(user / "__pycache__"))
@@ -261,7 +261,7 @@ def test_pip_install_then_editable(tmp_path):
 
     run(*pip_install, src)
     installed = os.path.join(site, "meanfield")
-    where = run(py, "-c", "import meanfield, meanfield._quad_kernels as k; assert k.has_closed(0); "
+    where = run(py, "-c", "import meanfield, meanfield.activations as k; assert k.has_closed_form(0); "
                           "print(meanfield.__file__)").strip()
     assert os.path.samefile(os.path.dirname(where), installed)
     assert _nb_files(installed) == []

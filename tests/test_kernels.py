@@ -6,7 +6,7 @@ References used here:
   summation). For tanh(s z) the poles sit at Im z = pi/(2 s); with all variances q <= 2.5 here, s <= 1.6 and b >= 0.98,
   so h = 0.15 gives exp(-41) ~ 2e-18; truncating at |z| <= 11 costs exp(-60). gelu and sin are entire.
 * mpmath 1-D quadrature with the inner Gaussian integral in closed form (relu family, hard_tanh, elu, selu), split at
-  the kinks: independent of the arc-cosine formulas and of the 2-D quadrature of meanfield.quadrature.
+  the kinks: independent of the arc-cosine formulas and of the 2-D quadrature of meanfield.gaussian.
 * finite-width networks with explicit back-propagation (structure of the standard / NTK parameterizations).
 Expected error of the library: Mehler truncation <= 1e-14 relative per layer (Parseval remainder), Gauss-Hermite weights
 ~1e-14 relative, amplified through <= 3 layers by factors sigma_w^2 E[phi'^2] = O(1): ~1e-13. Tolerance 1e-11 relative
@@ -22,7 +22,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from meanfield.activations import custom_activation, get_activation
-from meanfield.kernels import KernelResult, hermite_table, kernels, nngp_diagonal, nngp_kernel, ntk_kernel
+from meanfield.gaussian import hermite_table
+from meanfield.kernels import KernelResult, kernels, nngp_diagonal, nngp_kernel, ntk_kernel
 from meanfield.network import Network
 
 mp.mp.dps = 25
@@ -202,7 +203,7 @@ def _f_exact(name, d, u, p):
                                     ("selu", 0)])
 def test_kinked_and_closed_forms_against_mpmath(name, p):
     if name in ("hard_tanh", "elu", "selu"):
-        pytest.importorskip("meanfield.quadrature")
+        pytest.importorskip("meanfield.gaussian")
     wv, bv = [1.4, 1.9, 1.2], [0.1, 0.05, 0.2]
     params = {"slope": float(p)} if name == "leaky_relu" else {}
     net = Network(name, depth=2, weight_var=wv, bias_var=bv, activation_params=params)
@@ -465,8 +466,8 @@ def test_bad_network():
 
 def test_unconverged_expansion_falls_back_to_quadrature():
     """At very large variance (q ~ 80) tanh's Hermite spectrum decays too slowly for the node cap: the library warns
-    and recomputes the pairs by meanfield.quadrature.pair_expectation (an independent 2-D rule, ~1e-15)."""
-    from meanfield.quadrature import pair_expectation
+    and recomputes the pairs by meanfield.gaussian.pair_expectation (an independent 2-D rule, ~1e-15)."""
+    from meanfield.gaussian import pair_expectation
     x = np.array([[1.0, 0.2], [0.3, -1.1], [-0.8, 0.5]]) * 1.3
     wv, bv = [90.0, 1.0], [0.0, 0.0]
     with pytest.warns(RuntimeWarning, match="Mehler"):

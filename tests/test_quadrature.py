@@ -1,7 +1,7 @@
 """Quadrature accuracy against mpmath (50 digits for the 1-D smooth case, 30 elsewhere), closed forms and a second algorithm.
 
 Error analysis: the compiled rule's quadrature error is below 1e-19 relative (Bernstein-ellipse bound, see
-meanfield._quad_kernels), so what remains is floating-point summation over ~300-3000 nodes: ~1e-15 relative.
+meanfield._gaussian_kernels), so what remains is floating-point summation over ~300-3000 nodes: ~1e-15 relative.
 The tests allow 1e-12 (the issue's requirement) for smooth activations and 1e-13 for closed-form cross-checks.
 """
 import math
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import meanfield as mf
-from meanfield import _quad_kernels as qk
+from meanfield import _gaussian_kernels as qk
 from tests._reference import mp_expect, scipy_pair
 
 SMOOTH = ["tanh", "erf", "sigmoid", "softplus", "gelu", "silu", "sin"]

@@ -1,4 +1,5 @@
-"""Compiled quadrature kernels (numba). User-facing wrappers with input checks live in :mod:`meanfield.quadrature`.
+"""Compiled kernels of the Gaussian-expectation engine (numba). The user-facing functions, with input checks, live in
+:mod:`meanfield.gaussian`.
 
 Scheme
 ------
@@ -23,7 +24,7 @@ import math
 import numba as nb
 import numpy as np
 
-from .activations import ERF, LEAKY_RELU, LINEAR, RELU, phi_eval
+from .activations import ERF, LEAKY_RELU, LINEAR, RELU, has_closed_form, phi_eval
 
 ZMAX = 10.0
 ZMAX_COEF = 14.0
@@ -200,7 +201,7 @@ def e1d(ev, code, p0, p1, kinks, scale, q, a, b, m):
 @nb.njit(cache=True)
 def e1d_sq_and_slope(ev, code, p0, p1, kinks, scale, q):
     """(E[phi(u)^2], E[u phi(u) phi'(u)] / q) in one pass over the nodes (the length map and its slope)."""
-    if has_closed(code) or q <= 1e-100:
+    if has_closed_form(code) or q <= 1e-100:
         qe = q if q > 1e-100 else 1e-100
         return mean_sq(ev, code, p0, p1, kinks, scale, q, 0), e1d(ev, code, p0, p1, kinks, scale, qe, 0, 1, 1) / qe
     s = math.sqrt(q)
@@ -391,14 +392,24 @@ def pair_closed(code, p0, qu, qv, quv, deriv):
 
 
 @nb.njit(cache=True)
-def has_closed(code):
-    return code == RELU or code == LEAKY_RELU or code == ERF or code == LINEAR
+def dmean_sq_dq(ev, code, p0, p1, kinks, scale, q):
+    """d/dq E[phi(sqrt(q) z)^2] = E[u phi(u) phi'(u)] / q (Gaussian integration by parts; needs only phi, phi')."""
+    if code == RELU:
+        return 0.5
+    if code == LEAKY_RELU:
+        return 0.5 * (1.0 + p0 * p0)
+    if code == LINEAR:
+        return 1.0
+    if code == ERF:
+        return 4.0 / (math.pi * (1.0 + 2.0 * q) * math.sqrt(1.0 + 4.0 * q))
+    qe = q if q > 1e-100 else 1e-100
+    return e1d(ev, code, p0, p1, kinks, scale, qe, 0, 1, 1) / qe
 
 
 @nb.njit(cache=True)
 def pair_expect(ev, code, p0, p1, kinks, scale, qu, qv, quv, deriv):
     """E[phi^(d)(u) phi^(d)(v)], d = deriv in {0, 1}: closed form if one exists, else the nested rule."""
-    if has_closed(code):
+    if has_closed_form(code):
         return pair_closed(code, p0, qu, qv, quv, deriv)
     return e2d(ev, code, p0, p1, kinks, scale, qu, qv, quv, deriv, deriv)
 
@@ -406,7 +417,7 @@ def pair_expect(ev, code, p0, p1, kinks, scale, qu, qv, quv, deriv):
 @nb.njit(cache=True)
 def mean_sq(ev, code, p0, p1, kinks, scale, q, deriv):
     """E[phi^(d)(u)^2], u ~ N(0, q): closed form if one exists, else the 1-D rule."""
-    if has_closed(code):
+    if has_closed_form(code):
         return pair_closed(code, p0, q, q, q, deriv)
     return e1d(ev, code, p0, p1, kinks, scale, q, deriv, deriv, 0)
 
@@ -482,6 +493,14 @@ def pair_expect_many(ev, code, p0, p1, kinks, scale, qu, qv, quv, deriv):
 
 
 @nb.njit(cache=True, parallel=True)
+def mean_sq_many(ev, code, p0, p1, kinks, scale, q, deriv):
+    out = np.empty(q.size)
+    for i in nb.prange(q.size):
+        out[i] = mean_sq(ev, code, p0, p1, kinks, scale, q[i], deriv)
+    return out
+
+
+@nb.njit(cache=True, parallel=True)
 def e2d_many(ev, code, p0, p1, kinks, scale, qu, qv, quv, a, b):
     out = np.empty(qu.size)
     for i in nb.prange(qu.size):
@@ -507,3 +526,101 @@ def rule_1d(kinks, scale, q):
     for j in range(z.size):
         w[j] *= math.exp(-0.5 * z[j] * z[j]) * _INV_SQRT_2PI
     return z, w
+
+
+# ------------------------------------------------------------------------ tiles of a kernel matrix
+@nb.njit(cache=True)
+def eval_grid(ev, code, p0, p1, x, order):
+    """``phi^(order)(x[r, n])`` on a 2-D grid."""
+    m, n = x.shape
+    out = np.empty((m, n))
+    for r in nb.prange(m):
+        for s in range(n):
+            out[r, s] = phi_eval(ev, code, p0, p1, x[r, s], order)
+    return out
+
+
+@nb.njit(cache=True)
+def hermite_basis(nodes, sqrtw, n_terms):
+    """``G[s, k] = sqrt(w_s) He_k(z_s) / sqrt(k!)`` by the normalised three-term recurrence.
+
+    Discrete orthonormality of the Gauss-Hermite rule gives ``|G[s, k]| <= 1``, so the recurrence started from
+    ``sqrt(w_s)`` cannot overflow; nodes whose weight underflows contribute nothing anyway.
+    """
+    n = nodes.shape[0]
+    G = np.zeros((n, n_terms))
+    for s in range(n):
+        z = nodes[s]
+        g0 = sqrtw[s]
+        G[s, 0] = g0
+        if n_terms > 1:
+            g1 = z * g0
+            G[s, 1] = g1
+            for k in range(1, n_terms - 1):
+                g2 = (z * g1 - math.sqrt(k) * g0) / math.sqrt(k + 1.0)
+                G[s, k + 1] = g2
+                g0 = g1
+                g1 = g2
+    return G
+
+
+def _mehler_tile(C, Ai, AjT, out):
+    """``out[i, j] = sum_k Ai[i, k] AjT[k, j] C[i, j]^k`` (Horner in k, vectorised over j)."""
+    ti, tj = C.shape
+    K = Ai.shape[1]
+    for ii in nb.prange(ti):
+        acc = np.zeros(tj)
+        for k in range(K - 1, -1, -1):
+            a = Ai[ii, k]
+            for jj in range(tj):
+                acc[jj] = acc[jj] * C[ii, jj] + a * AjT[k, jj]
+        for jj in range(tj):
+            out[ii, jj] = acc[jj]
+
+
+@nb.njit(cache=True)
+def correlation_tile(Q, qi, qj, C):
+    """``C = Q / sqrt(qi qj)`` clipped to [-1, 1]; 0 where a variance vanishes. Returns the largest |c| - 1 > 0 seen."""
+    ti, tj = Q.shape
+    worst = np.zeros(ti)
+    for ii in nb.prange(ti):
+        worst[ii] = 0.0
+        for jj in range(tj):
+            d = qi[ii] * qj[jj]
+            c = 0.0
+            if d > 0.0:
+                c = Q[ii, jj] / math.sqrt(d)
+            if c > 1.0:
+                worst[ii] = max(worst[ii], c - 1.0)
+                c = 1.0
+            elif c < -1.0:
+                worst[ii] = max(worst[ii], -1.0 - c)
+                c = -1.0
+            C[ii, jj] = c
+    return worst.max()
+
+
+@nb.njit(cache=True)
+def closed_tile(code, p0, Q, qi, qj, qhat, qdot, want_dot):
+    """Closed forms on a tile of covariances ``Q`` (rows' variances ``qi``, columns' ``qj``), entry by entry through the
+    scalar :func:`pair_closed` (the formulas exist once there): relu / leaky_relu (Cho & Saul arc-cosine kernel, with
+    a cancellation-free determinant and the ``sin x - x cos x`` series near c = -1, so full relative accuracy there),
+    erf (Williams) and linear."""
+    ti, tj = Q.shape
+    for ii in range(ti):
+        for jj in range(tj):
+            qhat[ii, jj] = pair_closed(code, p0, qi[ii], qj[jj], Q[ii, jj], 0)
+            if want_dot:
+                qdot[ii, jj] = pair_closed(code, p0, qi[ii], qj[jj], Q[ii, jj], 1)
+
+
+mehler_tile_serial = nb.njit(cache=True)(_mehler_tile)
+mehler_tile_parallel = nb.njit(cache=True, parallel=True)(_mehler_tile)
+
+
+def mehler(C, Ai, AjT, out):
+    """Dispatch: threads only when the tile carries enough work to pay for them (~4e6 multiply-adds)."""
+    if C.size * Ai.shape[1] >= 4_000_000 and nb.config.NUMBA_NUM_THREADS > 1:
+        mehler_tile_parallel(C, Ai, AjT, out)
+    else:
+        mehler_tile_serial(C, Ai, AjT, out)

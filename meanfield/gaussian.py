@@ -1,0 +1,388 @@
+r"""Gaussian expectations of activations: one- and two-dimensional, closed forms and compiled quadrature.
+
+The compiled rule (see :mod:`meanfield._gaussian_kernels`) is composite 16-point Gauss-Legendre in the standard-normal
+variable with panel edges at the activation's kinks and panel widths set by the activation's analyticity scale; it is
+accurate to a few units of 1e-16 relative for every built-in activation and q from 1e-6 to 1e10 (tests compare with
+mpmath at 30-50 digits). Two-dimensional expectations use closed forms where they exist (relu family: Cho & Saul
+arc-cosine kernel; erf: Williams 1997; linear), the Mehler/Hermite expansion for smooth activations, and a nested rule
+that splits at the kinks otherwise.
+
+Mehler's formula. With a_k(f) = E[f(z) He_k(z)] / sqrt(k!) and corr(z1, z2) = c,
+
+.. math:: E[f(z_1) g(z_2)] = \sum_{k \ge 0} a_k(f)\, a_k(g)\, c^k ,
+
+so for u = sqrt(q_u) z1, v = sqrt(q_v) z2 all pair expectations follow from per-variance coefficient vectors. The
+truncation error after K terms is bounded by sqrt(R_K(f) R_K(g)), R_K(f) = E[f^2] - sum_{k<K} a_k(f)^2 (Parseval).
+"""
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+
+import numpy as np
+import scipy.special
+from numba.core.registry import CPUDispatcher
+
+from . import _gaussian_kernels as _gk
+from ._checks import as_float_array, check_nonneg
+from .activations import Activation, get_activation
+
+_N_NODES_MAX = 4096
+
+__all__ = ["gaussian_expectation", "pair_expectation", "hermite_coefficients", "gaussian_rule", "mehler_terms",
+           "PairPlan", "hermite_table"]
+
+
+def _broadcast(*arrays):
+    b = np.broadcast_arrays(*[np.asarray(a, dtype=np.float64) for a in arrays])
+    shape = b[0].shape
+    return shape, [np.ascontiguousarray(x.ravel()) for x in b]
+
+
+def _shape_out(shape, flat):
+    out = flat.reshape(shape)
+    return float(out) if out.ndim == 0 else out
+
+
+def gaussian_rule(q, *, scale: float = 1.0, kinks=(), graded: bool = False):
+    """Nodes ``z`` and weights ``w`` with ``sum(w * g(sqrt(q) * z)) ~= E[g(u)]``, u ~ N(0, q).
+
+    Parameters
+    ----------
+    q : float
+        Variance (>= 0).
+    scale : float
+        Length in u over which g varies (half-width of its strip of analyticity; ``inf`` for piecewise polynomials).
+    kinks : sequence of float
+        Points in u where g is not smooth; panels end there.
+    graded : bool
+        Allow panels to grow geometrically away from u = 0 (g's singularities lie on the imaginary axis).
+    """
+    q = check_nonneg("q", q)
+    scale = as_float_array("scale", scale)
+    if scale.ndim != 0 or not scale > 0:
+        raise ValueError(f"scale must be a number > 0 (inf for a piecewise polynomial), got {scale!r}")
+    sc = -float(scale) if graded else float(scale)
+    return _gk.rule_1d(np.asarray(kinks, dtype=np.float64), sc, float(q))
+
+
+def _nodes_u(q, z, kinks):
+    """u = sqrt(q) z; at q = 0 with a kink at 0 the one-sided points +-TINY, so that the rule gives the q -> 0 limit
+    (the mean of g(0-) and g(0+)) instead of g(0)."""
+    if q == 0 and any(float(k) == 0.0 for k in kinks):
+        return np.copysign(_gk.TINY, z)
+    return np.sqrt(q) * z
+
+
+def gaussian_expectation(fn, q, *, scale: float = 1.0, kinks=(), graded: bool = False, return_error: bool = False):
+    r"""E[fn(u)] for u ~ N(0, q), vectorised over ``q``.
+
+    .. math:: E[g(u)] = \int Dz\, g(\sqrt{q} z)
+
+    Parameters
+    ----------
+    fn : callable or str or Activation
+        A numpy-vectorised callable, a numba scalar function, or an activation (then E[phi(u)] is computed).
+    q : float or array_like
+        Variance(s) >= 0.
+    scale, kinks, graded
+        Describe ``fn`` for the quadrature (see :func:`gaussian_rule`); ignored for an activation.
+    return_error : bool
+        Also return an error estimate: the difference from the same rule with half the panel width.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from meanfield import gaussian_expectation
+    >>> round(gaussian_expectation(lambda u: u**4, 2.0), 12)   # 3 q^2
+    12.0
+    """
+    if isinstance(fn, str) or hasattr(fn, "kernel_args"):
+        act = get_activation(fn)
+        scale, kinks, graded = act.scale, act.kinks, act.graded
+        fn = act.phi
+    if not callable(fn):
+        raise TypeError("fn must be callable (numpy-vectorised or a numba scalar function) or an activation")
+    qa = check_nonneg("q", q)
+    qa = np.atleast_1d(np.asarray(qa, dtype=np.float64))
+    if isinstance(fn, CPUDispatcher):
+        f = np.vectorize(fn, otypes=[np.float64])
+    else:
+        f = fn
+    vals = np.empty(qa.size)
+    errs = np.empty(qa.size)
+    for i, qi in enumerate(qa.ravel()):
+        z, w = gaussian_rule(qi, scale=scale, kinks=kinks, graded=graded)
+        vals[i] = np.dot(w, np.asarray(f(_nodes_u(qi, z, kinks)), dtype=np.float64))
+        if return_error:
+            z2, w2 = gaussian_rule(qi, scale=scale / 2, kinks=kinks, graded=graded)
+            errs[i] = abs(np.dot(w2, np.asarray(f(_nodes_u(qi, z2, kinks)), dtype=np.float64)) - vals[i])
+    shape = np.shape(q)
+    out = _shape_out(shape, vals)
+    if return_error:
+        return out, _shape_out(shape, errs)
+    return out
+
+
+def pair_expectation(activation, q_u, q_v, q_uv, derivative: bool = False):
+    r"""E[phi(u) phi(v)] (or E[phi'(u) phi'(v)]) for (u, v) ~ N(0, [[q_u, q_uv], [q_uv, q_v]]), broadcasting.
+
+    Closed forms for relu, leaky_relu, erf and linear; otherwise the nested compiled rule (about 1e-15 relative; kinks
+    handled by panel splitting, including the boundary layer as |c| -> 1).
+
+    Parameters
+    ----------
+    activation : str or Activation
+    q_u, q_v : array_like
+        Variances (>= 0).
+    q_uv : array_like
+        Covariance, with q_uv^2 <= q_u q_v.
+    derivative : bool
+        If True return E[phi'(u) phi'(v)].
+
+    Examples
+    --------
+    >>> from meanfield import pair_expectation
+    >>> round(pair_expectation("relu", 1.0, 1.0, 0.0), 12)   # 1/(2 pi)
+    0.159154943092
+    """
+    act = get_activation(activation)
+    shape, (qu, qv, quv) = _broadcast(check_nonneg("q_u", q_u), check_nonneg("q_v", q_v),
+                                      as_float_array("q_uv", q_uv))
+    if not np.all(np.isfinite(quv)):
+        raise ValueError("q_uv must be finite")
+    if np.any(np.abs(quv) > np.sqrt(qu) * np.sqrt(qv) * (1 + 5e-13) + 1e-300):   # no overflow for q up to 1e308
+        raise ValueError("q_uv must satisfy q_uv^2 <= q_u q_v (a covariance matrix must be positive semi-definite)")
+    out = _gk.pair_expect_many(*act.kernel_args, qu, qv, quv, 1 if derivative else 0)
+    return _shape_out(shape, out)
+
+
+def mehler_terms(activation, q) -> int:
+    """Number of Hermite terms used for an activation at variance q (enough for ~1e-17 relative truncation)."""
+    act = get_activation(activation)
+    return int(_gk.n_hermite_terms(float(check_nonneg("q", q)), act.scale, not act.smooth))
+
+
+def hermite_coefficients(activation, q, n_terms=None, derivative: bool = False):
+    r"""Normalised Hermite coefficients a_k = E[f(z) He_k(z)] / sqrt(k!), f(z) = phi(sqrt(q) z) (or phi').
+
+    Parameters
+    ----------
+    activation : str or Activation
+    q : float or array_like
+        Variance(s) >= 0.
+    n_terms : int, optional
+        Number of coefficients (default: :func:`mehler_terms` at the largest q).
+    derivative : bool
+        Coefficients of phi'(sqrt(q) z) instead.
+
+    Returns
+    -------
+    ndarray, shape ``np.shape(q) + (n_terms,)``
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from meanfield import hermite_coefficients, pair_expectation
+    >>> a = hermite_coefficients("tanh", 1.0)
+    >>> bool(abs(np.polyval(a[::-1] ** 2, 0.3) - pair_expectation("tanh", 1.0, 1.0, 0.3)) < 1e-14)
+    True
+    """
+    act = get_activation(activation)
+    qa = np.atleast_1d(np.asarray(check_nonneg("q", q), dtype=np.float64))
+    if n_terms is None:
+        n_terms = mehler_terms(act, float(qa.max()))
+    if isinstance(n_terms, bool) or not isinstance(n_terms, (int, np.integer)) or n_terms < 1:
+        raise ValueError(f"n_terms must be an integer >= 1, got {n_terms!r}")
+    out = _gk.hermite_coeffs_many(*act.kernel_args, np.ascontiguousarray(qa.ravel()), int(n_terms),
+                                 1 if derivative else 0)
+    return out.reshape(np.shape(q) + (int(n_terms),))
+
+
+# --------------------------------------------------------------------------------------------- Hermite coefficients
+@functools.lru_cache(maxsize=16)
+def _gauss_hermite(n: int):
+    """Probabilists' Gauss-Hermite rule normalised to the standard normal: nodes, weights, sqrt(weights)."""
+    z, w = scipy.special.roots_hermitenorm(n)
+    w = w / math.sqrt(2.0 * math.pi)
+    # nodes with sqrt(weight) < 1e-20 (|z| > ~13.6) change no coefficient of a polynomially bounded f by more than
+    # ~1e-18 (|sqrt(w) He_k/sqrt(k!)| <= 1 by discrete orthonormality): drop them (most nodes of a large rule)
+    keep = np.sqrt(w) > 1e-20
+    z, w = z[keep], w[keep]
+    return z, w, np.sqrt(w)
+
+
+@functools.lru_cache(maxsize=16)
+def _basis(n: int, n_terms: int):
+    z, _, sw = _gauss_hermite(n)
+    return _gk.hermite_basis(z, sw, n_terms)
+
+
+def _coefficients(act, q, n, kt, order):
+    ev, code, p0, p1 = act.kernel_args[:4]
+    z, w, sw = _gauss_hermite(n)
+    F = _gk.eval_grid(ev, code, p0, p1, np.ascontiguousarray(np.outer(np.sqrt(q), z)), order)
+    if not np.all(np.isfinite(F)):
+        raise FloatingPointError(f"activation {act.name!r} is not finite on the Gauss-Hermite nodes "
+                                 f"(variance up to {float(np.max(q)):.3g})")
+    A = (F * sw) @ _basis(n, kt)
+    E = (F * F) @ w
+    return A, E
+
+
+def _probe(act, q, order, rtol, n_start):
+    """Smallest rule size n (doubling) and term count K with R_K <= rtol E for the variances ``q`` (a few rows)."""
+    n = n_start
+    while True:
+        kt = n // 2
+        A, E = _coefficients(act, q, n, kt, order)
+        tail = np.cumsum((A * A)[:, ::-1], axis=1)[:, ::-1]      # tail[:, k] = sum_{k <= j < kt} a_j^2
+        ok = tail <= rtol * E[:, None]
+        first = np.argmax(ok, axis=1)
+        good = ok.any(axis=1) & (first <= (3 * kt) // 4)
+        if good.all():
+            return n, max(int(first.max()), 1), True
+        if n >= _N_NODES_MAX:
+            return n, kt, False
+        n *= 2
+
+
+def hermite_table(act: Activation, q: np.ndarray, derivative: bool, rtol: float, n_start: int = 64):
+    """Hermite coefficients ``a_k(q) = E[f(z) He_k(z)]/sqrt(k!)`` of ``f(z) = phi(sqrt(q) z)`` (or ``phi'``) per q.
+
+    Returns ``(A, R, E, converged, n)``: ``A`` of shape (m, K); the Parseval remainders ``R_K = sum_{k>=K} a_k^2``
+    (measured up to ``K + K/4``, where the coefficients have decayed), ``E = E[f^2]``; whether ``R_K <= rtol E`` held
+    for every q within ``_N_NODES_MAX`` nodes; the rule size used.
+
+    The rule size is found on the extreme variances (the spectrum widens with q: the strip of analyticity of
+    ``phi(sqrt(q) z)`` narrows like ``1/sqrt(q)``), doubling until the computed spectrum has decayed below rtol within
+    3/4 of the resolved range ``k < n/2``: the ``n``-node rule integrates ``f He_k`` exactly up to the polynomial
+    approximation error of ``f`` of degree ``2n - 1 - k > n``, i.e. the same (already negligible) spectral tail.
+    Every row is then checked; a failing row doubles the rule again.
+    """
+    order = 1 if derivative else 0
+    qs = np.unique(np.array([q.min(), np.median(q), q.max()]))
+    n, K, ok = _probe(act, qs, order, rtol, n_start)
+    while True:
+        kt = min(n // 2, K + K // 4 + 8)
+        A, E = _coefficients(act, q, n, kt, order)
+        tail = np.cumsum((A * A)[:, ::-1], axis=1)[:, ::-1]
+        ok_rows = tail <= rtol * E[:, None]
+        first = np.argmax(ok_rows, axis=1)
+        good = ok_rows.any(axis=1)
+        if good.all() or n >= _N_NODES_MAX:
+            K = max(int(np.where(good, first, kt).max()), 1)
+            R = tail[:, K] if K < kt else np.maximum(E - np.sum(A * A, axis=1), tail[:, -1])
+            return np.ascontiguousarray(A[:, :K]), R, E, bool(good.all()), n
+        n *= 2
+        K = n // 2
+
+
+# ------------------------------------------------------------------------------------------------ pair plans
+def _route(act: Activation) -> str:
+    """How the pairs of one layer are computed: closed forms (table flag ``closed_form``), the Mehler series for
+    smooth activations, nested 2-D quadrature for the rest (kinks make the Hermite spectrum decay slowly)."""
+    if act.closed_form:
+        return "closed"
+    return "mehler" if act.smooth else "quadrature"
+
+
+class PairPlan:
+    """Per-row data for the Gaussian pair expectations of one activation over a set of inputs (rows).
+
+    Built once per layer from the rows' variances ``q`` (shape (n,)); then :meth:`pairs` gives
+    ``qhat = E[phi(u) phi(v)]`` and ``qdot = E[phi'(u) phi'(v)]`` on any tile of row pairs from their covariances.
+    ``E2 = E[phi(u)^2]`` and ``D2 = E[phi'(u)^2]`` per row are the tile diagonals. Routes: ``"closed"`` (relu family,
+    erf, linear: the scalar closed forms of ``_gaussian_kernels.pair_closed``), ``"mehler"`` (smooth activations:
+    Hermite coefficients per distinct variance from :func:`hermite_table`, truncated where the Parseval remainder is
+    below ``rtol`` relative, so that the relative truncation error of every pair is below ``rtol``), ``"quadrature"``
+    (kinked activations without closed forms, and Mehler layers that did not converge: the nested 2-D rule).
+
+    Attributes ``n_terms``, ``bound``, ``bound_dot``, ``n_fallback``, ``max_c_excess`` report the numerical budget.
+    """
+
+    def __init__(self, act: Activation, q: np.ndarray, want_dot: bool, rtol: float):
+        self.act = act
+        self.route = _route(act)
+        self.label = act.name if self.route == "closed" else self.route
+        self.q = q
+        self.want_dot = want_dot
+        self.rtol = rtol
+        self.n_terms = (0, 0)
+        self.bound = 0.0        # largest relative Mehler tail bound met (phi)
+        self.bound_dot = 0.0    # same for phi'
+        self.n_fallback = 0
+        self.max_c_excess = 0.0
+        self.fell_back = False
+        if self.route == "mehler":
+            qu, inv = np.unique(q, return_inverse=True)
+            self.inv = inv.ravel()
+            A, R, E, ok, n = hermite_table(act, qu, False, rtol)
+            self.A, self.R, self.E = A, R, E
+            self.E2 = E[self.inv]
+            kd = 0
+            if want_dot:
+                D, RD, ED, okd, _ = hermite_table(act, qu, True, rtol, n_start=max(64, n // 2))
+                self.D, self.RD, self.ED = D, RD, ED
+                self.D2 = ED[self.inv]
+                kd = D.shape[1]
+                ok = ok and okd
+            else:
+                self.D2 = None
+            self.n_terms = (A.shape[1], kd)
+            # with every row converged, |c|^K sqrt(R_i R_j) / sqrt(E_i E_j) <= max_i R_i / E_i for all pairs
+            self.row_bound = float(np.max(R / np.where(E > 0, E, 1.0)))
+            self.row_bound_dot = float(np.max(RD / np.where(ED > 0, ED, 1.0))) if want_dot else 0.0
+            if not ok:
+                warnings.warn(f"Mehler expansion of {act.name!r} did not reach rtol={rtol:g} with "
+                              f"{_N_NODES_MAX} Gauss-Hermite nodes (variance up to {float(qu.max()):.3g}); this layer "
+                              "is computed by 2-D quadrature (meanfield.pair_expectation) instead",
+                              RuntimeWarning, stacklevel=4)
+                self.route = self.label = "quadrature"
+                self.fell_back = True
+                self.n_terms = (0, 0)
+                self.row_bound = self.row_bound_dot = 0.0
+        if self.route != "mehler":
+            # the single-input expectations E[phi(u)^2], E[phi'(u)^2]: closed forms or the 1-D rule
+            args = act.kernel_args
+            qc = np.ascontiguousarray(q, dtype=np.float64)
+            self.E2 = _gk.mean_sq_many(*args, qc, 0)
+            self.D2 = _gk.mean_sq_many(*args, qc, 1) if want_dot else None
+
+    def pairs(self, Q: np.ndarray, ri: np.ndarray, rj: np.ndarray):
+        """qhat, qdot (or None) on the tile of pairs (ri x rj) with current covariance tile Q."""
+        qi, qj = self.q[ri], self.q[rj]
+        want_dot = self.want_dot
+        if self.route == "quadrature":
+            if self.fell_back:
+                self.n_fallback += Q.size
+            return self._quadrature(Q, qi, qj)
+        C = np.empty_like(Q)
+        excess = _gk.correlation_tile(Q, qi, qj, C)
+        self.max_c_excess = max(self.max_c_excess, excess)
+        if self.route == "closed":
+            qhat = np.empty_like(Q)
+            qdot = np.empty_like(Q)
+            _gk.closed_tile(self.act.code, float(self.act.params[0]), Q, qi, qj, qhat, qdot, want_dot)
+            return qhat, (qdot if want_dot else None)
+        ii, jj = self.inv[ri], self.inv[rj]
+        qhat = np.empty_like(Q)
+        _gk.mehler(C, self.A[ii], np.ascontiguousarray(self.A[jj].T), qhat)
+        qdot = None
+        if want_dot:
+            qdot = np.empty_like(Q)
+            _gk.mehler(C, self.D[ii], np.ascontiguousarray(self.D[jj].T), qdot)
+        # every row converged (else the layer was routed to quadrature): for all pairs
+        # |c|^K sqrt(R_i R_j) / sqrt(E_i E_j) <= max_i R_i / E_i
+        self.bound = max(self.bound, self.row_bound)
+        self.bound_dot = max(self.bound_dot, self.row_bound_dot)
+        return qhat, qdot
+
+    def _quadrature(self, Q, qi, qj):
+        qu = np.broadcast_to(qi[:, None], Q.shape)
+        qv = np.broadcast_to(qj[None, :], Q.shape)
+        qhat = np.asarray(pair_expectation(self.act, qu, qv, Q), dtype=np.float64)
+        qdot = (np.asarray(pair_expectation(self.act, qu, qv, Q, derivative=True), dtype=np.float64)
+                if self.want_dot else None)
+        return qhat, qdot

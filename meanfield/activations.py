@@ -49,7 +49,7 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 
 # integer codes of the built-in activations (used inside compiled code)
-LINEAR, RELU, LEAKY_RELU, TANH, ERF, SIGMOID, HARD_TANH, SOFTPLUS, GELU, SILU, ELU, SELU, SIN = range(13)
+LINEAR, RELU, LEAKY_RELU, TANH, ERF, SIGMOID, HARD_TANH, SOFTPLUS, GELU, SILU, ELU, SELU, SIN, MISH = range(14)
 CUSTOM = -1
 
 
@@ -153,6 +153,16 @@ def act_eval(code, p0, p1, x, order):
         if order == 1:
             return math.cos(x)
         return -math.sin(x)
+    if code == MISH:
+        # x tanh(softplus(x)); with t = tanh(softplus(x)), s = sigmoid(x): phi' = t + x s (1 - t^2),
+        # phi'' = s (1 - t^2) (2 + x (1 - s - 2 t s))
+        t = math.tanh(max(x, 0.0) + math.log1p(math.exp(-abs(x))))
+        if order == 0:
+            return x * t
+        s = _sigmoid(x)
+        if order == 1:
+            return t + x * s * (1.0 - t * t)
+        return s * (1.0 - t * t) * (2.0 + x * (1.0 - s - 2.0 * t * s))
     return math.nan
 
 
@@ -289,6 +299,8 @@ _BUILTINS = {
     "elu": dict(graded=True, code=ELU, kinks=(0.0,), scale=2.0, closed_form=False),
     "selu": dict(graded=True, code=SELU, kinks=(0.0,), scale=2.0, closed_form=False),
     "sin": dict(code=SIN, kinks=(), scale=1.0, closed_form=False),
+    # mish (Misra 2019): singularities nearest the real axis at 0.35 + 2.36i (tanh(softplus) = +-inf), so half-width 2
+    "mish": dict(graded=True, code=MISH, kinks=(), scale=2.0, closed_form=False),
 }
 
 ACTIVATIONS = tuple(_BUILTINS)
@@ -319,7 +331,7 @@ def get_activation(spec, **params) -> Activation:
     ----------
     spec : str or Activation
         One of ``ACTIVATIONS``: linear, relu, leaky_relu, tanh, erf, sigmoid, hard_tanh, softplus, gelu (exact,
-        ``x Phi(x)``), silu, elu, selu, sin.
+        ``x Phi(x)``), silu, elu, selu, sin, mish (``x tanh(softplus(x))``).
     **params
         ``slope`` for leaky_relu (default 0.01), ``alpha`` for elu (default 1.0).
 

@@ -18,6 +18,10 @@ def _sig(x):
     return 1 / (1 + mp.exp(-x))
 
 
+def _mish(x):
+    return x * mp.tanh(mp.log1p(mp.exp(x)))
+
+
 MP_PHI = {
     "tanh": (mp.tanh, lambda x: 1 - mp.tanh(x) ** 2, lambda x: -2 * mp.tanh(x) * (1 - mp.tanh(x) ** 2)),
     "erf": (mp.erf, lambda x: 2 / mp.sqrt(mp.pi) * mp.exp(-x * x), lambda x: -4 * x / mp.sqrt(mp.pi) * mp.exp(-x * x)),
@@ -27,6 +31,8 @@ MP_PHI = {
     "silu": (lambda x: x * _sig(x), lambda x: _sig(x) + x * _sig(x) * (1 - _sig(x)),
              lambda x: _sig(x) * (1 - _sig(x)) * (2 + x * (1 - 2 * _sig(x)))),
     "sin": (mp.sin, mp.cos, lambda x: -mp.sin(x)),
+    # mish: derivatives by mpmath's numerical differentiation at working precision, independent of the library's formulas
+    "mish": (_mish, lambda x: mp.diff(_mish, x), lambda x: mp.diff(_mish, x, 2)),
     "relu": (lambda x: x if x > 0 else 0, lambda x: 1 if x > 0 else 0, lambda x: 0),
     "hard_tanh": (lambda x: max(-1, min(1, x)), lambda x: 1 if -1 < x < 1 else 0, lambda x: 0),
     "elu": (lambda x: x if x > 0 else mp.expm1(x), lambda x: 1 if x > 0 else mp.exp(x), lambda x: 0 if x > 0 else mp.exp(x)),

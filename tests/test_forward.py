@@ -18,7 +18,7 @@ from scipy import optimize
 import meanfield as mf
 from tests._reference import mp_expect, mp_gelu_pair, mp_qstar, scipy_pair
 
-SMOOTH = ["tanh", "erf", "sigmoid", "gelu", "softplus", "silu"]
+SMOOTH = ["tanh", "erf", "sigmoid", "gelu", "softplus", "silu", "mish"]
 # (weight_var, bias_var) in the ordered and (where one exists at these values) chaotic phase; gelu/softplus/silu
 # are unbounded, so their chaotic points must keep q finite (weight_var below 2 / (slope^2 + ...)).
 POINTS = {
@@ -28,6 +28,7 @@ POINTS = {
     "gelu": [(1.0, 0.1), (1.9, 0.05)],
     "softplus": [(1.0, 0.2), (1.5, 0.0)],
     "silu": [(1.5, 0.1), (1.95, 0.02)],  # unbounded: the second points are ordered too (see test_cstar_chic_vs_scipy)
+    "mish": [(1.2, 0.1)],
 }
 
 

@@ -15,7 +15,7 @@ import meanfield as mf
 from meanfield import _gaussian_kernels as qk
 from tests._reference import mp_expect, scipy_pair
 
-SMOOTH = ["tanh", "erf", "sigmoid", "softplus", "gelu", "silu", "sin"]
+SMOOTH = ["tanh", "erf", "sigmoid", "softplus", "gelu", "silu", "sin"]   # mish: tests/test_forward.py (q*, chi_1, V'(q*))
 QS = [1e-4, 0.5, 3.0, 100.0]
 
 

@@ -92,6 +92,11 @@ def _silu_d(x):
     return s + x * s * (1.0 - s)
 
 
+def _mish_d(x):
+    t = torch.tanh(torch.nn.functional.softplus(x))
+    return t + x * torch.sigmoid(x) * (1.0 - t * t)
+
+
 def _elu(alpha, lam):
     def phi(x):
         return lam * torch.where(x > 0, x, alpha * torch.expm1(torch.clamp(x, max=0.0)))
@@ -130,6 +135,8 @@ def _builtin_torch(name: str, p0: float):
         return _elu(_SELU_ALPHA, _SELU_LAMBDA)
     if name == "sin":
         return torch.sin, torch.cos
+    if name == "mish":
+        return torch.nn.functional.mish, _mish_d
     return None
 
 

@@ -448,8 +448,11 @@ def fisher_statistics(network: Network, width: int, n_samples: int, n_outputs: i
 
     Parameters
     ----------
-    network : Network
-        The architecture (``depth`` hidden layers + linear readout, per-layer variances and width ratios allowed).
+    network : Network or layer chain
+        The architecture (``depth`` hidden layers + linear readout, per-layer variances and width ratios allowed), or
+        a chain of :mod:`meanfield.layers` ending in a Dense readout (e.g. with residual blocks): the sums then run
+        over its Dense layers in chain order, ``alpha_{l-1}`` being the fan-in width ratio of layer ``l``
+        (docs/mathematics.md sec. 8).
     width : int
         The reference width ``M`` (``M_l = alpha_l M``).
     n_samples : int

@@ -112,11 +112,16 @@ class Dense(Layer):
         return self.weight_var * q + self.bias_var
 
     def _tile(self, node, Q, T, ri, rj, diag, standard, record=None):
-        Qo = self.weight_var * Q + self.bias_var
+        Qo = self.weight_var * Q
+        Qo += self.bias_var
         if T is None:
             return Qo, None, None
         direct = node.fan_in * Q + 1.0 if standard else Qo
-        return Qo, self.weight_var * T + direct, None
+        if np.ndim(T) == 0:
+            return Qo, direct + self.weight_var * T, None
+        To = self.weight_var * T
+        To += direct
+        return Qo, To, None
 
     def _back(self, node, Qt, aux, diag, record=None):
         return self.weight_var * Qt

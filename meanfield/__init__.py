@@ -14,6 +14,8 @@ from .errors import ConvergenceWarning, DivergenceWarning, NoCriticalPointWarnin
 from .forward import (DepthScales, FixedPoint, ForwardResult, c_map_slope, chi1, chi_c, correlation_map,
                       critical_weight_var, cstar, depth_scales, fixed_point, forward, length_map, qstar)
 from .network import Network
+from .layers import Dense, Dropout, Layer, Nonlinearity, Residual, Serial, serial
+from .trace import Trace, TraceStep, trace
 from .gaussian import gaussian_expectation, gaussian_rule, hermite_coefficients, mehler_terms, pair_expectation
 from .kernels import KernelResult, kernels, nngp_diagonal, nngp_kernel, ntk_kernel
 from .regression import (GPPosterior, NTKPrediction, gp_posterior, nngp_regression, ntk_condition_number,
@@ -29,6 +31,8 @@ from .deep_linear import (BPKRResult, DeepLinearPosteriorResult, DeepLinearPrior
 __all__ = [
     "ACTIVATIONS", "Activation", "custom_activation", "get_activation",
     "Network",
+    # composable network description and its layer sweep
+    "Layer", "Dense", "Nonlinearity", "Dropout", "Residual", "Serial", "serial", "Trace", "TraceStep", "trace",
     "length_map", "correlation_map", "qstar", "cstar", "chi1", "c_map_slope", "chi_c", "depth_scales", "fixed_point",
     "critical_weight_var", "forward", "backward",
     "DepthScales", "FixedPoint", "ForwardResult", "BackwardResult",

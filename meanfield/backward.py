@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .forward import ForwardResult, forward
-from .network import Network
 
 __all__ = ["backward", "BackwardResult"]
 
@@ -54,12 +53,14 @@ class BackwardResult:
         return ax
 
 
-def backward(network: Network, forward_result: ForwardResult = None, **forward_kwargs) -> BackwardResult:
+def backward(network, forward_result: ForwardResult = None, **forward_kwargs) -> BackwardResult:
     """Back-propagate q-tilde through ``network`` (see the module docstring for the recursion).
+
+    A view of the backward pass of the layer sweep (:mod:`meanfield.trace`): q-tilde at each Dense layer's output.
 
     Parameters
     ----------
-    network : Network
+    network : Network or layer chain
     forward_result : ForwardResult, optional
         Reuse a forward pass; otherwise :func:`meanfield.forward` is called with ``forward_kwargs``
         (``input_norm``, ``input_norm2``, ``input_overlap``).
@@ -67,7 +68,7 @@ def backward(network: Network, forward_result: ForwardResult = None, **forward_k
     Raises
     ------
     TypeError
-        If ``network`` is not a Network or ``forward_result`` is not a ForwardResult.
+        If ``network`` is not a Network or layer chain, or ``forward_result`` is not a ForwardResult.
     ValueError
         If ``forward_result`` belongs to another network or is given together with forward keyword arguments.
 
@@ -78,8 +79,9 @@ def backward(network: Network, forward_result: ForwardResult = None, **forward_k
     >>> br.qtilde1.tolist()   # chi_1 = 1/2 per layer
     [0.125, 0.25, 0.5, 1.0]
     """
-    if not isinstance(network, Network):
-        raise TypeError(f"network must be a meanfield.Network, got {type(network).__name__}")
+    from .trace import as_chain
+
+    as_chain(network)   # type check
     if forward_result is None:
         forward_result = forward(network, **forward_kwargs)
     elif not isinstance(forward_result, ForwardResult):
@@ -87,19 +89,11 @@ def backward(network: Network, forward_result: ForwardResult = None, **forward_k
                         f"got {type(forward_result).__name__}")
     elif forward_kwargs:
         raise ValueError("give either forward_result or forward keyword arguments, not both")
-    elif forward_result.network != network:
+    elif type(forward_result.network) is not type(network) or forward_result.network != network:
         raise ValueError("forward_result was computed for a different network")
-    L = network.n_layers
-    rho = float(network.dropout_keep)
-    W = network.weight_vars
     fr = forward_result
-    t1 = np.empty(L)
-    t1b = np.empty(L)
-    t2 = np.empty(L)
-    t1[-1] = t1b[-1] = t2[-1] = 1.0
-    for l in range(L - 1, 0, -1):  # layer l = 1..L-1, index l-1
-        w = W[l]  # sigma_{w, l+1}^2
-        t1[l - 1] = w / rho * t1[l] * fr.qdot1[l - 1]
-        t1b[l - 1] = w / rho * t1b[l] * fr.qdot1b[l - 1]
-        t2[l - 1] = w * t2[l] * fr.qdot2[l - 1]
-    return BackwardResult(qtilde1=t1, qtilde1b=t1b, qtilde2=t2, forward=fr)
+    if fr.trace is None or fr.trace.dense[-1].qtilde is None:
+        raise ValueError("forward_result carries no trace with a backward pass; compute it with meanfield.forward")
+    qt = np.array([s.qtilde for s in fr.trace.dense], dtype=np.float64).reshape(-1, 2, 2)
+    return BackwardResult(qtilde1=qt[:, 0, 0].copy(), qtilde1b=qt[:, 1, 1].copy(), qtilde2=qt[:, 0, 1].copy(),
+                          forward=fr)

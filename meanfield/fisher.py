@@ -82,16 +82,20 @@ class _OrderParameters:
     qhat2: np.ndarray    # qhat_2^l, l = 0..L-1     (index l)
     qtilde1: np.ndarray  # qtilde_1^l, l = 1..L     (index l-1)
     qtilde2: np.ndarray  # qtilde_2^l, l = 1..L     (index l-1)
+    alphas: np.ndarray = None       # fan-in width ratio alpha_{l-1} of Dense layer l = 1..L (index l-1)
+    weight_vars: np.ndarray = None  # sigma_{w,l}^2 of Dense layer l = 1..L (index l-1)
 
 
-def _order_parameters(network: Network) -> _OrderParameters:
-    """Order parameters of docs/mathematics.md sections 2-3 for independent inputs ``x ~ N(0, I)`` (from the core)."""
+def _order_parameters(network) -> _OrderParameters:
+    """Order parameters of docs/mathematics.md sections 2-3 for independent inputs ``x ~ N(0, I)``, per Dense layer
+    ``l = 1..L`` of ``network`` (a Network or a layer chain): views of one layer sweep (:mod:`meanfield.trace`)."""
     from .forward import forward
     from .backward import backward
 
     fr = forward(network, input_norm=1.0, input_overlap=0.0)
     br = backward(network, forward_result=fr)
-    L = network.n_layers
+    dense = fr.trace.dense
+    L = len(dense)
     op = _OrderParameters(
         q1=np.asarray(fr.q1, dtype=np.float64).reshape(-1)[:L],
         q2=np.asarray(fr.q2, dtype=np.float64).reshape(-1)[:L],
@@ -99,6 +103,8 @@ def _order_parameters(network: Network) -> _OrderParameters:
         qhat2=np.asarray(fr.qhat2, dtype=np.float64).reshape(-1)[:L],
         qtilde1=np.asarray(br.qtilde1, dtype=np.float64).reshape(-1)[:L],
         qtilde2=np.asarray(br.qtilde2, dtype=np.float64).reshape(-1)[:L],
+        alphas=np.array([s.fan_in_ratio for s in dense], dtype=np.float64),
+        weight_vars=np.array([s.layer.weight_var for s in dense], dtype=np.float64),
     )
     for name in ("q1", "q2", "qhat1", "qhat2", "qtilde1", "qtilde2"):
         arr = getattr(op, name)
@@ -113,10 +119,21 @@ def _order_parameters(network: Network) -> _OrderParameters:
 # ----------------------------------------------------------------------------------------------------------------------
 # validation
 # ----------------------------------------------------------------------------------------------------------------------
-def _validate(network, width, n_samples, n_outputs, parameterization, loss):
-    if not isinstance(network, Network):
-        raise TypeError(f"network must be a meanfield.Network, got {type(network).__name__}")
-    if network.dropout_keep != 1.0:
+def _validate(network, width, n_samples, n_outputs, parameterization, loss, allow_chain=False):
+    from .layers import Dense, Layer
+    from .trace import _has_dropout, as_chain
+
+    if allow_chain and isinstance(network, Layer):
+        chain = as_chain(network)
+        if _has_dropout(chain):
+            raise ValueError("network must have no Dropout layer (keep < 1): the Fisher statistics are for networks "
+                             "without dropout")
+        if not isinstance(chain.layers[-1], Dense):
+            raise ValueError("network (a layer chain) must end with a Dense layer, the linear readout")
+    elif not isinstance(network, Network):
+        raise TypeError(f"network must be a meanfield.Network{' or a layer chain' if allow_chain else ''}, "
+                        f"got {type(network).__name__}")
+    elif network.dropout_keep != 1.0:
         raise ValueError("network.dropout_keep must be 1.0: the Fisher statistics are for networks without dropout")
     width = check_int("width", width, 1)
     n_samples = check_int("n_samples", n_samples, 1)
@@ -431,8 +448,11 @@ def fisher_statistics(network: Network, width: int, n_samples: int, n_outputs: i
 
     Parameters
     ----------
-    network : Network
-        The architecture (``depth`` hidden layers + linear readout, per-layer variances and width ratios allowed).
+    network : Network or layer chain
+        The architecture (``depth`` hidden layers + linear readout, per-layer variances and width ratios allowed), or
+        a chain of :mod:`meanfield.layers` ending in a Dense readout (e.g. with residual blocks): the sums then run
+        over its Dense layers in chain order, ``alpha_{l-1}`` being the fan-in width ratio of layer ``l``
+        (docs/mathematics.md sec. 8).
     width : int
         The reference width ``M`` (``M_l = alpha_l M``).
     n_samples : int
@@ -458,11 +478,11 @@ def fisher_statistics(network: Network, width: int, n_samples: int, n_outputs: i
     >>> round(st.width * st.mean_eigenvalue / 3, 3) == round(st.kappa1, 3)
     True
     """
-    M, T, C = _validate(network, width, n_samples, n_outputs, parameterization, loss)
+    M, T, C = _validate(network, width, n_samples, n_outputs, parameterization, loss, allow_chain=True)
     n_mc = check_int("n_mc", n_mc, 2)
     op = _order_parameters(network)
-    L = network.n_layers
-    alphas = tuple(network.alphas) + (C / M,)           # alpha_0..alpha_{L-1}, alpha_L = C/M
+    L = op.q1.size                                       # Dense layers (weight layers)
+    alphas = tuple(op.alphas.tolist()) + (C / M,)        # alpha_0..alpha_{L-1} (fan-in ratios), alpha_L = C/M
     a = np.asarray(alphas)
     alpha = float(np.sum(a[1:L] * a[0:L - 1]))
     widths = [max(int(round(al * M)), 1) for al in alphas[:L]] + [C]
@@ -552,12 +572,12 @@ def feature_metric_statistics(network: Network, width: int, n_samples: int, n_ou
     >>> st.lambda_max > 100 * st.mean_eigenvalue
     True
     """
-    M, T, C = _validate(network, width, n_samples, n_outputs, "standard", loss)
+    M, T, C = _validate(network, width, n_samples, n_outputs, "standard", loss, allow_chain=True)
     n_mc = check_int("n_mc", n_mc, 2)
     op = _order_parameters(network)
-    L = network.n_layers
-    a = np.asarray(network.alphas, dtype=np.float64)       # alpha_0..alpha_{L-1}
-    sw = np.asarray(network.weight_vars, dtype=np.float64)  # sigma_{w,l}^2, l = 1..L
+    L = op.q1.size
+    a = op.alphas                   # alpha_0..alpha_{L-1}, the fan-in ratios of the Dense layers
+    sw = op.weight_vars             # sigma_{w,l}^2, l = 1..L
     alpha_p = float(a.sum())
     widths = [max(int(round(al * M)), 1) for al in a]
     D = int(sum(widths))

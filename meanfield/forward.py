@@ -34,13 +34,12 @@ Every function broadcasts over numpy arrays of ``weight_var`` and ``bias_var`` a
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from . import _maps_kernels as _mk
 from ._checks import check_finite_array, check_in_range, check_nonneg
-from . import _gaussian_kernels as _gk
 from .activations import get_activation
 from .errors import ConvergenceWarning, DivergenceWarning, NoCriticalPointWarning
 from .network import Network
@@ -414,15 +413,19 @@ def critical_weight_var(activation, bias_var, *, return_qstar: bool = False, dro
 
 @dataclass(frozen=True)
 class ForwardResult:
-    r"""Per-layer forward order parameters of a :class:`~meanfield.Network` for two inputs x, x'.
+    r"""Per-layer forward order parameters of a :class:`~meanfield.Network` (or a layer chain) for two inputs x, x'.
 
     Arrays indexed ``[l - 1]`` for layers l = 1..L (pre-activations): ``q1`` = q^l(x,x), ``q1b`` = q^l(x',x'),
     ``q2`` = q^l(x,x'), ``c`` = q2 / sqrt(q1 q1b). Indexed ``[l]`` for l = 0..L-1 (post-activations, l = 0 the
     input): ``qhat1``, ``qhat1b``, ``qhat2`` = E[phi(u)^2], E[phi(u')^2], E[phi(u)phi(u')]. Indexed ``[l - 1]`` for
     hidden layers l = 1..L-1: ``qdot1``, ``qdot1b``, ``qdot2`` = E[phi'(u)^2], E[phi'(u')^2], E[phi'(u)phi'(u')].
+
+    For a layer chain, ``l`` counts its Dense layers in chain order (those of residual blocks included): ``q`` is
+    each Dense layer's output covariance, ``qhat`` its input covariance, and ``qdot`` is per Nonlinearity.
+    ``trace`` is the :class:`meanfield.trace.Trace` the arrays are views of (q-tilde included).
     """
 
-    network: Network
+    network: object
     q1: np.ndarray
     q1b: np.ndarray
     q2: np.ndarray
@@ -433,6 +436,7 @@ class ForwardResult:
     qdot1: np.ndarray
     qdot1b: np.ndarray
     qdot2: np.ndarray
+    trace: object = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k).tolist() for k in ("q1", "q1b", "q2", "c", "qhat1", "qhat1b", "qhat2", "qdot1",
@@ -458,7 +462,7 @@ class ForwardResult:
         return ax
 
 
-def forward(network: Network, input_norm=1.0, input_norm2=None, input_overlap=0.0) -> ForwardResult:
+def forward(network, input_norm=1.0, input_norm2=None, input_overlap=0.0) -> ForwardResult:
     r"""Propagate the second moments of two inputs through ``network`` (docs/mathematics.md sec. 2, heterogeneous layers).
 
     .. math::
@@ -466,9 +470,12 @@ def forward(network: Network, input_norm=1.0, input_norm2=None, input_overlap=0.
         q^{l+1}(x,x) = \frac{\sigma_{w,l+1}^2}{\rho} \hat q^l(x,x) + \sigma_{b,l+1}^2,\qquad
         q^{l+1}(x,x') = \sigma_{w,l+1}^2 \hat q^l(x,x') + \sigma_{b,l+1}^2.
 
+    A view of the layer sweep (:func:`meanfield.trace.trace`) on the 2 x 2 Gram matrix of the two inputs.
+
     Parameters
     ----------
-    network : Network
+    network : Network or layer chain
+        A :class:`~meanfield.Network` or a chain of :mod:`meanfield.layers` (then ``l`` counts Dense layers).
     input_norm, input_norm2 : float
         x.x / M_0 and x'.x' / M_0 (``input_norm2`` defaults to ``input_norm``).
     input_overlap : float
@@ -481,46 +488,30 @@ def forward(network: Network, input_norm=1.0, input_norm2=None, input_overlap=0.
     >>> fr.q1.tolist()
     [2.0, 2.0, 2.0]
     """
-    if not isinstance(network, Network):
-        raise TypeError(f"network must be a meanfield.Network, got {type(network).__name__}")
+    from .layers import Nonlinearity
+    from .trace import as_chain, trace
+
+    chain = as_chain(network)
     n1 = float(check_nonneg("input_norm", input_norm))
     n2 = n1 if input_norm2 is None else float(check_nonneg("input_norm2", input_norm2))
     ov = float(check_finite_array("input_overlap", input_overlap))
     if ov * ov > n1 * n2 * (1 + 1e-12):
         raise ValueError("input_overlap^2 must be <= input_norm * input_norm2 (Cauchy-Schwarz)")
-    L = network.n_layers
-    rho = float(network.dropout_keep)
-    W, B = network.weight_vars, network.bias_vars
-    q1 = np.empty(L)
-    q1b = np.empty(L)
-    q2 = np.empty(L)
-    qh1 = np.empty(L)
-    qh1b = np.empty(L)
-    qh2 = np.empty(L)
-    qd1 = np.empty(L - 1)
-    qd1b = np.empty(L - 1)
-    qd2 = np.empty(L - 1)
-    qh1[0], qh1b[0], qh2[0] = n1, n2, ov
-    for l in range(1, L + 1):
-        drop = rho if l > 1 else 1.0  # dropout acts on hidden post-activations, not on the input
-        q1[l - 1] = W[l - 1] / drop * qh1[l - 1] + B[l - 1]
-        q1b[l - 1] = W[l - 1] / drop * qh1b[l - 1] + B[l - 1]
-        q2[l - 1] = W[l - 1] * qh2[l - 1] + B[l - 1]
-        if not (np.isfinite(q1[l - 1]) and np.isfinite(q1b[l - 1])):
-            raise FloatingPointError(f"q overflowed at layer {l}: the network is too deep for this chaotic, "
-                                     "unbounded activation")
-        if l == L:
-            break
-        act = network.activations[l - 1]
-        args = act.kernel_args
-        qu = np.array([q1[l - 1], q1b[l - 1], q1[l - 1], q1[l - 1], q1b[l - 1], q1[l - 1]])
-        qv = np.array([q1[l - 1], q1b[l - 1], q1b[l - 1], q1[l - 1], q1b[l - 1], q1b[l - 1]])
-        quv = np.array([q1[l - 1], q1b[l - 1], q2[l - 1], q1[l - 1], q1b[l - 1], q2[l - 1]])
-        e0 = _gk.pair_expect_many(*args, qu[:3], qv[:3], quv[:3], 0)
-        e1 = _gk.pair_expect_many(*args, qu[3:], qv[3:], quv[3:], 1)
-        qh1[l], qh1b[l], qh2[l] = e0
-        qd1[l - 1], qd1b[l - 1], qd2[l - 1] = e1
+    tr = trace(chain, gram=np.array([[n1, ov], [ov, n2]]), compute_ntk=False, backward=True)
+    dense = tr.dense
+    if isinstance(network, Network):   # qhat: the activations' outputs, before dropout
+        qh = [dense[0].cov_in] + [s.cov_out for s in tr.steps if isinstance(s.layer, Nonlinearity)]
+    else:
+        qh = [s.cov_in for s in dense]
+
+    def pick(mats):
+        m = np.array(mats, dtype=np.float64).reshape(-1, 2, 2)
+        return m[:, 0, 0].copy(), m[:, 1, 1].copy(), m[:, 0, 1].copy()
+
+    q1, q1b, q2 = pick([s.cov_out for s in dense])
+    qh1, qh1b, qh2 = pick(qh)
+    qd1, qd1b, qd2 = pick(tr.qdot)
     with np.errstate(invalid="ignore", divide="ignore"):
         c = np.where(q1 * q1b > 0, q2 / np.sqrt(q1 * q1b), 1.0)
     return ForwardResult(network=network, q1=q1, q1b=q1b, q2=q2, c=c, qhat1=qh1, qhat1b=qh1b, qhat2=qh2, qdot1=qd1,
-                         qdot1b=qd1b, qdot2=qd2)
+                         qdot1b=qd1b, qdot2=qd2, trace=tr)

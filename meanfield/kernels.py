@@ -60,8 +60,6 @@ from typing import Optional
 import numpy as np
 
 from ._checks import check_int, check_positive, check_finite_array
-from .gaussian import PairPlan
-from .network import Network
 
 __all__ = ["KernelResult", "kernels", "nngp_kernel", "ntk_kernel", "nngp_diagonal"]
 
@@ -119,12 +117,6 @@ class KernelResult:
 
 
 # ------------------------------------------------------------------------------------------------- validation
-def _check_network(network) -> Network:
-    if not isinstance(network, Network):
-        raise TypeError(f"network must be a meanfield.Network, got {type(network).__name__}")
-    return network
-
-
 def _check_inputs(x1, x2, name1="x1"):
     x1 = check_finite_array(name1, x1)
     if x1.ndim != 2 or x1.shape[0] < 1 or x1.shape[1] < 1:
@@ -139,29 +131,20 @@ def _check_inputs(x1, x2, name1="x1"):
 
 
 # ---------------------------------------------------------------------------------------------------- driver
-def _row_recursion(network: Network, X: np.ndarray, want_dot: bool, rtol: float):
-    """Single-input length map per row: ``q^1 = w_1 |x|^2/M_0 + b_1``, ``q^{l+1} = (w_{l+1}/rho) E[phi^2] + b_{l+1}``.
+def _rows(chain, X: np.ndarray, want_dot: bool, rtol: float, width=None):
+    """Row pass of the layer sweep (:mod:`meanfield.trace`) on the inputs ``X``: ``(nodes, q_out)``."""
+    from .trace import _compile, _Ctx
 
-    Returns the per-layer row variances ``[q^1, ..., q^L]`` and the per-hidden-layer pair plans.
-    """
-    wv, bv, acts = network.weight_vars, network.bias_vars, network.activations
-    rho = float(network.dropout_keep)
-    norms = np.einsum("ij,ij->i", X, X)
-    q = wv[0] * norms / X.shape[1] + bv[0]
-    qrows = [q]
-    layers = []
-    for l in range(network.depth):
-        lay = PairPlan(acts[l], q, want_dot, rtol)
-        layers.append(lay)
-        q = (wv[l + 1] / rho) * lay.E2 + bv[l + 1]
-        if not np.all(np.isfinite(q)):
-            raise FloatingPointError(f"the variance q^{l + 2} overflowed (weight_var too large for this depth)")
-        qrows.append(q)
-    return qrows, layers
+    norms = np.einsum("ij,ij->i", X, X) / X.shape[1]
+    nodes, q, _, _ = _compile(chain.layers, norms, _Ctx(want_dot, rtol, width), chain.input_ratio,
+                              float(X.shape[1]))
+    return nodes, q
 
 
-def nngp_diagonal(network: Network, x, rtol: float = 1e-14) -> np.ndarray:
+def nngp_diagonal(network, x, rtol: float = 1e-14) -> np.ndarray:
     """Diagonal ``K(x_i, x_i) = q^L(x_i)`` of the NNGP (single-input length map per row; O(n) work).
+
+    ``network`` is a :class:`~meanfield.Network` or a layer chain (:mod:`meanfield.layers`).
 
     Examples
     --------
@@ -170,21 +153,26 @@ def nngp_diagonal(network: Network, x, rtol: float = 1e-14) -> np.ndarray:
     >>> nngp_diagonal(Network("relu", depth=3, weight_var=2.0), np.ones((2, 4)))
     array([2., 2.])
     """
-    network = _check_network(network)
+    from .trace import as_chain
+
+    chain = as_chain(network)
     x, _ = _check_inputs(x, None, "x")
-    return _row_recursion(network, x, False, float(check_positive("rtol", rtol)))[0][-1]
+    return _rows(chain, x, False, float(check_positive("rtol", rtol)))[1]
 
 
-def kernels(network: Network, x1, x2=None, *, parameterization: str = "ntk", width: Optional[float] = None,
+def kernels(network, x1, x2=None, *, parameterization: str = "ntk", width: Optional[float] = None,
             compute_ntk: bool = True, rtol: float = 1e-14, tile_size: int = 512) -> KernelResult:
     r"""NNGP and NTK of ``network`` between the rows of ``x1`` and ``x2`` in one pass (shared work).
 
+    A view of the layer sweep of :mod:`meanfield.trace`: the row pass once, then the tile pass tile by tile.
+
     Parameters
     ----------
-    network : Network
-        Activation(s), depth, per-layer ``weight_var`` / ``bias_var``; ``width_ratios`` enter the standard
-        parameterization only; ``dropout_keep < 1`` is supported for the NNGP only (same-input map uses
-        ``weight_var / rho``, so it acts on the diagonal of a symmetric kernel).
+    network : Network or layer chain
+        A :class:`~meanfield.Network` (activation(s), depth, per-layer ``weight_var`` / ``bias_var``;
+        ``width_ratios`` enter the standard parameterization only; ``dropout_keep < 1`` is supported for the NNGP
+        only: the same-input map uses ``weight_var / rho``, so it acts on the diagonal of a symmetric kernel), or a
+        chain of :mod:`meanfield.layers` (Dense, Nonlinearity, Dropout, Residual).
     x1 : array_like, shape (n1, M_0)
     x2 : array_like, shape (n2, M_0), optional
         ``None`` gives the symmetric kernel of ``x1`` with itself (upper triangle computed, then mirrored).
@@ -202,6 +190,7 @@ def kernels(network: Network, x1, x2=None, *, parameterization: str = "ntk", wid
     Returns
     -------
     KernelResult
+        Its per-hidden-layer tuples (``n_terms``, ``routes``, ...) have one entry per Nonlinearity, in chain order.
 
     Examples
     --------
@@ -212,7 +201,10 @@ def kernels(network: Network, x1, x2=None, *, parameterization: str = "ntk", wid
     >>> float(r.nngp[0, 0])   # relu at weight_var = 2 preserves q = 2 |x|^2 / M_0
     0.6666666666666666
     """
-    network = _check_network(network)
+    from .trace import _has_dropout, _tile_forward, _walk, as_chain
+    from .layers import Nonlinearity
+
+    chain = as_chain(network)
     x1, x2 = _check_inputs(x1, x2)
     if parameterization not in ("ntk", "standard"):
         raise ValueError(f"parameterization must be 'ntk' or 'standard', got {parameterization!r}")
@@ -227,8 +219,7 @@ def kernels(network: Network, x1, x2=None, *, parameterization: str = "ntk", wid
         raise ValueError(f"rtol must lie in [1e-15, 1e-3], got {rtol!r}")
     tile = check_int("tile_size", tile_size, 8)
     compute_ntk = bool(compute_ntk)
-    rho = float(network.dropout_keep)
-    if compute_ntk and rho < 1.0:
+    if compute_ntk and _has_dropout(chain):
         raise ValueError("the NTK with dropout (dropout_keep < 1) is not implemented; use compute_ntk=False "
                          "or nngp_kernel")
 
@@ -238,14 +229,13 @@ def kernels(network: Network, x1, x2=None, *, parameterization: str = "ntk", wid
     n2 = n1 if sym else x2.shape[0]
     off2 = 0 if sym else n1
     dim = X.shape[1]
-    wv, bv = network.weight_vars, network.bias_vars
     standard = parameterization == "standard"
-    widths = [a * width for a in network.alphas] if standard else None
 
     from ._io import check_alloc  # size check before the (n1, n2) allocations (no raw MemoryError)
 
     check_alloc("x1, x2", 8.0 * n1 * n2 * (2 + compute_ntk), f"the {n1} x {n2} kernel matrices")
-    qrows, layers = _row_recursion(network, X, compute_ntk, rtol)
+    nodes, _ = _rows(chain, X, compute_ntk, rtol, width)
+    T0 = 0.0 if compute_ntk else None
 
     K = np.empty((n1, n2))
     T = np.empty((n1, n2)) if compute_ntk else None
@@ -256,26 +246,8 @@ def kernels(network: Network, x1, x2=None, *, parameterization: str = "ntk", wid
             rj_out = np.arange(j0, min(j0 + tile, n2))
             rj = rj_out + off2
             diag = sym and i0 == j0
-            G = X[ri] @ X[rj].T
-            Q = wv[0] * G / dim + bv[0]
-            if diag:
-                np.fill_diagonal(Q, qrows[0][ri])
-            Th = None
-            if compute_ntk:
-                Th = G + 1.0 if standard else Q.copy()
-            for l, lay in enumerate(layers):
-                qhat, qdot = lay.pairs(Q, ri, rj)
-                if diag:
-                    np.fill_diagonal(qhat, lay.E2[ri])
-                    if qdot is not None:
-                        np.fill_diagonal(qdot, lay.D2[ri])
-                Qn = wv[l + 1] * qhat + bv[l + 1]
-                if diag:
-                    np.fill_diagonal(Qn, qrows[l + 1][ri])
-                if compute_ntk:
-                    direct = widths[l + 1] * qhat + 1.0 if standard else Qn
-                    Th = direct + wv[l + 1] * qdot * Th
-                Q = Qn
+            Q0 = X[ri] @ X[rj].T / dim
+            Q, Th, _ = _tile_forward(nodes, Q0, T0, ri, rj, diag, standard)
             if diag:
                 iu = np.triu_indices(len(ri), 1)
                 Q.T[iu] = Q[iu]
@@ -289,6 +261,7 @@ def kernels(network: Network, x1, x2=None, *, parameterization: str = "ntk", wid
                 if compute_ntk:
                     T[rj_out[0]:rj_out[-1] + 1, ri[0]:ri[-1] + 1] = Th.T
 
+    layers = [nd.plan for nd in _walk(nodes) if isinstance(nd.layer, Nonlinearity)]
     excess = max((lay.max_c_excess for lay in layers), default=0.0)
     if excess > 1e-8:
         warnings.warn(f"correlations exceeded 1 by up to {excess:.2e} and were clipped (inconsistent covariances)",
@@ -305,7 +278,7 @@ def kernels(network: Network, x1, x2=None, *, parameterization: str = "ntk", wid
     )
 
 
-def nngp_kernel(network: Network, x1, x2=None, **options) -> np.ndarray:
+def nngp_kernel(network, x1, x2=None, **options) -> np.ndarray:
     r"""NNGP kernel ``K(x, x') = q^L(x, x')`` of ``network`` between the rows of ``x1`` and ``x2`` (Lee et al. 2018).
 
     ``q^1 = sigma_w^2 x.x'/M_0 + sigma_b^2``, ``q^{l+1} = sigma_w^2 E[phi(u)phi(v)] + sigma_b^2``; see
@@ -322,7 +295,7 @@ def nngp_kernel(network: Network, x1, x2=None, **options) -> np.ndarray:
     return kernels(network, x1, x2, compute_ntk=False, **options).nngp
 
 
-def ntk_kernel(network: Network, x1, x2=None, parameterization: str = "ntk", width: Optional[float] = None,
+def ntk_kernel(network, x1, x2=None, parameterization: str = "ntk", width: Optional[float] = None,
                **options) -> np.ndarray:
     r"""Neural tangent kernel of ``network`` between the rows of ``x1`` and ``x2`` (Jacot et al. 2018).
 

@@ -127,6 +127,26 @@ class Network:
         return (len(set(self._weight_vars)) == 1 and len(set(self._bias_vars)) == 1
                 and len(set(self._activations)) == 1)
 
+    def to_layers(self):
+        """The equivalent layer chain (:mod:`meanfield.layers`): ``Dense(w_1, b_1), Nonlinearity(phi_1), [Dropout],
+        ..., Dense(w_L, b_L)``, with ``width_ratio = alpha_l`` and ``input_ratio = alpha_0``.
+
+        Examples
+        --------
+        >>> [type(l).__name__ for l in Network("relu", depth=1, dropout_keep=0.5).to_layers()]
+        ['Dense', 'Nonlinearity', 'Dropout', 'Dense']
+        """
+        from .layers import Dense, Dropout, Nonlinearity, Serial
+
+        layers = []
+        for l in range(self.depth):
+            layers.append(Dense(self._weight_vars[l], self._bias_vars[l], self._alphas[l + 1]))
+            layers.append(Nonlinearity(self._activations[l]))
+            if self.dropout_keep < 1.0:
+                layers.append(Dropout(float(self.dropout_keep)))
+        layers.append(Dense(self._weight_vars[-1], self._bias_vars[-1]))
+        return Serial(tuple(layers), self._alphas[0])
+
     def to_dict(self) -> dict:
         return {
             "activation": [a.name for a in self._activations],

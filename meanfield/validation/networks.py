@@ -29,11 +29,17 @@ from .._checks import check_int
 from ..network import Network
 
 __all__ = [
+    "ChainEnsemble",
     "NetworkEnsemble",
+    "TorchDense",
+    "TorchDropout",
+    "TorchNonlinearity",
+    "TorchResidual",
     "TorchActivation",
     "layer_widths",
     "resolve_device",
     "resolve_dtype",
+    "sample_chain",
     "sample_ensemble",
     "torch_activation",
 ]
@@ -435,3 +441,265 @@ def sample_ensemble(network: Network, width: int, n_seeds: int, *, n_outputs: in
             bs[l][i].normal_(generator=gen)
     return NetworkEnsemble(network, int(width), int(n_outputs), parameterization, seed,
                            tuple(range(first_index, first_index + n_seeds)), widths, tuple(ws), tuple(bs))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# torch twins of the layers of meanfield.layers: a finite-width network from any chain
+# --------------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class TorchDense:
+    """Twin of :class:`meanfield.layers.Dense`: ``u = s_w h W^T + s_b b`` with parameters ``W{index}``, ``b{index}``
+    (``s_w = sqrt(weight_var / fan_in)``, ``s_b = sqrt(bias_var)`` in the NTK parameterization, 1 in the standard
+    one, where the parameters are the effective weights)."""
+
+    layer: object
+    index: int
+    fan_in: int
+    fan_out: int
+
+    @property
+    def weight_scale(self) -> float:
+        return math.sqrt(self.layer.weight_var / self.fan_in)
+
+    @property
+    def bias_scale(self) -> float:
+        return math.sqrt(self.layer.bias_var)
+
+    def apply(self, h, params, ens, record, gen):
+        W, b = params[f"W{self.index}"], params[f"b{self.index}"]
+        if ens.parameterization == "ntk":
+            u = self.weight_scale * torch.matmul(h, W.transpose(-1, -2)) + self.bias_scale * b.unsqueeze(-2)
+        else:
+            u = torch.matmul(h, W.transpose(-1, -2)) + b.unsqueeze(-2)
+        if record is not None:
+            record.append((self, h, u))
+        return u
+
+
+@dataclass(frozen=True, eq=False)
+class TorchNonlinearity:
+    """Twin of :class:`meanfield.layers.Nonlinearity`: ``phi`` elementwise (torch implementation of the activation)."""
+
+    layer: object
+    activation: TorchActivation
+
+    def apply(self, h, params, ens, record, gen):
+        return self.activation.phi(h)
+
+
+@dataclass(frozen=True, eq=False)
+class TorchDropout:
+    """Twin of :class:`meanfield.layers.Dropout`: ``h m / keep``, ``m ~ Bernoulli(keep)`` per seed, input and unit
+    (a fresh mask at every call, drawn from the generator passed to the ensemble's call)."""
+
+    layer: object
+
+    def apply(self, h, params, ens, record, gen):
+        keep = self.layer.keep
+        if keep == 1.0:
+            return h
+        m = torch.rand(h.shape, generator=gen, dtype=h.dtype, device=h.device) < keep
+        return h * m.to(h.dtype) / keep
+
+
+@dataclass(frozen=True, eq=False)
+class TorchResidual:
+    """Twin of :class:`meanfield.layers.Residual`: ``h + alpha g(h)`` with ``g`` the block's twins."""
+
+    layer: object
+    block: tuple
+
+    def apply(self, h, params, ens, record, gen):
+        g = h
+        for tw in self.block:
+            g = tw.apply(g, params, ens, record, gen)
+        return h + self.layer.alpha * g
+
+
+def _twins(layers, width, fan_in, counter, last_is_readout, n_outputs):
+    """Twins of ``layers`` (a tuple of meanfield.layers objects) for a stream of width ``fan_in``."""
+    from ..layers import Dense, Dropout, Nonlinearity, Residual
+
+    out = []
+    for k, lay in enumerate(layers):
+        if isinstance(lay, Dense):
+            counter[0] += 1
+            readout = last_is_readout and k == len(layers) - 1
+            fan_out = n_outputs if readout else max(1, int(round(lay.width_ratio * width)))
+            out.append(TorchDense(lay, counter[0], fan_in, fan_out))
+            fan_in = fan_out
+        elif isinstance(lay, Nonlinearity):
+            out.append(TorchNonlinearity(lay, torch_activation(lay.activation)))
+        elif isinstance(lay, Dropout):
+            out.append(TorchDropout(lay))
+        elif isinstance(lay, Residual):
+            block, f2 = _twins(lay.block.layers, width, fan_in, counter, False, n_outputs)
+            if f2 != fan_in:
+                raise ValueError(f"Residual block maps width {fan_in} to {f2}; its last Dense must keep the width")
+            out.append(TorchResidual(lay, tuple(block)))
+        else:
+            raise TypeError(f"no torch twin for layer {type(lay).__name__}")
+    return out, fan_in
+
+
+def _dense_twins(twins):
+    for tw in twins:
+        if isinstance(tw, TorchDense):
+            yield tw
+        elif isinstance(tw, TorchResidual):
+            yield from _dense_twins(tw.block)
+
+
+@dataclass(frozen=True, eq=False)
+class ChainEnsemble:
+    r"""``n_seeds`` independent random finite networks built from a layer chain (:mod:`meanfield.layers`).
+
+    Each layer is replaced by its torch twin (:class:`TorchDense`, :class:`TorchNonlinearity`, :class:`TorchDropout`,
+    :class:`TorchResidual`); Dense layer ``k`` (chain order, residual blocks included) has standard-normal draws
+    ``raw_weights[k-1]`` of shape ``(S, fan_out, fan_in)`` and ``raw_biases[k-1]`` of shape ``(S, fan_out)``. The
+    input width is ``round(input_ratio * width)``, Dense outputs ``round(width_ratio * width)``, the last Dense of
+    the chain has ``n_outputs`` outputs. For a chain from :meth:`meanfield.Network.to_layers` the draws are those
+    of :func:`sample_ensemble` with the same seed (the same networks).
+    """
+
+    chain: object
+    width: int
+    n_outputs: int
+    parameterization: str
+    seed: int
+    seeds: tuple
+    twins: tuple
+    input_width: int
+    raw_weights: tuple
+    raw_biases: tuple
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def dense(self) -> tuple:
+        """The Dense twins in chain order."""
+        return tuple(_dense_twins(self.twins))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.raw_weights[0].dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.raw_weights[0].device
+
+    @property
+    def n_params(self) -> int:
+        return int(sum(d.fan_out * d.fan_in + d.fan_out for d in self.dense))
+
+    def parameters(self, requires_grad: bool = False) -> dict:
+        """``{"W1": (S, fan_out, fan_in), "b1": (S, fan_out), ...}`` in this ensemble's parameterization."""
+        out = {}
+        for d, w, b in zip(self.dense, self.raw_weights, self.raw_biases):
+            if self.parameterization == "standard":
+                w, b = d.weight_scale * w, d.bias_scale * b
+            out[f"W{d.index}"] = w.detach().clone().requires_grad_(requires_grad)
+            out[f"b{d.index}"] = b.detach().clone().requires_grad_(requires_grad)
+        return out
+
+    def _run(self, x, params, record, generator):
+        x = torch.as_tensor(x, dtype=self.dtype, device=self.device)
+        if x.ndim != 2 or x.shape[-1] != self.input_width:
+            raise ValueError(f"x must have shape (T, {self.input_width}), got {tuple(x.shape)}")
+        if generator is None:
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(_network_seed(self.seed, 2 ** 40 + self.seeds[0]))   # dropout masks
+        h = x.expand(self.n_seeds, *x.shape)
+        for tw in self.twins:
+            h = tw.apply(h, params, self, record, generator)
+        return h
+
+    def apply(self, params: dict, x, generator=None) -> torch.Tensor:
+        """Outputs ``(S, T, C)`` for the parameters ``params`` (differentiable by autograd)."""
+        return self._run(x, params, None, generator)
+
+    def __call__(self, x, generator=None) -> torch.Tensor:
+        return self._run(x, self.parameters(), None, generator)
+
+    def forward_pass(self, x, params: Optional[dict] = None, generator=None):
+        """``(f, record)``: outputs ``(S, T, C)`` and, per Dense layer in chain order, ``(twin, h_in, u_out)``."""
+        record = []
+        f = self._run(x, self.parameters() if params is None else params, record, generator)
+        return f, record
+
+    def order_parameters(self, x, generator=None) -> dict:
+        r"""Empirical per-Dense order parameters for the inputs ``x`` (T, M_0), per seed (leading axis S):
+
+        ``q[k] = u.u'/M_out``, ``qhat[k] = h.h'/M_in``, ``qtilde[k] = sum_i delta_i delta'_i`` (averaged over the C
+        output units, ``delta = d f_c / d u``), and ``ntk = sum_k qtilde[k] * direct_k`` with ``direct_k =
+        (w_k/M_in) h.h' + b_k`` (NTK parameterization) or ``h.h' + 1`` (standard): by the chain rule the
+        parameter-gradient Gram matrix of a Dense layer is ``(delta.delta') (s_w^2 h.h' + s_b^2)``, so ``ntk`` is
+        ``J J^T`` averaged over the outputs. All arrays are numpy, shape ``(S, T, T)``.
+        """
+        f, record = self.forward_pass(x, self.parameters(requires_grad=True), generator)
+        us = [u for _, _, u in record]
+        C = f.shape[-1]
+        qt = [torch.zeros(f.shape[0], f.shape[1], f.shape[1], dtype=f.dtype, device=f.device) for _ in us]
+        for c in range(C):
+            grads = torch.autograd.grad(f[..., c].sum(), us, retain_graph=c < C - 1)
+            for k, g in enumerate(grads):
+                qt[k] += g @ g.transpose(-1, -2) / C
+        out = {"q": [], "qhat": [], "qtilde": [], "ntk": 0.0}
+        for k, (d, h, u) in enumerate(record):
+            hh = (h @ h.transpose(-1, -2)).detach()
+            out["q"].append(((u @ u.transpose(-1, -2)).detach() / d.fan_out).cpu().numpy())
+            out["qhat"].append((hh / d.fan_in).cpu().numpy())
+            out["qtilde"].append(qt[k].detach().cpu().numpy())
+            direct = hh + 1.0 if self.parameterization == "standard" else (d.layer.weight_var * hh / d.fan_in
+                                                                           + d.layer.bias_var)
+            out["ntk"] = out["ntk"] + (qt[k] * direct).detach().cpu().numpy()
+        return out
+
+
+def sample_chain(chain, width: int, n_seeds: int, *, n_outputs: int = 1, parameterization: str = "standard",
+                 seed: int = 0, first_index: int = 0, device=None, dtype="float64") -> ChainEnsemble:
+    r"""Draw ``n_seeds`` random finite networks of width ``width`` from a layer chain (or a Network).
+
+    Dense layer ``k``: ``W ~ N(0, weight_var / fan_in)``, ``b ~ N(0, bias_var)`` (standard or NTK parameterization,
+    as :func:`sample_ensemble`); network ``i`` is drawn from the generator seeded by ``(seed, first_index + i)``,
+    Dense layers in chain order, weights then biases.
+
+    Examples
+    --------
+    >>> from meanfield.layers import Dense, Nonlinearity, Residual, serial
+    >>> from meanfield.validation.networks import sample_chain
+    >>> net = serial(Dense(1.0), Residual(serial(Nonlinearity("relu"), Dense(2.0)), 0.5), Dense(1.0))
+    >>> ens = sample_chain(net, width=16, n_seeds=2, n_outputs=3, device="cpu")
+    >>> tuple(ens(torch.ones(4, 16)).shape), ens.n_params
+    ((2, 4, 3), 595)
+    """
+    from ..trace import as_chain
+
+    ch = as_chain(chain)
+    width = check_int("width", width, 1)
+    n_seeds = check_int("n_seeds", n_seeds, 1)
+    n_outputs = check_int("n_outputs", n_outputs, 1)
+    seed = check_int("seed", seed, 0)
+    first_index = check_int("first_index", first_index, 0)
+    if parameterization not in PARAMETERIZATIONS:
+        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
+    from ..layers import Dense
+
+    if not isinstance(ch.layers[-1], Dense):
+        raise ValueError("chain must end with a Dense layer (the linear readout with n_outputs outputs)")
+    m0 = max(1, int(round(ch.input_ratio * width)))
+    twins, _ = _twins(ch.layers, width, m0, [0], True, n_outputs)
+    dense = list(_dense_twins(twins))
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    ws = [torch.empty((n_seeds, d.fan_out, d.fan_in), dtype=dt, device=dev) for d in dense]
+    bs = [torch.empty((n_seeds, d.fan_out), dtype=dt, device=dev) for d in dense]
+    gen = torch.Generator(device=dev)
+    for i in range(n_seeds):
+        gen.manual_seed(_network_seed(seed, first_index + i))
+        for k in range(len(dense)):
+            ws[k][i].normal_(generator=gen)
+            bs[k][i].normal_(generator=gen)
+    return ChainEnsemble(ch, width, n_outputs, parameterization, seed,
+                         tuple(range(first_index, first_index + n_seeds)), tuple(twins), m0, tuple(ws), tuple(bs))

@@ -23,7 +23,6 @@ sigma_b^2 on the vertical axis, as in the papers' figures).
 from __future__ import annotations
 
 import importlib
-import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Optional

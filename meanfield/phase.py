@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import importlib
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable, Optional
 
 import numpy as np
@@ -107,6 +107,18 @@ def _activation_fields(act) -> dict:
     to files) and the :class:`~meanfield.activations.Activation` itself (in memory only)."""
     return {"activation": _activation_label(act), "activation_params": _activation_params(act),
             "activation_object": act}
+
+
+def _result_dict(result) -> dict:
+    """Every field of a result object but its ``activation_object`` (in memory only): arrays copied,
+    ``activation_params`` a tuple, ``finished`` (a :class:`PhaseDiagram`'s mask) left out for the caller."""
+    out = {}
+    for f in fields(result):
+        if f.name in ("activation_object", "finished"):
+            continue
+        v = getattr(result, f.name)
+        out[f.name] = np.array(v) if isinstance(v, np.ndarray) else tuple(v) if isinstance(v, tuple) else v
+    return out
 
 
 def _activation_object_field():
@@ -296,10 +308,9 @@ class PhaseDiagram:
 
     # ---- export ------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        """Plain-python/NumPy dictionary of every field (arrays copied)."""
-        out = {"activation": self.activation, "activation_params": tuple(self.activation_params)}
-        for name in ("weight_vars", "bias_vars", *QUANTITIES, "critical_weight_vars"):
-            out[name] = np.array(getattr(self, name))
+        """Plain-python/NumPy dictionary of every field but :attr:`activation_object` (arrays copied), with the
+        ``complete`` flag and the ``finished`` mask (all True for a complete diagram)."""
+        out = _result_dict(self)
         out["complete"] = self.complete
         out["finished"] = (np.ones(self.shape, dtype=bool) if self.finished is None
                            else np.array(self.finished, dtype=bool))
@@ -615,11 +626,8 @@ class CriticalLine:
     activation_object: object = _activation_object_field()
 
     def to_dict(self) -> dict:
-        """Plain dictionary of every field (arrays copied)."""
-        out = {"activation": self.activation, "activation_params": tuple(self.activation_params)}
-        for name in ("bias_vars", "weight_vars", "qstar", "offsets", "chaotic_weight_vars", "cstar", "chi_c", "xi_c"):
-            out[name] = np.array(getattr(self, name))
-        return out
+        """Plain dictionary of every field but :attr:`activation_object` (arrays copied)."""
+        return _result_dict(self)
 
     def plot(self, ax=None, **kwargs):
         """Plot the line in the (sigma_w^2, sigma_b^2) plane."""
@@ -743,16 +751,8 @@ class DepthScaleCurve:
     activation_object: object = _activation_object_field()
 
     def to_dict(self) -> dict:
-        """Plain dictionary of every field (arrays copied)."""
-        out = {
-            "activation": self.activation,
-            "activation_params": tuple(self.activation_params),
-            "bias_var": self.bias_var,
-            "critical_weight_var": self.critical_weight_var,
-        }
-        for name in ("weight_vars", *QUANTITIES):
-            out[name] = np.array(getattr(self, name))
-        return out
+        """Plain dictionary of every field but :attr:`activation_object` (arrays copied)."""
+        return _result_dict(self)
 
     def to_csv(self, path) -> str:
         """Write ``weight_var,qstar,chi1,cstar,chi_c,xi_q,xi_c,xi_grad`` rows (bias_var in the header comment)."""
@@ -876,13 +876,8 @@ class MapDynamics:
     activation_object: object = _activation_object_field()
 
     def to_dict(self) -> dict:
-        """Plain dictionary of every field (arrays copied)."""
-        out = {"activation": self.activation, "activation_params": tuple(self.activation_params),
-               "bias_var": self.bias_var}
-        for name in ("weight_vars", "q_grid", "length_map", "q0", "q_layers", "qstar", "cstar", "q_ref", "c_grid",
-                     "correlation_map", "c0", "c_layers"):
-            out[name] = np.array(getattr(self, name))
-        return out
+        """Plain dictionary of every field but :attr:`activation_object` (arrays copied)."""
+        return _result_dict(self)
 
     def plot(self, fig=None, **kwargs):
         """Four panels: V(q) against the identity, q^l against l, C(c) against the identity, c^l against l."""

@@ -258,6 +258,28 @@ def plot_depth_scales(curve, ax=None, *, show_grad: bool = True, ymax=None, log:
     return ax
 
 
+def _map_panel(ax, grid, maps, fixed_points, weight_vars, colors):
+    """One map per weight variance against the identity, its fixed point marked (NaN: not marked)."""
+    ax.plot(grid, grid, color="k", ls="--", lw=1, label="identity")
+    for i, w in enumerate(weight_vars):
+        ax.plot(grid, maps[i], color=colors[i], lw=2, label=rf"$\sigma_w^2={w:g}$")
+        if np.isfinite(fixed_points[i]):
+            ax.plot([fixed_points[i]], [fixed_points[i]], "o", color=colors[i], ms=6)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def _iterates_panel(ax, layers, iterates, colors, ylabel, title):
+    """Iterates ``iterates[i, j, l]`` against the layer, one colour per weight variance ``i``."""
+    for i in range(iterates.shape[0]):
+        for j in range(iterates.shape[1]):
+            ax.plot(layers, iterates[i, j], color=colors[i], lw=1.5, marker=".", ms=4)
+    ax.set_xlabel("layer $l$")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return ax
+
+
 def plot_map_dynamics(md, fig=None, *, axes=None, title=None):
     r"""Poole-style four-panel figure of a :class:`~meanfield.phase.MapDynamics`: (a) the length map ``V(q)`` against
     the identity, (b) ``q^l`` against layer ``l``, (c) the correlation map ``C(c)`` against the identity, (d) ``c^l``
@@ -274,52 +296,26 @@ def plot_map_dynamics(md, fig=None, *, axes=None, title=None):
             fig = plt.figure(figsize=(10, 7.6), layout="constrained")
         axs = fig.subplots(2, 2)
     colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, max(md.weight_vars.size, 2)))
-    depth = md.q_layers.shape[-1]
-    layers = np.arange(1, depth + 1)
-    ax = axs[0, 0]
-    ax.plot(md.q_grid, md.q_grid, color="k", ls="--", lw=1, label="identity")
-    for i, w in enumerate(md.weight_vars):
-        ax.plot(md.q_grid, md.length_map[i], color=colors[i], lw=2, label=rf"$\sigma_w^2={w:g}$")
-        qs = md.qstar[i]
-        if np.isfinite(qs) and qs <= md.q_grid[-1]:
-            ax.plot([qs], [qs], "o", color=colors[i], ms=6)
+    layers = np.arange(1, md.q_layers.shape[-1] + 1)
+    qs = np.where(md.qstar <= md.q_grid[-1], md.qstar, np.nan)  # fixed points beyond the grid are not marked
+    ax = _map_panel(axs[0, 0], md.q_grid, md.length_map, qs, md.weight_vars, colors)
     ax.set_xlim(md.q_grid[0], md.q_grid[-1])
     ax.set_ylim(0, max(md.q_grid[-1], 1e-12))
     ax.set_xlabel(r"$q^{l}$")
     ax.set_ylabel(r"$q^{l+1} = \mathcal{V}(q^l)$")
     ax.set_title("(a) length map (dots: $q^*$)")
-    ax.legend(fontsize=8)
-    ax = axs[0, 1]
-    for i in range(md.weight_vars.size):
-        for j in range(md.q0.size):
-            ax.plot(layers, md.q_layers[i, j], color=colors[i], lw=1.5, marker=".", ms=4)
-    ax.set_xlabel("layer $l$")
-    ax.set_ylabel(r"$q^l$")
+    ax = _iterates_panel(axs[0, 1], layers, md.q_layers, colors, r"$q^l$", "(b) length iterates")
     qmax = np.nanmax(np.where(np.isfinite(md.q_layers), md.q_layers, np.nan))
     if np.isfinite(qmax) and qmax > 50 * max(np.nanmax(md.q0), 1e-12):
         ax.set_yscale("log")
-    ax.set_title("(b) length iterates")
-    ax = axs[1, 0]
-    ax.plot(md.c_grid, md.c_grid, color="k", ls="--", lw=1, label="identity")
-    for i, w in enumerate(md.weight_vars):
-        ax.plot(md.c_grid, md.correlation_map[i], color=colors[i], lw=2, label=rf"$\sigma_w^2={w:g}$")
-        cs = md.cstar[i]
-        if np.isfinite(cs):
-            ax.plot([cs], [cs], "o", color=colors[i], ms=6)
+    ax = _map_panel(axs[1, 0], md.c_grid, md.correlation_map, md.cstar, md.weight_vars, colors)
     ax.set_xlim(-1, 1)
     ax.set_ylim(-1, 1.02)
     ax.set_xlabel(r"$c^{l}$")
     ax.set_ylabel(r"$c^{l+1} = \mathcal{C}(c^l; q^*)$")
     ax.set_title("(c) correlation map (dots: $c^*$)")
-    ax.legend(fontsize=8)
-    ax = axs[1, 1]
-    for i in range(md.weight_vars.size):
-        for j in range(md.c0.size):
-            ax.plot(layers, md.c_layers[i, j], color=colors[i], lw=1.5, marker=".", ms=4)
-    ax.set_xlabel("layer $l$")
-    ax.set_ylabel(r"$c^l$")
+    ax = _iterates_panel(axs[1, 1], layers, md.c_layers, colors, r"$c^l$", "(d) correlation iterates")
     ax.set_ylim(min(-0.05, float(np.nanmin(md.c_layers)) - 0.05), 1.05)
-    ax.set_title("(d) correlation iterates")
     for a in axs.ravel():
         a.grid(alpha=0.3)
     fig.suptitle(title if title is not None else rf"{md.activation}: length and correlation maps, $\sigma_b^2={md.bias_var:g}$")

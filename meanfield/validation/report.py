@@ -271,6 +271,11 @@ class ValidationReport:
         return "\n".join(lines)
 
     # ---- plots ---------------------------------------------------------------------------------------------------
+    def _series(self, config: str, quantity: str) -> list:
+        """The records of one (network, quantity) series, by increasing width."""
+        return sorted((r for r in self.records if r["config"] == config and r["quantity"] == quantity),
+                      key=lambda r: r["width"])
+
     def plot(self, out_dir: str, dpi: int = 100) -> list:
         """Write PNG figures into ``out_dir``: per network, theory vs simulation against width for a
         representative set of quantities, and the error scaling; the GD loss curves. Returns the file names."""
@@ -280,6 +285,13 @@ class ValidationReport:
 
         os.makedirs(out_dir, exist_ok=True)
         files = []
+
+        def finish(fig, fn):
+            fig.tight_layout()
+            _save_png(fig, os.path.join(out_dir, fn), dpi)
+            plt.close(fig)
+            files.append(fn)
+
         for cfg in self.meta["configs"]:
             name = cfg["name"]
             L = cfg["network"]["depth"] + 1
@@ -289,8 +301,7 @@ class ValidationReport:
                       r"NNGP $K(x,x')$", r"NTK $\Theta(x,x')$", r"$m_\lambda$", r"$s_\lambda$", r"$\lambda_{\max}$"]
             fig, axes = plt.subplots(3, 3, figsize=(11, 9))
             for ax, q, lab in zip(axes.ravel(), qs, labels):
-                rs = sorted([r for r in self.records if r["config"] == name and r["quantity"] == q],
-                            key=lambda r: r["width"])
+                rs = self._series(name, q)
                 if not rs:
                     ax.set_visible(False)
                     continue
@@ -312,19 +323,14 @@ class ValidationReport:
             axes.ravel()[0].legend(fontsize=7)
             fig.suptitle(f"{name}: theory vs {self.meta['settings']['n_seeds']} random networks "
                          f"({self.meta['device']})")
-            fig.tight_layout()
-            fn = f"{name}_theory_vs_width.png"
-            _save_png(fig, os.path.join(out_dir, fn), dpi)
-            plt.close(fig)
-            files.append(fn)
+            finish(fig, f"{name}_theory_vs_width.png")
 
             # error scaling
             fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
             sel = [f"q^{L - 1}(x,x)", "qtilde_1^1", "chi_1^1", "Theta(x,x)", "m_lambda", "s_lambda", "lambda_max",
                    "NTK lambda_max"]
             for i, q in enumerate(sel):
-                rs = sorted([r for r in self.records if r["config"] == name and r["quantity"] == q],
-                            key=lambda r: r["width"])
+                rs = self._series(name, q)
                 if not rs:
                     continue
                 M = np.array([r["width"] for r in rs], float)
@@ -348,11 +354,7 @@ class ValidationReport:
             axes[1].set_ylabel(r"std / |theory|")
             axes[1].legend(fontsize=7, ncol=2)
             fig.suptitle(f"{name}: error scaling with width")
-            fig.tight_layout()
-            fn = f"{name}_error_scaling.png"
-            _save_png(fig, os.path.join(out_dir, fn), dpi)
-            plt.close(fig)
-            files.append(fn)
+            finish(fig, f"{name}_error_scaling.png")
         if self.training:
             n = len(self.training)
             fig, axes = plt.subplots(2, n, figsize=(5.5 * n, 7.5), squeeze=False)
@@ -382,11 +384,7 @@ class ValidationReport:
                 ax2.set_xlabel("GD step")
                 ax2.set_ylabel(r"$\eta\,\lambda_{\max}(F)/2$ (median)")
                 ax2.set_title("sharpness along training (stable below the dashed line)", fontsize=10)
-            fig.tight_layout()
-            fn = "gd_learning_rate_threshold.png"
-            _save_png(fig, os.path.join(out_dir, fn), dpi)
-            plt.close(fig)
-            files.append(fn)
+            finish(fig, "gd_learning_rate_threshold.png")
         return files
 
     def save(self, out_dir: str) -> dict:

@@ -109,16 +109,19 @@ def _activation_fields(act) -> dict:
             "activation_object": act}
 
 
-def _result_dict(result) -> dict:
-    """Every field of a result object but its ``activation_object`` (in memory only): arrays copied,
-    ``activation_params`` a tuple, ``finished`` (a :class:`PhaseDiagram`'s mask) left out for the caller."""
-    out = {}
-    for f in fields(result):
-        if f.name in ("activation_object", "finished"):
-            continue
-        v = getattr(result, f.name)
-        out[f.name] = np.array(v) if isinstance(v, np.ndarray) else tuple(v) if isinstance(v, tuple) else v
-    return out
+class _Result:
+    """Base of the result dataclasses of this module."""
+
+    def to_dict(self) -> dict:
+        """Plain dictionary of every field but ``activation_object`` (in memory only): arrays copied,
+        ``activation_params`` a tuple."""
+        out = {}
+        for f in fields(self):
+            if f.name in ("activation_object", "finished"):  # a PhaseDiagram adds its own finished mask
+                continue
+            v = getattr(self, f.name)
+            out[f.name] = np.array(v) if isinstance(v, np.ndarray) else tuple(v) if isinstance(v, tuple) else v
+        return out
 
 
 def _activation_object_field():
@@ -197,7 +200,7 @@ def _summarise_warnings(caught, n_points: int, where: str, n_diverged: Optional[
 # phase diagram
 # --------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
-class PhaseDiagram:
+class PhaseDiagram(_Result):
     """Order parameters of the infinite-width network over a (bias_var, weight_var) grid.
 
     Attributes
@@ -310,7 +313,7 @@ class PhaseDiagram:
     def to_dict(self) -> dict:
         """Plain-python/NumPy dictionary of every field but :attr:`activation_object` (arrays copied), with the
         ``complete`` flag and the ``finished`` mask (all True for a complete diagram)."""
-        out = _result_dict(self)
+        out = super().to_dict()
         out["complete"] = self.complete
         out["finished"] = (np.ones(self.shape, dtype=bool) if self.finished is None
                            else np.array(self.finished, dtype=bool))
@@ -583,7 +586,7 @@ def _warn_nan(arrays: dict, where: str) -> None:
 # critical line
 # --------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
-class CriticalLine:
+class CriticalLine(_Result):
     """The order-to-chaos line ``chi_1(sigma_w^2, sigma_b^2) = 1`` and the chaotic branch just beyond it.
 
     Attributes
@@ -624,10 +627,6 @@ class CriticalLine:
     chi_c: np.ndarray
     xi_c: np.ndarray
     activation_object: object = _activation_object_field()
-
-    def to_dict(self) -> dict:
-        """Plain dictionary of every field but :attr:`activation_object` (arrays copied)."""
-        return _result_dict(self)
 
     def plot(self, ax=None, **kwargs):
         """Plot the line in the (sigma_w^2, sigma_b^2) plane."""
@@ -713,7 +712,7 @@ def critical_line(
 # depth scales at fixed bias
 # --------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
-class DepthScaleCurve:
+class DepthScaleCurve(_Result):
     """Depth scales against ``sigma_w^2`` at fixed ``sigma_b^2`` (Schoenholz et al. 2017, Fig. 1).
 
     Attributes
@@ -749,10 +748,6 @@ class DepthScaleCurve:
     xi_grad: np.ndarray
     critical_weight_var: float
     activation_object: object = _activation_object_field()
-
-    def to_dict(self) -> dict:
-        """Plain dictionary of every field but :attr:`activation_object` (arrays copied)."""
-        return _result_dict(self)
 
     def to_csv(self, path) -> str:
         """Write ``weight_var,qstar,chi1,cstar,chi_c,xi_q,xi_c,xi_grad`` rows (bias_var in the header comment)."""
@@ -817,7 +812,7 @@ def depth_scale_curve(activation, weight_vars, bias_var: float = 0.05, *, activa
 # length / correlation map dynamics (Poole et al. 2016, Figs. 1-2)
 # --------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
-class MapDynamics:
+class MapDynamics(_Result):
     """Length and correlation maps and their iterates for a few ``sigma_w^2`` at fixed ``sigma_b^2``.
 
     Attributes
@@ -874,10 +869,6 @@ class MapDynamics:
     c0: np.ndarray
     c_layers: np.ndarray
     activation_object: object = _activation_object_field()
-
-    def to_dict(self) -> dict:
-        """Plain dictionary of every field but :attr:`activation_object` (arrays copied)."""
-        return _result_dict(self)
 
     def plot(self, fig=None, **kwargs):
         """Four panels: V(q) against the identity, q^l against l, C(c) against the identity, c^l against l."""

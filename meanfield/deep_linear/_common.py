@@ -38,7 +38,7 @@ def _test_inputs(X_test, n0: int):
 
 
 class _Kernel:
-    """Train/test linear-kernel algebra in the eigenbasis of ``K_P = sigma^{2(L+1)} X X^T / N_0``."""
+    """Train/test linear-kernel algebra in the eigenbasis of ``K_P = sigma^{2L} X X^T / N_0`` (``L = depth + 1``)."""
 
     def __init__(self, X, y, Xt, weight_var, depth, temperature):
         self.P, self.n0 = X.shape

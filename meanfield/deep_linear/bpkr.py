@@ -19,9 +19,9 @@ __all__ = ["hz_saddle_point", "bpkr_u0", "BPKRResult", "bpkr"]
 
 
 def hz_saddle_point(alpha: float, ratio: float, depth: int) -> float:
-    r"""Hanin-Zlokapa large-width saddle ``z*``: ``(1 + z/alpha)(1 + z)^L = ratio``, ``z > max(-alpha, -1)``.
+    r"""Hanin-Zlokapa large-width saddle ``z*``: ``(1 + z/alpha)(1 + z)^{L-1} = ratio``, ``z > max(-alpha, -1)``.
 
-    ``ratio = Q/P = y^T K_P^{-1} y / P = |theta*|^2 / (sigma^{2(L+1)} alpha_0)`` (seed eq. 3.43c, whose branch
+    ``ratio = Q/P = y^T K_P^{-1} y / P = |theta*|^2 / (sigma^{2L} alpha_0)`` (seed eq. 3.43c, whose branch
     condition must read ``max``, not ``min``).  The left side increases from 0 to infinity on the allowed interval,
     so the root is unique.  Then ``u_0 = sigma^2 (1 + z*)`` solves the ``T = 0`` BPKR equation.
 
@@ -32,7 +32,7 @@ def hz_saddle_point(alpha: float, ratio: float, depth: int) -> float:
     ratio : float
         ``Q / P > 0``.
     depth : int
-        ``L >= 0``.
+        Hidden layers ``depth = L - 1 >= 0``.
 
     Examples
     --------
@@ -67,10 +67,10 @@ def hz_saddle_point(alpha: float, ratio: float, depth: int) -> float:
 
 
 def bpkr_u0(alpha: float, r0: float, depth: int, weight_var: float = 1.0) -> float:
-    r"""Zero-temperature BPKR kernel renormalization ``u_0``: ``1 - u_0/sigma^2 = alpha (1 - u_0^{-L} r_0)``.
+    r"""Zero-temperature BPKR kernel renormalization ``u_0``: ``1 - u_0/sigma^2 = alpha (1 - u_0^{-(L-1)} r_0)``.
 
     Li & Sompolinsky (2021) eq. (3.32) of the seed; ``r_0 = y^T K_0^{-1} y / P`` with ``K_0 = sigma^2 X X^T/N_0``.
-    Solved through ``u_0 = sigma^2 (1 + z*)`` with :func:`hz_saddle_point` at ``ratio = r_0 / sigma^{2L}``.
+    Solved through ``u_0 = sigma^2 (1 + z*)`` with :func:`hz_saddle_point` at ``ratio = r_0 / sigma^{2(L-1)}``.
 
     Examples
     --------
@@ -92,11 +92,11 @@ class BPKRResult:
     Attributes
     ----------
     u0 : float
-        Kernel renormalization ``u_0`` (equal widths: the common ``u_l``; otherwise ``sigma^2 S*^{1/L}``).
+        Kernel renormalization ``u_0`` (equal widths: the common ``u_l``; otherwise ``sigma^2 S*^{1/(L-1)}``).
     u : tuple of float
         Per hidden layer ``u_l = sigma^2 g_l``, ``N_l (1 - g_l) = R`` with ``R`` the right side of LS eq. (3.24).
     renormalization : float
-        ``S* = prod_l u_l / sigma^2``: the renormalized kernel is ``S* K`` (``(u_0/sigma^2)^L`` for equal widths).
+        ``S* = prod_l u_l / sigma^2``: the renormalized kernel is ``S* K`` (``(u_0/sigma^2)^{L-1}`` for equal widths).
     r0 : float
         Mean squared readout ``r_0 = y^T K_0^{-1} y / P`` (``K_0 = sigma^2 X X^T / N_0``; ``nan`` if singular).
     alphas : tuple of float
@@ -177,13 +177,13 @@ def bpkr(X, y, depth: int, width, weight_var: float = 1.0, temperature: float = 
     r"""Back-propagating kernel renormalization (Li & Sompolinsky 2021) for a deep linear network.
 
     The posterior of a deep linear network is, at large width (``N_l, P -> inf``, ``alpha_l = P/N_l`` fixed), the
-    GP with the renormalized kernel ``S* K``, ``K = sigma^{2(L+1)} X X^T / N_0``, ``S* = prod_l u_l / sigma^2``, where
+    GP with the renormalized kernel ``S* K``, ``K = sigma^{2L} X X^T / N_0``, ``S* = prod_l u_l / sigma^2``, where
     ``u_l = sigma^2 g_l`` solve (seed eq. 3.24, ``Gamma = S K_P + T``)
 
         N_l (1 - u_l/sigma^2) = Tr(Gamma^{-1} S K_P) - y^T Gamma^{-1} S K_P Gamma^{-1} y ,
 
     the stationarity of ``-sum_l (N_l/2)(g_l - 1 - log g_l) + log N(y; 0, S K_P + T)``.  At ``T = 0`` and equal widths
-    this is ``1 - u_0/sigma^2 = alpha (1 - u_0^{-L} r_0)`` (seed 3.32).  The objective is minimised globally over a
+    this is ``1 - u_0/sigma^2 = alpha (1 - u_0^{-(L-1)} r_0)`` (seed 3.32).  The objective is minimised globally over a
     one-parameter family (all ``g_l`` share ``N_l (1 - g_l)``), then the stationarity equation is polished.
 
     Parameters
@@ -193,7 +193,7 @@ def bpkr(X, y, depth: int, width, weight_var: float = 1.0, temperature: float = 
     y : array (P,)
         Targets.
     depth : int
-        Hidden layers ``L >= 0``.
+        Hidden layers ``depth >= 0`` (``L = depth + 1`` weight layers).
     width : int or sequence of int
         Hidden widths.
     weight_var : float

@@ -122,7 +122,7 @@ def log_meijer_g(b, x=None, *, log_x=None, method: str = "saddle") -> np.ndarray
     b : sequence of float
         Lower parameters, ``m >= 1`` of them (any real values; the contour passes right of all poles).
     x : float or array, optional
-        Argument ``> 0``.  Give ``log_x`` instead for arguments beyond float range (``x ~ N^{L+1}`` is routine).
+        Argument ``> 0``.  Give ``log_x`` instead for arguments beyond float range (``x ~ N^L`` is routine).
     log_x : float or array, optional
         ``log(x)``.
     method : {"saddle", "mpmath"}

@@ -107,12 +107,12 @@ def deep_linear_posterior(X, y, depth: int, width, weight_var: float = 1.0, temp
 
     ``T = 0``: predictive mean ``k*^T K_P^{-1} y`` (NNGP mean), variance ``E[S|y] v_NNGP(x)`` with
 
-        E[S | y] = prod_l (2/N_l) G[1]/G[0],  G[k] = G^{L+1,0}_{0,L+1}(Q prod_l N_l / 2^{L+1} | P/2, N_l/2 + k),
+        E[S | y] = prod_l (2/N_l) G[1]/G[0],  G[k] = G^{L,0}_{0,L}(Q prod_l N_l / 2^L | P/2, N_l/2 + k),
 
-    ``Q = y^T K_P^{-1} y`` (HZ's ``Var = (1/2) prod_{l=0}^L (2 sigma^2/N_l) |x_perp|^2 G[1]/G[0]``, seed 3.42b).
+    ``Q = y^T K_P^{-1} y`` (HZ's ``Var = (1/2) prod_{l=0}^{L-1} (2 sigma^2/N_l) |x_perp|^2 G[1]/G[0]``, seed 3.42b).
     ``T > 0``: ``E[.]`` over ``p(S|y) ~ p(S) N(y; 0, S K_P + T)`` by the trapezoid rule in ``log S`` (exponentially
     convergent for this smooth, log-concave-tailed integrand; checked against the half-step rule), with the prior
-    density of ``S`` a Meijer G-function (``L >= 2``) or a gamma density (``L = 1``).
+    density of ``S`` a Meijer G-function (``depth >= 2``) or a gamma density (``depth = 1``).
 
     Parameters
     ----------
@@ -198,7 +198,7 @@ def _nngp(kern: _Kernel, depth: int, weight_var: float, T: float) -> DeepLinearP
 
 def nngp_linear_posterior(X, y, depth: int, weight_var: float = 1.0, temperature: float = 0.0,
                           X_test=None) -> DeepLinearPosteriorResult:
-    r"""Infinite-width (NNGP) posterior of a deep linear network: the GP with ``K = sigma^{2(L+1)} X X^T / N_0``.
+    r"""Infinite-width (NNGP) posterior of a deep linear network: the GP with ``K = sigma^{2L} X X^T / N_0``.
 
     Mean ``k*^T (K_P + T)^{-1} y``, variance ``k** - k*^T (K_P + T)^{-1} k*`` (``S = 1``).
 

@@ -26,13 +26,13 @@ class DeepLinearPriorResult:
     ----------
     depth, widths, weight_var, input_norm : the parameters.
     variance : float
-        ``E f^2 = s^2 = sigma^{2(L+1)} input_norm`` (width independent: the NNGP value).
+        ``E f^2 = s^2 = sigma^{2L} input_norm`` (width independent: the NNGP value).
     fourth_moment : float
         ``E f^4 = 3 s^4 prod_l (1 + 2/N_l)``.
     excess_kurtosis : float
-        ``E f^4 / s^4 - 3 = 3 (prod_l (1 + 2/N_l) - 1)`` (``~ 6 L / N``): the finite-width non-Gaussianity.
+        ``E f^4 / s^4 - 3 = 3 (prod_l (1 + 2/N_l) - 1)`` (``~ 6 depth / N``): the finite-width non-Gaussianity.
     density_scale : float
-        ``c = 2^{L+1} s^2 / prod_l N_l`` in ``p(f) = G(f^2/c | 0, (N_l-1)/2) / (sqrt(pi c) prod Gamma(N_l/2))``.
+        ``c = 2^L s^2 / prod_l N_l`` in ``p(f) = G(f^2/c | 0, (N_l-1)/2) / (sqrt(pi c) prod Gamma(N_l/2))``.
     """
 
     depth: int
@@ -61,7 +61,7 @@ class DeepLinearPriorResult:
         s = math.sqrt(self.variance)
         f = np.linspace(-5 * s, 5 * s, int(n_points))
         f = f[f != 0.0]
-        ax.plot(f, self.density(f), lw=2, label=f"exact, $L={self.depth}$, $N={list(self.widths)}$")
+        ax.plot(f, self.density(f), lw=2, label=f"exact, depth {self.depth}, $N={list(self.widths)}$")
         ax.plot(f, np.exp(-f ** 2 / (2 * s * s)) / math.sqrt(2 * math.pi * s * s), "k--", lw=1,
                 label=r"$N\to\infty$: $\mathcal{N}(0, s^2)$")
         if logy:
@@ -76,13 +76,13 @@ class DeepLinearPriorResult:
 def deep_linear_prior(depth: int, width, weight_var: float = 1.0, input_norm: float = 1.0) -> DeepLinearPriorResult:
     r"""Exact prior moments of a deep linear network output (Zavatone-Veth & Pehlevan).
 
-    ``f^2 = s^2 z^2 prod_{l=1}^L chi^2_{N_l}/N_l`` (module docstring), hence ``E f^2 = s^2`` and
+    ``f^2 = s^2 z^2 prod_{l=1}^{L-1} chi^2_{N_l}/N_l`` (module docstring), hence ``E f^2 = s^2`` and
     ``E f^4 = 3 s^4 prod_l (N_l + 2)/N_l``.
 
     Parameters
     ----------
     depth : int
-        Number of hidden layers ``L >= 0``.
+        Number of hidden layers ``depth >= 0`` (``L = depth + 1`` weight layers).
     width : int or sequence of int
         Hidden widths ``N_l`` (one int for all layers).
     weight_var : float
@@ -112,8 +112,8 @@ def deep_linear_prior_density(f, depth: int, width, weight_var: float = 1.0, inp
                               log: bool = False, method: str = "saddle"):
     r"""Exact prior density of the output ``f(x)`` of a deep linear network at finite width.
 
-    ``p(f) = G^{L+1,0}_{0,L+1}(f^2/c | 0, (N_1 - 1)/2, ..., (N_L - 1)/2) / (sqrt(pi c) prod_l Gamma(N_l/2))``,
-    ``c = 2^{L+1} sigma^{2(L+1)} input_norm / prod_l N_l`` (Zavatone-Veth & Pehlevan 2021; seed eq. 3.38 with a
+    ``p(f) = G^{L,0}_{0,L}(f^2/c | 0, (N_1 - 1)/2, ..., (N_{L-1} - 1)/2) / (sqrt(pi c) prod_l Gamma(N_l/2))``,
+    ``c = 2^L sigma^{2L} input_norm / prod_l N_l`` (Zavatone-Veth & Pehlevan 2021; seed eq. 3.38 with a
     single output unit; derivation in the module docstring).  ``depth = 0``: ``N(0, s^2)``; ``depth = 1``:
     ``p(f) = 2 (f^2/c)^{(N-1)/4} K_{(N-1)/2}(2|f|/sqrt(c)) / (sqrt(pi c) Gamma(N/2))``.  ``p(0) = inf`` when some
     ``N_l = 1`` (logarithmic divergence), finite otherwise.
@@ -150,7 +150,7 @@ def deep_linear_prior_density(f, depth: int, width, weight_var: float = 1.0, inp
 
 
 def _log_density_log_scale(ell: np.ndarray, ws: np.ndarray, method: str = "saddle") -> np.ndarray:
-    """Density of ``log S``, ``S = prod chi^2_{N_l}/N_l``: ``G^{L,0}_{0,L}(S/c' | N_l/2) / prod Gamma(N_l/2)``."""
+    """Density of ``log S``, ``S = prod chi^2_{N_l}/N_l``: ``G^{L-1,0}_{0,L-1}(S/c' | N_l/2) / prod Gamma(N_l/2)``."""
     k = ws / 2.0
     log_cp = float(np.sum(np.log(2.0 / ws)))
     if ws.size == 1:  # Gamma(k) in log space, closed form

@@ -25,8 +25,8 @@ __all__ = ["resolve_inputs", "width_independent_theory", "fisher_theory", "stand
 
 
 def resolve_inputs(cfg) -> tuple:
-    """(input_norm, input_norm2, input_overlap) with the defaults of :class:`~meanfield.validation.report.ValidationConfig`
-    filled in."""
+    """(input_norm, input_norm2, input_overlap) with the defaults of
+    :class:`~meanfield.validation.report.ValidationConfig` filled in."""
     net = cfg.network
     sw2, sb2 = net.weight_vars[0], net.bias_vars[0]
     n1 = cfg.input_norm

@@ -20,7 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
-from meanfield.fisher import feature_metric_statistics, finite_width_fisher, fisher_statistics  # noqa: E402
+from meanfield.fisher import feature_metric_statistics, fisher_statistics  # noqa: E402
+from meanfield.validation.fisher_sim import finite_width_fisher  # noqa: E402
 from meanfield.network import Network  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))

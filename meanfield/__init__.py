@@ -20,8 +20,8 @@ from .gaussian import gaussian_expectation, gaussian_rule, hermite_coefficients,
 from .kernels import KernelResult, kernels, nngp_diagonal, nngp_kernel, ntk_kernel
 from .regression import (GPPosterior, NTKPrediction, gp_posterior, nngp_regression, ntk_condition_number,
                          ntk_gradient_flow, ntk_regression)
-from .fisher import (FeatureMetricStatistics, FisherStatistics, FiniteWidthSpectrum, feature_metric_statistics,
-                     finite_width_fisher, fisher_statistics)
+from .fisher import FeatureMetricStatistics, FisherStatistics, feature_metric_statistics, fisher_statistics
+from .validation.fisher_sim import FiniteWidthSpectrum, finite_width_fisher   # numpy only: no torch needed
 from .phase import (CriticalLine, DepthScaleCurve, MapDynamics, PhaseDiagram, critical_line, depth_scale_curve,
                     map_dynamics, phase_diagram)
 from .deep_linear import (BPKRResult, DeepLinearPosteriorResult, DeepLinearPriorResult, bpkr, bpkr_u0,

@@ -23,14 +23,13 @@ sigma_b^2 on the vertical axis, as in the papers' figures).
 from __future__ import annotations
 
 import importlib
-import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Callable, Optional
 
 import numpy as np
 
-from ._checks import check_finite_array, check_int, check_nonneg, check_positive
+from ._checks import check_finite_array, check_in_range, check_int, check_nonneg, check_positive
 from ._io import atomic_open, check_alloc, deferred_sigint
 
 __all__ = [
@@ -81,6 +80,53 @@ def _activation_params(act) -> tuple:
         return tuple(float(p) for p in params)
     except TypeError:
         return ()
+
+
+def _is_custom(act) -> bool:
+    return bool(getattr(act, "is_custom", False))
+
+
+#: the keyword of :func:`~meanfield.activations.get_activation` that sets a built-in's first parameter
+_PARAM_KEYWORD = {"leaky_relu": "slope", "elu": "alpha"}
+
+
+def _rebuild_activation(name: str, params: tuple):
+    """The built-in :class:`~meanfield.activations.Activation` named ``name`` with parameters ``params`` (as stored
+    by :meth:`PhaseDiagram.save`); None if ``name`` is not a built-in."""
+    from .activations import get_activation
+
+    key = _PARAM_KEYWORD.get(name)
+    try:
+        return get_activation(name, **({key: float(params[0])} if key and len(params) else {}))
+    except (ValueError, TypeError):
+        return None
+
+
+def _activation_fields(act) -> dict:
+    """The activation fields every result object of this module carries: the name and parameters (plain data, saved
+    to files) and the :class:`~meanfield.activations.Activation` itself (in memory only)."""
+    return {"activation": _activation_label(act), "activation_params": _activation_params(act),
+            "activation_object": act}
+
+
+class _Result:
+    """Base of the result dataclasses of this module."""
+
+    def to_dict(self) -> dict:
+        """Plain dictionary of every field but ``activation_object`` (in memory only): arrays copied,
+        ``activation_params`` a tuple."""
+        out = {}
+        for f in fields(self):
+            if f.name in ("activation_object", "finished"):  # a PhaseDiagram adds its own finished mask
+                continue
+            v = getattr(self, f.name)
+            out[f.name] = np.array(v) if isinstance(v, np.ndarray) else tuple(v) if isinstance(v, tuple) else v
+        return out
+
+
+def _activation_object_field():
+    """The ``activation_object`` field: the Activation a result was computed with (not compared, not in ``to_dict``)."""
+    return field(default=None, compare=False, repr=False)
 
 
 def _grid_axis(name: str, value, *, positive: bool) -> np.ndarray:
@@ -154,7 +200,7 @@ def _summarise_warnings(caught, n_points: int, where: str, n_diverged: Optional[
 # phase diagram
 # --------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
-class PhaseDiagram:
+class PhaseDiagram(_Result):
     """Order parameters of the infinite-width network over a (bias_var, weight_var) grid.
 
     Attributes
@@ -177,6 +223,12 @@ class PhaseDiagram:
         Mask of the grid points that were computed; ``None`` (the default) means all of them. A partial diagram
         (computation interrupted, see :class:`PhaseDiagramInterrupted`) has ``nan`` at the unfinished points and
         in ``critical_weight_vars``; :attr:`complete` tells which.
+    activation_object : Activation, optional
+        The :class:`~meanfield.activations.Activation` the diagram was computed with, kept in memory so that a
+        custom activation goes with its results (e.g. to :meth:`critical_line_points`). It is not part of
+        :meth:`to_dict` nor of the file :meth:`save` writes: :meth:`load` rebuilds a built-in activation from its name
+        and parameters, and a custom one only when it is passed again (``PhaseDiagram.load(path, activation=act)``);
+        otherwise it is ``None`` (with a warning), and only the name is known.
 
     Examples
     --------
@@ -202,6 +254,7 @@ class PhaseDiagram:
     xi_grad: np.ndarray
     critical_weight_vars: np.ndarray
     finished: Optional[np.ndarray] = None
+    activation_object: object = _activation_object_field()
 
     # ---- derived quantities -------------------------------------------------------------------------------------
     @property
@@ -231,6 +284,26 @@ class PhaseDiagram:
             out[i] = self.weight_vars[int(np.argmax(row))]
         return out
 
+    def critical_line_points(self):
+        """The critical line as plotted: ``(weight_vars, bias_vars)`` arrays, the stored
+        :attr:`critical_weight_vars` with extra points between the first two bias values when the grid starts at
+        ``sigma_b^2 = 0``. There ``w_c - w_c(0)`` grows like ``(sigma_b^2)^(1/3)`` for odd smooth activations (tanh,
+        erf), steeper than any uniform grid resolves. Without :attr:`activation_object` (a custom activation loaded
+        from a file) the stored line is returned."""
+        wc = np.asarray(self.critical_weight_vars, dtype=float)
+        b = self.bias_vars
+        act = self.activation_object
+        if b.size < 2 or b[0] != 0.0 or act is None:
+            return wc, b
+        extra = np.geomspace(b[1] * 1e-6, b[1], 40)[:-1]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                wx = _critical_weight_vars(act, extra)
+        except (ValueError, TypeError, IndexError):  # no critical point to refine: keep the stored line
+            return wc, b
+        return np.concatenate([wc[:1], wx, wc[1:]]), np.concatenate([b[:1], extra, b[1:]])
+
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in QUANTITIES:
             raise KeyError(f"unknown quantity {name!r}; choose one of {', '.join(QUANTITIES)}")
@@ -238,10 +311,9 @@ class PhaseDiagram:
 
     # ---- export ------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        """Plain-python/NumPy dictionary of every field (arrays copied)."""
-        out = {"activation": self.activation, "activation_params": tuple(self.activation_params)}
-        for name in ("weight_vars", "bias_vars", *QUANTITIES, "critical_weight_vars"):
-            out[name] = np.array(getattr(self, name))
+        """Plain-python/NumPy dictionary of every field but :attr:`activation_object` (arrays copied), with the
+        ``complete`` flag and the ``finished`` mask (all True for a complete diagram)."""
+        out = super().to_dict()
         out["complete"] = self.complete
         out["finished"] = (np.ones(self.shape, dtype=bool) if self.finished is None
                            else np.array(self.finished, dtype=bool))
@@ -258,14 +330,22 @@ class PhaseDiagram:
         d = self.to_dict()
         d["activation"] = np.array(d["activation"])
         d["activation_params"] = np.array(d["activation_params"], dtype=np.float64)
+        d["activation_custom"] = np.array(_is_custom(self.activation_object))
         d["complete"] = np.array(d["complete"])
         with atomic_open(path) as fh:
             np.savez_compressed(fh, **d)
         return path
 
     @classmethod
-    def load(cls, path) -> "PhaseDiagram":
-        """Read a file written by :meth:`save`."""
+    def load(cls, path, *, activation=None) -> "PhaseDiagram":
+        """Read a file written by :meth:`save`.
+
+        A file keeps the activation's name and parameters, not its code: a built-in activation is rebuilt from them;
+        a custom one (:func:`~meanfield.activations.custom_activation`) cannot be stored, so pass it again as
+        ``activation`` to get it back as :attr:`activation_object` (its name must match the file's). Without it
+        the diagram loads with ``activation_object=None`` and a warning; its arrays are complete, only the refinement
+        of the critical line near ``sigma_b^2 = 0`` in plots (:meth:`critical_line_points`) is skipped.
+        """
         with np.load(str(path), allow_pickle=False) as f:
             missing = [k for k in ("weight_vars", "bias_vars", *QUANTITIES) if k not in f.files]
             if missing:
@@ -276,13 +356,12 @@ class PhaseDiagram:
             if "finished" in f.files and not bool(np.all(f["finished"])):
                 finished = np.array(f["finished"], dtype=bool)
                 finished.setflags(write=False)
-            return cls(
-                activation=str(f["activation"]),
-                activation_params=tuple(float(p) for p in np.atleast_1d(f["activation_params"])),
-                critical_weight_vars=_readonly(crit),
-                finished=finished,
-                **kw,
-            )
+            name = str(f["activation"])
+            params = tuple(float(p) for p in np.atleast_1d(f["activation_params"]))
+            custom = bool(f["activation_custom"]) if "activation_custom" in f.files else False
+        act = _loaded_activation(path, name, params, custom, activation)
+        return cls(activation=name, activation_params=params, critical_weight_vars=_readonly(crit),
+                   finished=finished, activation_object=act, **kw)
 
     def to_csv(self, path) -> str:
         """Write one row per grid point: ``weight_var,bias_var,qstar,chi1,cstar,chi_c,xi_q,xi_c,xi_grad`` (atomically).
@@ -302,11 +381,32 @@ class PhaseDiagram:
             np.savetxt(fh, data, delimiter=",", header=header, comments="", fmt="%.17g")
         return path
 
-    def plot(self, quantity: str = "chi1", ax=None, **kwargs):
-        """Heat map of ``quantity`` with the critical line; see :func:`meanfield.plotting.plot_phase_diagram`."""
+    def plot(self, quantity: str = "chi1", ax=None, *, critical=True, **kwargs):
+        """Heat map of ``quantity`` with the critical line (:meth:`critical_line_points`); see
+        :func:`meanfield.plotting.plot_phase_diagram`."""
         from .plotting import plot_phase_diagram
 
-        return plot_phase_diagram(self, quantity=quantity, ax=ax, **kwargs)
+        if critical is True:
+            critical = self.critical_line_points()
+        return plot_phase_diagram(self, quantity=quantity, ax=ax, critical=critical, **kwargs)
+
+
+def _loaded_activation(path, name: str, params: tuple, custom: bool, activation):
+    """The Activation of a loaded result: ``activation`` if given (checked against the file's name), else the built-in
+    named in the file, else None with a warning (a custom activation cannot be stored in a file)."""
+    if activation is not None:
+        from .activations import get_activation
+
+        act = get_activation(activation)
+        if _activation_label(act) != name:
+            raise ValueError(f"{path} holds a phase diagram of activation {name!r}, not {_activation_label(act)!r}")
+        return act
+    act = None if custom else _rebuild_activation(name, params)
+    if act is None:
+        warnings.warn(f"{path}: the custom activation {name!r} cannot be stored in a file, only its name; pass it "
+                      "again as PhaseDiagram.load(path, activation=...) to attach it (activation_object is None)",
+                      UserWarning, stacklevel=3)
+    return act
 
 
 def phase_diagram(
@@ -457,8 +557,7 @@ def _finish(act, w_axis, b_axis, arrays, crit, caught, n_done) -> "PhaseDiagram"
     _summarise_warnings(caught, n_done, f"phase_diagram({_activation_label(act)!r})", n_div)
     _warn_nan({k: v[ok] for k, v in arrays.items()}, "phase_diagram")
     return PhaseDiagram(
-        activation=_activation_label(act),
-        activation_params=_activation_params(act),
+        **_activation_fields(act),
         weight_vars=_readonly(w_axis),
         bias_vars=_readonly(b_axis),
         critical_weight_vars=_readonly(crit),
@@ -487,12 +586,12 @@ def _warn_nan(arrays: dict, where: str) -> None:
 # critical line
 # --------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
-class CriticalLine:
+class CriticalLine(_Result):
     """The order-to-chaos line ``chi_1(sigma_w^2, sigma_b^2) = 1`` and the chaotic branch just beyond it.
 
     Attributes
     ----------
-    activation, activation_params
+    activation, activation_params, activation_object
         As in :class:`PhaseDiagram`.
     bias_vars : ndarray, shape (nb,)
         ``sigma_b^2`` values.
@@ -527,13 +626,7 @@ class CriticalLine:
     cstar: np.ndarray
     chi_c: np.ndarray
     xi_c: np.ndarray
-
-    def to_dict(self) -> dict:
-        """Plain dictionary of every field (arrays copied)."""
-        out = {"activation": self.activation, "activation_params": tuple(self.activation_params)}
-        for name in ("bias_vars", "weight_vars", "qstar", "offsets", "chaotic_weight_vars", "cstar", "chi_c", "xi_c"):
-            out[name] = np.array(getattr(self, name))
-        return out
+    activation_object: object = _activation_object_field()
 
     def plot(self, ax=None, **kwargs):
         """Plot the line in the (sigma_w^2, sigma_b^2) plane."""
@@ -603,8 +696,7 @@ def critical_line(
             xc[ok] = np.asarray(fw.chi_c(act, Wc[ok], Bc[ok]), dtype=np.float64)
     _summarise_warnings(caught, b.size, f"critical_line({_activation_label(act)!r})", int(np.isinf(q).sum()))
     return CriticalLine(
-        activation=_activation_label(act),
-        activation_params=_activation_params(act),
+        **_activation_fields(act),
         bias_vars=_readonly(b),
         weight_vars=_readonly(wc),
         qstar=_readonly(q),
@@ -620,12 +712,12 @@ def critical_line(
 # depth scales at fixed bias
 # --------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
-class DepthScaleCurve:
+class DepthScaleCurve(_Result):
     """Depth scales against ``sigma_w^2`` at fixed ``sigma_b^2`` (Schoenholz et al. 2017, Fig. 1).
 
     Attributes
     ----------
-    activation, activation_params
+    activation, activation_params, activation_object
         As in :class:`PhaseDiagram`.
     bias_var : float
         The fixed ``sigma_b^2``.
@@ -655,18 +747,7 @@ class DepthScaleCurve:
     xi_c: np.ndarray
     xi_grad: np.ndarray
     critical_weight_var: float
-
-    def to_dict(self) -> dict:
-        """Plain dictionary of every field (arrays copied)."""
-        out = {
-            "activation": self.activation,
-            "activation_params": tuple(self.activation_params),
-            "bias_var": self.bias_var,
-            "critical_weight_var": self.critical_weight_var,
-        }
-        for name in ("weight_vars", *QUANTITIES):
-            out[name] = np.array(getattr(self, name))
-        return out
+    activation_object: object = _activation_object_field()
 
     def to_csv(self, path) -> str:
         """Write ``weight_var,qstar,chi1,cstar,chi_c,xi_q,xi_c,xi_grad`` rows (bias_var in the header comment)."""
@@ -719,6 +800,7 @@ def depth_scale_curve(activation, weight_vars, bias_var: float = 0.05, *, activa
     return DepthScaleCurve(
         activation=pd.activation,
         activation_params=pd.activation_params,
+        activation_object=pd.activation_object,
         bias_var=float(b),
         weight_vars=pd.weight_vars,
         critical_weight_var=float(pd.critical_weight_vars[0]),
@@ -730,12 +812,12 @@ def depth_scale_curve(activation, weight_vars, bias_var: float = 0.05, *, activa
 # length / correlation map dynamics (Poole et al. 2016, Figs. 1-2)
 # --------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
-class MapDynamics:
+class MapDynamics(_Result):
     """Length and correlation maps and their iterates for a few ``sigma_w^2`` at fixed ``sigma_b^2``.
 
     Attributes
     ----------
-    activation, activation_params
+    activation, activation_params, activation_object
         As in :class:`PhaseDiagram`.
     bias_var : float
     weight_vars : ndarray, shape (nw,)
@@ -786,21 +868,19 @@ class MapDynamics:
     correlation_map: np.ndarray
     c0: np.ndarray
     c_layers: np.ndarray
-
-    def to_dict(self) -> dict:
-        """Plain dictionary of every field (arrays copied)."""
-        out = {"activation": self.activation, "activation_params": tuple(self.activation_params),
-               "bias_var": self.bias_var}
-        for name in ("weight_vars", "q_grid", "length_map", "q0", "q_layers", "qstar", "cstar", "q_ref", "c_grid",
-                     "correlation_map", "c0", "c_layers"):
-            out[name] = np.array(getattr(self, name))
-        return out
+    activation_object: object = _activation_object_field()
 
     def plot(self, fig=None, **kwargs):
         """Four panels: V(q) against the identity, q^l against l, C(c) against the identity, c^l against l."""
         from .plotting import plot_map_dynamics
 
         return plot_map_dynamics(self, fig=fig, **kwargs)
+
+
+def _covariance_map(fw, act, c, q, w, b) -> np.ndarray:
+    """``q_12 = sigma_w^2 E[phi(u_1) phi(u_2)] + sigma_b^2`` for two inputs of squared length ``q`` at correlation
+    ``c``: the public correlation map ``C(c; q) = q_12 / q`` times ``q``."""
+    return np.asarray(fw.correlation_map(act, c, w, b, q=q), dtype=np.float64) * q
 
 
 def map_dynamics(
@@ -822,7 +902,8 @@ def map_dynamics(
 
     .. math:: q_{12}^{l+1} = \sigma_w^2\,E[\phi(u_1)\phi(u_2)] + \sigma_b^2,\qquad c^{l+1} = q_{12}^{l+1}/V(q^l),
 
-    with ``(u_1, u_2)`` Gaussian of variances ``q^l`` and covariance ``c^l q^l`` (:func:`meanfield.gaussian.pair_expectation`).
+    with ``(u_1, u_2)`` Gaussian of variances ``q^l`` and covariance ``c^l q^l``, i.e. ``c^{l+1} = C(c^l; q^l) q^l / V(q^l)``
+    with the public maps :func:`meanfield.forward.length_map` and :func:`meanfield.forward.correlation_map`.
     Starting at ``q^1 = q*`` this is docs/mathematics.md's ``c^{l+1} = C(c^l; q*)``.
 
     Parameters
@@ -850,8 +931,6 @@ def map_dynamics(
     MapDynamics
     """
     fw = _core()
-    from .gaussian import pair_expectation
-
     act = _resolve_activation(activation, activation_params)
     ws = np.atleast_1d(check_positive("weight_vars", weight_vars)).astype(np.float64).ravel()
     b = check_nonneg("bias_var", bias_var)
@@ -864,8 +943,6 @@ def map_dynamics(
                          f"got {depth}")
     n_grid = check_int("n_grid", n_grid, 3)
     q0a = np.atleast_1d(check_positive("q0", q0)).astype(np.float64).ravel()
-    from ._checks import check_in_range
-
     c0a = np.atleast_1d(check_in_range("c0", c0, -1.0, 1.0)).astype(np.float64).ravel()
 
     with warnings.catch_warnings(record=True) as caught:
@@ -903,7 +980,7 @@ def map_dynamics(
         for i, w in enumerate(ws):
             qr = q_ref[i]
             Vr = float(fw.length_map(act, qr, w, b))
-            Cc[i] = (w * np.asarray(pair_expectation(act, qr, qr, c_grid * qr), dtype=np.float64) + b) / Vr
+            Cc[i] = _covariance_map(fw, act, c_grid, qr, w, b) / Vr
             c = c0a.copy()
             q = qr
             for l in range(depth):
@@ -912,13 +989,11 @@ def map_dynamics(
                 if not (qn > 0.0 and np.isfinite(qn)):
                     raise ValueError(f"map_dynamics: the length reached {qn} at layer {l + 2} for weight_var={w}, "
                                      f"bias_var={b}; the correlation is undefined there (use bias_var > 0)")
-                c = (w * np.asarray(pair_expectation(act, q, q, c * q), dtype=np.float64) + b) / qn
-                c = np.clip(c, -1.0, 1.0)
+                c = np.clip(_covariance_map(fw, act, c, q, w, b) / qn, -1.0, 1.0)
                 q = qn
     _summarise_warnings(caught, ws.size, f"map_dynamics({_activation_label(act)!r})", int(np.isinf(qs).sum()))
     return MapDynamics(
-        activation=_activation_label(act),
-        activation_params=_activation_params(act),
+        **_activation_fields(act),
         bias_var=b,
         weight_vars=_readonly(ws),
         q_grid=_readonly(q_grid),

@@ -4,20 +4,24 @@ All functions draw on a given ``ax``/``fig`` (or make one) and return it; nothin
 (:func:`save_figure`). Axes use the papers' symbols: ``sigma_w^2`` (weight variance), ``sigma_b^2`` (bias variance),
 ``chi_1``, ``xi_c`` (Poole et al. 2016; Schoenholz et al. 2017).
 
+This module computes no physics and does not import :mod:`meanfield.phase`: it draws the arrays of that module's
+result objects (or of any object with the same attributes). What a figure needs beyond them is computed by the result
+and passed in, e.g. the critical line refined near ``sigma_b^2 = 0``
+(:meth:`~meanfield.phase.PhaseDiagram.critical_line_points`, which ``PhaseDiagram.plot`` passes as ``critical``).
+
 Examples
 --------
 >>> import numpy as np
 >>> from meanfield.phase import phase_diagram
 >>> from meanfield.plotting import plot_phase_diagram, save_figure
 >>> pd = phase_diagram("tanh", np.linspace(0.5, 4, 60), np.linspace(0, 0.5, 40))
->>> ax = plot_phase_diagram(pd, "xi_c")
+>>> ax = plot_phase_diagram(pd, "xi_c", critical=pd.critical_line_points())   # = pd.plot("xi_c")
 >>> save_figure(ax.figure, "tanh_xi_c")     # doctest: +SKIP
 ['tanh_xi_c.png', 'tanh_xi_c.svg']
 """
 from __future__ import annotations
 
 import os
-import warnings
 
 import numpy as np
 
@@ -68,7 +72,7 @@ def _region_label_position(mask, weight_vars, bias_vars):
     return float(W[mask].mean()), float(B[mask].mean())
 
 
-def plot_phase_diagram(pd, quantity: str = "chi1", ax=None, *, critical: bool = True, label_phases: bool = True,
+def plot_phase_diagram(pd, quantity: str = "chi1", ax=None, *, critical=True, label_phases: bool = True,
                        ridge=None, cmap=None, vmin=None, vmax=None, colorbar: bool = True, title=None):
     r"""Heat map of a :class:`~meanfield.phase.PhaseDiagram` quantity over (sigma_w^2, sigma_b^2).
 
@@ -81,8 +85,11 @@ def plot_phase_diagram(pd, quantity: str = "chi1", ax=None, *, critical: bool = 
     pd : PhaseDiagram
     quantity : {"chi1", "xi_c", "xi_q", "xi_grad", "qstar", "cstar", "chi_c"}
     ax : matplotlib Axes, optional
-    critical : bool
-        Overlay the critical line ``chi_1 = 1`` (``pd.critical_weight_vars``).
+    critical : bool or (weight_vars, bias_vars)
+        Overlay the critical line ``chi_1 = 1``: True draws the stored line ``(pd.critical_weight_vars,
+        pd.bias_vars)``, a pair of arrays draws that line (:meth:`PhaseDiagram.plot
+        <meanfield.phase.PhaseDiagram.plot>` passes :meth:`~meanfield.phase.PhaseDiagram.critical_line_points`,
+        refined near ``sigma_b^2 = 0``), False draws none.
     label_phases : bool
         Write "ordered" / "chaotic" in the two regions.
     ridge : bool, optional
@@ -98,12 +105,11 @@ def plot_phase_diagram(pd, quantity: str = "chi1", ax=None, *, critical: bool = 
     """
     import matplotlib.colors as mcolors
 
-    from .phase import QUANTITIES
-
-    if quantity not in QUANTITIES:
-        raise ValueError(f"quantity must be one of {', '.join(QUANTITIES)}, got {quantity!r}")
+    try:
+        data = np.array(pd[quantity], dtype=np.float64)
+    except KeyError as exc:
+        raise ValueError(str(exc.args[0])) from None
     ax = _new_ax(ax)
-    data = np.array(pd[quantity], dtype=np.float64)
     if quantity == "xi_grad":
         data = np.abs(data)  # negative in the chaotic phase (gradients grow): plot the scale |xi_grad|
     w, b = pd.weight_vars, pd.bias_vars
@@ -147,8 +153,10 @@ def plot_phase_diagram(pd, quantity: str = "chi1", ax=None, *, critical: bool = 
         ax.contourf(w, b, diverged.astype(float), levels=[0.5, 1.5], colors="none", hatches=["///"])
         ax.add_patch(mpatches.Rectangle((np.nan, np.nan), 0, 0, fill=False, hatch="///", ec="0.3",
                                         label=r"$q^*=\infty$ (length map diverges)"))
-    if critical:
-        wc, bc = _refined_critical_line(pd, b)
+    draw_critical = critical is not False and critical is not None
+    if draw_critical:
+        wc, bc = ((np.asarray(pd.critical_weight_vars, dtype=float), b) if critical is True
+                  else (np.asarray(critical[0], dtype=float), np.asarray(critical[1], dtype=float)))
         sel = np.isfinite(wc) & (wc >= w[0]) & (wc <= w[-1])
         if sel.any():
             ax.plot(wc[sel], bc[sel], color="k" if quantity == "chi1" else "c", lw=2.0, ls="--",
@@ -175,7 +183,7 @@ def plot_phase_diagram(pd, quantity: str = "chi1", ax=None, *, critical: bool = 
             pos = _region_label_position(mask, w, b)
             if pos is not None:
                 ax.text(*pos, text, ha="center", va="center", fontsize=11, bbox=box)
-    if critical or ridge:
+    if draw_critical or ridge:
         handles, labels = ax.get_legend_handles_labels()
         if handles:
             ax.legend(loc="upper left", fontsize=8, framealpha=0.8)
@@ -189,29 +197,6 @@ def plot_phase_diagram(pd, quantity: str = "chi1", ax=None, *, critical: bool = 
     ax.set_title(title)
     return ax
 
-
-
-def _refined_critical_line(pd, b):
-    """The stored critical line, with extra points between the first two bias values when the grid starts at
-    sigma_b^2 = 0: there w_c - w_c(0) grows like (sigma_b^2)^(1/3) for odd smooth activations (tanh, erf), steeper
-    than any uniform grid resolves."""
-    wc = np.asarray(pd.critical_weight_vars, dtype=float)
-    if b.size < 2 or b[0] != 0.0:
-        return wc, b
-    params = {"leaky_relu": "slope", "elu": "alpha"}
-    try:
-        from .activations import get_activation
-        from .forward import critical_weight_var
-
-        key = params.get(pd.activation)
-        act = get_activation(pd.activation, **({key: pd.activation_params[0]} if key else {}))
-        extra = np.geomspace(b[1] * 1e-6, b[1], 40)[:-1]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            wx = np.asarray(critical_weight_var(act, extra), dtype=float)
-    except (ValueError, TypeError, IndexError):  # e.g. a custom activation: keep the stored line
-        return wc, b
-    return np.concatenate([wc[:1], wx, wc[1:]]), np.concatenate([b[:1], extra, b[1:]])
 
 
 def plot_critical_line(line, ax=None, **kwargs):
@@ -273,61 +258,64 @@ def plot_depth_scales(curve, ax=None, *, show_grad: bool = True, ymax=None, log:
     return ax
 
 
-def plot_map_dynamics(md, fig=None, *, title=None):
+def _map_panel(ax, grid, maps, fixed_points, weight_vars, colors):
+    """One map per weight variance against the identity, its fixed point marked (NaN: not marked)."""
+    ax.plot(grid, grid, color="k", ls="--", lw=1, label="identity")
+    for i, w in enumerate(weight_vars):
+        ax.plot(grid, maps[i], color=colors[i], lw=2, label=rf"$\sigma_w^2={w:g}$")
+        if np.isfinite(fixed_points[i]):
+            ax.plot([fixed_points[i]], [fixed_points[i]], "o", color=colors[i], ms=6)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def _iterates_panel(ax, layers, iterates, colors, ylabel, title):
+    """Iterates ``iterates[i, j, l]`` against the layer, one colour per weight variance ``i``."""
+    for i in range(iterates.shape[0]):
+        for j in range(iterates.shape[1]):
+            ax.plot(layers, iterates[i, j], color=colors[i], lw=1.5, marker=".", ms=4)
+    ax.set_xlabel("layer $l$")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return ax
+
+
+def plot_map_dynamics(md, fig=None, *, axes=None, title=None):
     r"""Poole-style four-panel figure of a :class:`~meanfield.phase.MapDynamics`: (a) the length map ``V(q)`` against
     the identity, (b) ``q^l`` against layer ``l``, (c) the correlation map ``C(c)`` against the identity, (d) ``c^l``
-    against ``l``. One colour per ``sigma_w^2``; fixed points ``q*`` are marked."""
+    against ``l``. One colour per ``sigma_w^2``; fixed points ``q*`` are marked.
+
+    Draws on ``axes`` (a 2 x 2 array of Axes) if given, else on four new panels of ``fig`` (a new figure if None);
+    returns the figure."""
     plt = _pyplot()
-    if fig is None:
-        fig = plt.figure(figsize=(10, 7.6), layout="constrained")
-    axs = fig.subplots(2, 2)
+    if axes is not None:
+        axs = np.asarray(axes, dtype=object).reshape(2, 2)
+        fig = axs[0, 0].figure
+    else:
+        if fig is None:
+            fig = plt.figure(figsize=(10, 7.6), layout="constrained")
+        axs = fig.subplots(2, 2)
     colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, max(md.weight_vars.size, 2)))
-    depth = md.q_layers.shape[-1]
-    layers = np.arange(1, depth + 1)
-    ax = axs[0, 0]
-    ax.plot(md.q_grid, md.q_grid, color="k", ls="--", lw=1, label="identity")
-    for i, w in enumerate(md.weight_vars):
-        ax.plot(md.q_grid, md.length_map[i], color=colors[i], lw=2, label=rf"$\sigma_w^2={w:g}$")
-        qs = md.qstar[i]
-        if np.isfinite(qs) and qs <= md.q_grid[-1]:
-            ax.plot([qs], [qs], "o", color=colors[i], ms=6)
+    layers = np.arange(1, md.q_layers.shape[-1] + 1)
+    qs = np.where(md.qstar <= md.q_grid[-1], md.qstar, np.nan)  # fixed points beyond the grid are not marked
+    ax = _map_panel(axs[0, 0], md.q_grid, md.length_map, qs, md.weight_vars, colors)
     ax.set_xlim(md.q_grid[0], md.q_grid[-1])
     ax.set_ylim(0, max(md.q_grid[-1], 1e-12))
     ax.set_xlabel(r"$q^{l}$")
     ax.set_ylabel(r"$q^{l+1} = \mathcal{V}(q^l)$")
     ax.set_title("(a) length map (dots: $q^*$)")
-    ax.legend(fontsize=8)
-    ax = axs[0, 1]
-    for i in range(md.weight_vars.size):
-        for j in range(md.q0.size):
-            ax.plot(layers, md.q_layers[i, j], color=colors[i], lw=1.5, marker=".", ms=4)
-    ax.set_xlabel("layer $l$")
-    ax.set_ylabel(r"$q^l$")
+    ax = _iterates_panel(axs[0, 1], layers, md.q_layers, colors, r"$q^l$", "(b) length iterates")
     qmax = np.nanmax(np.where(np.isfinite(md.q_layers), md.q_layers, np.nan))
     if np.isfinite(qmax) and qmax > 50 * max(np.nanmax(md.q0), 1e-12):
         ax.set_yscale("log")
-    ax.set_title("(b) length iterates")
-    ax = axs[1, 0]
-    ax.plot(md.c_grid, md.c_grid, color="k", ls="--", lw=1, label="identity")
-    for i, w in enumerate(md.weight_vars):
-        ax.plot(md.c_grid, md.correlation_map[i], color=colors[i], lw=2, label=rf"$\sigma_w^2={w:g}$")
-        cs = md.cstar[i]
-        if np.isfinite(cs):
-            ax.plot([cs], [cs], "o", color=colors[i], ms=6)
+    ax = _map_panel(axs[1, 0], md.c_grid, md.correlation_map, md.cstar, md.weight_vars, colors)
     ax.set_xlim(-1, 1)
     ax.set_ylim(-1, 1.02)
     ax.set_xlabel(r"$c^{l}$")
     ax.set_ylabel(r"$c^{l+1} = \mathcal{C}(c^l; q^*)$")
     ax.set_title("(c) correlation map (dots: $c^*$)")
-    ax.legend(fontsize=8)
-    ax = axs[1, 1]
-    for i in range(md.weight_vars.size):
-        for j in range(md.c0.size):
-            ax.plot(layers, md.c_layers[i, j], color=colors[i], lw=1.5, marker=".", ms=4)
-    ax.set_xlabel("layer $l$")
-    ax.set_ylabel(r"$c^l$")
+    ax = _iterates_panel(axs[1, 1], layers, md.c_layers, colors, r"$c^l$", "(d) correlation iterates")
     ax.set_ylim(min(-0.05, float(np.nanmin(md.c_layers)) - 0.05), 1.05)
-    ax.set_title("(d) correlation iterates")
     for a in axs.ravel():
         a.grid(alpha=0.3)
     fig.suptitle(title if title is not None else rf"{md.activation}: length and correlation maps, $\sigma_b^2={md.bias_var:g}$")

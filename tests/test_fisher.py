@@ -24,9 +24,9 @@ from meanfield.fisher import (
     FeatureMetricStatistics,
     FisherStatistics,
     feature_metric_statistics,
-    finite_width_fisher,
     fisher_statistics,
 )
+from meanfield.validation.fisher_sim import finite_width_fisher
 from meanfield.network import Network
 
 ACTS = {

@@ -442,3 +442,48 @@ def test_phase_diagram_near_c1_at_large_q_vs_mpmath():
     c_ref = c - ((wv * mp_gelu_pair(q, c, 0) + bv) / q - c) / (wv * mp_gelu_pair(q, c, 1) - 1)
     assert cs == pytest.approx(float(c_ref), abs=1e-11)
     assert chic == pytest.approx(float(wv * mp_gelu_pair(q, c_ref, 1)), rel=1e-10)
+
+
+def test_phase_diagram_keeps_its_activation(tmp_path):
+    """In memory a result keeps its Activation (custom ones too); a file keeps the name, and a custom activation is
+    reattached by passing it to load (without it: a warning and activation_object None)."""
+    from meanfield.activations import custom_activation, get_activation
+
+    act = custom_activation("scaled_tanh", lambda x: 1.5 * math.tanh(x))
+    w, b = np.linspace(0.3, 1.5, 5), np.array([0.0, 0.1, 0.2])
+    pd = phase_diagram(act, w, b)
+    assert pd.activation == "scaled_tanh" and pd.activation_object is act
+    assert depth_scale_curve(act, w, 0.1).activation_object is act
+    assert critical_line(act, [0.1], offsets=()).activation_object is act
+    wc, bc = pd.critical_line_points()  # refined near b = 0 with the custom activation itself
+    assert wc.size > b.size and bc[0] == 0.0 and np.all(np.diff(bc) > 0)
+    path = pd.save(tmp_path / "custom")
+    with pytest.warns(UserWarning, match="custom activation 'scaled_tanh'"):
+        back = PhaseDiagram.load(path)
+    assert back.activation == "scaled_tanh" and back.activation_object is None
+    np.testing.assert_array_equal(back.critical_line_points()[0], pd.critical_weight_vars)
+    again = PhaseDiagram.load(path, activation=act)
+    assert again.activation_object is act
+    with pytest.raises(ValueError, match="scaled_tanh"):
+        PhaseDiagram.load(path, activation="tanh")
+    # a built-in (with a parameter) is rebuilt from the file
+    pd2 = phase_diagram("leaky_relu", [1.0, 1.5], [0.1], activation_params={"slope": 0.2})
+    back2 = PhaseDiagram.load(pd2.save(tmp_path / "lrelu"))
+    assert back2.activation_object == get_activation("leaky_relu", slope=0.2)
+
+
+def test_plotting_imports_no_phase():
+    """plotting draws result objects and computes nothing: it imports no meanfield module that computes (no circle
+    with phase)."""
+    import ast
+    import inspect
+
+    import meanfield.plotting as plotting
+
+    imported = set()
+    for node in ast.walk(ast.parse(inspect.getsource(plotting))):
+        if isinstance(node, ast.ImportFrom):
+            imported.add(("." * node.level) + (node.module or ""))
+        elif isinstance(node, ast.Import):
+            imported.update(a.name for a in node.names)
+    assert not {m for m in imported if m.startswith(".") or m.startswith("meanfield")} - {"._io"}

@@ -36,10 +36,12 @@ def _within(sim, se, theory, bias):
 
 # ----------------------------------------------------------------------------------------------- import guard
 def test_import_without_torch_names_the_install_command():
-    """Without torch the numpy-only deep-linear module still imports; any torch-based name raises an ImportError
-    that says how to install torch."""
+    """Without torch the numpy-only modules (deep_linear, fisher_sim, also as meanfield.finite_width_fisher) still
+    import; any torch-based name raises an ImportError that says how to install torch."""
     code = ("import sys; sys.modules['torch'] = None\n"
-            "import meanfield.validation as v\nimport meanfield.validation.deep_linear\nprint('DL ok')\n"
+            "import meanfield.validation as v\nimport meanfield.validation.deep_linear\n"
+            "from meanfield import finite_width_fisher\nassert v.finite_width_fisher is finite_width_fisher\n"
+            "v.fit_series\nprint('DL ok')\n"
             "try:\n    v.sample_ensemble\nexcept ImportError as e:\n    print('MSG', e)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert "DL ok" in out.stdout

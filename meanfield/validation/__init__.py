@@ -9,7 +9,12 @@ Needs torch: ``pip install "meanfield[validation]"`` (or ``pip install torch``).
   :func:`fisher_statistics` gives the FIM mean eigenvalue, second moment and largest eigenvalue through the dual
   ``C T x C T`` Gram matrix ``J J^T / T``; :func:`train_gd` runs full-batch gradient descent on the MSE loss.
 * :func:`run_validation` (``python -m meanfield.validation run``) compares every theory quantity of the library with
-  the simulation on a ladder of widths and writes JSON, a markdown report and plots.
+  the simulation on a ladder of widths and writes JSON, a markdown report and plots. Its parts: ``theory`` (the
+  library's values), ``simulate`` (the random networks), ``fitting`` (records and fits against width), ``report``
+  (the driver and the :class:`ValidationReport`).
+
+Numpy only, importable without torch: ``deep_linear`` (sampled deep linear networks) and ``fisher_sim``
+(:func:`finite_width_fisher`, the FIM/NTK spectrum of one random network, also ``meanfield.finite_width_fisher``).
 """
 import importlib
 
@@ -24,17 +29,21 @@ _LAZY = {
     **dict.fromkeys(["FisherSample", "OrderParameterSample", "TrainingRun", "empirical_nngp", "empirical_ntk",
                      "fisher_statistics", "gaussian_inputs", "gram_layerwise", "measure_order_parameters",
                      "pair_inputs", "train_gd"], "measure"),
-    **dict.fromkeys(["ValidationConfig", "ValidationReport", "default_configs", "fit_series", "run_validation"],
-                    "report"),
+    **dict.fromkeys(["ValidationConfig", "ValidationReport", "default_configs", "run_validation"], "report"),
+    "fit_series": "fitting",
+    **dict.fromkeys(["FiniteWidthSpectrum", "finite_width_fisher"], "fisher_sim"),
 }
+#: submodules that need only numpy
+_NUMPY_ONLY = ("fitting", "fisher_sim")
 
 
 def __getattr__(name):
     if name in _LAZY:
-        try:
-            import torch  # noqa: F401
-        except ImportError as exc:
-            raise ImportError(_TORCH_MESSAGE) from exc
+        if _LAZY[name] not in _NUMPY_ONLY:
+            try:
+                import torch  # noqa: F401
+            except ImportError as exc:
+                raise ImportError(_TORCH_MESSAGE) from exc
         value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value
         return value
@@ -42,6 +51,7 @@ def __getattr__(name):
 
 
 __all__ = [
+    "FiniteWidthSpectrum",
     "FisherSample",
     "NetworkEnsemble",
     "OrderParameterSample",
@@ -52,6 +62,7 @@ __all__ = [
     "default_configs",
     "empirical_nngp",
     "empirical_ntk",
+    "finite_width_fisher",
     "fisher_statistics",
     "fit_series",
     "gaussian_inputs",

@@ -4,13 +4,13 @@ Every sample here draws the actual weight matrices ``W^l`` (entries ``N(0, sigma
 them out; nothing uses the chi-square product / Meijer-G reduction of :mod:`meanfield.deep_linear`, so agreement is
 an independent check of it.
 
-* Prior: :func:`sample_prior_outputs` draws ``f(x) = W^{L+1} ... W^1 x``.
+* Prior: :func:`sample_prior_outputs` draws ``f(x) = W^L ... W^1 x`` (``L = depth + 1`` weight layers).
 * Posterior (``p(W) ~ prior(W) prod_mu N(y_mu; f(x_mu), T)``, ``T >= 0``): :func:`sample_posterior` draws the upper
-  layers ``W^{L+1}, W^L, ..., W^2`` (top down) from a proposal: the prior, with the readout's variance and, in each
+  layers ``W^L, W^{L-1}, ..., W^2`` (top down) from a proposal: the prior, with the readout's variance and, in each
   ``W^l``, the row-space direction ``a/|a|`` of the already drawn upper product ``a`` stretched by ``sqrt(g)``,
   ``g`` the BPKR factor ``u/sigma^2`` (only ``a W^l`` enters ``f``, so this puts the proposal where the posterior
   is; its density ratio to the prior is exact and elementary), and integrates the first layer exactly:
-  given the top-down row vector ``v^T = W^{L+1} ... W^2``, ``f(x) = v^T W^1 x`` is a Gaussian process with kernel
+  given the top-down row vector ``v^T = W^L ... W^2``, ``f(x) = v^T W^1 x`` is a Gaussian process with kernel
   ``sigma^2 |v|^2 x.x' / N_0`` (elementary: ``f`` is linear in the Gaussian ``W^1``), so conditioning on the data is
   an exact Gaussian conditional (at ``T = 0`` the constraint ``f(X) = y`` is imposed exactly) and the sample's
   importance weight is ``prior/proposal * N(y; 0, sigma^2 |v|^2 X X^T / N_0 + T I)``.  Self-normalised importance
@@ -60,7 +60,7 @@ def sample_prior_outputs(x, depth: int, width, weight_var: float = 1.0, n_sample
     x : array (N_0,)
         Input.
     depth : int
-        Hidden layers ``L >= 0``.
+        Hidden layers ``depth >= 0`` (``L = depth + 1`` weight layers).
     width : int or sequence of int
         Hidden widths.
     weight_var : float
@@ -129,7 +129,7 @@ def sample_posterior(X, y, X_test, depth: int, width, weight_var: float = 1.0, t
     -------
     dict
         ``mean``, ``mean_se``, ``variance``, ``variance_se`` (arrays over test inputs), ``scale_mean``,
-        ``scale_mean_se`` (``E[S|y]``, ``S = |v|^2 / sigma^{2L}``), ``ess`` (effective sample size, pooled),
+        ``scale_mean_se`` (``E[S|y]``, ``S = |v|^2 / sigma^{2(L-1)}``), ``ess`` (effective sample size, pooled),
         ``n_samples``.
     """
     X = check_finite_array("X", X)
@@ -167,7 +167,7 @@ def sample_posterior(X, y, X_test, depth: int, width, weight_var: float = 1.0, t
         while done < per:
             b = min(chunk, per - done)
             done += b
-            # readout W^{L+1} (1 x N_L), prior variance sigma^2 / N_L, proposal variance gam_L times that
+            # readout W^L (1 x N_{L-1}), prior variance sigma^2 / N_{L-1}, proposal variance gam_{L-1} times that
             nl = ws[-1]
             g = gam[-1]
             a = rng.standard_normal((b, nl)) * math.sqrt(g * sigma2 / nl)
@@ -241,7 +241,7 @@ def validation_records(widths: Optional[Sequence[int]] = None, depth: int = 2, w
     Quantities (each at every width; prior at ``|x|^2/N_0 = 1``, posterior on :func:`make_dataset` with ``P = 4``,
     ``N_0 = 8``, ``Q/P = 3``):
 
-    * ``deep_linear.prior_variance`` ``E f^2 = sigma^{2(L+1)}``; ``deep_linear.prior_fourth_moment``
+    * ``deep_linear.prior_variance`` ``E f^2 = sigma^{2L}``; ``deep_linear.prior_fourth_moment``
       ``3 prod (1 + 2/N)``; ``deep_linear.prior_prob_within_sd`` ``P(|f| < s)`` from the Meijer-G density
       (standard errors: sample std / sqrt(n) and the binomial sqrt(p(1-p)/n));
     * ``deep_linear.posterior_variance[T=...]``, ``deep_linear.posterior_scale[T=...]`` (``E[S|y]``) and, for

@@ -1,25 +1,29 @@
-r"""Theory against simulation on a ladder of widths: the ``python -m meanfield.validation run`` driver.
+r"""Theory against simulation on a ladder of widths: the ``python -m meanfield.validation run`` driver and its report.
 
-For every validation network (default: tanh with ``L = 4`` weight layers and relu with ``L = 3``, as in docs/mathematics.md
-section 5) and every width of the ladder, :func:`run_validation` draws ``n_seeds`` random networks, measures
+For every validation network (default: tanh with ``L = 4`` weight layers and relu with ``L = 3``, as in
+docs/mathematics.md section 5) and every width of the ladder, :func:`run_validation` draws ``n_seeds`` random networks,
+measures
 
 * forward order parameters ``q^l(x,x)``, ``q^l(x,x')``, ``c^l`` and backward ones ``qtilde_1^l``, ``qtilde_2^l``,
   ``chi_1^l`` at every hidden layer, against :func:`meanfield.forward.forward` / :func:`meanfield.backward.backward`;
 * the NNGP (output covariance over seeds) and the NTK (NTK and standard parameterization) on ``(x, x')``, against
-  :mod:`meanfield.kernels` when it is installed (else ``q^L`` and ``sum_l qtilde^l q^l`` from the core);
+  :mod:`meanfield.kernels`;
 * the FIM mean eigenvalue, second moment and largest eigenvalue (standard parameterization, ``T`` Gaussian inputs,
-  ``C`` outputs) and the NTK-parameterization ``J J^T`` spectrum, against :mod:`meanfield.fisher` when installed
-  (else Karakida's formulas from the core order parameters);
+  ``C`` outputs) and the NTK-parameterization ``J J^T`` spectrum, against :mod:`meanfield.fisher`;
 
 and trains one width by full-batch gradient descent at learning rates around ``eta_c = 2 / lambda_max``. Each record
 gives the theory value, the simulated mean over networks, its standard error, the relative error, and the relative
 RMS deviation of a single network; each (network, quantity) series gets fitted exponents of the error and of the
 single-network fluctuation against width, and a weighted fit of an ``a / M`` bias.
+
+The work is split by role: :mod:`meanfield.validation.theory` assembles the library's values,
+:mod:`meanfield.validation.simulate` measures the random networks, :mod:`meanfield.validation.fitting` makes the
+records and the fits against width; this module holds the configuration, :func:`run_validation` that ties them
+together, and the result :class:`ValidationReport` with its markdown, JSON and plots.
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import math
 import os
@@ -34,9 +38,10 @@ import torch
 from .._checks import check_int
 from .._io import atomic_open, check_writable_dir
 from ..network import Network
-from .measure import (OrderParameterSample, fisher_statistics, gaussian_inputs, measure_order_parameters,
-                      empirical_ntk, pair_inputs, train_gd, FisherSample)
-from .networks import resolve_device, resolve_dtype, sample_ensemble, layer_widths
+from .fitting import ENSEMBLE_ONLY, fit_series, make_record
+from .networks import resolve_device, resolve_dtype
+from .simulate import default_settings, simulate_width, train_near_critical
+from .theory import fisher_theory, resolve_inputs, standard_ntk_theory, width_independent_theory
 
 __all__ = ["ValidationConfig", "ValidationReport", "default_configs", "fit_series", "run_validation"]
 
@@ -75,386 +80,6 @@ def default_configs() -> list:
     ]
 
 
-def _settings(quick: bool, device: torch.device) -> dict:
-    gpu = device.type == "cuda"
-    if quick:
-        return dict(widths=(32, 64, 128), n_seeds=48, n_func=4, n_samples=16, train_width=64, train_seeds=4,
-                    train_steps=30, lr_factors=(0.5, 0.9, 1.1, 2.0, 4.0),
-                    lr_factors_network=(0.9, 1.1), chunk_bytes=2 ** 27)
-    if gpu:
-        return dict(widths=(64, 128, 256, 512, 1024, 2048, 4096), n_seeds=256, n_func=16, n_samples=32,
-                    train_width=1024, train_seeds=16, train_steps=300, lr_factors=(0.5, 0.9, 1.1, 2.0, 4.0),
-                    lr_factors_network=(0.9, 1.1),
-                    chunk_bytes=2 ** 31)
-    return dict(widths=(64, 128, 256, 512), n_seeds=256, n_func=8, n_samples=32, train_width=256, train_seeds=4,
-                train_steps=60, lr_factors=(0.5, 0.9, 1.1, 2.0, 4.0), lr_factors_network=(0.9, 1.1),
-                chunk_bytes=2 ** 27)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# theory
-# --------------------------------------------------------------------------------------------------------------------
-def _optional(name: str):
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        return None
-
-
-def _resolve_inputs(cfg: ValidationConfig) -> tuple:
-    """(input_norm, input_norm2, input_overlap) with the defaults of :class:`ValidationConfig` filled in."""
-    net = cfg.network
-    sw2, sb2 = net.weight_vars[0], net.bias_vars[0]
-    n1 = cfg.input_norm
-    if n1 is None:
-        n1 = 1.0
-        if net.is_homogeneous and sw2 > 0:
-            from ..forward import qstar
-            import warnings
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                qs = float(qstar(net.activations[0], sw2, sb2))
-            if np.isfinite(qs) and qs > sb2:
-                n1 = (qs - sb2) / sw2
-    n2 = n1 if cfg.input_norm2 is None else cfg.input_norm2
-    ov = cfg.input_overlap
-    if ov is None:
-        q1a, q1b = sw2 * n1 + sb2, sw2 * n2 + sb2
-        ov = (0.5 * math.sqrt(q1a * q1b) - sb2) / sw2 if sw2 > 0 else 0.0
-        ov = float(np.clip(ov, -math.sqrt(n1 * n2), math.sqrt(n1 * n2)))
-    return float(n1), float(n2), float(ov)
-
-
-def _theory_fixed(cfg: ValidationConfig, inputs: tuple) -> tuple:
-    """Width-independent theory values {quantity: (value, source)} and the cross-checks between library routes."""
-    from ..forward import forward
-    from ..backward import backward
-
-    net = cfg.network
-    L = net.n_layers
-    n1, n2, ov = inputs
-    fr = forward(net, input_norm=n1, input_norm2=n2, input_overlap=ov)
-    br = backward(net, forward_result=fr)
-    q1, q1b, q2, c = (np.asarray(getattr(fr, k), dtype=np.float64).reshape(-1) for k in ("q1", "q1b", "q2", "c"))
-    qt1, qt2 = (np.asarray(getattr(br, k), dtype=np.float64).reshape(-1) for k in ("qtilde1", "qtilde2"))
-    th, checks = {}, {}
-    src = "meanfield.forward"
-    for l in range(1, L):
-        th[f"q^{l}(x,x)"] = (float(q1[l - 1]), src)
-        th[f"q^{l}(x,x')"] = (float(q2[l - 1]), src)
-        th[f"c^{l}"] = (float(c[l - 1]), src)
-    for l in range(1, L):
-        th[f"qtilde_1^{l}"] = (float(qt1[l - 1]), "meanfield.backward")
-        th[f"qtilde_2^{l}"] = (float(qt2[l - 1]), "meanfield.backward")
-        th[f"chi_1^{l}"] = (float(qt1[l - 1] / qt1[l]), "meanfield.backward (qtilde_1^l / qtilde_1^(l+1))")
-    # the fixed-point chi_1 of the library, when the inputs sit at q*
-    if cfg.input_norm is None and net.is_homogeneous:
-        from ..forward import chi1 as _chi1
-        ch = float(_chi1(net.activations[0], net.weight_vars[0], net.bias_vars[0]))
-        checks["chi1_fixed_point"] = ch
-        checks["max_rel_diff_chi1_layers_vs_fixed_point"] = float(
-            max(abs(th[f"chi_1^{l}"][0] - ch) for l in range(1, L)) / abs(ch))
-    # NNGP and NTK on (x, x')
-    nngp = np.array([[q1[-1], q2[-1]], [q2[-1], q1b[-1]]])
-    ntk_core = np.array([[np.sum(qt1 * q1), np.sum(qt2 * q2)], [np.sum(qt2 * q2), np.nan]])
-    kern = _optional("meanfield.kernels")
-    X = pair_inputs(64, n1, n2, ov).numpy()
-    ksrc = "meanfield.kernels"
-    if kern is not None:
-        kr = kern.kernels(net, X, parameterization="ntk")
-        K, Th = np.asarray(kr.nngp), np.asarray(kr.ntk)
-        checks["max_abs_diff_nngp_kernels_vs_forward"] = float(np.max(np.abs(K - nngp)))
-        checks["max_abs_diff_ntk_kernels_vs_sum_qtilde_q"] = float(np.nanmax(np.abs(Th - ntk_core)))
-    else:
-        K = nngp
-        Th = ntk_core
-        ksrc = "meanfield.forward/backward (meanfield.kernels not installed)"
-    th["K(x,x)"] = (float(K[0, 0]), ksrc)
-    th["K(x,x')"] = (float(K[0, 1]), ksrc)
-    th["K(x,x') readout-averaged"] = (float(K[0, 1]), ksrc)
-    th["Theta(x,x)"] = (float(Th[0, 0]), ksrc)
-    th["Theta(x,x')"] = (float(Th[0, 1]), ksrc)
-    return th, checks, (fr, br)
-
-
-def _fisher_core(net: Network, width: int, T: int, C: int, parameterization: str) -> dict:
-    """Karakida's MSE formulas from the core order parameters (docs/mathematics.md section 5); used without meanfield.fisher."""
-    from ..forward import forward
-    from ..backward import backward
-
-    fr = forward(net, input_norm=1.0, input_overlap=0.0)
-    br = backward(net, forward_result=fr)
-    L = net.n_layers
-    qh1 = np.asarray(fr.qhat1, dtype=np.float64).reshape(-1)[:L]
-    qh2 = np.asarray(fr.qhat2, dtype=np.float64).reshape(-1)[:L]
-    qt1 = np.asarray(br.qtilde1, dtype=np.float64).reshape(-1)[:L]
-    qt2 = np.asarray(br.qtilde2, dtype=np.float64).reshape(-1)[:L]
-    a = np.asarray(net.alphas)
-    if parameterization == "standard":
-        alpha = float(np.sum(a[1:L] * a[0:L - 1]))
-        k1 = float(np.sum(a[:L] * qt1 * qh1) / alpha)
-        k2 = float(np.sum(a[:L] * qt2 * qh2) / alpha)
-        M = width
-        lmax = alpha * M * (k1 / T + (T - 1) / T * k2)
-        return dict(mean_eigenvalue=C * k1 / M, second_moment=alpha * C * (k1 ** 2 / T + (T - 1) / T * k2 ** 2),
-                    lambda_max=lmax, eta_critical=2.0 / lmax, bulk_eigenvalue=alpha * M * (k1 - k2) / T)
-    q1 = np.asarray(fr.q1, dtype=np.float64).reshape(-1)[:L]
-    q2 = np.asarray(fr.q2, dtype=np.float64).reshape(-1)[:L]
-    k1, k2 = float(np.sum(qt1 * q1)), float(np.sum(qt2 * q2))
-    return dict(mean_eigenvalue=k1, lambda_max=k1 + (T - 1) * k2, bulk_eigenvalue=k1 - k2)
-
-
-def _theory_fisher(net: Network, width: int, T: int, C: int) -> tuple:
-    fis = _optional("meanfield.fisher")
-    out = {}
-    if fis is not None:
-        sp = fis.fisher_statistics(net, width, T, C, parameterization="standard")
-        ntk = fis.fisher_statistics(net, width, T, C, parameterization="ntk")
-        sp = dict(mean_eigenvalue=sp.mean_eigenvalue, second_moment=sp.second_moment, lambda_max=sp.lambda_max,
-                  eta_critical=sp.eta_critical)
-        ntk = dict(mean_eigenvalue=ntk.mean_eigenvalue, lambda_max=ntk.lambda_max, bulk_eigenvalue=ntk.bulk_eigenvalue)
-        src = "meanfield.fisher"
-    else:
-        sp = _fisher_core(net, width, T, C, "standard")
-        ntk = _fisher_core(net, width, T, C, "ntk")
-        src = "docs/mathematics.md sec. 5 from meanfield.forward/backward (meanfield.fisher not installed)"
-    out["m_lambda"] = (float(sp["mean_eigenvalue"]), src)
-    out["s_lambda"] = (float(sp["second_moment"]), src)
-    out["lambda_max"] = (float(sp["lambda_max"]), src)
-    out["NTK mean eigenvalue"] = (float(ntk["mean_eigenvalue"]), src)
-    out["NTK lambda_max"] = (float(ntk["lambda_max"]), src)
-    out["NTK lambda_min"] = (float(ntk["bulk_eigenvalue"]), src)
-    return out, float(sp["eta_critical"])
-
-
-def _theory_sp_ntk(net: Network, width: int, inputs: tuple, fr, br) -> tuple:
-    """Standard-parameterization NTK on (x, x') at width M: sum_l qtilde^l (M_{l-1} qhat^{l-1} + 1)."""
-    n1, n2, ov = inputs
-    kern = _optional("meanfield.kernels")
-    M0 = layer_widths(net, width)[0]
-    if kern is not None:
-        X = pair_inputs(M0, n1, n2, ov).numpy()
-        Th = np.asarray(kern.kernels(net, X, parameterization="standard", width=width).ntk)
-        return (float(Th[0, 0]), "meanfield.kernels"), (float(Th[0, 1]), "meanfield.kernels")
-    widths = layer_widths(net, width)
-    L = net.n_layers
-    qt1 = np.asarray(br.qtilde1).reshape(-1)
-    qt2 = np.asarray(br.qtilde2).reshape(-1)
-    qh1 = np.asarray(fr.qhat1).reshape(-1)
-    qh2 = np.asarray(fr.qhat2).reshape(-1)
-    t11 = sum(qt1[l] * (widths[l] * qh1[l] + 1) for l in range(L))
-    t12 = sum(qt2[l] * (widths[l] * qh2[l] + 1) for l in range(L))
-    src = "meanfield.forward/backward (meanfield.kernels not installed)"
-    return (float(t11), src), (float(t12), src)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# simulation
-# --------------------------------------------------------------------------------------------------------------------
-def _chunks(n_seeds: int, n_params: int, itemsize: int, budget: int) -> list:
-    per = max(1, min(n_seeds, budget // max(1, 3 * n_params * itemsize)))
-    return [(s, min(per, n_seeds - s)) for s in range(0, n_seeds, per)]
-
-
-def _simulate_width(cfg: ValidationConfig, inputs: tuple, width: int, st: dict, device, dtype, seed: int) -> tuple:
-    """Per-network samples {quantity: array (S,)} at one width, plus implementation checks."""
-    net = cfg.network
-    L = net.n_layers
-    T, C = st["n_samples"], cfg.n_outputs
-    widths = layer_widths(net, width, C)
-    P = int(sum(widths[l] * widths[l - 1] + widths[l] for l in range(1, len(widths))))
-    itemsize = 8 if dtype == torch.float64 else 4
-    ops, fis_sp, fis_ntk = [], [], []
-    func_diff = 0.0
-    for start, n in _chunks(st["n_seeds"], P, itemsize, st["chunk_bytes"]):
-        ens = sample_ensemble(net, width, n, n_outputs=C, parameterization="standard", seed=seed, first_index=start,
-                              device=device, dtype=dtype)
-        ops.append(measure_order_parameters(ens, *inputs))
-        x = gaussian_inputs(ens, T, seed)
-        fis_sp.append(fisher_statistics(ens, x))
-        ens_ntk = dataclasses.replace(ens, parameterization="ntk")
-        fis_ntk.append(fisher_statistics(ens_ntk, x))
-        n_func = min(n, st["n_func"] - start)
-        if n_func > 0:  # the torch.func Jacobian contraction must agree with the layerwise Gram
-            sub = ens_ntk.select(slice(0, n_func))
-            xx = pair_inputs(widths[0], *inputs, dtype=ens.dtype, device=ens.device)
-            th_f = empirical_ntk(sub, xx, method="func")
-            th_l = empirical_ntk(sub, xx, method="layerwise")
-            func_diff = max(func_diff, float((th_f - th_l).abs().max() / th_l.abs().max()))
-        del ens, ens_ntk
-    op = OrderParameterSample.concatenate(ops)
-    fsp = FisherSample.concatenate(fis_sp)
-    fntk = FisherSample.concatenate(fis_ntk)
-    s = {}
-    for l in range(1, L):
-        s[f"q^{l}(x,x)"] = op.q1[:, l - 1]
-        s[f"q^{l}(x,x')"] = op.q2[:, l - 1]
-        s[f"c^{l}"] = op.c[:, l - 1]
-        s[f"qtilde_1^{l}"] = op.qtilde1[:, l - 1]
-        s[f"qtilde_2^{l}"] = op.qtilde2[:, l - 1]
-        s[f"chi_1^{l}"] = op.chi1[:, l - 1]
-    f = op.outputs  # (S, 2, C)
-    s["K(x,x)"] = np.mean(f[:, 0] * f[:, 0], -1)
-    s["K(x,x')"] = np.mean(f[:, 0] * f[:, 1], -1)
-    # Rao-Blackwellized NNGP: E[f_k(x) f_k(x') | h^{L-1}] = sigma_{w,L}^2 qhat^{L-1}(x,x') + sigma_{b,L}^2 has the
-    # same expectation as f f' and no readout sampling noise
-    s["K(x,x') readout-averaged"] = net.weight_vars[-1] * op.qhat2[:, -1] + net.bias_vars[-1]
-    s["Theta(x,x)"] = op.ntk[:, 0, 0]
-    s["Theta(x,x')"] = op.ntk[:, 0, 1]
-    s["Theta_SP(x,x)"] = op.ntk_standard[:, 0, 0]
-    s["Theta_SP(x,x')"] = op.ntk_standard[:, 0, 1]
-    s["m_lambda"] = fsp.mean
-    s["s_lambda"] = fsp.second_moment
-    s["lambda_max"] = fsp.lambda_max
-    ev = fntk.eigenvalues * T  # eigenvalues of Theta = J J^T (C T x C T)
-    s["NTK mean eigenvalue"] = ev.mean(1)
-    s["NTK lambda_max"] = ev[:, -1]
-    s["NTK lambda_min"] = ev[:, 0]
-    return s, {"torch_func_vs_layerwise_max_rel_diff": func_diff, "n_params": P}
-
-
-GROUPS = {
-    "q^": "forward", "c^": "forward", "qtilde": "backward", "chi_1": "backward", "K(": "NNGP",
-    "Theta(": "NTK", "Theta_SP": "NTK", "m_lambda": "Fisher", "s_lambda": "Fisher", "lambda_max": "Fisher",
-    "NTK ": "NTK spectrum",
-}
-
-# which quantities are averages over the ensemble only (not self-averaging in one network)
-ENSEMBLE_ONLY = ("K(x,x)", "K(x,x')")
-
-
-def _group(q: str) -> str:
-    for k, v in GROUPS.items():
-        if q.startswith(k):
-            return v
-    return "other"
-
-
-def _record(cfg_name, quantity, width, theory, source, samples) -> dict:
-    x = np.asarray(samples, dtype=np.float64)
-    S = x.size
-    mean = float(x.mean())
-    se = float(x.std(ddof=1) / math.sqrt(S)) if S > 1 else float("nan")
-    scale = abs(theory) if theory != 0 else 1.0
-    rms = float(np.sqrt(np.mean((x - theory) ** 2)))
-    return dict(config=cfg_name, group=_group(quantity), quantity=quantity, width=int(width), theory=float(theory),
-                simulated_mean=mean, standard_error=se, relative_error=(mean - theory) / scale,
-                relative_standard_error=se / scale, single_network_relative_std=float(x.std(ddof=1)) / scale,
-                single_network_relative_rms=rms / scale, n_networks=int(S), theory_source=source,
-                kind="ensemble" if quantity in ENSEMBLE_ONLY else "single-network")
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# fits
-# --------------------------------------------------------------------------------------------------------------------
-def _slope(x, y):
-    x, y = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
-    ok = np.isfinite(y)
-    if ok.sum() < 2:
-        return float("nan"), float("nan")
-    x, y = x[ok], y[ok]
-    A = np.vstack([x, np.ones_like(x)]).T
-    coef, res, *_ = np.linalg.lstsq(A, y, rcond=None)
-    if x.size > 2:
-        resid = y - A @ coef
-        s2 = float(resid @ resid) / (x.size - 2)
-        se = math.sqrt(s2 / float(np.sum((x - x.mean()) ** 2)))
-    else:
-        se = float("nan")
-    return float(coef[0]), se
-
-
-def fit_series(records: Sequence[dict]) -> dict:
-    r"""Fits of one (network, quantity) series against width M.
-
-    * ``error_exponent``: least-squares slope of ``log |relative error|`` against ``log M`` (and its standard error
-      from the residuals). Meaningful as a bias exponent only when ``bias_resolved`` (every ``|error| > 2 SE``);
-      otherwise the error is noise of the ensemble mean, ``SE ~ M^{-1/2} / sqrt(S)`` for self-averaging quantities.
-    * ``fluctuation_exponent``: slope of the single-network relative standard deviation (expected ``-1/2`` for
-      self-averaging quantities, a mean over ``~M`` weakly dependent terms; ``0`` for the NNGP, an ensemble quantity).
-    * ``bias_coefficient``: weighted least-squares ``a`` of ``relative error = a / M`` (weights ``1/SE^2``) with its
-      standard error and the ``chi^2`` per degree of freedom of that model and of ``a = 0``.
-    """
-    recs = sorted(records, key=lambda r: r["width"])
-    M = np.array([r["width"] for r in recs], float)
-    e = np.array([r["relative_error"] for r in recs])
-    s = np.array([r["relative_standard_error"] for r in recs])
-    fl = np.array([r["single_network_relative_std"] for r in recs])
-    slope, slope_se = _slope(M, np.abs(e))
-    fslope, fslope_se = _slope(M, fl)
-    w = 1.0 / np.maximum(s, 1e-300) ** 2
-    denom = float(np.sum(w / M ** 2))
-    a = float(np.sum(w * e / M) / denom)
-    a_se = float(1.0 / math.sqrt(denom))
-    dof = max(len(M) - 1, 1)
-    chi2_a = float(np.sum(w * (e - a / M) ** 2) / dof)
-    chi2_0 = float(np.sum(w * e ** 2) / len(M))
-    resolved = bool(np.all(np.abs(e) > 2 * s))
-    kind = recs[0]["kind"]
-    if resolved:
-        regime = "bias"
-    elif kind == "ensemble":
-        regime = "seed noise"
-    else:
-        regime = "noise-limited"
-    return dict(config=recs[0]["config"], group=recs[0]["group"], quantity=recs[0]["quantity"], kind=kind,
-                widths=M.astype(int).tolist(), error_exponent=slope, error_exponent_se=slope_se,
-                bias_resolved=resolved, regime=regime, fluctuation_exponent=fslope,
-                fluctuation_exponent_se=fslope_se, bias_coefficient=a, bias_coefficient_se=a_se,
-                chi2_per_dof_bias_model=chi2_a, chi2_per_dof_zero_bias=chi2_0,
-                relative_error_at_largest_width=float(e[-1]), relative_se_at_largest_width=float(s[-1]))
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# training
-# --------------------------------------------------------------------------------------------------------------------
-def _training(cfg: ValidationConfig, st: dict, eta_c: float, device, dtype, seed: int) -> dict:
-    net = cfg.network
-    T, C = st["n_samples"], cfg.n_outputs
-    n_steps = int(st["train_steps"])
-    ens = sample_ensemble(net, st["train_width"], st["train_seeds"], n_outputs=C, seed=seed + 1, device=device,
-                          dtype=dtype)
-    x = gaussian_inputs(ens, T, seed + 1)
-    gen = torch.Generator(device="cpu").manual_seed(seed + 2)
-    y = torch.randn((ens.n_seeds, T, C), generator=gen, dtype=torch.float64).to(ens.device, ens.dtype)
-    lam_emp = fisher_statistics(ens, x).lambda_max
-    sharp_steps = tuple(k for k in (0, 1, 3, 10, 30, 100) if k < n_steps) + (n_steps,)
-    runs = []
-    plan = [("theory", f) for f in st["lr_factors"]] + [("network", f) for f in st["lr_factors_network"]]
-    for anchor, fac in plan:
-        eta = fac * eta_c if anchor == "theory" else fac * 2.0 / lam_emp
-        tr = train_gd(ens, x, y, eta, n_steps=n_steps, sharpness_steps=sharp_steps)
-        L0 = tr.losses[:, 0]
-        eta_arr = np.broadcast_to(np.asarray(eta, float), (ens.n_seeds,))
-        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            ratio = tr.losses / L0[:, None]
-            rratio = tr.top_mode / tr.top_mode[:, :1]
-            sh = tr.sharpness * eta_arr[:, None] / 2.0
-        k5 = min(5, n_steps)
-        lin = np.abs(1 - eta_arr * lam_emp)
-        runs.append(dict(anchor=anchor, lr_factor=float(fac),
-                         learning_rate=float(np.median(eta_arr)),
-                         eta_lambda_emp_over_2=float(np.median(eta_arr * lam_emp / 2.0)),
-                         fraction_diverged=float(np.mean(tr.diverged)),
-                         median_final_loss_ratio=float(np.median(ratio[:, -1])),
-                         median_max_loss_ratio=float(np.median(np.max(ratio, 1))),
-                         median_top_mode_ratio_step1=float(np.median(rratio[:, 1])),
-                         linear_prediction_step1=float(np.median(lin)),
-                         median_top_mode_ratio_step5=float(np.median(rratio[:, k5])),
-                         linear_prediction_step5=float(np.median(lin ** k5)),
-                         median_final_sharpness_eta_over_2=float(np.nanmedian(sh[:, -1]))
-                         if np.any(np.isfinite(sh[:, -1])) else float("nan"),
-                         median_loss_curve=np.median(ratio, 0).tolist(),
-                         sharpness_steps=list(sharp_steps),
-                         median_sharpness_eta_over_2=[float(np.nanmedian(c)) if np.any(np.isfinite(c))
-                                                      else float("nan") for c in sh.T]))
-    return dict(config=cfg.name, width=int(st["train_width"]), n_networks=int(ens.n_seeds), n_samples=T,
-                n_outputs=C, n_steps=n_steps, eta_critical_theory=float(eta_c),
-                eta_critical_empirical_mean=float(np.mean(2.0 / lam_emp)),
-                eta_critical_empirical_std=float(np.std(2.0 / lam_emp, ddof=1)) if lam_emp.size > 1 else 0.0,
-                divergence_factor=1e3, runs=runs)
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # the report
 # --------------------------------------------------------------------------------------------------------------------
@@ -463,7 +88,7 @@ class ValidationReport:
     """Result of :func:`run_validation`: ``meta`` (device, dtype, settings, timings), ``records`` (one per network,
     quantity and width), ``fits`` (one per network and quantity), ``training`` (per network), ``checks``
     (agreement between independent routes inside the library and the simulation) and ``deep_linear`` (records from
-    :mod:`meanfield.validation.deep_linear` when present)."""
+    :mod:`meanfield.validation.deep_linear`)."""
 
     meta: dict
     records: list
@@ -646,6 +271,11 @@ class ValidationReport:
         return "\n".join(lines)
 
     # ---- plots ---------------------------------------------------------------------------------------------------
+    def _series(self, config: str, quantity: str) -> list:
+        """The records of one (network, quantity) series, by increasing width."""
+        return sorted((r for r in self.records if r["config"] == config and r["quantity"] == quantity),
+                      key=lambda r: r["width"])
+
     def plot(self, out_dir: str, dpi: int = 100) -> list:
         """Write PNG figures into ``out_dir``: per network, theory vs simulation against width for a
         representative set of quantities, and the error scaling; the GD loss curves. Returns the file names."""
@@ -655,6 +285,13 @@ class ValidationReport:
 
         os.makedirs(out_dir, exist_ok=True)
         files = []
+
+        def finish(fig, fn):
+            fig.tight_layout()
+            _save_png(fig, os.path.join(out_dir, fn), dpi)
+            plt.close(fig)
+            files.append(fn)
+
         for cfg in self.meta["configs"]:
             name = cfg["name"]
             L = cfg["network"]["depth"] + 1
@@ -664,8 +301,7 @@ class ValidationReport:
                       r"NNGP $K(x,x')$", r"NTK $\Theta(x,x')$", r"$m_\lambda$", r"$s_\lambda$", r"$\lambda_{\max}$"]
             fig, axes = plt.subplots(3, 3, figsize=(11, 9))
             for ax, q, lab in zip(axes.ravel(), qs, labels):
-                rs = sorted([r for r in self.records if r["config"] == name and r["quantity"] == q],
-                            key=lambda r: r["width"])
+                rs = self._series(name, q)
                 if not rs:
                     ax.set_visible(False)
                     continue
@@ -687,19 +323,14 @@ class ValidationReport:
             axes.ravel()[0].legend(fontsize=7)
             fig.suptitle(f"{name}: theory vs {self.meta['settings']['n_seeds']} random networks "
                          f"({self.meta['device']})")
-            fig.tight_layout()
-            fn = f"{name}_theory_vs_width.png"
-            _save_png(fig, os.path.join(out_dir, fn), dpi)
-            plt.close(fig)
-            files.append(fn)
+            finish(fig, f"{name}_theory_vs_width.png")
 
             # error scaling
             fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
             sel = [f"q^{L - 1}(x,x)", "qtilde_1^1", "chi_1^1", "Theta(x,x)", "m_lambda", "s_lambda", "lambda_max",
                    "NTK lambda_max"]
             for i, q in enumerate(sel):
-                rs = sorted([r for r in self.records if r["config"] == name and r["quantity"] == q],
-                            key=lambda r: r["width"])
+                rs = self._series(name, q)
                 if not rs:
                     continue
                 M = np.array([r["width"] for r in rs], float)
@@ -723,11 +354,7 @@ class ValidationReport:
             axes[1].set_ylabel(r"std / |theory|")
             axes[1].legend(fontsize=7, ncol=2)
             fig.suptitle(f"{name}: error scaling with width")
-            fig.tight_layout()
-            fn = f"{name}_error_scaling.png"
-            _save_png(fig, os.path.join(out_dir, fn), dpi)
-            plt.close(fig)
-            files.append(fn)
+            finish(fig, f"{name}_error_scaling.png")
         if self.training:
             n = len(self.training)
             fig, axes = plt.subplots(2, n, figsize=(5.5 * n, 7.5), squeeze=False)
@@ -757,11 +384,7 @@ class ValidationReport:
                 ax2.set_xlabel("GD step")
                 ax2.set_ylabel(r"$\eta\,\lambda_{\max}(F)/2$ (median)")
                 ax2.set_title("sharpness along training (stable below the dashed line)", fontsize=10)
-            fig.tight_layout()
-            fn = "gd_learning_rate_threshold.png"
-            _save_png(fig, os.path.join(out_dir, fn), dpi)
-            plt.close(fig)
-            files.append(fn)
+            finish(fig, "gd_learning_rate_threshold.png")
         return files
 
     def save(self, out_dir: str) -> dict:
@@ -808,31 +431,20 @@ def _unjson(obj):
     return obj
 
 
-def _deep_linear_records(quick: bool, log) -> tuple:
-    mod = _optional("meanfield.validation.deep_linear")
-    if mod is None:
-        return [], "meanfield.validation.deep_linear is not installed: no deep-linear comparison in this run."
-    fn = None
-    for name in ("validate_deep_linear", "run_deep_linear", "deep_linear_records", "validation_records", "run"):
-        if callable(getattr(mod, name, None)):
-            fn = getattr(mod, name)
-            break
-    if fn is None:
-        return [], "meanfield.validation.deep_linear has no recognised entry point."
-    import inspect
+# --------------------------------------------------------------------------------------------------------------------
+# the driver
+# --------------------------------------------------------------------------------------------------------------------
+def _deep_linear_records(quick: bool) -> tuple:
+    """Records of :func:`meanfield.validation.deep_linear.validation_records` (JSON-ready) and a status line; a
+    failure there is reported in the status, not raised."""
+    from .deep_linear import validation_records
+
     try:
-        accepts_quick = "quick" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        accepts_quick = False
-    try:
-        recs = fn(quick=quick) if accepts_quick else fn()
+        recs = validation_records(quick=quick)
     except Exception as exc:  # report, do not hide
-        return [], f"meanfield.validation.deep_linear.{fn.__name__} failed: {type(exc).__name__}: {exc}"
-    out = []
-    for r in recs:
-        r = r.to_dict() if hasattr(r, "to_dict") else dict(r)
-        out.append(_jsonable(r))
-    return out, f"{len(out)} records from meanfield.validation.deep_linear.{fn.__name__}"
+        return [], f"meanfield.validation.deep_linear.validation_records failed: {type(exc).__name__}: {exc}"
+    out = [_jsonable(dict(r)) for r in recs]
+    return out, f"{len(out)} records from meanfield.validation.deep_linear.validation_records"
 
 
 def run_validation(quick: bool = False, device=None, out: Optional[str] = None, *, dtype="float64", seed: int = 0,
@@ -858,7 +470,7 @@ def run_validation(quick: bool = False, device=None, out: Optional[str] = None, 
     train : bool
         Run the gradient-descent learning-rate experiment.
     deep_linear : bool
-        Include :mod:`meanfield.validation.deep_linear` records when that module is present.
+        Include the records of :func:`meanfield.validation.deep_linear.validation_records`.
     log : callable or None
         Progress messages.
 
@@ -878,7 +490,7 @@ def run_validation(quick: bool = False, device=None, out: Optional[str] = None, 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype)
     seed = check_int("seed", seed, 0)
-    st = dict(_settings(bool(quick), dev))
+    st = dict(default_settings(bool(quick), dev))
     if widths is not None:
         ws = tuple(check_int("widths[i]", int(w) if isinstance(w, (np.integer,)) else w, 2) for w in widths)
         if len(ws) < 2:
@@ -898,30 +510,30 @@ def run_validation(quick: bool = False, device=None, out: Optional[str] = None, 
     say = log if log is not None else (lambda *a, **k: None)
     records, checks, training, cfg_meta = [], {}, [], []
     for cfg in configs:
-        inputs = _resolve_inputs(cfg)
-        th_fixed, chk, (fr, br) = _theory_fixed(cfg, inputs)
+        inputs = resolve_inputs(cfg)
+        th_fixed, chk = width_independent_theory(cfg, inputs)
         checks.update({f"{cfg.name}: {k}": v for k, v in chk.items()})
         cfg_meta.append(dict(cfg.to_dict(), inputs=list(inputs)))
         eta_c = None
         for M in st["widths"]:
             t1 = time.time()
             th = dict(th_fixed)
-            th["Theta_SP(x,x)"], th["Theta_SP(x,x')"] = _theory_sp_ntk(cfg.network, M, inputs, fr, br)
-            thf, eta = _theory_fisher(cfg.network, M, st["n_samples"], cfg.n_outputs)
+            th["Theta_SP(x,x)"], th["Theta_SP(x,x')"] = standard_ntk_theory(cfg.network, M, inputs)
+            thf, eta = fisher_theory(cfg.network, M, st["n_samples"], cfg.n_outputs)
             th.update(thf)
             if M == st["train_width"]:
                 eta_c = eta
-            samples, chk = _simulate_width(cfg, inputs, M, st, dev, dt, seed)
+            samples, chk = simulate_width(cfg, inputs, M, st, dev, dt, seed)
             checks[f"{cfg.name}: M={M}: torch_func_vs_layerwise_max_rel_diff"] = chk[
                 "torch_func_vs_layerwise_max_rel_diff"]
             for q, (val, src) in th.items():
-                records.append(_record(cfg.name, q, M, val, src, samples[q]))
+                records.append(make_record(cfg.name, q, M, val, src, samples[q]))
             say(f"[validation] {cfg.name}: width {M}: {st['n_seeds']} networks in {time.time() - t1:.1f} s")
         if train:
             if eta_c is None:
-                _, eta_c = _theory_fisher(cfg.network, st["train_width"], st["n_samples"], cfg.n_outputs)
+                _, eta_c = fisher_theory(cfg.network, st["train_width"], st["n_samples"], cfg.n_outputs)
             t1 = time.time()
-            training.append(_training(cfg, st, eta_c, dev, dt, seed))
+            training.append(train_near_critical(cfg, st, eta_c, dev, dt, seed))
             say(f"[validation] {cfg.name}: gradient descent at width {st['train_width']} in {time.time() - t1:.1f} s")
     fits = []
     keys = []
@@ -931,8 +543,7 @@ def run_validation(quick: bool = False, device=None, out: Optional[str] = None, 
             keys.append(k)
     for k in keys:
         fits.append(fit_series([r for r in records if (r["config"], r["quantity"]) == k]))
-    dl, dl_status = ([], "deep-linear comparison not requested") if not deep_linear else _deep_linear_records(quick,
-                                                                                                           say)
+    dl, dl_status = _deep_linear_records(quick) if deep_linear else ([], "deep-linear comparison not requested")
     if dev.type == "cuda":
         desc = f"GPU: {torch.cuda.get_device_name(dev)}"
     else:

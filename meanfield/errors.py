@@ -5,7 +5,8 @@ __all__ = ["DivergenceWarning", "ConvergenceWarning", "NoCriticalPointWarning"]
 
 
 class DivergenceWarning(RuntimeWarning):
-    """q grows without bound (q* = inf): an unbounded activation in its chaotic phase, e.g. relu with weight_var > 2."""
+    """q grows without bound (q* = inf): an unbounded activation in its chaotic phase, e.g. relu with weight_var > 2;
+    or a map's value exceeds the float64 range and is returned as inf (e.g. ``length_map("relu", 1e300, 1e300, 0)``)."""
 
 
 class ConvergenceWarning(RuntimeWarning):

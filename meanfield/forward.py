@@ -77,7 +77,7 @@ def _prep(weight_var, bias_var, *extra):
 
 
 def _rho(dropout_keep):
-    return float(check_in_range("dropout_keep", dropout_keep, 0.0, 1.0, lo_open=True))
+    return check_in_range("dropout_keep", dropout_keep, 0.0, 1.0, lo_open=True, scalar=True)
 
 
 def _where(mask, wv, bv, n=3):
@@ -101,7 +101,8 @@ class FixedPoint:
     chi_c : float or ndarray
         Slope of the correlation map at c*, sigma_w^2 E[phi'(u_1) phi'(u_2)] (= chi_1 when c* = 1).
     vprime : float or ndarray
-        V'(q*), the slope of the length map at its fixed point (negative where E[phi^2] decreases with q).
+        V'(q*), the slope of the length map at its fixed point (negative where E[phi^2] decreases with q); NaN where
+        q* = inf (with the DivergenceWarning).
     xi_q, xi_c, xi_grad : float or ndarray
         Depth scales 1/xi_q = -log|V'(q*)|, 1/xi_c = -log|chi_c|, 1/xi_grad = -log chi_1: ``inf`` where the slope is
         one in modulus (xi_c and xi_grad on the critical line; xi_q stays finite there), 0 where it is 0, negative
@@ -147,6 +148,14 @@ def _neg_inv_log(x):
         lx = np.log(ax)
         out = np.where(ax == 0, 0.0, np.where(lx == 0, np.inf, -1.0 / np.where(lx == 0, 1.0, lx)))
     return np.where(np.isnan(ax), np.nan, out)
+
+
+def _warn_overflow(what, out, wv, bv):
+    """DivergenceWarning where a map's value (from finite inputs) exceeds the float64 range and is returned as inf."""
+    over = np.isinf(out)
+    if np.any(over):
+        warnings.warn(f"{what} exceeds the float64 range (returned as inf) at {int(over.sum())} of {over.size} points, "
+                      f"e.g. {_where(over, wv, bv)}", DivergenceWarning, stacklevel=3)
 
 
 def _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, need_c):
@@ -214,6 +223,7 @@ def length_map(activation, q, weight_var, bias_var, *, dropout_keep: float = 1.0
     rho = _rho(dropout_keep)
     shape, (wv, bv, qq) = _prep(weight_var, bias_var, check_nonneg("q", q))
     out = kernel_set(act).length_map_many(*act.kernel_args, qq, wv, bv, rho)
+    _warn_overflow("V(q)", out, wv, bv)
     return _shaped(shape, out)
 
 
@@ -250,8 +260,14 @@ def correlation_map(activation, c, weight_var, bias_var, q=None, *, dropout_keep
         qv = np.asarray(check_nonneg("q", q), dtype=np.float64)
     shape, (wv, bv, cf, qf) = _prep(weight_var, bias_var, cc, qv)
     if np.any(qf == 0):
-        raise ValueError("the correlation map needs q > 0 (q* = 0 here: pass q explicitly, e.g. a small positive q)")
+        if q is not None:
+            raise ValueError("q must be > 0 for the correlation map (C(c; q) = (...)/q)")
+        raise ValueError("the correlation map needs q > 0, and these weight_var, bias_var give q* = 0 (C(c; q*) is "
+                         "0/0 there): pass q explicitly, e.g. a small positive q")
     out, dout = kernel_set(act).correlation_map_many(*act.kernel_args, cf, qf, wv, bv, rho)
+    _warn_overflow("C(c)", out, wv, bv)
+    if return_derivative:
+        _warn_overflow("dC/dc", dout, wv, bv)
     if return_derivative:
         return _shaped(shape, out), _shaped(shape, dout)
     return _shaped(shape, out)
@@ -486,9 +502,9 @@ def forward(network: Network, input_norm=1.0, input_norm2=None, input_overlap=0.
     """
     if not isinstance(network, Network):
         raise TypeError(f"network must be a meanfield.Network, got {type(network).__name__}")
-    n1 = float(check_nonneg("input_norm", input_norm))
-    n2 = n1 if input_norm2 is None else float(check_nonneg("input_norm2", input_norm2))
-    ov = float(check_finite_array("input_overlap", input_overlap))
+    n1 = check_nonneg("input_norm", input_norm, scalar=True)
+    n2 = n1 if input_norm2 is None else check_nonneg("input_norm2", input_norm2, scalar=True)
+    ov = float(check_finite_array("input_overlap", input_overlap, scalar=True))
     if ov * ov > n1 * n2 * (1 + 1e-12):
         raise ValueError("input_overlap^2 must be <= input_norm * input_norm2 (Cauchy-Schwarz)")
     L = network.n_layers

@@ -388,7 +388,7 @@ def nngp_diagonal(network: Network, x, rtol: float = 1e-14) -> np.ndarray:
     """
     network = _check_network(network)
     x, _ = _check_inputs(x, None, "x")
-    return _row_recursion(network, x, False, float(check_positive("rtol", rtol)))[0][-1]
+    return _row_recursion(network, x, False, check_positive("rtol", rtol, scalar=True))[0][-1]
 
 
 def kernels(network: Network, x1, x2=None, *, parameterization: str = "ntk", width: Optional[float] = None,
@@ -413,7 +413,7 @@ def kernels(network: Network, x1, x2=None, *, parameterization: str = "ntk", wid
     rtol : float
         Target relative size of the Parseval remainder of the Mehler expansions (default 1e-14).
     tile_size : int
-        Rows per tile (memory ~ a few tile_size^2 floats per array).
+        Rows per tile, >= 8 (memory ~ a few tile_size^2 floats per array).
 
     Returns
     -------
@@ -435,10 +435,10 @@ def kernels(network: Network, x1, x2=None, *, parameterization: str = "ntk", wid
     if parameterization == "standard":
         if width is None:
             raise ValueError("width must be given (> 0) for parameterization='standard'")
-        width = float(check_positive("width", width))
+        width = check_positive("width", width, scalar=True)
     elif width is not None:
-        width = float(check_positive("width", width))
-    rtol = float(check_positive("rtol", rtol))
+        width = check_positive("width", width, scalar=True)
+    rtol = check_positive("rtol", rtol, scalar=True)
     if rtol < 1e-15 or rtol > 1e-3:
         raise ValueError(f"rtol must lie in [1e-15, 1e-3], got {rtol!r}")
     tile = check_int("tile_size", tile_size, 8)

@@ -526,8 +526,9 @@ def forward(network: Network, input_norm=1.0, input_norm2=None, input_overlap=0.
         q1b[l - 1] = W[l - 1] / drop * qh1b[l - 1] + B[l - 1]
         q2[l - 1] = W[l - 1] * qh2[l - 1] + B[l - 1]
         if not (np.isfinite(q1[l - 1]) and np.isfinite(q1b[l - 1])):
-            raise FloatingPointError(f"q overflowed at layer {l}: the network is too deep for this chaotic, "
-                                     "unbounded activation")
+            raise ValueError(f"input_norm, input_norm2: q overflowed at layer {l} (the input norms times "
+                             "weight_var, plus bias_var, are too large for this depth of a chaotic, unbounded "
+                             "activation)")
         if l == L:
             break
         act = network.activations[l - 1]

@@ -355,7 +355,7 @@ def _check_inputs(x1, x2, name1="x1"):
 
 
 # ---------------------------------------------------------------------------------------------------- driver
-def _row_recursion(network: Network, X: np.ndarray, want_dot: bool, rtol: float):
+def _row_recursion(network: Network, X: np.ndarray, want_dot: bool, rtol: float, xname: str = "x1, x2"):
     """Single-input length map per row: ``q^1 = w_1 |x|^2/M_0 + b_1``, ``q^{l+1} = (w_{l+1}/rho) E[phi^2] + b_{l+1}``.
 
     Returns the per-layer row variances ``[q^1, ..., q^L]`` and the per-hidden-layer pair plans.
@@ -364,6 +364,9 @@ def _row_recursion(network: Network, X: np.ndarray, want_dot: bool, rtol: float)
     rho = float(network.dropout_keep)
     norms = np.einsum("ij,ij->i", X, X)
     q = wv[0] * norms / X.shape[1] + bv[0]
+    if not np.all(np.isfinite(q)):
+        raise ValueError(f"{xname}: the first-layer variance weight_var |x|^2 / input_dim + bias_var overflowed "
+                         "(inputs too large)")
     qrows = [q]
     layers = []
     for l in range(network.depth):
@@ -371,7 +374,8 @@ def _row_recursion(network: Network, X: np.ndarray, want_dot: bool, rtol: float)
         layers.append(lay)
         q = (wv[l + 1] / rho) * lay.E2 + bv[l + 1]
         if not np.all(np.isfinite(q)):
-            raise FloatingPointError(f"the variance q^{l + 2} overflowed (weight_var too large for this depth)")
+            raise ValueError(f"{xname}: the variance q^{l + 2} overflowed (the inputs' squared norms times weight_var, "
+                             "plus bias_var, are too large for this depth)")
         qrows.append(q)
     return qrows, layers
 
@@ -388,7 +392,7 @@ def nngp_diagonal(network: Network, x, rtol: float = 1e-14) -> np.ndarray:
     """
     network = _check_network(network)
     x, _ = _check_inputs(x, None, "x")
-    return _row_recursion(network, x, False, check_positive("rtol", rtol, scalar=True))[0][-1]
+    return _row_recursion(network, x, False, check_positive("rtol", rtol, scalar=True), "x")[0][-1]
 
 
 def kernels(network: Network, x1, x2=None, *, parameterization: str = "ntk", width: Optional[float] = None,
@@ -510,7 +514,8 @@ def kernels(network: Network, x1, x2=None, *, parameterization: str = "ntk", wid
         warnings.warn(f"correlations exceeded 1 by up to {excess:.2e} and were clipped (inconsistent covariances)",
                       RuntimeWarning, stacklevel=2)
     if not np.all(np.isfinite(K)) or (compute_ntk and not np.all(np.isfinite(T))):
-        raise FloatingPointError("kernel entries are not finite (overflow); reduce weight_var or depth")
+        raise ValueError("x1, x2: kernel entries are not finite (overflow); reduce the inputs' norms, weight_var or "
+                         "depth")
     return KernelResult(
         nngp=K, ntk=T, parameterization=parameterization, width=width,
         n_terms=tuple(lay.n_terms for lay in layers),

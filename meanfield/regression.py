@@ -197,7 +197,8 @@ class NTKPrediction:
         ``f_t(X)``.
     learning_rate : float
     condition_number : float
-        ``lambda_max / lambda_min`` of ``Theta(X, X)``.
+        ``lambda_max / lambda_min`` of ``Theta(X, X)``; ``inf`` (with a RuntimeWarning) when it is singular to
+        round-off (see :func:`ntk_condition_number`).
     """
 
     times: np.ndarray

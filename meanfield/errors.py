@@ -1,7 +1,7 @@
 """Warnings and errors for numerical trouble (never a silent NaN)."""
 from __future__ import annotations
 
-__all__ = ["DivergenceWarning", "ConvergenceWarning", "NoCriticalPointWarning"]
+__all__ = ["DivergenceWarning", "ConvergenceWarning", "NoCriticalPointWarning", "PrecisionWarning"]
 
 
 class DivergenceWarning(RuntimeWarning):
@@ -15,3 +15,8 @@ class ConvergenceWarning(RuntimeWarning):
 
 class NoCriticalPointWarning(RuntimeWarning):
     """No weight variance makes chi_1 = 1 for the given bias variance; the affected entries are NaN."""
+
+
+class PrecisionWarning(RuntimeWarning):
+    """A value is returned, but rounding limits its accuracy to the relative error stated in the message (e.g. q*
+    near the q = 0 end of the critical line for activations without a series there; see :func:`meanfield.qstar`)."""

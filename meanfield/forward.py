@@ -41,8 +41,8 @@ import numpy as np
 from . import _maps_kernels as _mk
 from ._checks import check_finite_array, check_in_range, check_nonneg
 from ._jit import kernel_set
-from .activations import LEAKY_RELU, LINEAR, RELU, get_activation
-from .errors import ConvergenceWarning, DivergenceWarning, NoCriticalPointWarning
+from .activations import ERF, LEAKY_RELU, LINEAR, RELU, SIN, TANH, get_activation
+from .errors import ConvergenceWarning, DivergenceWarning, NoCriticalPointWarning, PrecisionWarning
 from .network import Network
 
 __all__ = [
@@ -180,7 +180,25 @@ def _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, need_c
                       "those entries are NaN", ConvergenceWarning, stacklevel=3)
         for arr in (qs, chi, slope1, vp, cs, chic):
             arr[bad] = np.nan
+    _warn_precision(act, qs, vp)
     return shape, qs, chi, vp, cs, chic, slope1
+
+
+def _warn_precision(act, qs, vp):
+    """PrecisionWarning where q* is small and V'(q*) ~ 1 (the q = 0 end of the critical line, tiny bias_var): V(q) - q
+    then lies below the rounding of V(q) (~64 eps q) and q* is resolved only to ~64 eps / |V'(q*) - 1| relative.
+    tanh, erf and sin sum V(q) - q from a Taylor series there (exact to rounding); the closed-form activations
+    (relu family, linear) have V(q) - q linear in q."""
+    if act.closed_form or act.code in (TANH, ERF, SIN):
+        return
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = 64 * np.finfo(float).eps / np.abs(vp - 1.0)
+    weak = np.isfinite(qs) & (qs > 0) & (qs < 1e-3) & ~(rel <= 1e-8)
+    if np.any(weak):
+        warnings.warn(f"q* = {qs[weak][0]:.6g} lies near the q = 0 end of the critical line (V'(q*) = "
+                      f"{vp[weak][0]:.17g}): V(q) - q is below the rounding of V(q) there, so q* is resolved only to "
+                      f"a relative {min(float(np.max(rel[weak])), 1.0):.1g} at {int(weak.sum())} point(s)",
+                      PrecisionWarning, stacklevel=4)
 
 
 def fixed_point(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None) -> FixedPoint:
@@ -276,6 +294,12 @@ def correlation_map(activation, c, weight_var, bias_var, q=None, *, dropout_keep
 def qstar(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None):
     """Fixed point q* of the length map reached from ``q_init`` (``inf`` with a DivergenceWarning if q grows
     without bound).
+
+    Near the q = 0 end of the critical line (phi(0) = 0, sigma_w^2 phi'(0)^2 ~ rho, tiny bias_var) V(q) - q ~
+    bias_var + O(q^2) lies far below the rounding of V(q) (~eps q). tanh, erf and sin then sum V(q) - q from the
+    Taylor series of E[phi^2] (q* exact to rounding, e.g. ``qstar("tanh", 1, 1e-300)`` = 7.07e-151); for the other
+    activations with phi(0) = 0 (elu, selu, hard_tanh, gelu, silu, custom) q* there is resolved only to a relative
+    ~64 eps / |V'(q*) - 1|, and a :class:`~meanfield.errors.PrecisionWarning` says so when that exceeds 1e-8.
 
     Examples
     --------

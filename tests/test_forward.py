@@ -430,3 +430,19 @@ def test_qstar_critical_bias_1e300():
         ref_erf = mp.findroot(lambda q: w * 2 / mp.pi * mp.asin(2 * q / (1 + 2 * q)) + mp.mpf(1e-300) - q,
                               mp.mpf(mf.qstar("erf", w, 1e-300)) * (1 + mp.mpf(10) ** -3), tol=mp.mpf(10) ** -690)
     assert mf.qstar("erf", w, 1e-300) == pytest.approx(float(ref_erf), rel=1e-13)
+
+
+def test_precision_warning_near_q0_end_of_critical_line():
+    """Activations without the small-q series (selu here, at its critical weight variance for bias 0) get a
+    PrecisionWarning for q* at a tiny bias instead of a silently imprecise value; tanh (series) gets none, and is
+    right (checked against the expansion in test_qstar_critical_bias_1e300)."""
+    from meanfield.errors import PrecisionWarning
+    from tests._reference import SELU_A, SELU_L
+
+    w = float(2 / (SELU_L ** 2 * (1 + SELU_A ** 2)))
+    with pytest.warns(PrecisionWarning, match="critical line"):
+        mf.qstar("selu", w, 1e-30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mf.qstar("tanh", 1.0, 1e-30)
+        mf.qstar("selu", 1.5, 0.05)

@@ -10,7 +10,7 @@ _install_numba_cache(__version__)   # first: numba caches meanfield's kernels pe
 
 from .activations import ACTIVATIONS, Activation, custom_activation, get_activation
 from .backward import BackwardResult, backward
-from .errors import ConvergenceWarning, DivergenceWarning, NoCriticalPointWarning
+from .errors import ConvergenceWarning, DivergenceWarning, NoCriticalPointWarning, PrecisionWarning
 from .forward import (DepthScales, FixedPoint, ForwardResult, c_map_slope, chi1, chi_c, correlation_map,
                       critical_weight_var, cstar, depth_scales, fixed_point, forward, length_map, qstar)
 from .network import Network
@@ -37,7 +37,7 @@ __all__ = [
     "critical_weight_var", "forward", "backward",
     "DepthScales", "FixedPoint", "ForwardResult", "BackwardResult",
     "gaussian_expectation", "gaussian_rule", "hermite_coefficients", "mehler_terms", "pair_expectation",
-    "DivergenceWarning", "ConvergenceWarning", "NoCriticalPointWarning",
+    "DivergenceWarning", "ConvergenceWarning", "NoCriticalPointWarning", "PrecisionWarning",
     # kernels and kernel regression
     "KernelResult", "kernels", "nngp_kernel", "ntk_kernel", "nngp_diagonal",
     "GPPosterior", "NTKPrediction", "gp_posterior", "ntk_gradient_flow", "ntk_condition_number", "nngp_regression",

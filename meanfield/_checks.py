@@ -79,33 +79,38 @@ def _ret(arr: np.ndarray):
     return float(arr) if arr.ndim == 0 else arr
 
 
-def check_finite_array(name: str, value) -> np.ndarray:
-    """Return ``value`` as a float64 array, raising ValueError if any entry is NaN or infinite."""
+def check_finite_array(name: str, value, *, scalar: bool = False) -> np.ndarray:
+    """Return ``value`` as a float64 array, raising ValueError if any entry is NaN or infinite.
+
+    With ``scalar``: a single number is required (an array of any shape raises TypeError naming ``name``)."""
     arr = as_float_array(name, value)
+    if scalar and arr.ndim != 0:
+        raise TypeError(f"{name} must be a single real number, got an array of shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be finite (no NaN or inf)")
     return arr
 
 
-def check_nonneg(name: str, value):
-    """Validate a finite variance-like quantity ``>= 0``; returns a float or an array."""
-    arr = check_finite_array(name, value)
+def check_nonneg(name: str, value, *, scalar: bool = False):
+    """Validate a finite variance-like quantity ``>= 0``; returns a float or (unless ``scalar``) an array."""
+    arr = check_finite_array(name, value, scalar=scalar)
     if np.any(arr < 0):
         raise ValueError(f"{name} must be >= 0 (a variance), got {value!r}")
     return _ret(arr)
 
 
-def check_positive(name: str, value):
-    """Validate a finite quantity ``> 0``; returns a float or an array."""
-    arr = check_finite_array(name, value)
+def check_positive(name: str, value, *, scalar: bool = False):
+    """Validate a finite quantity ``> 0``; returns a float or (unless ``scalar``) an array."""
+    arr = check_finite_array(name, value, scalar=scalar)
     if np.any(arr <= 0):
         raise ValueError(f"{name} must be > 0, got {value!r}")
     return _ret(arr)
 
 
-def check_in_range(name: str, value, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False):
-    """Validate ``lo <= value <= hi`` (ends open on request); returns a float or an array."""
-    arr = check_finite_array(name, value)
+def check_in_range(name: str, value, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False,
+                   scalar: bool = False):
+    """Validate ``lo <= value <= hi`` (ends open on request); returns a float or (unless ``scalar``) an array."""
+    arr = check_finite_array(name, value, scalar=scalar)
     bad_lo = arr <= lo if lo_open else arr < lo
     bad_hi = arr >= hi if hi_open else arr > hi
     if np.any(bad_lo) or np.any(bad_hi):

@@ -24,7 +24,7 @@ import math
 import numba as nb
 import numpy as np
 
-from .activations import ERF, LEAKY_RELU, LINEAR, RELU, has_closed_form, phi_eval
+from .activations import ERF, LEAKY_RELU, LINEAR, RELU, SIN, has_closed_form, phi_eval
 
 ZMAX = 10.0
 ZMAX_COEF = 14.0
@@ -164,8 +164,12 @@ def _limit0(ev, code, p0, p1, kinks, a, b):
     """lim_{q -> 0} E[phi^(a)(u) phi^(b)(u)], u ~ N(0, q): phi^(a) phi^(b) at 0, or, for a kink at 0, the mean of the
     one-sided limits (u > 0 and u < 0 each carry probability 1/2), e.g. E[phi'^2] -> (phi'(0-)^2 + phi'(0+)^2) / 2."""
     if _kink_at_zero(kinks):
-        return 0.5 * (_pw(ev, code, p0, p1, TINY, a) * _pw(ev, code, p0, p1, TINY, b)
-                      + _pw(ev, code, p0, p1, -TINY, a) * _pw(ev, code, p0, p1, -TINY, b))
+        # phi itself (order 0) is continuous at the kink: its factor is phi(0) exactly (phi(+-TINY) would leave
+        # ~1e-300 behind, e.g. E[relu(u)] at q = 0); only the derivatives take the one-sided values
+        ta = TINY if a >= 1 else 0.0
+        tb = TINY if b >= 1 else 0.0
+        return 0.5 * (_pw(ev, code, p0, p1, ta, a) * _pw(ev, code, p0, p1, tb, b)
+                      + _pw(ev, code, p0, p1, -ta, a) * _pw(ev, code, p0, p1, -tb, b))
     return _pw(ev, code, p0, p1, 0.0, a) * _pw(ev, code, p0, p1, 0.0, b)
 
 
@@ -349,7 +353,7 @@ def pair_closed(code, p0, qu, qv, quv, deriv):
     relu (Cho & Saul arc-cosine): sqrt(qu qv)/(2 pi) (sin t + (pi - t) cos t), (pi - t)/(2 pi), t = angle;
     leaky_relu with slope a = a x + (1-a) relu(x): a quv + (1-a)^2 R, a + (1-a)^2 (pi - t)/(2 pi);
     erf (Williams): (2/pi) arcsin(2 quv / sqrt((1+2qu)(1+2qv))), (4/pi) / sqrt((1+2qu)(1+2qv) - 4 quv^2);
-    linear: quv, 1. Everything is evaluated on the covariance scaled by a power of two S (so no product overflows
+    linear: quv, 1; sin: e^(-(qu+qv)/2) sinh(quv), e^(-(qu+qv)/2) cosh(quv). Everything is evaluated on the covariance scaled by a power of two S (so no product overflows
     for q up to 1e308 or underflows for q down to 1e-308) with det = qu qv - quv^2 computed free of cancellation
     (``_scaled_cov``); the angle t = atan2(sqrt(det), quv) is then accurate to a few ulps also near c = +-1, and
     (1+2qu)(1+2qv) - 4 quv^2 = 1 + 2(qu + qv) + 4 det has no cancellation either.
@@ -357,6 +361,15 @@ def pair_closed(code, p0, qu, qv, quv, deriv):
     """
     if code == LINEAR:
         return quv if deriv == 0 else 1.0
+    if code == SIN:
+        # E[sin u sin v] = e^(-s) sinh(quv), E[cos u cos v] = e^(-s) cosh(quv), s = (qu + qv)/2 >= |quv|. For large
+        # arguments the exponents are combined, e^(-s) sinh(x) = (e^(x-s) - e^(-x-s))/2 with both exponents <= 0, so
+        # nothing overflows (q up to 1e308); with |x| >= 1 the difference loses at most a factor coth(1) ~ 1.3.
+        s = 0.5 * qu + 0.5 * qv
+        if s < 700.0 or abs(quv) < 1.0:
+            return math.exp(-s) * (math.sinh(quv) if deriv == 0 else math.cosh(quv))
+        sign = -1.0 if deriv == 0 else 1.0
+        return 0.5 * (math.exp(quv - s) + sign * math.exp(-quv - s))
     S, a, b, c, det = _scaled_cov(qu, qv, quv)
     if code == ERF:
         # scaled by S: (1+2qu)(1+2qv) - 4quv^2 = S^2 (1/S^2 + 2(a+b)/S + 4 det)
@@ -402,6 +415,8 @@ def dmean_sq_dq(ev, code, p0, p1, kinks, scale, q):
         return 1.0
     if code == ERF:
         return 4.0 / (math.pi * (1.0 + 2.0 * q) * math.sqrt(1.0 + 4.0 * q))
+    if code == SIN:
+        return math.exp(-2.0 * q)      # d/dq (1 - e^(-2q)) / 2
     qe = q if q > 1e-100 else 1e-100
     return e1d(ev, code, p0, p1, kinks, scale, qe, 0, 1, 1) / qe
 

@@ -9,9 +9,9 @@ import math
 import numba as nb
 import numpy as np
 
-from ._gaussian_kernels import (dmean_sq_dq, e1d_sq_and_slope, e2d, hermite_coeffs, mean_sq, mehler_sum,
-                            n_hermite_terms, pair_closed)
-from .activations import LEAKY_RELU, has_closed_form, is_homogeneous, phi_eval
+from ._gaussian_kernels import (_two_prod, dmean_sq_dq, e1d, e1d_sq_and_slope, e2d, hermite_coeffs, mean_sq,
+                                mehler_sum, n_hermite_terms, pair_closed)
+from .activations import ERF, LEAKY_RELU, SIN, TANH, has_closed_form, is_homogeneous, phi_eval
 
 QMAX = 1e15          # q beyond this (starting from q_init <= 1e12) counts as divergence
 BIG = 1e8            # where the large-|u| slopes of an unbounded activation are read off
@@ -26,14 +26,67 @@ def length_map_scalar(ev, code, p0, p1, kinks, scale, q, wv, bv, rho):
     return wv / rho * mean_sq(ev, code, p0, p1, kinks, scale, q, 0) + bv
 
 
+# Taylor coefficients g_1, g_2, ... of E[phi(u)^2] = sum_{n>=1} g_n q^n, u ~ N(0, q), for the odd smooth built-ins
+# (tanh: g_n = t_2n (2n-1)!! with tanh^2 x = sum t_k x^k; erf: (2/pi) asin(2q/(1+2q)); sin: (1 - e^(-2q))/2), from
+# mpmath at 50 digits. Used by _fmap below q < SERIES_Q: tanh's series is asymptotic with |g_(n+1)/g_n| < 11 for
+# n < 16, erf's converges for q < 1/4 (ratio -> 4), sin's is entire; at q < 0.005 the first dropped term is below
+# 1e-19 of g_2 q^2.
+SERIES_Q = 0.005
+_G_TANH = np.array([1.0, -2.0, 5.6666666666666666667, -20.666666666666666667, 92.133333333333333333,
+                    -485.42222222222222222, 2951.0126984126984127, -20332.006349206349206, 156564.78377425044092,
+                    -1332519.6531922398589, 12421147.100554753888, -125852532.64198385976, 1377164977.7400679978,
+                    -16186174331.385473973, 203360290395.25209567, -2719821103387.9334809])
+_G_ERF = np.array([1.2732395447351626862, -2.5464790894703253723, 5.9417845420974258687, -15.278874536821952234,
+                   42.27155288520740118, -123.92864902088916812, 380.51673251228004849, -1212.1240465878748772,
+                   3975.6197429052824229, -13346.606203731869341, 45651.888127429736734, -158543.78811042245768,
+                   557545.32838330750562, -1981330.9819241805843, 7103687.2676133122516, -25663273.660852928764,
+                   93326122.309419279679, -341351548.87023330035, 1254919836.690021203, -4634497069.1738515996,
+                   17185311160.240635546, -63959739987.82766605, 238836981135.17381287, -894567946809.82994401])
+_G_SIN = np.array([(-1.0) ** (n + 1) * 2.0 ** (n - 1) / math.factorial(n) for n in range(1, 25)])
+_G1_LO_ERF = -7.871470670072994e-17     # 4/pi - fl(4/pi): g_1 of erf as a double-double (tanh, sin: g_1 = 1 exactly)
+
+
+@nb.njit(cache=True)
+def _fmap(ev, code, p0, p1, kinks, scale, q, wv, bv, rho):
+    """(F, |F| scale, F') for F(q) = V(q) - q. Near q = 0 on the critical line of tanh, erf and sin (sigma_w^2 phi'(0)^2
+    ~ rho, tiny sigma_b^2), F ~ sigma_b^2 + (r g_1 - 1) q + r g_2 q^2 (r = sigma_w^2/rho) lies far below the rounding of
+    V(q) ~ eps q, and q* ~ sqrt(sigma_b^2 / (2 r |g_2|)) would be lost (tanh, weight_var 1, bias_var 1e-300 gave 4e-285
+    for 7.07e-151). There F is summed from the Taylor series with the linear coefficient r g_1 - 1 formed first;
+    the scale (the sum of the terms' moduli) is what the root tests measure |F| against. Elsewhere F' is only the
+    Newton slope (the root is bracketed)."""
+    if q < SERIES_Q and (code == TANH or code == ERF or code == SIN):
+        g = _G_TANH if code == TANH else (_G_ERF if code == ERF else _G_SIN)
+        r = wv / rho
+        acc = 0.0
+        dacc = 0.0
+        for i in range(g.size - 1, 0, -1):   # g[i] = g_(i+1): acc = sum_{n>=2} g_n q^(n-2), dacc = sum n g_n q^(n-2)
+            acc = acc * q + g[i]
+            dacc = dacc * q + (i + 1) * g[i]
+        # r g_1 - 1 to a few ulp of itself (it vanishes on the critical line): exact product, exact subtraction
+        # (Sterbenz), plus the low part of g_1
+        if r < 1e290:
+            p, e = _two_prod(r, g[0])
+            lin = (p - 1.0) + (e + (r * _G1_LO_ERF if code == ERF else 0.0))
+        else:
+            lin = r * g[0] - 1.0
+        quad = r * acc * q * q
+        return lin * q + quad + bv, abs(lin * q) + abs(quad) + bv, lin + r * dacc * q
+    if has_closed_form(code):
+        v = length_map_scalar(ev, code, p0, p1, kinks, scale, q, wv, bv, rho)
+        return v - q, max(v, q), wv / rho * dmean_sq_dq(ev, code, p0, p1, kinks, scale, q) - 1.0
+    e0, slope = e1d_sq_and_slope(ev, code, p0, p1, kinks, scale, q)
+    v = wv / rho * e0 + bv
+    return v - q, max(v, q), wv / rho * slope - 1.0
+
+
 @nb.njit(cache=True)
 def qstar_scalar(ev, code, p0, p1, kinks, scale, wv, bv, rho, q0, max_iter):
     """Fixed point of the length map reached from q0: bracket the sign change of F(q) = V(q) - q in the direction the
     iteration moves (geometric steps), then safeguarded Newton (rtsafe). Returns (q*, status, iterations)."""
     tol = 8.0 * EPS
     q = q0
-    F = length_map_scalar(ev, code, p0, p1, kinks, scale, q, wv, bv, rho) - q
-    if abs(F) <= tol * max(q, 1e-300):
+    F, Fs, _ = _fmap(ev, code, p0, p1, kinks, scale, q, wv, bv, rho)
+    if abs(F) <= tol * max(Fs, 1e-300):
         return q, OK, 0
     it = 0
     # divergence threshold relative to the problem's own scale (q* ~ weight_var or bias_var may be huge and finite)
@@ -49,10 +102,10 @@ def qstar_scalar(ev, code, p0, p1, kinks, scale, wv, bv, rho, q0, max_iter):
             nxt = max(2.0 * hi, Vhi, 1e-300)
             if nxt > qmax:
                 return math.inf, DIVERGED, it
-            Fn = length_map_scalar(ev, code, p0, p1, kinks, scale, nxt, wv, bv, rho) - nxt
+            Fn, Fs, _ = _fmap(ev, code, p0, p1, kinks, scale, nxt, wv, bv, rho)
             # a sign change must stand out of the rounding noise of V (~ eps q); otherwise keep going (V(q) - q may
             # tend to 0 from above, as for softplus at weight_var = 2, where q grows without bound)
-            if Fn <= -NOISE * nxt:
+            if Fn <= -NOISE * Fs:
                 lo = hi
                 hi = nxt
                 break
@@ -69,7 +122,7 @@ def qstar_scalar(ev, code, p0, p1, kinks, scale, wv, bv, rho, q0, max_iter):
                 # F < 0 down to q -> 0 and V(0) = 0: q* = 0 (below 1e-12 the map is linear to 1e-12 relative,
                 # F(q) = (V'(0) - 1) q + O(q^2) with V'(0) - 1 <= 0, so no positive fixed point is left below)
                 return 0.0, OK, it
-            Fn = length_map_scalar(ev, code, p0, p1, kinks, scale, nxt, wv, bv, rho) - nxt
+            Fn, _, _ = _fmap(ev, code, p0, p1, kinks, scale, nxt, wv, bv, rho)
             if Fn >= 0.0:
                 hi = lo
                 lo = nxt
@@ -83,14 +136,8 @@ def qstar_scalar(ev, code, p0, p1, kinks, scale, wv, bv, rho, q0, max_iter):
     dx = dxold
     for k in range(max_iter):
         it += 1
-        if has_closed_form(code):
-            Fx = length_map_scalar(ev, code, p0, p1, kinks, scale, x, wv, bv, rho) - x
-            dF = wv / rho * dmean_sq_dq(ev, code, p0, p1, kinks, scale, x) - 1.0
-        else:
-            e0, slope = e1d_sq_and_slope(ev, code, p0, p1, kinks, scale, x)
-            Fx = wv / rho * e0 + bv - x
-            dF = wv / rho * slope - 1.0
-        if abs(Fx) <= tol * x:
+        Fx, Fs, dF = _fmap(ev, code, p0, p1, kinks, scale, x, wv, bv, rho)
+        if abs(Fx) <= tol * Fs:
             return x, OK, it
         if Fx > 0.0:
             lo = x
@@ -237,16 +284,25 @@ def cstar_scalar(ev, code, p0, p1, kinks, scale, qs, wv, bv, rho, max_iter):
         if is_homogeneous(code):
             qs = 1.0
         else:
-            # smooth phi: the q -> 0 limit is the linearised map C(c) = rho c (chi_1 at rho = 1)
-            d0 = phi_eval(ev, code, p0, p1, 0.0, 1)
+            # the q -> 0 limit is the linearised map C(c) = rho c (chi_1 at rho = 1), slope sigma_w^2 lim E[phi'^2]:
+            # phi'(0)^2, or the mean of the one-sided squares where phi' jumps at 0 (elu, selu)
+            d2 = mean_sq(ev, code, p0, p1, kinks, scale, 0.0, 1)
             if rho == 1.0:
-                return 1.0, wv * d0 * d0, OK
-            return 0.0, wv * d0 * d0, OK
+                return 1.0, wv * d2, OK
+            return 0.0, wv * d2, OK
     if rho == 1.0 and not math.isinf(qs):
         # ordered or critical (C'(1) = chi_1 <= 1): c* = 1, chi_c = chi_1 -- a 1-D integral, no 2-D setup needed
         chi = wv * mean_sq(ev, code, p0, p1, kinks, scale, qs, 1)
         if chi <= 1.0:
             return 1.0, chi, OK
+    if not math.isinf(qs):
+        # c* = 0 when C(0) = (sigma_w^2 E[phi]^2 + sigma_b^2)/q* vanishes (odd phi, no bias; the test of the loop
+        # below): chi_c = C'(0) = sigma_w^2 E[phi']^2. Two 1-D integrals instead of the Mehler setup, which takes
+        # seconds at huge q* (tanh at weight_var 1e300)
+        m0 = e1d(ev, code, p0, p1, kinks, scale, qs, 0, -1, 0)
+        if (wv * m0 * m0 + bv) / qs <= 4.0 * EPS:
+            m1 = e1d(ev, code, p0, p1, kinks, scale, qs, 1, -1, 0)
+            return 0.0, wv * m1 * m1, OK
     mode, a, b, ca, cb = cmap_setup(ev, code, p0, p1, kinks, scale, qs)
     C1, D1 = cmap_eval(mode, ev, code, p0, p1, kinks, scale, qs, wv, bv, rho, 1.0, a, b, ca, cb)
     if rho == 1.0 and D1 <= 1.0:
@@ -340,6 +396,8 @@ def correlation_map_many(ev, code, p0, p1, kinks, scale, c, q, wv, bv, rho):
 def _critical_g(ev, code, p0, p1, kinks, scale, q, bv):
     """g(q) = q - E[phi^2]/E[phi'^2] - sigma_b^2: zero where (sigma_w^2 = 1/E[phi'^2], q) is critical with bias bv."""
     e1 = mean_sq(ev, code, p0, p1, kinks, scale, q, 1)
+    if e1 <= 0.0:
+        return -math.inf      # phi' = 0 almost everywhere at this q: no finite sigma_w^2 makes chi_1 = 1
     return q - mean_sq(ev, code, p0, p1, kinks, scale, q, 0) / e1 - bv
 
 
@@ -357,7 +415,8 @@ def critical_many(ev, code, p0, p1, kinks, scale, bv, max_iter):
         glo = _critical_g(ev, code, p0, p1, kinks, scale, 0.0, b)
         if glo >= 0.0:
             # the critical q* is 0 (only possible for bias 0 and phi(0) = 0)
-            wv_out[i] = 1.0 / mean_sq(ev, code, p0, p1, kinks, scale, 0.0, 1)
+            e0 = mean_sq(ev, code, p0, p1, kinks, scale, 0.0, 1)
+            wv_out[i] = 1.0 / e0 if e0 > 0.0 else math.nan
             q_out[i] = 0.0
             continue
         hi = max(b, 1e-3)
@@ -379,7 +438,8 @@ def critical_many(ev, code, p0, p1, kinks, scale, bv, max_iter):
         side = 0
         x = hi
         for k in range(max_iter):
-            x = (lo * ghi - hi * glo) / (ghi - glo)
+            den = ghi - glo
+            x = (lo * ghi - hi * glo) / den if den != 0.0 else 0.5 * (lo + hi)
             if not (x > lo and x < hi):
                 x = 0.5 * (lo + hi)
             gx = _critical_g(ev, code, p0, p1, kinks, scale, x, b)
@@ -400,7 +460,12 @@ def critical_many(ev, code, p0, p1, kinks, scale, bv, max_iter):
             if (hi - lo) <= 4.0 * EPS * hi:
                 break
         q_out[i] = x
-        wv_out[i] = 1.0 / mean_sq(ev, code, p0, p1, kinks, scale, x, 1)
+        e1 = mean_sq(ev, code, p0, p1, kinks, scale, x, 1)
+        if e1 > 0.0:
+            wv_out[i] = 1.0 / e1
+        else:
+            wv_out[i] = math.nan
+            st[i] = NOT_CONVERGED
     return wv_out, q_out, st
 
 

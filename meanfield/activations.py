@@ -211,7 +211,7 @@ class Activation:
     scale : float
         Length over which phi varies, which sets the quadrature panel width (``inf`` for piecewise polynomials).
     closed_form : bool
-        True if closed forms of the Gaussian pair expectations are used (relu, leaky_relu, erf, linear).
+        True if closed forms of the Gaussian pair expectations are used (relu, leaky_relu, erf, linear, sin).
     homogeneous : bool
         True if phi is positively homogeneous of degree 1, ``phi(a x) = a phi(x)`` for ``a > 0`` (relu, leaky_relu,
         linear): the correlation map and chi_1 do not depend on q, and the critical weight variance is the same for
@@ -298,7 +298,7 @@ _BUILTINS = {
     "silu": dict(graded=True, code=SILU, kinks=(), scale=math.pi, closed_form=False),
     "elu": dict(graded=True, code=ELU, kinks=(0.0,), scale=2.0, closed_form=False),
     "selu": dict(graded=True, code=SELU, kinks=(0.0,), scale=2.0, closed_form=False),
-    "sin": dict(code=SIN, kinks=(), scale=1.0, closed_form=False),
+    "sin": dict(code=SIN, kinks=(), scale=1.0, closed_form=True),
     # mish (Misra 2019): singularities nearest the real axis at 0.35 + 2.36i (tanh(softplus) = +-inf), so half-width 2
     "mish": dict(graded=True, code=MISH, kinks=(), scale=2.0, closed_form=False),
 }
@@ -512,11 +512,31 @@ def custom_activation(name: str, phi, dphi=None, d2phi=None, *, kinks=(), scale:
     if not (isinstance(scale, (int, float)) and scale > 0):
         raise ValueError(f"scale must be > 0, got {scale!r}")
 
+    kinks = _check_kinks(kinks)
+    key = (phi, dphi, d2phi, kinks)
+    try:
+        ev = _EVALUATORS.get(key)
+    except TypeError:        # unhashable callables: no reuse
+        key, ev = None, None
+    if ev is None:
+        ev = _make_evaluator(name, phi, dphi, d2phi, kinks)
+        if key is not None:
+            _EVALUATORS[key] = ev
+    _probe_finite(str(name), ev, kinks)
+    return Activation(name=str(name), code=CUSTOM, params=(0.0, 0.0), kinks=kinks,
+                      scale=float(scale), closed_form=False, evaluator=ev)
+
+
+#: compiled evaluators of custom activations, keyed by (phi, dphi, d2phi, kinks): building the same activation again
+#: reuses its compiled evaluator (the kernels themselves are compiled once for all activations)
+_EVALUATORS: dict = {}
+
+
+def _make_evaluator(name, phi, dphi, d2phi, kinks):
     def jit(f):
         return f if isinstance(f, nb.core.registry.CPUDispatcher) else nb.njit(f)
 
     f0 = jit(phi)
-    kinks = _check_kinks(kinks)
     f1 = jit(dphi) if dphi is not None else _fd_derivative(f0, 1, kinks)
     f2 = jit(d2phi) if d2phi is not None else _fd_derivative(f0, 2, kinks)
 
@@ -531,6 +551,4 @@ def custom_activation(name: str, phi, dphi=None, d2phi=None, *, kinks=(), scale:
         ev = nb.cfunc(EV_SIGNATURE)(ev_py)
     except Exception as exc:  # numba typing errors are long; give the gist
         raise TypeError(f"custom activation {name!r} could not be compiled by numba: {exc}") from exc
-    _probe_finite(str(name), ev, kinks)
-    return Activation(name=str(name), code=CUSTOM, params=(0.0, 0.0), kinks=kinks,
-                      scale=float(scale), closed_form=False, evaluator=ev)
+    return ev

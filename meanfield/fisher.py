@@ -249,15 +249,15 @@ class FisherStatistics(_ToDict):
     lambda_max : float
         Largest eigenvalue; ``lambda_max_multiplicity`` its degeneracy (``C`` for MSE, 1 for cross-entropy, whose
         ``C - 1`` outliers are in ``outliers``).
-    bulk_eigenvalue : float
+    bulk_eigenvalue : float or None
         MSE: the smallest eigenvalue of the leading ``C T x C T`` dual, i.e. the other non-zero eigenvalue
         ``scale (kappa_1 - kappa_2)`` (``C (T-1)``-fold) for ``T > 1``; NTK parameterization: the smallest eigenvalue
         ``kappa'_1 - kappa'_2``. With ``n_samples = 1`` there is no bulk: the dual is ``scale kappa_1 I_C``, all its
         ``C`` eigenvalues equal ``lambda_max``, and ``bulk_eigenvalue = lambda_max`` (condition number 1).
-        ``nan`` for cross-entropy (not computed).
-    condition_number : float
+        ``None`` for cross-entropy (not computed; ``to_dict`` gives ``None`` too).
+    condition_number : float or None
         ``lambda_max / bulk_eigenvalue`` (NTK: ``(kappa'_1 + (T-1) kappa'_2) / (kappa'_1 - kappa'_2)``); 1 for
-        ``n_samples = 1``, ``inf`` for cross-entropy.
+        ``n_samples = 1``; ``inf`` where the bulk eigenvalue is 0; ``None`` for cross-entropy (not computed).
     eta_critical : float
         ``2 / lambda_max(F)`` with ``F = J^T J / T``: the largest stable learning rate of full-batch gradient descent on
         ``(1/2T) sum_t ||y_t - f(x_t)||^2`` (for the NTK parameterization ``2 T / lambda_max(Theta)``).
@@ -298,8 +298,8 @@ class FisherStatistics(_ToDict):
     second_moment: float
     lambda_max: float
     lambda_max_multiplicity: int
-    bulk_eigenvalue: float
-    condition_number: float
+    bulk_eigenvalue: Optional[float]
+    condition_number: Optional[float]
     eta_critical: float
     layer_kappa1: np.ndarray
     layer_kappa2: np.ndarray
@@ -523,7 +523,7 @@ def fisher_statistics(network: Network, width: int, n_samples: int, n_outputs: i
         mc = _SoftmaxMC(op.q1[-1], op.q2[-1], T, C, n_mc, seed)
         mean, second, outliers, se = mc.stats(scale, k1, k2, N)
         lmax = float(outliers[0])
-        bulk = np.nan
+        bulk = None     # not computed for cross-entropy
         mult = 1
         sm, sm_se = mc.moments()
         se.update(sm_se)
@@ -533,13 +533,16 @@ def fisher_statistics(network: Network, width: int, n_samples: int, n_outputs: i
         lay_second = np.array([x[1] for x in lay])
         lay_lmax = np.array([x[2][0] for x in lay])
         se["layer_lambda_max"] = [x[3]["lambda_max"] for x in lay]
-    cond = float(lmax / bulk) if (np.isfinite(bulk) and bulk > 0) else np.inf
+    if bulk is None:
+        cond = None
+    else:
+        cond = float(lmax / bulk) if bulk > 0 else np.inf
     eta_c = float(2.0 / (lmax * to_F)) if lmax > 0 else np.inf
     return FisherStatistics(
         network=network, width=M, n_samples=T, n_outputs=C, parameterization=parameterization, loss=loss,
         matrix=matrix, alphas=alphas, alpha=alpha, n_params=n_params, n_eigenvalues=float(N),
         kappa1=k1, kappa2=k2, mean_eigenvalue=float(mean), second_moment=float(second), lambda_max=float(lmax),
-        lambda_max_multiplicity=int(mult), bulk_eigenvalue=float(bulk), condition_number=cond, eta_critical=eta_c,
+        lambda_max_multiplicity=int(mult), bulk_eigenvalue=None if bulk is None else float(bulk), condition_number=cond, eta_critical=eta_c,
         layer_kappa1=np.asarray(lk1, dtype=np.float64), layer_kappa2=np.asarray(lk2, dtype=np.float64),
         layer_mean_eigenvalue=lay_mean, layer_second_moment=lay_second, layer_lambda_max=lay_lmax,
         outliers=outliers, outliers_large_T=outliers_T, softmax_moments=sm, mc_stderr=se,

@@ -40,8 +40,8 @@ import numpy as np
 
 from . import _maps_kernels as _mk
 from ._checks import check_finite_array, check_in_range, check_nonneg
-from .activations import get_activation
-from .errors import ConvergenceWarning, DivergenceWarning, NoCriticalPointWarning
+from .activations import ERF, SIN, TANH, get_activation
+from .errors import ConvergenceWarning, DivergenceWarning, NoCriticalPointWarning, PrecisionWarning
 from .network import Network
 
 __all__ = [
@@ -76,7 +76,7 @@ def _prep(weight_var, bias_var, *extra):
 
 
 def _rho(dropout_keep):
-    return float(check_in_range("dropout_keep", dropout_keep, 0.0, 1.0, lo_open=True))
+    return check_in_range("dropout_keep", dropout_keep, 0.0, 1.0, lo_open=True, scalar=True)
 
 
 def _where(mask, wv, bv, n=3):
@@ -100,7 +100,8 @@ class FixedPoint:
     chi_c : float or ndarray
         Slope of the correlation map at c*, sigma_w^2 E[phi'(u_1) phi'(u_2)] (= chi_1 when c* = 1).
     vprime : float or ndarray
-        V'(q*), the slope of the length map at its fixed point (negative where E[phi^2] decreases with q).
+        V'(q*), the slope of the length map at its fixed point (negative where E[phi^2] decreases with q); NaN where
+        q* = inf (with the DivergenceWarning).
     xi_q, xi_c, xi_grad : float or ndarray
         Depth scales 1/xi_q = -log|V'(q*)|, 1/xi_c = -log|chi_c|, 1/xi_grad = -log chi_1: ``inf`` where the slope is
         one in modulus (xi_c and xi_grad on the critical line; xi_q stays finite there), 0 where it is 0, negative
@@ -148,6 +149,14 @@ def _neg_inv_log(x):
     return np.where(np.isnan(ax), np.nan, out)
 
 
+def _warn_overflow(what, out, wv, bv):
+    """DivergenceWarning where a map's value (from finite inputs) exceeds the float64 range and is returned as inf."""
+    over = np.isinf(out)
+    if np.any(over):
+        warnings.warn(f"{what} exceeds the float64 range (returned as inf) at {int(over.sum())} of {over.size} points, "
+                      f"e.g. {_where(over, wv, bv)}", DivergenceWarning, stacklevel=3)
+
+
 def _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, need_c):
     act = get_activation(activation)
     rho = _rho(dropout_keep)
@@ -169,7 +178,25 @@ def _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, need_c
                       "those entries are NaN", ConvergenceWarning, stacklevel=3)
         for arr in (qs, chi, slope1, vp, cs, chic):
             arr[bad] = np.nan
+    _warn_precision(act, qs, vp)
     return shape, qs, chi, vp, cs, chic, slope1
+
+
+def _warn_precision(act, qs, vp):
+    """PrecisionWarning where q* is small and V'(q*) ~ 1 (the q = 0 end of the critical line, tiny bias_var): V(q) - q
+    then lies below the rounding of V(q) (~64 eps q) and q* is resolved only to ~64 eps / |V'(q*) - 1| relative.
+    tanh, erf and sin sum V(q) - q from a Taylor series there (exact to rounding); the closed-form activations
+    (relu family, linear) have V(q) - q linear in q."""
+    if act.closed_form or act.code in (TANH, ERF, SIN):
+        return
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = 64 * np.finfo(float).eps / np.abs(vp - 1.0)
+    weak = np.isfinite(qs) & (qs > 0) & (qs < 1e-3) & ~(rel <= 1e-8)
+    if np.any(weak):
+        warnings.warn(f"q* = {qs[weak][0]:.6g} lies near the q = 0 end of the critical line (V'(q*) = "
+                      f"{vp[weak][0]:.17g}): V(q) - q is below the rounding of V(q) there, so q* is resolved only to "
+                      f"a relative {min(float(np.max(rel[weak])), 1.0):.1g} at {int(weak.sum())} point(s)",
+                      PrecisionWarning, stacklevel=4)
 
 
 def fixed_point(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None) -> FixedPoint:
@@ -212,6 +239,7 @@ def length_map(activation, q, weight_var, bias_var, *, dropout_keep: float = 1.0
     rho = _rho(dropout_keep)
     shape, (wv, bv, qq) = _prep(weight_var, bias_var, check_nonneg("q", q))
     out = _mk.length_map_many(*act.kernel_args, qq, wv, bv, rho)
+    _warn_overflow("V(q)", out, wv, bv)
     return _shaped(shape, out)
 
 
@@ -248,8 +276,14 @@ def correlation_map(activation, c, weight_var, bias_var, q=None, *, dropout_keep
         qv = np.asarray(check_nonneg("q", q), dtype=np.float64)
     shape, (wv, bv, cf, qf) = _prep(weight_var, bias_var, cc, qv)
     if np.any(qf == 0):
-        raise ValueError("the correlation map needs q > 0 (q* = 0 here: pass q explicitly, e.g. a small positive q)")
+        if q is not None:
+            raise ValueError("q must be > 0 for the correlation map (C(c; q) = (...)/q)")
+        raise ValueError("the correlation map needs q > 0, and these weight_var, bias_var give q* = 0 (C(c; q*) is "
+                         "0/0 there): pass q explicitly, e.g. a small positive q")
     out, dout = _mk.correlation_map_many(*act.kernel_args, cf, qf, wv, bv, rho)
+    _warn_overflow("C(c)", out, wv, bv)
+    if return_derivative:
+        _warn_overflow("dC/dc", dout, wv, bv)
     if return_derivative:
         return _shaped(shape, out), _shaped(shape, dout)
     return _shaped(shape, out)
@@ -258,6 +292,12 @@ def correlation_map(activation, c, weight_var, bias_var, q=None, *, dropout_keep
 def qstar(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None):
     """Fixed point q* of the length map reached from ``q_init`` (``inf`` with a DivergenceWarning if q grows
     without bound).
+
+    Near the q = 0 end of the critical line (phi(0) = 0, sigma_w^2 phi'(0)^2 ~ rho, tiny bias_var) V(q) - q ~
+    bias_var + O(q^2) lies far below the rounding of V(q) (~eps q). tanh, erf and sin then sum V(q) - q from the
+    Taylor series of E[phi^2] (q* exact to rounding, e.g. ``qstar("tanh", 1, 1e-300)`` = 7.07e-151); for the other
+    activations with phi(0) = 0 (elu, selu, hard_tanh, gelu, silu, custom) q* there is resolved only to a relative
+    ~64 eps / |V'(q*) - 1|, and a :class:`~meanfield.errors.PrecisionWarning` says so when that exceeds 1e-8.
 
     Examples
     --------
@@ -492,12 +532,13 @@ def forward(network, input_norm=1.0, input_norm2=None, input_overlap=0.0) -> For
     from .trace import as_chain, trace
 
     chain = as_chain(network)
-    n1 = float(check_nonneg("input_norm", input_norm))
-    n2 = n1 if input_norm2 is None else float(check_nonneg("input_norm2", input_norm2))
-    ov = float(check_finite_array("input_overlap", input_overlap))
+    n1 = check_nonneg("input_norm", input_norm, scalar=True)
+    n2 = n1 if input_norm2 is None else check_nonneg("input_norm2", input_norm2, scalar=True)
+    ov = float(check_finite_array("input_overlap", input_overlap, scalar=True))
     if ov * ov > n1 * n2 * (1 + 1e-12):
         raise ValueError("input_overlap^2 must be <= input_norm * input_norm2 (Cauchy-Schwarz)")
-    tr = trace(chain, gram=np.array([[n1, ov], [ov, n2]]), compute_ntk=False, backward=True)
+    tr = trace(chain, gram=np.array([[n1, ov], [ov, n2]]), compute_ntk=False, backward=True,
+               _inputs="input_norm, input_norm2")
     dense = tr.dense
     if isinstance(network, Network):   # qhat: the activations' outputs, before dropout
         qh = [dense[0].cov_in] + [s.cov_out for s in tr.steps if isinstance(s.layer, Nonlinearity)]

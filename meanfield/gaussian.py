@@ -4,7 +4,8 @@ The compiled rule (see :mod:`meanfield._gaussian_kernels`) is composite 16-point
 variable with panel edges at the activation's kinks and panel widths set by the activation's analyticity scale; it is
 accurate to a few units of 1e-16 relative for every built-in activation and q from 1e-6 to 1e10 (tests compare with
 mpmath at 30-50 digits). Two-dimensional expectations use closed forms where they exist (relu family: Cho & Saul
-arc-cosine kernel; erf: Williams 1997; linear), the Mehler/Hermite expansion for smooth activations, and a nested rule
+arc-cosine kernel; erf: Williams 1997; linear; sin: e^(-(q_u+q_v)/2) sinh(q_uv), and for sin' = cos the same with
+cosh), the Mehler/Hermite expansion for smooth activations, and a nested rule
 that splits at the kinks otherwise.
 
 Mehler's formula. With a_k(f) = E[f(z) He_k(z)] / sqrt(k!) and corr(z1, z2) = c,
@@ -26,7 +27,7 @@ from numba.core.registry import CPUDispatcher
 
 from . import _gaussian_kernels as _gk
 from ._checks import as_float_array, check_nonneg
-from .activations import Activation, get_activation
+from .activations import _check_kinks, Activation, get_activation
 
 _N_NODES_MAX = 4096
 
@@ -59,12 +60,15 @@ def gaussian_rule(q, *, scale: float = 1.0, kinks=(), graded: bool = False):
     graded : bool
         Allow panels to grow geometrically away from u = 0 (g's singularities lie on the imaginary axis).
     """
-    q = check_nonneg("q", q)
+    q = check_nonneg("q", q, scalar=True)
     scale = as_float_array("scale", scale)
     if scale.ndim != 0 or not scale > 0:
         raise ValueError(f"scale must be a number > 0 (inf for a piecewise polynomial), got {scale!r}")
+    if not isinstance(graded, (bool, np.bool_)):
+        raise TypeError(f"graded must be True or False, got {graded!r}")
+    kk = np.asarray(_check_kinks(kinks), dtype=np.float64)
     sc = -float(scale) if graded else float(scale)
-    return _gk.rule_1d(np.asarray(kinks, dtype=np.float64), sc, float(q))
+    return _gk.rule_1d(kk, sc, q)
 
 
 def _nodes_u(q, z, kinks):
@@ -112,12 +116,22 @@ def gaussian_expectation(fn, q, *, scale: float = 1.0, kinks=(), graded: bool = 
         f = fn
     vals = np.empty(qa.size)
     errs = np.empty(qa.size)
+
+    def values(qi, z):
+        g = np.asarray(f(_nodes_u(qi, z, kinks)), dtype=np.float64)
+        if qi == 0 and np.ndim(g) == 1 and g.size == z.size and any(float(k) == 0.0 for k in kinks):
+            # one-sided values within 1e-280 of g(0) are g(0): a function continuous at the kink (relu) gives its
+            # value there exactly, not g(+-1e-300) (relu: 5e-301); a real jump keeps the mean of the two sides
+            g0 = float(np.asarray(f(np.zeros(1)), dtype=np.float64).ravel()[0])
+            g = np.where(np.abs(g - g0) <= 1e-280 * (1.0 + abs(g0)), g0, g)
+        return g
+
     for i, qi in enumerate(qa.ravel()):
         z, w = gaussian_rule(qi, scale=scale, kinks=kinks, graded=graded)
-        vals[i] = np.dot(w, np.asarray(f(_nodes_u(qi, z, kinks)), dtype=np.float64))
+        vals[i] = np.dot(w, values(qi, z))
         if return_error:
             z2, w2 = gaussian_rule(qi, scale=scale / 2, kinks=kinks, graded=graded)
-            errs[i] = abs(np.dot(w2, np.asarray(f(_nodes_u(qi, z2, kinks)), dtype=np.float64)) - vals[i])
+            errs[i] = abs(np.dot(w2, values(qi, z2)) - vals[i])
     shape = np.shape(q)
     out = _shape_out(shape, vals)
     if return_error:
@@ -161,7 +175,7 @@ def pair_expectation(activation, q_u, q_v, q_uv, derivative: bool = False):
 def mehler_terms(activation, q) -> int:
     """Number of Hermite terms used for an activation at variance q (enough for ~1e-17 relative truncation)."""
     act = get_activation(activation)
-    return int(_gk.n_hermite_terms(float(check_nonneg("q", q)), act.scale, not act.smooth))
+    return int(_gk.n_hermite_terms(check_nonneg("q", q, scalar=True), act.scale, not act.smooth))
 
 
 def hermite_coefficients(activation, q, n_terms=None, derivative: bool = False):

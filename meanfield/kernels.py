@@ -131,12 +131,14 @@ def _check_inputs(x1, x2, name1="x1"):
 
 
 # ---------------------------------------------------------------------------------------------------- driver
-def _rows(chain, X: np.ndarray, want_dot: bool, rtol: float, width=None):
+def _rows(chain, X: np.ndarray, want_dot: bool, rtol: float, width=None, xname: str = "x1, x2"):
     """Row pass of the layer sweep (:mod:`meanfield.trace`) on the inputs ``X``: ``(nodes, q_out)``."""
     from .trace import _compile, _Ctx
 
     norms = np.einsum("ij,ij->i", X, X) / X.shape[1]
-    nodes, q, _, _ = _compile(chain.layers, norms, _Ctx(want_dot, rtol, width), chain.input_ratio,
+    if not np.all(np.isfinite(norms)):
+        raise ValueError(f"{xname}: the squared norms |x|^2 / input_dim overflowed (inputs too large)")
+    nodes, q, _, _ = _compile(chain.layers, norms, _Ctx(want_dot, rtol, width, xname), chain.input_ratio,
                               float(X.shape[1]))
     return nodes, q
 
@@ -157,7 +159,7 @@ def nngp_diagonal(network, x, rtol: float = 1e-14) -> np.ndarray:
 
     chain = as_chain(network)
     x, _ = _check_inputs(x, None, "x")
-    return _rows(chain, x, False, float(check_positive("rtol", rtol)))[1]
+    return _rows(chain, x, False, check_positive("rtol", rtol, scalar=True), xname="x")[1]
 
 
 def kernels(network, x1, x2=None, *, parameterization: str = "ntk", width: Optional[float] = None,
@@ -185,7 +187,7 @@ def kernels(network, x1, x2=None, *, parameterization: str = "ntk", width: Optio
     rtol : float
         Target relative size of the Parseval remainder of the Mehler expansions (default 1e-14).
     tile_size : int
-        Rows per tile (memory ~ a few tile_size^2 floats per array).
+        Rows per tile, >= 8 (memory ~ a few tile_size^2 floats per array).
 
     Returns
     -------
@@ -211,10 +213,10 @@ def kernels(network, x1, x2=None, *, parameterization: str = "ntk", width: Optio
     if parameterization == "standard":
         if width is None:
             raise ValueError("width must be given (> 0) for parameterization='standard'")
-        width = float(check_positive("width", width))
+        width = check_positive("width", width, scalar=True)
     elif width is not None:
-        width = float(check_positive("width", width))
-    rtol = float(check_positive("rtol", rtol))
+        width = check_positive("width", width, scalar=True)
+    rtol = check_positive("rtol", rtol, scalar=True)
     if rtol < 1e-15 or rtol > 1e-3:
         raise ValueError(f"rtol must lie in [1e-15, 1e-3], got {rtol!r}")
     tile = check_int("tile_size", tile_size, 8)
@@ -267,7 +269,8 @@ def kernels(network, x1, x2=None, *, parameterization: str = "ntk", width: Optio
         warnings.warn(f"correlations exceeded 1 by up to {excess:.2e} and were clipped (inconsistent covariances)",
                       RuntimeWarning, stacklevel=2)
     if not np.all(np.isfinite(K)) or (compute_ntk and not np.all(np.isfinite(T))):
-        raise FloatingPointError("kernel entries are not finite (overflow); reduce weight_var or depth")
+        raise ValueError("x1, x2: kernel entries are not finite (overflow); reduce the inputs' norms, weight_var or "
+                         "depth")
     return KernelResult(
         nngp=K, ntk=T, parameterization=parameterization, width=width,
         n_terms=tuple(lay.n_terms for lay in layers),

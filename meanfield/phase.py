@@ -923,7 +923,7 @@ def map_dynamics(
     q_max : float, optional
         Right end of the length-map grid (default: 1.5 x the largest of q^1, 1 and the finite q* below 100 x that).
     n_grid : int
-        Points on the map grids.
+        Points on the map grids (>= 3).
     activation_params : dict, optional
 
     Returns
@@ -968,9 +968,10 @@ def map_dynamics(
                 q_ref[i] = q if np.isfinite(q) and q > 0 else 1.0
         base = max(float(np.max(q0a)), 1.0)
         shown = qs[np.isfinite(qs) & (qs <= 100.0 * base)]  # a huge q* (marginal divergence) would flatten the panel
-        qm = float(q_max) if q_max is not None else 1.5 * float(np.max(np.concatenate([shown, q0a, [1.0]])))
         if q_max is not None:
-            check_positive("q_max", qm)
+            qm = check_positive("q_max", q_max, scalar=True)
+        else:
+            qm = 1.5 * float(np.max(np.concatenate([shown, q0a, [1.0]])))
         q_grid = np.linspace(0.0, qm, n_grid)
         Vq = np.stack([np.asarray(fw.length_map(act, q_grid, w, b), dtype=np.float64) for w in ws])
 
@@ -987,8 +988,8 @@ def map_dynamics(
                 c_layers[i, :, l] = c
                 qn = float(fw.length_map(act, q, w, b))
                 if not (qn > 0.0 and np.isfinite(qn)):
-                    raise ValueError(f"map_dynamics: the length reached {qn} at layer {l + 2} for weight_var={w}, "
-                                     f"bias_var={b}; the correlation is undefined there (use bias_var > 0)")
+                    raise ValueError(f"map_dynamics: the length reached {qn} at layer {l + 2} for the weight_vars entry "
+                                     f"{w} with bias_var={b}; the correlation is undefined there (use bias_var > 0)")
                 c = np.clip(_covariance_map(fw, act, c, q, w, b) / qn, -1.0, 1.0)
                 q = qn
     _summarise_warnings(caught, ws.size, f"map_dynamics({_activation_label(act)!r})", int(np.isinf(qs).sum()))

@@ -150,7 +150,7 @@ def gp_posterior(k_train, k_cross, y_train, k_test=None, noise_var: float = 0.0)
     n = K.shape[0]
     Ks = _cross("k_cross", k_cross, n)
     y = _targets(y_train, n)
-    s = float(check_nonneg("noise_var", noise_var))
+    s = check_nonneg("noise_var", noise_var, scalar=True)
     A = K + s * np.eye(n)
     try:
         cf = scipy.linalg.cho_factor(A, lower=True, check_finite=False)
@@ -197,7 +197,8 @@ class NTKPrediction:
         ``f_t(X)``.
     learning_rate : float
     condition_number : float
-        ``lambda_max / lambda_min`` of ``Theta(X, X)``.
+        ``lambda_max / lambda_min`` of ``Theta(X, X)``; ``inf`` (with a RuntimeWarning) when it is singular to
+        round-off (see :func:`ntk_condition_number`).
     """
 
     times: np.ndarray
@@ -216,12 +217,14 @@ def ntk_gradient_flow(theta_train, theta_cross, y_train, t, learning_rate: float
     r"""Outputs of gradient flow on ``(1/2)||f(X) - Y||^2`` at times ``t`` with a constant NTK.
 
     ``f_t(X_*) = f_0(X_*) + Theta_* Theta^{-1} (I - exp(-eta Theta t)) (Y - f_0(X))`` and
-    ``f_t(X) = Y + exp(-eta Theta t) (f_0(X) - Y)`` (Jacot 2018; Lee 2019). ``t = inf`` gives the kernel interpolant.
+    ``f_t(X) = Y + exp(-eta Theta t) (f_0(X) - Y)`` (Jacot 2018; Lee 2019). ``t = inf`` gives the kernel interpolant;
+    for a singular ``theta_train`` (eigenvalues at or below ``n eps lambda_max``) the pseudo-inverse limit: those modes
+    never train and keep their residual (the condition number is then ``inf``, with a RuntimeWarning).
 
     Parameters
     ----------
     theta_train : (n, n) array
-        ``Theta(X, X)``, symmetric (to a relative 1e-10) positive definite for ``t = inf`` (semi-definite suffices for finite t).
+        ``Theta(X, X)``, symmetric (to a relative 1e-10) and positive semi-definite.
     theta_cross : (n_test, n) array
         ``Theta(X_*, X)``.
     y_train : (n,) or (n, C) array
@@ -243,7 +246,7 @@ def ntk_gradient_flow(theta_train, theta_cross, y_train, t, learning_rate: float
     n = Th.shape[0]
     Ts = _cross("theta_cross", theta_cross, n)
     y = _targets(y_train, n)
-    eta = float(check_positive("learning_rate", learning_rate))
+    eta = check_positive("learning_rate", learning_rate, scalar=True)
     times = np.atleast_1d(as_float_array("t", t))
     if times.ndim != 1 or times.size < 1 or np.any(np.isnan(times)) or np.any(times < 0):
         raise ValueError(f"t must be a number or a 1-D array of numbers >= 0 (inf allowed), got {t!r}")
@@ -259,15 +262,15 @@ def ntk_gradient_flow(theta_train, theta_cross, y_train, t, learning_rate: float
     if np.any(lam < -tol):
         raise ValueError(f"theta_train must be positive semi-definite; smallest eigenvalue {lam.min():.3g}")
     lam = np.maximum(lam, 0.0)
-    if np.any(np.isinf(times)) and lam.min() <= tol:
-        raise ValueError("t = inf needs a positive definite theta_train (smallest eigenvalue "
-                         f"{lam.min():.3g}); use a finite t")
+    live = lam > tol       # modes that train; those at or below round-off (a singular theta_train) never do
     r = U.T @ (y - f0).reshape(n, -1)          # residual in the eigenbasis
     tests, trains = [], []
     for tt in times:
         if math.isinf(tt):
-            g = np.where(lam > 0, 1.0 / np.where(lam > 0, lam, 1.0), 0.0)     # (1 - e^{-inf})/lambda
-            decay = np.zeros_like(lam)
+            # (1 - e^{-inf})/lambda on the trained modes: the pseudo-inverse (minimum-norm) limit; a mode of a
+            # singular theta_train keeps its residual
+            g = np.where(live, 1.0 / np.where(live, lam, 1.0), 0.0)
+            decay = np.where(live, 0.0, 1.0)
         else:
             x = eta * lam * tt
             g = np.where(lam > 0, -np.expm1(-x) / np.where(lam > 0, lam, 1.0), eta * tt)

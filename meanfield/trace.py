@@ -50,10 +50,11 @@ def as_chain(network) -> Serial:
 
 # --------------------------------------------------------------------------------------------------- the passes
 class _Ctx:
-    __slots__ = ("want_dot", "rtol", "width")
+    __slots__ = ("want_dot", "rtol", "width", "inputs")
 
-    def __init__(self, want_dot, rtol, width):
+    def __init__(self, want_dot, rtol, width, inputs="gram"):
         self.want_dot, self.rtol, self.width = want_dot, rtol, width
+        self.inputs = inputs    # the argument(s) that carry the inputs, named in errors
 
 
 class _Node:
@@ -75,8 +76,8 @@ def _compile(layers, q, ctx, ratio, fan_in, path=""):
         node = _Node(lay, f"{path}{'.' if path else ''}{k}", q, ctx, ratio, fan_in)
         q = node.layer._row(node, q)
         if not np.all(np.isfinite(q)):
-            raise FloatingPointError(f"the variance q overflowed at layer {node.path} ({type(lay).__name__}): "
-                                     "weight_var too large for this depth")
+            raise ValueError(f"{ctx.inputs}: the variance q overflowed at layer {node.path} ({type(lay).__name__}): "
+                             "the inputs' squared norms times weight_var, plus bias_var, are too large for this depth")
         node.q_out = q
         if isinstance(lay, Dense):
             ratio = lay.width_ratio
@@ -211,7 +212,7 @@ def _check_gram(gram):
 
 
 def trace(network, x=None, *, gram=None, parameterization: str = "ntk", width: Optional[float] = None,
-          compute_ntk: bool = True, backward: bool = True, rtol: float = 1e-14) -> Trace:
+          compute_ntk: bool = True, backward: bool = True, rtol: float = 1e-14, _inputs: Optional[str] = None) -> Trace:
     r"""Run ``network`` on a data set and return every layer's covariance, q-dot, q-tilde and the NTK.
 
     Forward, per layer (see :mod:`meanfield.layers` for the rules): ``Q`` from ``Q^0 = x.x'/M_0``, ``Theta`` from
@@ -269,7 +270,7 @@ def trace(network, x=None, *, gram=None, parameterization: str = "ntk", width: O
     compute_ntk, backward = bool(compute_ntk), bool(backward)
     if compute_ntk and _has_dropout(chain):
         raise ValueError("the NTK with dropout (Dropout keep < 1) is not implemented; use compute_ntk=False")
-    ctx = _Ctx(compute_ntk or backward, rtol, width)
+    ctx = _Ctx(compute_ntk or backward, rtol, width, _inputs or ("x" if x is not None else "gram"))
     nodes, _, _, _ = _compile(chain.layers, np.diagonal(G).copy(), ctx, chain.input_ratio, dim)
     n = G.shape[0]
     r = np.arange(n)

@@ -172,3 +172,129 @@ def test_python_dash_m(tmp_path):
                           text=True, timeout=120)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_during_phase_diagram_keeps_partial_grid(tmp_path):
+    """Issue 11 item 8: SIGINT to ``meanfield phase-diagram`` in the middle of a 200 x 200 tanh grid (sent once the
+    first rows are reported on stderr) stops it within a few seconds with exit status 130 and "interrupted", and
+    leaves a loadable npz and csv that carry the ``finished`` mask and are marked partial (unfinished points NaN)."""
+    import signal
+    import threading
+    import time
+
+    out = tmp_path / "out"
+    env = dict(os.environ)
+    proc = subprocess.Popen([sys.executable, "-m", "meanfield", "phase-diagram", "-a", "tanh", "-w", "0.5:4:200",
+                             "-b", "0:0.5:200", "--out", str(out)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    lines, started = [], threading.Event()
+
+    def pump():
+        for line in proc.stderr:
+            lines.append(line)
+            if "phase diagram" in line and "rows" in line:
+                started.set()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        # progress is reported per finished row; a cold numba cache may take minutes before the first one
+        assert started.wait(600), f"no progress reported: {''.join(lines)}"
+        time.sleep(1.0)
+        assert proc.poll() is None, "the grid finished before the interrupt: make it larger"
+        t0 = time.perf_counter()
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=30)
+        elapsed = time.perf_counter() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(5)
+    err = "".join(lines)
+    assert rc == 130, err
+    assert elapsed < 5.0, f"took {elapsed:.1f} s to stop after SIGINT"
+    assert "interrupted" in err
+    assert "Traceback" not in err and "internal error" not in err, err
+    pd = PhaseDiagram.load(out / "tanh_phase.npz")
+    assert not pd.complete and pd.finished is not None
+    n_done = int(pd.finished.sum())
+    assert 0 < n_done < 200 * 200
+    with np.load(out / "tanh_phase.npz") as f:
+        assert "finished" in f.files and not bool(f["complete"])
+        assert np.array_equal(f["finished"], pd.finished)
+    # finished points are the finished rows' values, the others NaN; the csv holds exactly the finished points
+    assert np.all(np.isfinite(pd.qstar[pd.finished])) and np.all(np.isnan(pd.qstar[~pd.finished]))
+    with open(out / "tanh_phase.csv", encoding="utf-8") as f:
+        first = f.readline()
+    assert first.startswith("# partial:") and f"{n_done} of {200 * 200}" in first
+    rows = np.loadtxt(out / "tanh_phase.csv", delimiter=",", skiprows=2, ndmin=2)
+    assert rows.shape == (n_done, 9)
+    np.testing.assert_array_equal(rows[:, 2], pd.qstar[pd.finished])
+
+
+class _DyingFile:
+    """File wrapper that writes ``budget`` bytes, then raises KeyboardInterrupt in the middle of a write (Ctrl-C while
+    a file is being written); it records how many bytes really reached the temporary file."""
+
+    def __init__(self, fh, budget, log):
+        self._fh, self._left, self._log = fh, budget, log
+
+    def write(self, data):
+        if len(data) >= self._left:
+            self._fh.write(data[:self._left])
+            self._fh.flush()
+            self._log["bytes_on_disk"] = os.fstat(self._fh.fileno()).st_size
+            raise KeyboardInterrupt
+        self._left -= len(data)
+        return self._fh.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._fh.close()
+        return False
+
+
+@pytest.mark.parametrize("existing", [True, False])
+@pytest.mark.parametrize("kind", ["npz", "csv"])
+def test_interrupted_write_leaves_target_untouched(tmp_path, monkeypatch, existing, kind):
+    """Issue 11 item 9: a write interrupted midway (KeyboardInterrupt after part of the bytes reached the disk) leaves
+    the target file as it was -- the old content, or absent -- and no temporary file behind."""
+    import tempfile
+
+    import meanfield._io as mio
+
+    pd = phase_diagram("tanh", np.linspace(0.5, 3.0, 12), np.linspace(0.0, 0.3, 7))
+    target = tmp_path / f"tanh_phase.{kind}"
+    old = b"old content that must survive\n" * 50
+    if existing:
+        target.write_bytes(old)
+    log, temps = {}, []
+    real_fdopen, real_mkstemp = os.fdopen, tempfile.mkstemp
+
+    def mkstemp(*a, **k):
+        fd, name = real_mkstemp(*a, **k)
+        temps.append(name)
+        return fd, name
+
+    monkeypatch.setattr(mio.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(mio.os, "fdopen", lambda fd, mode, **kw: _DyingFile(real_fdopen(fd, mode, **kw), 300, log))
+    with pytest.raises(KeyboardInterrupt):
+        (pd.save if kind == "npz" else pd.to_csv)(str(target))
+    monkeypatch.undo()
+    assert len(temps) == 1 and log.get("bytes_on_disk", 0) > 0, log   # part of the file had reached the disk
+    assert not os.path.exists(temps[0]), "temporary file left behind"
+    assert sorted(os.listdir(tmp_path)) == ([target.name] if existing else [])
+    if existing:
+        assert target.read_bytes() == old
+    # and an uninterrupted write afterwards works and round-trips
+    (pd.save if kind == "npz" else pd.to_csv)(str(target))
+    if kind == "npz":
+        np.testing.assert_array_equal(PhaseDiagram.load(target).qstar, pd.qstar)
+    else:
+        np.testing.assert_array_equal(np.loadtxt(target, delimiter=",", skiprows=1)[:, 2], pd.qstar.ravel())

@@ -528,3 +528,19 @@ def test_single_sample_has_no_bulk_and_no_nan(parameterization):
         assert ev.shape == (2,)
         errs.extend(ev / st.bulk_eigenvalue - 1.0)
     assert rms(errs) < 8 / np.sqrt(M)
+
+
+def test_cross_entropy_bulk_is_none_not_nan():
+    """Issue 11: the cross-entropy bulk eigenvalue is not computed; it was NaN ("not computed"), it is now None, and
+    so is the condition number that depends on it, in the dataclass and in ``to_dict`` (no NaN anywhere)."""
+    import json
+
+    net = Network("tanh", depth=2, weight_var=1.5, bias_var=0.1)
+    st = fisher_statistics(net, 128, 4, 3, loss="cross_entropy", n_mc=50)
+    assert st.bulk_eigenvalue is None and st.condition_number is None
+    d = st.to_dict()
+    assert d["bulk_eigenvalue"] is None and d["condition_number"] is None
+    json.dumps(d, allow_nan=False)     # every number finite, None for what is not computed
+    mse = fisher_statistics(net, 128, 4, 3)
+    assert isinstance(mse.bulk_eigenvalue, float) and mse.condition_number == pytest.approx(
+        mse.lambda_max / mse.bulk_eigenvalue, rel=1e-15)

@@ -360,3 +360,90 @@ def test_dropout_chi1_and_c_map_slope_vs_mpmath():
         warnings.simplefilter("ignore", mf.DivergenceWarning)
         relu = mf.fixed_point("relu", 2.4, 0.1, dropout_keep=rho)   # q* = inf: the limiting map's slope is rho
     assert relu.c_map_slope == pytest.approx(rho, rel=1e-15) and relu.chi_1 == pytest.approx(2.4 / rho / 2, rel=1e-15)
+
+
+def test_selu_chi_c_at_zero_qstar_is_the_one_sided_mean():
+    """At q* = 0 (bias 0) chi_c of selu is the q -> 0 limit sigma_w^2 (phi'(0-)^2 + phi'(0+)^2)/2
+    = sigma_w^2 lambda^2 (1 + alpha^2)/2, not sigma_w^2 phi'(0-)^2 (0.927 at weight_var 0.3; issue 11 item 2).
+    Reference: the analytic value in 30-digit mpmath; the library forms two products of doubles and their mean
+    (a few ulp), tolerance 1e-14."""
+    from tests._reference import SELU_A, SELU_L
+
+    ref = float(mp.mpf(0.3) * SELU_L ** 2 * (1 + SELU_A ** 2) / 2)
+    fp = mf.fixed_point("selu", 0.3, 0.0)
+    assert fp.q_star == 0.0 and fp.c_star == 1.0
+    assert fp.chi_c == pytest.approx(ref, rel=1e-14)
+    assert mf.chi_c("selu", 0.3, 0.0) == pytest.approx(ref, rel=1e-14)
+    assert fp.chi_1 == pytest.approx(ref, rel=1e-14)
+
+
+def test_length_map_overflow_warns():
+    """V(q) beyond the float64 range is returned as inf with a DivergenceWarning (it was silent); a huge but finite
+    value is exact (relu closed form sigma_w^2 q / 2 + sigma_b^2) and silent."""
+    from meanfield.errors import DivergenceWarning
+
+    with pytest.warns(DivergenceWarning, match="exceeds the float64 range"):
+        assert mf.length_map("relu", 1e300, 1e300, 0.0) == math.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert mf.length_map("relu", 1e300, 1.5, 0.05) == pytest.approx(7.5e299, rel=1e-15)
+    with pytest.warns(DivergenceWarning):
+        mf.correlation_map("relu", 0.5, 1.0, 1e300, q=1e-10)      # sigma_b^2 / q = 1e310
+
+
+def _mp_qstar_small(name, wv, bv, q_guess, dps):
+    """Fixed point of V(q) = wv E[phi^2] + bv by mpmath at dps digits; E[phi^2] by mpmath quadrature (tanh) or the
+    closed form (1 - e^(-2q))/2 (sin)."""
+    with mp.workdps(dps):
+        if name == "sin":
+            e = lambda q: (1 - mp.exp(-2 * q)) / 2  # noqa: E731
+        else:
+            e = lambda q: mp_expect(name, q, dps=dps)  # noqa: E731
+        return mp.findroot(lambda q: wv * e(q) + bv - q, mp.mpf(q_guess), tol=mp.mpf(10) ** (-dps + 5))
+
+
+@pytest.mark.parametrize("bv", [1e-20, 1e-12, 1e-6, 1e-4])
+def test_qstar_tanh_critical_tiny_bias_vs_mpmath(bv):
+    """At weight_var 1 (critical at q = 0) V(q) - q = bv - 2q^2 + O(q^3) sinks below the rounding of V(q) (~eps q):
+    q* ~ sqrt(bv/2) was lost (bv = 1e-20 gave a relative error 1e-6, bv = 1e-300 a wrong exponent). Below q = 0.005
+    the library sums V(q) - q from the Taylor series of E[tanh^2]; above, the direct route's error is
+    ~ eps q / |F'(q*)| = eps/4 absolute, 3e-15 relative at bv = 1e-4. Reference: mpmath findroot with quadrature at
+    40 digits (the cancellation costs at most 10 of them). Tolerance 1e-13."""
+    q = mf.qstar("tanh", 1.0, bv)
+    ref = _mp_qstar_small("tanh", 1.0, bv, math.sqrt(bv / 2), 40)
+    assert q == pytest.approx(float(ref), rel=1e-13)
+
+
+def test_qstar_critical_bias_1e300():
+    """bv = 1e-300: tanh (weight_var 1) against the expansion q* = r (1 + 17 r / 12 + O(r^2)), r = sqrt(bv/2) (from
+    E[tanh^2 u] = q - 2q^2 + 17q^3/3 - ...; the dropped term is ~1e-300 relative); sin (weight_var 1) against mpmath
+    findroot on the closed form at 700 digits. Both roots are well conditioned once F is summed without
+    cancellation (relative error ~ eps): tolerance 1e-14."""
+    with mp.workdps(50):
+        r = mp.sqrt(mp.mpf(1e-300) / 2)
+        ref_tanh = r * (1 + 17 * r / 12)
+    assert mf.qstar("tanh", 1.0, 1e-300) == pytest.approx(float(ref_tanh), rel=1e-14)
+    ref_sin = _mp_qstar_small("sin", 1.0, 1e-300, 1e-150, 700)
+    assert mf.qstar("sin", 1.0, 1e-300) == pytest.approx(float(ref_sin), rel=1e-14)
+    # and erf at its (float) critical weight variance pi/4, where also the linear term (w 4/pi - 1) q matters
+    w = math.pi / 4
+    with mp.workdps(700):
+        ref_erf = mp.findroot(lambda q: w * 2 / mp.pi * mp.asin(2 * q / (1 + 2 * q)) + mp.mpf(1e-300) - q,
+                              mp.mpf(mf.qstar("erf", w, 1e-300)) * (1 + mp.mpf(10) ** -3), tol=mp.mpf(10) ** -690)
+    assert mf.qstar("erf", w, 1e-300) == pytest.approx(float(ref_erf), rel=1e-13)
+
+
+def test_precision_warning_near_q0_end_of_critical_line():
+    """Activations without the small-q series (selu here, at its critical weight variance for bias 0) get a
+    PrecisionWarning for q* at a tiny bias instead of a silently imprecise value; tanh (series) gets none, and is
+    right (checked against the expansion in test_qstar_critical_bias_1e300)."""
+    from meanfield.errors import PrecisionWarning
+    from tests._reference import SELU_A, SELU_L
+
+    w = float(2 / (SELU_L ** 2 * (1 + SELU_A ** 2)))
+    with pytest.warns(PrecisionWarning, match="critical line"):
+        mf.qstar("selu", w, 1e-30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mf.qstar("tanh", 1.0, 1e-30)
+        mf.qstar("selu", 1.5, 0.05)

@@ -231,3 +231,89 @@ def test_pair_expectation_near_anticorrelation(name):
     assert abs(mf.pair_expectation(name, 1.0, 1.0, c, derivative=True) / float(ref1) - 1) <= 1e-12
     cm_val = mf.correlation_map(name, c, 1.0, 0.0, q=1.0)
     assert abs(cm_val / float(ref0) - 1) <= 1e-12
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# sin: closed forms (issue 11 item 10: cstar('sin', 1e300, 0) took 50 s through quadrature)
+
+def _mp_sin_pair_quad(qu, qv, quv, deriv, dps=30):
+    """E[f(u) f(v)], f = sin (or cos), by mpmath quadrature over u of f(u) E[f(v) | u]: v | u ~ N(a u, s2) with
+    a = quv/qu, s2 = qv - quv^2/qu, and E[sin/cos(m + sqrt(s2) Z)] = sin/cos(m) exp(-s2/2) (characteristic function).
+    Independent of the closed forms exp(-(qu+qv)/2) sinh/cosh(quv) used by the library."""
+    with _mp.workdps(dps):
+        qu, qv, quv = _mp.mpf(qu), _mp.mpf(qv), _mp.mpf(quv)
+        a, s2 = quv / qu, qv - quv * quv / qu
+        f = _mp.cos if deriv else _mp.sin
+        su = _mp.sqrt(qu)
+        return _mp.quad(lambda z: f(su * z) * f(a * su * z) * _mp.exp(-s2 / 2) * _mp.npdf(z),
+                        [-_mp.inf, -8, -3, 0, 3, 8, _mp.inf])
+
+
+@pytest.mark.parametrize("qu,qv,quv", [(0.5, 0.5, 0.3), (1.0, 2.0, -1.2), (3.0, 3.0, 3.0), (2.0, 0.7, 1.1),
+                                       (1e-10, 1e-10, 5e-11), (4.0, 1.0, -2.0)])
+@pytest.mark.parametrize("deriv", [False, True])
+def test_sin_pair_closed_form_vs_mpmath_quadrature(qu, qv, quv, deriv):
+    """The sin closed forms against 30-digit mpmath quadrature. Error budget of the closed form: exp(-s) with s
+    = (qu+qv)/2 rounded once (relative eps s) and sinh/cosh to 1 ulp: below 1e-14 relative for s <= 3."""
+    got = mf.pair_expectation("sin", qu, qv, quv, derivative=deriv)
+    ref = float(_mp_sin_pair_quad(qu, qv, quv, deriv))
+    assert got == pytest.approx(ref, rel=1e-14, abs=1e-300)
+
+
+@pytest.mark.parametrize("qu,qv,quv", [(800.0, 800.0, 799.0), (800.0, 800.0, -799.5), (1e300, 1e300, 1e300),
+                                       (1e300, 1e300, 0.0), (750.0, 760.0, 700.0), (1e5, 1e5, 1e5 - 3.0),
+                                       (700.5, 700.5, 2.0), (1e200, 1e200, -1e200), (2000.0, 2000.0, 1999.25)])
+@pytest.mark.parametrize("deriv", [False, True])
+def test_sin_pair_closed_form_large_q_vs_mpmath(qu, qv, quv, deriv):
+    """Large variances, where e^(-s) and sinh(quv) overflow or underflow separately: the library combines exponents.
+    Reference: the same identities in 60-digit mpmath at the exact float inputs (the identities themselves are checked
+    by quadrature above). Error budget: the exponents quv - s, -quv - s are exact here (s = (qu+qv)/2 is exact for
+    these inputs, and the subtractions are exact or rounded once: relative error eps |quv - s| in the result), then
+    exp to 1 ulp and one subtraction losing at most coth(1): tolerance 4 eps (2 + |quv - s|)."""
+    got = mf.pair_expectation("sin", qu, qv, quv, derivative=deriv)
+    with _mp.workdps(60):
+        s = (_mp.mpf(qu) + _mp.mpf(qv)) / 2
+        x = _mp.mpf(quv)
+        ref = _mp.exp(-s) * (_mp.cosh(x) if deriv else _mp.sinh(x))
+        tol = 4 * 2.2e-16 * (2 + float(abs(x - s)))
+    if float(abs(ref)) < 1e-300:
+        assert abs(got) < 1e-300
+    else:
+        assert got == pytest.approx(float(ref), rel=tol)
+
+
+def test_sin_length_map_and_cstar_huge_weight_var():
+    """cstar('sin', 1e300, 0) took 50 s; with the closed forms it is immediate and exact: V(q) = w (1 - e^(-2q))/2 + b,
+    so q* = w/2 = 5e299 (e^(-2q*) = 0), C(0) = b/q* = 0, so c* = 0 and chi_c = w e^(-q*) cosh(0) = 0."""
+    import time
+
+    mf.cstar("sin", 2.0, 0.1)     # compile outside the timing
+    t0 = time.perf_counter()
+    fp = mf.fixed_point("sin", 1e300, 0.0)
+    assert time.perf_counter() - t0 < 2.0
+    assert fp.q_star == 5e299 and fp.c_star == 0.0 and fp.chi_c == 0.0
+    assert mf.cstar("sin", 1e300, 0.0) == 0.0
+    assert mf.length_map("sin", 1e300, 1e300, 0.0) == 5e299
+
+
+def test_sin_cstar_chaotic_vs_mpmath():
+    """A chaotic sin point (weight_var 3, bias_var 0.1): q* and c* against 30-digit mpmath, with E[sin^2] and the pair
+    expectation both by mpmath quadrature (not the closed forms). The roots are well conditioned (|V'(q*) - 1| and
+    |chi_c - 1| are O(1)), so the library's ~1e-15 expectations give ~1e-14: tolerance 1e-12."""
+    wv, bv = 3.0, 0.1
+    fp = mf.fixed_point("sin", wv, bv)
+    with _mp.workdps(30):
+        q = _mp.findroot(lambda q: wv * _mp_expect("sin", q) + bv - q, _mp.mpf(fp.q_star) * (1 + 1e-3))
+        c = _mp.findroot(lambda c: (wv * _mp_sin_pair_quad(q, q, c * q, False) + bv) / q - c, _mp.mpf(0.3))
+        chic = wv * _mp_sin_pair_quad(q, q, c * q, True)
+    assert fp.q_star == pytest.approx(float(q), rel=1e-12)
+    assert 0 < fp.c_star < 1 and fp.c_star == pytest.approx(float(c), rel=1e-12)
+    assert fp.chi_c == pytest.approx(float(chic), rel=1e-12)
+
+
+def test_gaussian_expectation_relu_at_zero_variance_is_zero():
+    """E[relu(u)] at q = 0 is relu(0) = 0 exactly; the one-sided evaluation at +-1e-300 left 5e-301 (hostile hunt)."""
+    assert mf.gaussian_expectation("relu", 0.0) == 0.0
+    assert mf.pair_expectation("selu", 0.0, 0.0, 0.0) == 0.0
+    # the derivatives keep the one-sided mean: E[relu'(u)^2] -> 1/2
+    assert mf.pair_expectation("relu", 0.0, 0.0, 0.0, derivative=True) == 0.5

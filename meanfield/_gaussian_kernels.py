@@ -375,6 +375,13 @@ def pair_closed(code, p0, qu, qv, quv, deriv):
         # scaled by S: (1+2qu)(1+2qv) - 4quv^2 = S^2 (1/S^2 + 2(a+b)/S + 4 det)
         if S == 0.0:
             return 0.0 if deriv == 0 else 4.0 / math.pi
+        if S < 1.0:
+            # small variances: unscaled, g = 1 + 2(qu + qv) + 4 det (1/S^2 would overflow for S < 1e-154; S^2 det
+            # may underflow, harmlessly next to 1)
+            g1 = 1.0 + 2.0 * (qu + qv) + 4.0 * (S * S * det)
+            if deriv == 0:
+                return (2.0 / math.pi) * math.atan2(2.0 * quv, math.sqrt(g1))
+            return (4.0 / math.pi) / math.sqrt(g1)
         inv = 1.0 / S
         g = inv * inv + 2.0 * (a + b) * inv + 4.0 * det
         if deriv == 0:
@@ -437,27 +444,25 @@ def mean_sq(ev, code, p0, p1, kinks, scale, q, deriv):
     return e1d(ev, code, p0, p1, kinks, scale, q, deriv, deriv, 0)
 
 
-@nb.njit(cache=True)
-def n_hermite_terms(q, scale, kinked):
-    """Number of Mehler terms for f(z) = phi(sqrt(q) z): coefficients decay like exp(-d sqrt(2k)) with the strip
-    half-width d = scale / sqrt(q) in z, so k ~ (40 / d)^2 / 2 terms reach 1e-17 relative in a_k^2."""
-    if kinked:
-        return 4000
-    d = scale / math.sqrt(q) if q > 0.0 else 1e300
-    k = 450.0 / (d * d) + 30.0
-    if k > 4000.0:
-        k = 4000.0
-    return int(k)
+@nb.njit(cache=True, inline="always")
+def _hermite_next(z, psi, psi_prev, k):
+    """psi_{k+1}(z) from psi_k, psi_{k-1}: the normalised Hermite recurrence (He_k / sqrt(k!) times the starting
+    weight), written once for :func:`hermite_coeffs` and :func:`hermite_basis`."""
+    return (z * psi - math.sqrt(k) * psi_prev) / math.sqrt(k + 1.0)
 
 
 @nb.njit(cache=True)
 def hermite_coeffs(ev, code, p0, p1, kinks, scale, q, nterms, deriv):
-    """Normalised Hermite coefficients a_k = E[f(z) He_k(z)] / sqrt(k!), k < nterms, f(z) = phi^(deriv)(sqrt(q) z).
+    """Normalised Hermite coefficients a_k = E[f(z) He_k(z)] / sqrt(k!), k < nterms, f(z) = phi^(deriv)(sqrt(q) z), on
+    the kink-aware composite rule: the rule :func:`meanfield.gaussian.hermite_table` uses for activations with kinks
+    (where a Gauss-Hermite rule converges only algebraically) and for variances so large that no Gauss-Hermite rule
+    of up to 4096 nodes resolves phi(sqrt(q) z).
 
-    Computed with the Hermite functions psi_k = He_k sqrt(phi_N)/sqrt(k!) (|psi_k| <= 1, stable three-term recurrence):
-    a_k = int f(z) psi_k(z) sqrt(phi_N(z)) dz on a composite Gauss-Legendre rule over |z| <= 14 (the factor
-    sqrt(phi_N) < 4e-22 beyond) with panel width <= 12/sqrt(2 nterms + 1): psi_k oscillates at most like cos(sqrt(2k+1) z), i.e. <= 6 rad
-    per panel half-width, which 16-point Gauss-Legendre integrates to ~6^32/32! < 1e-20.
+    a_k = int f(z) psi_k(z) sqrt(phi_N(z)) dz with the Hermite functions psi_k = He_k sqrt(phi_N)/sqrt(k!)
+    (|psi_k| <= 1), on a composite Gauss-Legendre rule over |z| <= 14 (sqrt(phi_N) < 4e-22 beyond), panels split
+    where sqrt(q) z hits a kink, width <= min(12/sqrt(2 nterms + 1), scale/sqrt(q)): psi_k oscillates at most like
+    cos(sqrt(2k+1) z), i.e. <= 6 rad per panel half-width, which 16-point Gauss-Legendre integrates to
+    ~6^32/32! < 1e-20. The recurrence runs node by node (no basis matrix: the rule can have 1e4 nodes).
     Mehler: E[f(z1) g(z2)] = sum_k a_k(f) a_k(g) c^k for corr(z1, z2) = c.
     """
     out = np.zeros(nterms)
@@ -467,7 +472,6 @@ def hermite_coeffs(ev, code, p0, p1, kinks, scale, q, nterms, deriv):
         hosc = 1.0
     z, w = _scaled_rule(kinks, scale, s, 0.0, ZMAX_COEF, hosc)
     c0 = (2.0 * math.pi) ** -0.25
-    sq = np.sqrt(np.arange(nterms + 1.0))
     for j in range(z.size):
         g = math.exp(-0.25 * z[j] * z[j]) * c0  # sqrt of the standard normal density
         u = s * z[j] if s > 0.0 else math.copysign(TINY, z[j])   # q = 0: the one-sided limits at a kink at 0
@@ -476,7 +480,7 @@ def hermite_coeffs(ev, code, p0, p1, kinks, scale, q, nterms, deriv):
         psi = g
         for k in range(nterms):
             out[k] += wt * psi
-            psi_next = (z[j] * psi - sq[k] * psi_prev) / sq[k + 1]
+            psi_next = _hermite_next(z[j], psi, psi_prev, k)
             psi_prev = psi
             psi = psi_next
     return out
@@ -557,26 +561,46 @@ def eval_grid(ev, code, p0, p1, x, order):
 
 @nb.njit(cache=True)
 def hermite_basis(nodes, sqrtw, n_terms):
-    """``G[s, k] = sqrt(w_s) He_k(z_s) / sqrt(k!)`` by the normalised three-term recurrence.
+    """``G[s, k] = sqrt(w_s) He_k(z_s) / sqrt(k!)`` by the normalised three-term recurrence (the one place the
+    Hermite recurrence is written).
 
-    Discrete orthonormality of the Gauss-Hermite rule gives ``|G[s, k]| <= 1``, so the recurrence started from
-    ``sqrt(w_s)`` cannot overflow; nodes whose weight underflows contribute nothing anyway.
+    For a Gauss-Hermite rule discrete orthonormality gives ``|G[s, k]| <= 1``; with ``sqrtw`` the square root of the
+    normal density these are the Hermite functions, also bounded by 1. So the recurrence cannot overflow; nodes whose
+    weight underflows contribute nothing anyway.
     """
     n = nodes.shape[0]
     G = np.zeros((n, n_terms))
     for s in range(n):
-        z = nodes[s]
-        g0 = sqrtw[s]
-        G[s, 0] = g0
-        if n_terms > 1:
-            g1 = z * g0
-            G[s, 1] = g1
-            for k in range(1, n_terms - 1):
-                g2 = (z * g1 - math.sqrt(k) * g0) / math.sqrt(k + 1.0)
-                G[s, k + 1] = g2
-                g0 = g1
-                g1 = g2
+        psi_prev = 0.0
+        psi = sqrtw[s]
+        for k in range(n_terms):
+            G[s, k] = psi
+            psi_next = _hermite_next(nodes[s], psi, psi_prev, k)
+            psi_prev = psi
+            psi = psi_next
     return G
+
+
+@nb.njit(cache=True, parallel=True)
+def hermite_project(F, w, sw, G):
+    """``A[r, k] = sum_s F[r, s] sw[s] G[s, k]`` and ``E[r] = sum_s w[s] F[r, s]^2``: the Hermite coefficients and
+    ``E[f^2]`` of each row of function values on a Gauss-Hermite rule. Each row is summed in a fixed order, so a row's
+    result does not depend on the other rows (a variance gives the same coefficients alone or in a batch)."""
+    m, ns = F.shape
+    kt = G.shape[1]
+    A = np.zeros((m, kt))
+    E = np.zeros(m)
+    for r in nb.prange(m):
+        e = 0.0
+        for s in range(ns):
+            f = F[r, s]
+            e += w[s] * f * f
+            fs = f * sw[s]
+            if fs != 0.0:
+                for k in range(kt):
+                    A[r, k] += fs * G[s, k]
+        E[r] = e
+    return A, E
 
 
 def _mehler_tile(C, Ai, AjT, out):

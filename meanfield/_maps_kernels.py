@@ -9,8 +9,8 @@ import math
 import numba as nb
 import numpy as np
 
-from ._gaussian_kernels import (_two_prod, dmean_sq_dq, e1d, e1d_sq_and_slope, e2d, hermite_coeffs, mean_sq,
-                                mehler_sum, n_hermite_terms, pair_closed)
+from ._gaussian_kernels import (_two_prod, dmean_sq_dq, e1d, e1d_sq_and_slope, e2d, mean_sq,
+                                mehler_sum, pair_closed)
 from .activations import ERF, LEAKY_RELU, SIN, TANH, has_closed_form, is_homogeneous, phi_eval
 
 QMAX = 1e15          # q beyond this (starting from q_init <= 1e12) counts as divergence
@@ -180,7 +180,6 @@ def _leaky_pair(slope, c, deriv):
     return pair_closed(LEAKY_RELU, slope, 1.0, 1.0, c, deriv)
 
 
-MEHLER_RTOL = 1e-13   # accepted Mehler truncation bound, relative to the series' value E[f^2] at c = 1
 ALL_C = 2.0           # "the truncated series is good for every |c| <= 1"
 
 
@@ -194,9 +193,12 @@ def mehler_cmax(coef, full_sq, rtol):
     resolved down to a few ulp of E[f^2], far below rtol. The bound is what makes the series unusable near |c| = 1 at
     large q: the spectrum of phi(sqrt(q) z) then reaches k ~ q (gelu, silu: a_k^2 ~ k^(-3/2) e^(-k/q)) or beyond the
     term cap, and R_K is not small (gelu at q = 795: R_K ~ 1e-4 E for phi' at K = 4000)."""
+    n = coef.size
+    while n > 0 and coef[n - 1] == 0.0:     # zero padding of a table row (hermite_table): not terms of the series
+        n -= 1
     s = 0.0
     comp = 0.0
-    for k in range(coef.size):
+    for k in range(n):
         x = coef[k] * coef[k]
         t = s + x
         if abs(s) >= abs(x):
@@ -206,9 +208,9 @@ def mehler_cmax(coef, full_sq, rtol):
         s = t
     rem = full_sq - (s + comp)
     tol = rtol * full_sq
-    if rem <= tol or coef.size == 0:
+    if rem <= tol or n == 0:
         return ALL_C
-    return math.exp(math.log(tol / rem) / coef.size)
+    return math.exp(math.log(tol / rem) / n)
 
 
 @nb.njit(cache=True)
@@ -240,9 +242,10 @@ def cmap_eval(mode, ev, code, p0, p1, kinks, scale, qs, wv, bv, rho, c, acoef, b
 
 
 @nb.njit(cache=True)
-def cmap_setup(ev, code, p0, p1, kinks, scale, qs):
-    """Choose the evaluation mode of the correlation map at q* and precompute what it needs:
-    (mode, acoef, bcoef, cmax_a, cmax_b), see cmap_eval."""
+def cmap_setup(ev, code, p0, p1, kinks, scale, qs, acoef, bcoef, rtol):
+    """Choose the evaluation mode of the correlation map at q* and what it needs: (mode, acoef, bcoef, cmax_a, cmax_b),
+    see cmap_eval. ``acoef``, ``bcoef``: Hermite coefficients of phi and phi' at qs (from
+    :func:`meanfield.gaussian.hermite_table`; empty where none were computed: then the nested quadrature)."""
     if math.isinf(qs):
         ap, am = asymptotic_slopes(ev, code, p0, p1)
         a = np.array([ap, am])
@@ -250,13 +253,10 @@ def cmap_setup(ev, code, p0, p1, kinks, scale, qs):
     if has_closed_form(code):
         z = np.zeros(1)
         return 0, z, z, ALL_C, ALL_C
-    if kinks.size == 0:
-        n = n_hermite_terms(qs, scale, False)
-        a = hermite_coeffs(ev, code, p0, p1, kinks, scale, qs, n, 0)
-        b = hermite_coeffs(ev, code, p0, p1, kinks, scale, qs, n, 1)
-        ca = mehler_cmax(a, mean_sq(ev, code, p0, p1, kinks, scale, qs, 0), MEHLER_RTOL)
-        cb = mehler_cmax(b, mean_sq(ev, code, p0, p1, kinks, scale, qs, 1), MEHLER_RTOL)
-        return 1, a, b, ca, cb
+    if kinks.size == 0 and acoef.size > 0 and bcoef.size > 0:
+        ca = mehler_cmax(acoef, mean_sq(ev, code, p0, p1, kinks, scale, qs, 0), rtol)
+        cb = mehler_cmax(bcoef, mean_sq(ev, code, p0, p1, kinks, scale, qs, 1), rtol)
+        return 1, acoef, bcoef, ca, cb
     z = np.zeros(1)
     return 2, z, z, ALL_C, ALL_C
 
@@ -273,7 +273,7 @@ def cmap_slope1_scalar(ev, code, p0, p1, kinks, scale, qs, wv, rho, chi):
 
 
 @nb.njit(cache=True)
-def cstar_scalar(ev, code, p0, p1, kinks, scale, qs, wv, bv, rho, max_iter):
+def cstar_scalar(ev, code, p0, p1, kinks, scale, qs, wv, bv, rho, max_iter, acoef, bcoef, rtol):
     """Stable fixed point c* of the correlation map in [0, 1] and chi_c = C'(c*). Returns (c*, chi_c, status).
 
     On [0, 1] the map is C(c) = (sigma_w^2 sum_k a_k^2 c^k + sigma_b^2) / q* with a_k >= 0 squares (Mehler), so
@@ -303,7 +303,7 @@ def cstar_scalar(ev, code, p0, p1, kinks, scale, qs, wv, bv, rho, max_iter):
         if (wv * m0 * m0 + bv) / qs <= 4.0 * EPS:
             m1 = e1d(ev, code, p0, p1, kinks, scale, qs, 1, -1, 0)
             return 0.0, wv * m1 * m1, OK
-    mode, a, b, ca, cb = cmap_setup(ev, code, p0, p1, kinks, scale, qs)
+    mode, a, b, ca, cb = cmap_setup(ev, code, p0, p1, kinks, scale, qs, acoef, bcoef, rtol)
     C1, D1 = cmap_eval(mode, ev, code, p0, p1, kinks, scale, qs, wv, bv, rho, 1.0, a, b, ca, cb)
     if rho == 1.0 and D1 <= 1.0:
         return 1.0, D1, OK
@@ -335,18 +335,14 @@ def vprime_scalar(ev, code, p0, p1, kinks, scale, qs, wv, rho):
 
 
 @nb.njit(cache=True, parallel=True)
-def fixed_points_many(ev, code, p0, p1, kinks, scale, wv, bv, rho, q0, need_c, max_iter):
-    """For each (wv[i], bv[i], q0[i]): q*, chi_1 (gradient-norm ratio), dC/dc at c = 1, V'(q*), and (if need_c) c*,
-    chi_c; plus status codes."""
+def fixed_points_many(ev, code, p0, p1, kinks, scale, wv, bv, rho, q0, max_iter):
+    """For each (wv[i], bv[i], q0[i]): q*, chi_1 (gradient-norm ratio), dC/dc at c = 1, V'(q*); plus status codes."""
     n = wv.size
     qs = np.empty(n)
     chi = np.empty(n)
     slope1 = np.empty(n)
     vp = np.empty(n)
-    cs = np.full(n, np.nan)
-    chic = np.full(n, np.nan)
     st_q = np.zeros(n, dtype=np.int64)
-    st_c = np.zeros(n, dtype=np.int64)
     for i in nb.prange(n):
         q, s, _ = qstar_scalar(ev, code, p0, p1, kinks, scale, wv[i], bv[i], rho, q0[i], max_iter)
         qs[i] = q
@@ -357,12 +353,32 @@ def fixed_points_many(ev, code, p0, p1, kinks, scale, wv, bv, rho, q0, need_c, m
             vp[i] = math.nan
         else:
             vp[i] = vprime_scalar(ev, code, p0, p1, kinks, scale, q, wv[i], rho)
-        if need_c:
-            c, d, sc = cstar_scalar(ev, code, p0, p1, kinks, scale, q, wv[i], bv[i], rho, max_iter)
-            cs[i] = c
-            chic[i] = d
-            st_c[i] = sc
-    return qs, chi, slope1, vp, cs, chic, st_q, st_c
+    return qs, chi, slope1, vp, st_q
+
+
+@nb.njit(cache=True)
+def _row(table, rows, i):
+    """Coefficient row rows[i] of ``table`` (empty for rows[i] < 0)."""
+    if rows[i] < 0:
+        return np.zeros(0)
+    return table[rows[i]]
+
+
+@nb.njit(cache=True, parallel=True)
+def cstar_many(ev, code, p0, p1, kinks, scale, qs, wv, bv, rho, max_iter, A, B, rows, rtol):
+    """c* and chi_c at each q*[i]; A[rows[i]], B[rows[i]]: Hermite coefficients of phi, phi' at qs[i] (rows[i] < 0:
+    none, the nested quadrature is used where the series would be)."""
+    n = qs.size
+    cs = np.empty(n)
+    chic = np.empty(n)
+    st_c = np.zeros(n, dtype=np.int64)
+    for i in nb.prange(n):
+        c, d, sc = cstar_scalar(ev, code, p0, p1, kinks, scale, qs[i], wv[i], bv[i], rho, max_iter,
+                                _row(A, rows, i), _row(B, rows, i), rtol)
+        cs[i] = c
+        chic[i] = d
+        st_c[i] = sc
+    return cs, chic, st_c
 
 
 @nb.njit(cache=True, parallel=True)
@@ -374,8 +390,9 @@ def length_map_many(ev, code, p0, p1, kinks, scale, q, wv, bv, rho):
 
 
 @nb.njit(cache=True)
-def correlation_map_many(ev, code, p0, p1, kinks, scale, c, q, wv, bv, rho):
-    """C(c) and C'(c) at the given q; the Mehler setup is recomputed only when q changes between entries."""
+def correlation_map_many(ev, code, p0, p1, kinks, scale, c, q, wv, bv, rho, A, B, rows, rtol):
+    """C(c) and C'(c) at the given q; A[rows[i]], B[rows[i]] the Hermite coefficients at q[i] (see cstar_many); the
+    setup is redone only when q changes between entries."""
     out = np.empty(c.size)
     dout = np.empty(c.size)
     qlast = -1.0
@@ -386,7 +403,8 @@ def correlation_map_many(ev, code, p0, p1, kinks, scale, c, q, wv, bv, rho):
     cb = ALL_C
     for i in range(c.size):
         if q[i] != qlast:
-            mode, a, b, ca, cb = cmap_setup(ev, code, p0, p1, kinks, scale, q[i])
+            mode, a, b, ca, cb = cmap_setup(ev, code, p0, p1, kinks, scale, q[i], _row(A, rows, i), _row(B, rows, i),
+                                            rtol)
             qlast = q[i]
         out[i], dout[i] = cmap_eval(mode, ev, code, p0, p1, kinks, scale, q[i], wv[i], bv[i], rho, c[i], a, b, ca, cb)
     return out, dout

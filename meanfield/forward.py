@@ -41,6 +41,7 @@ import numpy as np
 from . import _maps_kernels as _mk
 from ._checks import check_finite_array, check_in_range, check_nonneg
 from .activations import ERF, SIN, TANH, get_activation
+from .gaussian import _check_rtol, mehler_rows
 from .errors import ConvergenceWarning, DivergenceWarning, NoCriticalPointWarning, PrecisionWarning
 from .network import Network
 
@@ -62,6 +63,11 @@ __all__ = [
 ]
 
 _MAX_ITER = 400
+#: default accuracy of the Mehler series behind the correlation map of smooth activations without closed forms (the
+#: ``rtol`` argument of correlation_map, cstar, chi_c, fixed_point, depth_scales): the series is truncated where its
+#: Parseval tail is below ``rtol E[f^2]``, and beyond the |c| up to which the truncated series is that accurate
+#: (large q, c near 1) the nested 2-D quadrature is used instead, so C(c) and C'(c) are good to ~rtol relative
+RTOL = 1e-14
 
 
 def _shaped(shape, flat):
@@ -157,16 +163,23 @@ def _warn_overflow(what, out, wv, bv):
                       f"e.g. {_where(over, wv, bv)}", DivergenceWarning, stacklevel=3)
 
 
-def _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, need_c):
+def _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, need_c, rtol=RTOL):
     act = get_activation(activation)
     rho = _rho(dropout_keep)
+    rtol = _check_rtol(rtol)
     if q_init is None:
         shape, (wv, bv) = _prep(weight_var, bias_var)
         q0 = wv + bv  # q^1 for an input with x.x / M_0 = 1
     else:
         shape, (wv, bv, q0) = _prep(weight_var, bias_var, check_nonneg("q_init", q_init))
-    qs, chi, slope1, vp, cs, chic, st_q, st_c = _mk.fixed_points_many(*act.kernel_args, wv, bv, rho, q0, need_c,
-                                                                     _MAX_ITER)
+    qs, chi, slope1, vp, st_q = _mk.fixed_points_many(*act.kernel_args, wv, bv, rho, q0, _MAX_ITER)
+    cs = np.full(qs.size, np.nan)
+    chic = np.full(qs.size, np.nan)
+    st_c = np.zeros(qs.size, dtype=np.int64)
+    if need_c:
+        # the Mehler series where the c-solve needs it (not at c* = 1: rho = 1 and chi_1 <= 1)
+        rows, A, B = mehler_rows(act, qs, ~((rho == 1.0) & (chi <= 1.0)), rtol)
+        cs, chic, st_c = _mk.cstar_many(*act.kernel_args, qs, wv, bv, rho, _MAX_ITER, A, B, rows, rtol)
     div = st_q == _mk.DIVERGED
     if np.any(div):
         warnings.warn(f"q diverges (q* = inf) at {int(div.sum())} of {div.size} points, e.g. {_where(div, wv, bv)}: "
@@ -199,7 +212,8 @@ def _warn_precision(act, qs, vp):
                       PrecisionWarning, stacklevel=4)
 
 
-def fixed_point(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None) -> FixedPoint:
+def fixed_point(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None,
+                rtol: float = RTOL) -> FixedPoint:
     """All fixed-point order parameters and depth scales at once (one compiled pass; see the module docstring).
 
     Parameters
@@ -211,6 +225,9 @@ def fixed_point(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, 
         Keep probability rho in (0, 1].
     q_init : float or array_like, optional
         Where the length-map iteration starts (default weight_var + bias_var: q^1 of an input with x.x/M_0 = 1).
+    rtol : float
+        Accuracy of the correlation map's Mehler series (:data:`RTOL`, in ``[1e-16, 1e-3]``); c*, chi_c and xi_c
+        are then good to about ``rtol / |1 - chi_c|`` relative.
 
     Examples
     --------
@@ -219,7 +236,8 @@ def fixed_point(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, 
     >>> round(fp.q_star, 6), fp.c_star
     (0.418037, 1.0)
     """
-    shape, qs, chi, vp, cs, chic, slope1 = _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, True)
+    shape, qs, chi, vp, cs, chic, slope1 = _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, True,
+                                                         rtol)
     return FixedPoint(q_star=_shaped(shape, qs), c_star=_shaped(shape, cs), chi_1=_shaped(shape, chi),
                       chi_c=_shaped(shape, chic), vprime=_shaped(shape, vp), xi_q=_shaped(shape, _neg_inv_log(vp)),
                       xi_c=_shaped(shape, _neg_inv_log(chic)), xi_grad=_shaped(shape, _neg_inv_log(chi)),
@@ -244,7 +262,7 @@ def length_map(activation, q, weight_var, bias_var, *, dropout_keep: float = 1.0
 
 
 def correlation_map(activation, c, weight_var, bias_var, q=None, *, dropout_keep: float = 1.0,
-                    return_derivative: bool = False):
+                    return_derivative: bool = False, rtol: float = RTOL):
     r"""The correlation map C(c; q) = (sigma_w^2 E[phi(u_1)phi(u_2)] + sigma_b^2) / q (Poole et al. 2016, eq. 5).
 
     Parameters
@@ -259,6 +277,8 @@ def correlation_map(activation, c, weight_var, bias_var, q=None, *, dropout_keep
         Keep probability rho; q* then comes from the dropout length map and C(1) < 1.
     return_derivative : bool
         Also return dC/dc = sigma_w^2 E[phi'(u_1) phi'(u_2)].
+    rtol : float
+        Accuracy of the Mehler series of smooth activations (see :data:`RTOL`).
 
     Examples
     --------
@@ -280,7 +300,9 @@ def correlation_map(activation, c, weight_var, bias_var, q=None, *, dropout_keep
             raise ValueError("q must be > 0 for the correlation map (C(c; q) = (...)/q)")
         raise ValueError("the correlation map needs q > 0, and these weight_var, bias_var give q* = 0 (C(c; q*) is "
                          "0/0 there): pass q explicitly, e.g. a small positive q")
-    out, dout = _mk.correlation_map_many(*act.kernel_args, cf, qf, wv, bv, rho)
+    rtol = _check_rtol(rtol)
+    rows, A, B = mehler_rows(act, qf, np.ones(qf.size, dtype=bool), rtol)
+    out, dout = _mk.correlation_map_many(*act.kernel_args, cf, qf, wv, bv, rho, A, B, rows, rtol)
     _warn_overflow("C(c)", out, wv, bv)
     if return_derivative:
         _warn_overflow("dC/dc", dout, wv, bv)
@@ -341,7 +363,7 @@ def c_map_slope(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, 
     return _shaped(shape, slope1)
 
 
-def cstar(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None):
+def cstar(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None, rtol: float = RTOL):
     """Stable fixed point c* in [0, 1] of the correlation map at q* (1 in the ordered phase without dropout).
 
     Examples
@@ -350,11 +372,11 @@ def cstar(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init
     >>> cstar("tanh", 4.0, 0.0)   # odd activation, no bias, chaotic: c* = 0
     0.0
     """
-    shape, _, _, _, cs, *_ = _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, True)
+    shape, _, _, _, cs, *_ = _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, True, rtol)
     return _shaped(shape, cs)
 
 
-def chi_c(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None):
+def chi_c(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None, rtol: float = RTOL):
     """chi_c = sigma_w^2 E[phi'(u_1) phi'(u_2)] at (q*, c*) (= chi_1 when c* = 1).
 
     Examples
@@ -363,11 +385,12 @@ def chi_c(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init
     >>> chi_c("relu", 1.5, 0.1)
     0.75
     """
-    shape, *_, chic, _ = _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, True)
+    shape, *_, chic, _ = _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, True, rtol)
     return _shaped(shape, chic)
 
 
-def depth_scales(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None) -> DepthScales:
+def depth_scales(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None,
+                 rtol: float = RTOL) -> DepthScales:
     r"""Depth scales (Schoenholz et al. 2017): 1/xi_q = -log|V'(q*)|, 1/xi_c = -log|chi_c|, 1/xi_grad = -log chi_1.
 
     xi_c and xi_grad are ``inf`` at criticality; xi_grad < 0 in the chaotic phase (gradients grow). xi_q is defined
@@ -384,7 +407,7 @@ def depth_scales(activation, weight_var, bias_var, *, dropout_keep: float = 1.0,
     >>> bool(xi_c > 1e6)
     True
     """
-    fp = fixed_point(activation, weight_var, bias_var, dropout_keep=dropout_keep, q_init=q_init)
+    fp = fixed_point(activation, weight_var, bias_var, dropout_keep=dropout_keep, q_init=q_init, rtol=rtol)
     return DepthScales(xi_q=fp.xi_q, xi_c=fp.xi_c, xi_grad=fp.xi_grad)
 
 

@@ -26,13 +26,13 @@ import scipy.special
 from numba.core.registry import CPUDispatcher
 
 from . import _gaussian_kernels as _gk
-from ._checks import as_float_array, check_nonneg
+from ._checks import as_float_array, check_nonneg, check_positive
 from .activations import _check_kinks, Activation, get_activation
 
 _N_NODES_MAX = 4096
 
 __all__ = ["gaussian_expectation", "pair_expectation", "hermite_coefficients", "gaussian_rule", "mehler_terms",
-           "PairPlan", "hermite_table"]
+           "PairPlan", "hermite_table", "mehler_rows"]
 
 
 def _broadcast(*arrays):
@@ -172,14 +172,36 @@ def pair_expectation(activation, q_u, q_v, q_uv, derivative: bool = False):
     return _shape_out(shape, out)
 
 
-def mehler_terms(activation, q) -> int:
-    """Number of Hermite terms used for an activation at variance q (enough for ~1e-17 relative truncation)."""
+def _check_rtol(rtol):
+    rtol = check_positive("rtol", rtol, scalar=True)
+    if not 1e-16 <= rtol <= 1e-3:
+        raise ValueError(f"rtol must lie in [1e-16, 1e-3], got {rtol!r}")
+    return rtol
+
+
+def mehler_terms(activation, q, *, rtol: float = 1e-16) -> int:
+    """Number of Hermite terms :func:`hermite_table` keeps for ``phi(sqrt(q) z)`` and ``phi'(sqrt(q) z)`` (the larger):
+    the first K whose Parseval tail ``sum_{k>=K} a_k^2`` is below ``rtol E[f^2]`` (for activations with kinks the spectrum decays only algebraically
+    and the count reaches the cap, 2048, before that: see :func:`hermite_coefficients`).
+
+    Examples
+    --------
+    >>> from meanfield import mehler_terms
+    >>> 100 < mehler_terms("tanh", 1.0) < 400
+    True
+    """
     act = get_activation(activation)
-    return int(_gk.n_hermite_terms(check_nonneg("q", q, scalar=True), act.scale, not act.smooth))
+    q = check_nonneg("q", q, scalar=True)
+    rtol = _check_rtol(rtol)
+    return max(int(hermite_table(act, np.array([q]), d, rtol, composite=True)[0].shape[1]) for d in (False, True))
 
 
-def hermite_coefficients(activation, q, n_terms=None, derivative: bool = False):
+def hermite_coefficients(activation, q, n_terms=None, derivative: bool = False, *, rtol: float = 1e-16):
     r"""Normalised Hermite coefficients a_k = E[f(z) He_k(z)] / sqrt(k!), f(z) = phi(sqrt(q) z) (or phi').
+
+    Mehler's formula then gives every pair expectation: ``E[f(z_1) g(z_2)] = sum_k a_k(f) a_k(g) c^k``. Computed by
+    :func:`hermite_table` (the library's one Hermite algorithm) on its composite rule (kink-aware Gauss-Legendre panels,
+    ~1e-17), the number of terms chosen from the Parseval remainder.
 
     Parameters
     ----------
@@ -187,9 +209,12 @@ def hermite_coefficients(activation, q, n_terms=None, derivative: bool = False):
     q : float or array_like
         Variance(s) >= 0.
     n_terms : int, optional
-        Number of coefficients (default: :func:`mehler_terms` at the largest q).
+        Number of coefficients; default: as many as the Parseval tail needs to fall below ``rtol E[f^2]`` at every q
+        (see :func:`mehler_terms`).
     derivative : bool
         Coefficients of phi'(sqrt(q) z) instead.
+    rtol : float
+        Relative Parseval tail aimed at when ``n_terms`` is not given (``[1e-16, 1e-3]``).
 
     Returns
     -------
@@ -205,13 +230,34 @@ def hermite_coefficients(activation, q, n_terms=None, derivative: bool = False):
     """
     act = get_activation(activation)
     qa = np.atleast_1d(np.asarray(check_nonneg("q", q), dtype=np.float64))
+    rtol = _check_rtol(rtol)
+    order = 1 if derivative else 0
+    flat = np.ascontiguousarray(qa.ravel())
     if n_terms is None:
-        n_terms = mehler_terms(act, float(qa.max()))
+        A = hermite_table(act, flat, derivative, rtol, composite=True)[0]
+        return A.reshape(np.shape(q) + (A.shape[1],))
     if isinstance(n_terms, bool) or not isinstance(n_terms, (int, np.integer)) or n_terms < 1:
         raise ValueError(f"n_terms must be an integer >= 1, got {n_terms!r}")
-    out = _gk.hermite_coeffs_many(*act.kernel_args, np.ascontiguousarray(qa.ravel()), int(n_terms),
-                                 1 if derivative else 0)
-    return out.reshape(np.shape(q) + (int(n_terms),))
+    n_terms = int(n_terms)
+    return _coefficients(act, flat, 2 * n_terms, n_terms, order, True)[0].reshape(np.shape(q) + (n_terms,))
+
+
+def mehler_rows(act: Activation, q: np.ndarray, need: np.ndarray, rtol: float):
+    """Hermite tables of phi and phi' at the distinct variances ``q[need]`` for the compiled correlation-map kernels:
+    ``(rows, A, B)`` with ``A[rows[i]]``, ``B[rows[i]]`` the coefficients at ``q[i]`` (``rows[i] = -1`` where not
+    needed or not a smooth activation without closed forms: those use closed forms or the nested quadrature)."""
+    rows = np.full(q.size, -1, dtype=np.int64)
+    empty = np.zeros((0, 1))
+    if act.closed_form or not act.smooth:
+        return rows, empty, empty
+    need = need & np.isfinite(q) & (q > 0)
+    if not need.any():
+        return rows, empty, empty
+    qu, inv = np.unique(q[need], return_inverse=True)
+    rows[need] = inv.ravel()
+    A = hermite_table(act, qu, False, rtol, composite=True)[0]
+    B = hermite_table(act, qu, True, rtol, composite=True)[0]
+    return rows, np.ascontiguousarray(A), np.ascontiguousarray(B)
 
 
 # --------------------------------------------------------------------------------------------- Hermite coefficients
@@ -233,59 +279,121 @@ def _basis(n: int, n_terms: int):
     return _gk.hermite_basis(z, sw, n_terms)
 
 
-def _coefficients(act, q, n, kt, order):
+def _coefficients(act, q, n, kt, order, composite=False):
+    """``(A, E)``: the first ``kt`` coefficients and ``E[f^2]`` per variance. Smooth activations: the ``n``-node
+    Gauss-Hermite rule through the Hermite basis; with kinks (or ``composite``): the kink-aware composite rule (``n``
+    unused), where a Gauss-Hermite rule would converge only algebraically (relu at n = 4096: 4e-5) or not resolve
+    phi(sqrt(q) z) at all (gelu at q = 795: 2e-9)."""
     ev, code, p0, p1 = act.kernel_args[:4]
+    if composite or not act.smooth:
+        qc = np.ascontiguousarray(q, dtype=np.float64)
+        return _gk.hermite_coeffs_many(*act.kernel_args, qc, kt, order), _gk.mean_sq_many(*act.kernel_args, qc, order)
     z, w, sw = _gauss_hermite(n)
     F = _gk.eval_grid(ev, code, p0, p1, np.ascontiguousarray(np.outer(np.sqrt(q), z)), order)
     if not np.all(np.isfinite(F)):
         raise FloatingPointError(f"activation {act.name!r} is not finite on the Gauss-Hermite nodes "
                                  f"(variance up to {float(np.max(q)):.3g})")
-    A = (F * sw) @ _basis(n, kt)
-    E = (F * F) @ w
-    return A, E
+    return _gk.hermite_project(F, w, sw, _basis(n, kt))
 
 
-def _probe(act, q, order, rtol, n_start):
-    """Smallest rule size n (doubling) and term count K with R_K <= rtol E for the variances ``q`` (a few rows)."""
-    n = n_start
-    while True:
-        kt = n // 2
-        A, E = _coefficients(act, q, n, kt, order)
-        tail = np.cumsum((A * A)[:, ::-1], axis=1)[:, ::-1]      # tail[:, k] = sum_{k <= j < kt} a_j^2
-        ok = tail <= rtol * E[:, None]
-        first = np.argmax(ok, axis=1)
-        good = ok.any(axis=1) & (first <= (3 * kt) // 4)
-        if good.all():
-            return n, max(int(first.max()), 1), True
-        if n >= _N_NODES_MAX:
-            return n, kt, False
-        n *= 2
+def hermite_table(act: Activation, q: np.ndarray, derivative: bool, rtol: float, n_start: int = 64,
+                  composite: bool = False):
+    """Hermite coefficients ``a_k(q) = E[f(z) He_k(z)]/sqrt(k!)`` of ``f(z) = phi(sqrt(q) z)`` (or ``phi'``) per q: the
+    library's one Hermite algorithm (the kernels' pair plans, the correlation map and :func:`hermite_coefficients` use
+    it).
 
+    Returns ``(A, R, E, converged, n)``: ``A`` of shape (m, K), row i holding its own ``K_i <= K`` coefficients and
+    zeros after; the Parseval remainders ``R_i = sum_{k>=K_i} a_k^2`` (measured up to the rule's resolved range, where
+    the coefficients have decayed, or ``E - sum a_k^2`` where they have not); ``E = E[f^2]``; whether
+    ``R_i <= rtol E_i`` held for every q within ``_N_NODES_MAX`` nodes; the largest rule size used.
 
-def hermite_table(act: Activation, q: np.ndarray, derivative: bool, rtol: float, n_start: int = 64):
-    """Hermite coefficients ``a_k(q) = E[f(z) He_k(z)]/sqrt(k!)`` of ``f(z) = phi(sqrt(q) z)`` (or ``phi'``) per q.
+    Two rules for the coefficient integrals: the ``n``-node Gauss-Hermite rule (default for smooth activations; fast
+    and batched through one Hermite basis, with an absolute floor of ~5e-15 from the rule's weights) and, with
+    ``composite=True`` or for activations with kinks, the kink-aware composite Gauss-Legendre rule of
+    ``_gaussian_kernels.hermite_coeffs`` (~1e-17; also used for variances the largest Gauss-Hermite rule does not
+    resolve). The kernels use the first, the correlation map and :func:`hermite_coefficients` the second.
 
-    Returns ``(A, R, E, converged, n)``: ``A`` of shape (m, K); the Parseval remainders ``R_K = sum_{k>=K} a_k^2``
-    (measured up to ``K + K/4``, where the coefficients have decayed), ``E = E[f^2]``; whether ``R_K <= rtol E`` held
-    for every q within ``_N_NODES_MAX`` nodes; the rule size used.
-
-    The rule size is found on the extreme variances (the spectrum widens with q: the strip of analyticity of
-    ``phi(sqrt(q) z)`` narrows like ``1/sqrt(q)``), doubling until the computed spectrum has decayed below rtol within
-    3/4 of the resolved range ``k < n/2``: the ``n``-node rule integrates ``f He_k`` exactly up to the polynomial
-    approximation error of ``f`` of degree ``2n - 1 - k > n``, i.e. the same (already negligible) spectral tail.
-    Every row is then checked; a failing row doubles the rule again.
+    Each variance is treated on its own (so its coefficients do not depend on the other rows): the rule size ``n``
+    (Gauss-Hermite nodes for smooth activations; for activations with kinks, the kink-aware composite rule with
+    ``n/2`` terms) doubles from ``n_start`` until the computed spectrum has decayed below ``rtol E`` within 3/4 of
+    the resolved range ``k < n/2``, and ``K_i`` is the first index where it has. An ``n``-node Gauss-Hermite rule
+    integrates ``f He_k`` exactly up to the polynomial approximation error of ``f`` of degree ``2n - 1 - k > n``,
+    i.e. the same (already negligible) spectral tail. The spectrum widens with q (the strip of analyticity of
+    ``phi(sqrt(q) z)`` narrows like ``1/sqrt(q)``), so large variances need larger rules.
     """
     order = 1 if derivative else 0
+    q = np.ascontiguousarray(q, dtype=np.float64).ravel()
+    if act.smooth and not composite:
+        return _hermite_table_shared(act, q, order, rtol, n_start)
+    m = q.size
+    rows = [None] * m
+    R = np.empty(m)
+    E = np.empty(m)
+    conv = np.ones(m, dtype=bool)
+    pending = np.arange(m)
+    n = n_start
+    n_used = n_start
+    while pending.size:
+        kt = n // 2
+        A, Ep = _coefficients(act, q[pending], n, kt, order, True)
+        tail = _tails(A)
+        first, good = _first_below(tail, Ep, rtol, kt)
+        done = good | (n >= _N_NODES_MAX)
+        for j in np.flatnonzero(done):
+            i = pending[j]
+            K = max(int(first[j]), 1) if good[j] else kt
+            rows[i] = A[j, :K]
+            R[i] = tail[j, K] if K < kt else max(Ep[j] - float(np.sum(A[j] * A[j])), tail[j, -1])
+            E[i] = Ep[j]
+            conv[i] = bool(good[j])
+        n_used = n
+        pending = pending[~done]
+        n *= 2
+    K = max(r.size for r in rows) if m else 1
+    out = np.zeros((m, K))
+    for i, r in enumerate(rows):
+        out[i, :r.size] = r
+    return out, R, E, bool(conv.all()), n_used
+
+
+def _tails(A):
+    """``tail[:, k] = sum_{k <= j < kt} a_j^2`` (the measured Parseval tails)."""
+    return np.cumsum((A * A)[:, ::-1], axis=1)[:, ::-1]
+
+
+def _first_below(tail, E, rtol, kt):
+    """First k with ``tail[:, k] <= rtol E`` per row, and whether it lies within 3/4 of the resolved range."""
+    ok = tail <= rtol * E[:, None]
+    first = np.argmax(ok, axis=1)
+    return first, ok.any(axis=1) & (first <= (3 * kt) // 4)
+
+
+def _hermite_table_shared(act, q, order, rtol, n_start):
+    """The Gauss-Hermite scheme of :func:`hermite_table`: one rule for all rows, its size found on the extreme
+    variances (the spectrum widens with q), then every row checked and the rule doubled while a row fails; rows the
+    largest rule does not resolve get the composite rule's coefficients."""
     qs = np.unique(np.array([q.min(), np.median(q), q.max()]))
-    n, K, ok = _probe(act, qs, order, rtol, n_start)
+    n = n_start
+    while True:                                   # probe: smallest n resolving the extreme variances
+        kt = n // 2
+        A, E = _coefficients(act, qs, n, kt, order)
+        first, good = _first_below(_tails(A), E, rtol, kt)
+        if good.all() or n >= _N_NODES_MAX:
+            K = max(int(first.max()), 1) if good.all() else kt
+            break
+        n *= 2
     while True:
         kt = min(n // 2, K + K // 4 + 8)
         A, E = _coefficients(act, q, n, kt, order)
-        tail = np.cumsum((A * A)[:, ::-1], axis=1)[:, ::-1]
+        tail = _tails(A)
         ok_rows = tail <= rtol * E[:, None]
         first = np.argmax(ok_rows, axis=1)
         good = ok_rows.any(axis=1)
         if good.all() or n >= _N_NODES_MAX:
+            if not good.all():
+                bad = ~good
+                A[bad], E[bad] = _coefficients(act, q[bad], n, kt, order, True)
+                tail[bad] = _tails(A[bad])
             K = max(int(np.where(good, first, kt).max()), 1)
             R = tail[:, K] if K < kt else np.maximum(E - np.sum(A * A, axis=1), tail[:, -1])
             return np.ascontiguousarray(A[:, :K]), R, E, bool(good.all()), n

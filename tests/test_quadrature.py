@@ -317,3 +317,17 @@ def test_gaussian_expectation_relu_at_zero_variance_is_zero():
     assert mf.pair_expectation("selu", 0.0, 0.0, 0.0) == 0.0
     # the derivatives keep the one-sided mean: E[relu'(u)^2] -> 1/2
     assert mf.pair_expectation("relu", 0.0, 0.0, 0.0, derivative=True) == 0.5
+
+
+@pytest.mark.parametrize("q", [1e-310, 1e-300, 1e-200, 1e-160, 1e-100, 1e-20])
+def test_erf_closed_form_at_tiny_variances_vs_mpmath(q):
+    """Williams' erf forms at variances where the scaled evaluation's 1/S^2 would overflow (S < 1e-154): they must
+    stay (4/pi) q_uv (1 + O(q)) and 4/pi, not 0 (the fixed point q* = 3.06e-308 of erf at weight_var 0.5, bias_var
+    1.1e-308 once had C(1) = 0.36). Relative error of a few ulp (no cancellation at small q)."""
+    qu, qv, quv = q, 2 * q, 1.2 * q
+    with _mp.workdps(40):
+        A, B = 1 + 2 * _mp.mpf(qu), 1 + 2 * _mp.mpf(qv)
+        ref0 = 2 / _mp.pi * _mp.asin(2 * _mp.mpf(quv) / _mp.sqrt(A * B))
+        ref1 = 4 / _mp.pi / _mp.sqrt(A * B - 4 * _mp.mpf(quv) ** 2)
+    assert mf.pair_expectation("erf", qu, qv, quv) == pytest.approx(float(ref0), rel=1e-14)
+    assert mf.pair_expectation("erf", qu, qv, quv, derivative=True) == pytest.approx(float(ref1), rel=1e-14)

@@ -313,6 +313,14 @@ def cstar_scalar(code, p0, p1, kinks, scale, qs, wv, bv, rho, max_iter):
         chi = wv * mean_sq(code, p0, p1, kinks, scale, qs, 1)
         if chi <= 1.0:
             return 1.0, chi, OK
+    if not math.isinf(qs):
+        # c* = 0 when C(0) = (sigma_w^2 E[phi]^2 + sigma_b^2)/q* vanishes (odd phi, no bias; the test of the loop
+        # below): chi_c = C'(0) = sigma_w^2 E[phi']^2. Two 1-D integrals instead of the Mehler setup, which takes
+        # seconds at huge q* (tanh at weight_var 1e300)
+        m0 = e1d(code, p0, p1, kinks, scale, qs, 0, -1, 0)
+        if (wv * m0 * m0 + bv) / qs <= 4.0 * EPS:
+            m1 = e1d(code, p0, p1, kinks, scale, qs, 1, -1, 0)
+            return 0.0, wv * m1 * m1, OK
     mode, a, b, ca, cb = cmap_setup(code, p0, p1, kinks, scale, qs)
     C1, D1 = cmap_eval(mode, code, p0, p1, kinks, scale, qs, wv, bv, rho, 1.0, a, b, ca, cb)
     if rho == 1.0 and D1 <= 1.0:

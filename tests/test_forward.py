@@ -446,3 +446,20 @@ def test_precision_warning_near_q0_end_of_critical_line():
         warnings.simplefilter("error")
         mf.qstar("tanh", 1.0, 1e-30)
         mf.qstar("selu", 1.5, 0.05)
+
+
+def test_tanh_cstar_at_huge_qstar_is_fast_and_right():
+    """tanh at weight_var 1e300, bias 0: c* = 0 (C(0) = sigma_w^2 E[tanh]^2 / q* = 0) and chi_c = sigma_w^2 E[sech^2]^2.
+    The Mehler setup took seconds at q* ~ 1e300 (hostile hunt); c* = 0 is now found from two 1-D integrals.
+    Reference by asymptotics: E[sech^2(sqrt(q) z)] = (2/sqrt(2 pi q)) (1 + O(1/q)) and q* = sigma_w^2 (1 - O(q^-1/2)),
+    so chi_c = 2 sigma_w^2 / (pi q*) = 2/pi to a relative 1e-150; the library's 1-D quadrature is good to ~1e-15.
+    Tolerance 1e-12."""
+    import time
+
+    mf.fixed_point("tanh", 1.5, 0.0)
+    t0 = time.perf_counter()
+    fp = mf.fixed_point("tanh", 1e300, 0.0)
+    assert time.perf_counter() - t0 < 2.0
+    assert fp.c_star == 0.0
+    assert fp.q_star == pytest.approx(1e300, rel=1e-14)
+    assert fp.chi_c == pytest.approx(2 / math.pi, rel=1e-12)

@@ -463,3 +463,22 @@ def test_tanh_cstar_at_huge_qstar_is_fast_and_right():
     assert fp.c_star == 0.0
     assert fp.q_star == pytest.approx(1e300, rel=1e-14)
     assert fp.chi_c == pytest.approx(2 / math.pi, rel=1e-12)
+
+
+def test_qstar_overflowing_start_does_not_hang():
+    """qstar('linear', 1e300, 1.8e308) looped forever (the start weight_var + bias_var overflows, V(q) - q = NaN);
+    it is q* = inf with a DivergenceWarning (V(q) = 1e300 q + 1.8e308 has no finite fixed point)."""
+    from meanfield.errors import DivergenceWarning
+
+    with pytest.warns(DivergenceWarning):
+        assert mf.qstar("linear", 1e300, 1.7976931348623157e308) == math.inf
+    with pytest.warns(DivergenceWarning):
+        assert mf.qstar("tanh", 1e300, 1.7976931348623157e308) == math.inf
+
+
+def test_qstar_at_the_largest_weight_var():
+    """tanh at weight_var = 1.8e308 (the largest float), bias 0, hung: the bisection midpoint (lo + hi)/2 overflowed to
+    inf. q* = w E[tanh^2] = w (1 - O(w^-1/2)) = w to double precision (asymptotics as in
+    test_tanh_cstar_at_huge_qstar_is_fast_and_right)."""
+    w = 1.7976931348623157e308
+    assert mf.qstar("tanh", w, 0.0) == pytest.approx(w, rel=1e-14)

@@ -22,7 +22,7 @@ where the library does not yet meet it.
 
 Example budget (hypothesis profiles registered in ``tests/conftest.py``):
 
-* default (part of the ordinary test run): ``max_examples = 10`` per test, derandomized (the whole file runs in
+* default (part of the ordinary test run): ``max_examples = 5`` per test, derandomized (the whole file runs in
   about a minute on 2 cores with a warm numba cache; the module fixture compiles the kernels first, outside the
   per-call limit);
 * ``MEANFIELD_HYPOTHESIS=thorough``: ``max_examples = 500`` random examples per test

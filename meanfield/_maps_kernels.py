@@ -69,8 +69,8 @@ def _fmap(ev, code, p0, p1, kinks, scale, q, wv, bv, rho):
             lin = (p - 1.0) + (e + (r * _G1_LO_ERF if code == ERF else 0.0))
         else:
             lin = r * g[0] - 1.0
-        quad = r * acc * q * q
-        return lin * q + quad + bv, abs(lin * q) + abs(quad) + bv, lin + r * dacc * q
+        quad = r * (acc * q * q)
+        return lin * q + quad + bv, abs(lin * q) + abs(quad) + bv, lin + r * (dacc * q)
     if has_closed_form(code):
         v = length_map_scalar(ev, code, p0, p1, kinks, scale, q, wv, bv, rho)
         return v - q, max(v, q), wv / rho * dmean_sq_dq(ev, code, p0, p1, kinks, scale, q) - 1.0
@@ -85,7 +85,11 @@ def qstar_scalar(ev, code, p0, p1, kinks, scale, wv, bv, rho, q0, max_iter):
     iteration moves (geometric steps), then safeguarded Newton (rtsafe). Returns (q*, status, iterations)."""
     tol = 8.0 * EPS
     q = q0
+    if math.isinf(q):      # the starting point itself overflowed (weight_var + bias_var > 1.8e308)
+        return math.inf, DIVERGED, 0
     F, Fs, _ = _fmap(ev, code, p0, p1, kinks, scale, q, wv, bv, rho)
+    if math.isnan(F):
+        return math.nan, NOT_CONVERGED, 0
     if abs(F) <= tol * max(Fs, 1e-300):
         return q, OK, 0
     it = 0
@@ -100,7 +104,7 @@ def qstar_scalar(ev, code, p0, p1, kinks, scale, wv, bv, rho, q0, max_iter):
             it += 1
             Vhi = length_map_scalar(ev, code, p0, p1, kinks, scale, hi, wv, bv, rho)
             nxt = max(2.0 * hi, Vhi, 1e-300)
-            if nxt > qmax:
+            if not nxt <= qmax:     # also NaN (V overflowing to inf - inf): no finite fixed point
                 return math.inf, DIVERGED, it
             Fn, Fs, _ = _fmap(ev, code, p0, p1, kinks, scale, nxt, wv, bv, rho)
             # a sign change must stand out of the rounding noise of V (~ eps q); otherwise keep going (V(q) - q may
@@ -123,6 +127,8 @@ def qstar_scalar(ev, code, p0, p1, kinks, scale, wv, bv, rho, q0, max_iter):
                 # F(q) = (V'(0) - 1) q + O(q^2) with V'(0) - 1 <= 0, so no positive fixed point is left below)
                 return 0.0, OK, it
             Fn, _, _ = _fmap(ev, code, p0, p1, kinks, scale, nxt, wv, bv, rho)
+            if math.isnan(Fn):
+                return math.nan, NOT_CONVERGED, it
             if Fn >= 0.0:
                 hi = lo
                 lo = nxt
@@ -131,7 +137,7 @@ def qstar_scalar(ev, code, p0, p1, kinks, scale, wv, bv, rho, q0, max_iter):
                 break
             lo = nxt
     # rtsafe on [lo, hi] with F(lo) > 0 > F(hi)
-    x = 0.5 * (lo + hi)
+    x = lo + 0.5 * (hi - lo)      # (lo + hi) / 2 overflows for hi near the largest float
     dxold = hi - lo
     dx = dxold
     for k in range(max_iter):

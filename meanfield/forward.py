@@ -192,6 +192,9 @@ def _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, need_c
         for arr in (qs, chi, slope1, vp, cs, chic):
             arr[bad] = np.nan
     _warn_precision(act, qs, vp)
+    fin = ~div
+    for what, arr in (("chi_1", chi), ("V'(q*)", vp), ("chi_c", chic), ("the c-map slope", slope1)):
+        _warn_overflow(what, np.where(fin, arr, 0.0), wv, bv)
     return shape, qs, chi, vp, cs, chic, slope1
 
 

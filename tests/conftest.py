@@ -7,13 +7,13 @@ matplotlib.use("Agg")
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
 # Hypothesis budgets for tests/test_hostile.py (named profiles, applied there with a decorator, so the other test
-# files keep their own explicit settings): "hostile-default" (the default run) 10 examples per test, derandomized
+# files keep their own explicit settings): "hostile-default" (the default run) 5 examples per test, derandomized
 # so that the default suite is reproducible; MEANFIELD_HYPOTHESIS=thorough selects "hostile-thorough" with 500
 # random examples per test (MEANFIELD_HYPOTHESIS_EXAMPLES=N overrides the number).
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 _HOSTILE_HEALTH = [HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large]
-settings.register_profile("hostile-default", max_examples=10, deadline=None, derandomize=True,
+settings.register_profile("hostile-default", max_examples=5, deadline=None, derandomize=True,
                           suppress_health_check=_HOSTILE_HEALTH)
 settings.register_profile("hostile-thorough", max_examples=int(os.environ.get("MEANFIELD_HYPOTHESIS_EXAMPLES", "500")),
                           deadline=None, suppress_health_check=_HOSTILE_HEALTH)

@@ -447,3 +447,39 @@ def test_precision_warning_near_q0_end_of_critical_line():
         warnings.simplefilter("error")
         mf.qstar("tanh", 1.0, 1e-30)
         mf.qstar("selu", 1.5, 0.05)
+
+
+def test_tanh_cstar_at_huge_qstar_is_fast_and_right():
+    """tanh at weight_var 1e300, bias 0: c* = 0 (C(0) = sigma_w^2 E[tanh]^2 / q* = 0) and chi_c = sigma_w^2 E[sech^2]^2.
+    The Mehler setup took seconds at q* ~ 1e300 (hostile hunt); c* = 0 is now found from two 1-D integrals.
+    Reference by asymptotics: E[sech^2(sqrt(q) z)] = (2/sqrt(2 pi q)) (1 + O(1/q)) and q* = sigma_w^2 (1 - O(q^-1/2)),
+    so chi_c = 2 sigma_w^2 / (pi q*) = 2/pi to a relative 1e-150; the library's 1-D quadrature is good to ~1e-15.
+    Tolerance 1e-12."""
+    import time
+
+    mf.fixed_point("tanh", 1.5, 0.0)
+    t0 = time.perf_counter()
+    fp = mf.fixed_point("tanh", 1e300, 0.0)
+    assert time.perf_counter() - t0 < 2.0
+    assert fp.c_star == 0.0
+    assert fp.q_star == pytest.approx(1e300, rel=1e-14)
+    assert fp.chi_c == pytest.approx(2 / math.pi, rel=1e-12)
+
+
+def test_qstar_overflowing_start_does_not_hang():
+    """qstar('linear', 1e300, 1.8e308) looped forever (the start weight_var + bias_var overflows, V(q) - q = NaN);
+    it is q* = inf with a DivergenceWarning (V(q) = 1e300 q + 1.8e308 has no finite fixed point)."""
+    from meanfield.errors import DivergenceWarning
+
+    with pytest.warns(DivergenceWarning):
+        assert mf.qstar("linear", 1e300, 1.7976931348623157e308) == math.inf
+    with pytest.warns(DivergenceWarning):
+        assert mf.qstar("tanh", 1e300, 1.7976931348623157e308) == math.inf
+
+
+def test_qstar_at_the_largest_weight_var():
+    """tanh at weight_var = 1.8e308 (the largest float), bias 0, hung: the bisection midpoint (lo + hi)/2 overflowed to
+    inf. q* = w E[tanh^2] = w (1 - O(w^-1/2)) = w to double precision (asymptotics as in
+    test_tanh_cstar_at_huge_qstar_is_fast_and_right)."""
+    w = 1.7976931348623157e308
+    assert mf.qstar("tanh", w, 0.0) == pytest.approx(w, rel=1e-14)

@@ -496,6 +496,9 @@ def forward(network, input_norm=1.0, input_norm2=None, input_overlap=0.0) -> For
     from .trace import as_chain, trace
 
     chain = as_chain(network)
+    for name, v in (("input_norm", input_norm), ("input_norm2", input_norm2), ("input_overlap", input_overlap)):
+        if v is not None and isinstance(v, (list, tuple, np.ndarray)) and np.asarray(v, dtype=object).ndim != 0:
+            raise ValueError(f"{name} must be a single number, got a sequence or array")
     n1 = float(check_nonneg("input_norm", input_norm))
     n2 = n1 if input_norm2 is None else float(check_nonneg("input_norm2", input_norm2))
     ov = float(check_finite_array("input_overlap", input_overlap))

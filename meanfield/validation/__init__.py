@@ -2,6 +2,9 @@ r"""Monte-Carlo validation of the mean-field theory against random finite-width 
 
 Needs torch: ``pip install "meanfield[validation]"`` (or ``pip install torch``). Runs on CUDA when available, else CPU.
 
+* :func:`sample_chain` draws random networks from any layer chain (:mod:`meanfield.layers`: Dense, Nonlinearity,
+  Dropout, Residual), each layer replaced by its torch twin; :meth:`ChainEnsemble.order_parameters` measures q,
+  q-hat, q-tilde and the NTK per Dense layer.
 * :func:`sample_ensemble` draws ``n_seeds`` random networks matching a :class:`meanfield.Network` (standard or NTK
   parameterization, docs/mathematics.md section 1), batched over seeds, float64 or float32.
 * :func:`measure_order_parameters` measures q, c, qtilde (Karakida's sums over units) and chi_1 per layer for two
@@ -26,6 +29,8 @@ _TORCH_MESSAGE = ("meanfield.validation needs PyTorch, which is not installed. I
 _LAZY = {
     **dict.fromkeys(["NetworkEnsemble", "TorchActivation", "layer_widths", "resolve_device", "resolve_dtype",
                      "sample_ensemble", "torch_activation"], "networks"),
+    **dict.fromkeys(["ChainEnsemble", "TorchDense", "TorchDropout", "TorchNonlinearity", "TorchResidual",
+                     "sample_chain"], "networks"),
     **dict.fromkeys(["FisherSample", "OrderParameterSample", "TrainingRun", "empirical_nngp", "empirical_ntk",
                      "fisher_statistics", "gaussian_inputs", "gram_layerwise", "measure_order_parameters",
                      "pair_inputs", "train_gd"], "measure"),
@@ -51,6 +56,7 @@ def __getattr__(name):
 
 
 __all__ = [
+    "ChainEnsemble",
     "FiniteWidthSpectrum",
     "FisherSample",
     "NetworkEnsemble",
@@ -73,6 +79,7 @@ __all__ = [
     "resolve_device",
     "resolve_dtype",
     "run_validation",
+    "sample_chain",
     "sample_ensemble",
     "torch_activation",
     "train_gd",

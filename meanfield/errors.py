@@ -6,7 +6,8 @@ __all__ = ["DivergenceWarning", "ConvergenceWarning", "NoCriticalPointWarning", 
 
 class DivergenceWarning(RuntimeWarning):
     """q grows without bound (q* = inf): an unbounded activation in its chaotic phase, e.g. relu with weight_var > 2;
-    or a map's value exceeds the float64 range and is returned as inf (e.g. ``length_map("relu", 1e300, 1e300, 0)``)."""
+    or a value exceeds the float64 range and is returned as inf (e.g. ``length_map("relu", 1e300, 1e300, 0)``,
+    ``meijer_g`` at huge arguments: use ``log_meijer_g``)."""
 
 
 class ConvergenceWarning(RuntimeWarning):

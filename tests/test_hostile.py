@@ -270,7 +270,9 @@ def _closed_v(act, q, w, b, rho=1.0):
     elif act == "linear":
         e = q
     elif act == "erf":
-        e = (2 / np.pi) * np.arcsin(2 * q / (1 + 2 * q)) if np.all(q < 1e300) else np.ones_like(q)
+        # arcsin(2q/(1+2q)) = arctan2(2q, sqrt(1 + 4q)): the arcsin form is ill-conditioned at large q (its argument
+        # 1 - 1/(1+2q) rounds, giving a 1e-9 error at q ~ 1e15), the arctan2 form is not
+        e = (2 / np.pi) * np.arctan2(2 * q, np.sqrt(1 + 4 * q)) if np.all(q < 1e300) else np.ones_like(q)
     else:
         return None
     with np.errstate(over="ignore", invalid="ignore"):

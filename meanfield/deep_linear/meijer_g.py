@@ -16,6 +16,7 @@ import numpy as np
 from scipy import optimize, special
 
 from .._checks import check_array, check_finite_array, check_positive
+from ..errors import DivergenceWarning
 
 __all__ = ["log_meijer_g", "meijer_g"]
 
@@ -154,7 +155,13 @@ def log_meijer_g(b, x=None, *, log_x=None, method: str = "saddle") -> np.ndarray
     if method not in ("saddle", "mpmath"):
         raise ValueError(f"method must be 'saddle' or 'mpmath', got {method!r}")
     route = _log_g0m_saddle if method == "saddle" else _log_g0m_mpmath
-    out = np.array([route(bb, float(v)) for v in np.ravel(lx)])
+    name = "x" if x is not None else "log_x"
+    out = np.empty(np.size(lx))
+    for i, v in enumerate(np.ravel(lx)):
+        try:
+            out[i] = route(bb, float(v))
+        except FloatingPointError as exc:   # outside the saddle route's range: say which argument
+            raise ValueError(f"{name}: log(x) = {float(v):.6g} is out of reach of the {method} route ({exc})") from None
     return float(out[0]) if shape == () else out.reshape(shape)
 
 
@@ -171,7 +178,8 @@ def meijer_g(b, x, method: str = "saddle"):
     """
     lg = np.asarray(log_meijer_g(b, x, method=method))
     if np.any(lg > 709.0):
-        warnings.warn("meijer_g overflows float64; use log_meijer_g", RuntimeWarning, stacklevel=2)
+        warnings.warn("meijer_g overflows float64 (returned as inf); use log_meijer_g", DivergenceWarning,
+                      stacklevel=2)
     with np.errstate(over="ignore"):
         out = np.exp(lg)
     return float(out) if out.ndim == 0 else out

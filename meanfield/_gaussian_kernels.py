@@ -375,9 +375,9 @@ def pair_closed(code, p0, qu, qv, quv, deriv):
         # scaled by S: (1+2qu)(1+2qv) - 4quv^2 = S^2 (1/S^2 + 2(a+b)/S + 4 det)
         if S == 0.0:
             return 0.0 if deriv == 0 else 4.0 / math.pi
-        if S < 1.0:
-            # small variances: unscaled, g = 1 + 2(qu + qv) + 4 det (1/S^2 would overflow for S < 1e-154; S^2 det
-            # may underflow, harmlessly next to 1)
+        if S < 1e-100:
+            # tiny variances: unscaled, g = 1 + 2(qu + qv) + 4 det (1/S^2 would overflow for S < 1e-154; S^2 det
+            # underflows, harmlessly next to 1)
             g1 = 1.0 + 2.0 * (qu + qv) + 4.0 * (S * S * det)
             if deriv == 0:
                 return (2.0 / math.pi) * math.atan2(2.0 * quv, math.sqrt(g1))

@@ -330,25 +330,33 @@ def hermite_table(act: Activation, q: np.ndarray, derivative: bool, rtol: float,
     R = np.empty(m)
     E = np.empty(m)
     conv = np.ones(m, dtype=bool)
+    # each row starts at its own size, from the strip of analyticity of phi(sqrt(q) z) (half-width d = scale/sqrt(q):
+    # the coefficients decay like exp(-d sqrt(2k)), so ~ 450/d^2 terms reach 1e-17), and doubles while it fails
+    with np.errstate(divide="ignore", over="ignore"):
+        guess = np.where(np.isfinite(act.scale), 450.0 * q / act.scale ** 2 + 30.0, n_start / 2)
+    # (in multiples of 64, so that rows of similar variance share a compiled batch; a row's size depends on its q only)
+    n_row = (64 * np.ceil(np.minimum(2.0 * guess, _N_NODES_MAX) / 64)).astype(np.int64)
+    n_row = np.clip(n_row, n_start, _N_NODES_MAX)
     pending = np.arange(m)
-    n = n_start
-    n_used = n_start
+    n_used = int(n_row.max()) if m else n_start
     while pending.size:
+        n = int(n_row[pending].min())
+        sel = pending[n_row[pending] == n]
         kt = n // 2
-        A, Ep = _coefficients(act, q[pending], n, kt, order, True)
+        A, Ep = _coefficients(act, q[sel], n, kt, order, True)
         tail = _tails(A)
         first, good = _first_below(tail, Ep, rtol, kt)
         done = good | (n >= _N_NODES_MAX)
         for j in np.flatnonzero(done):
-            i = pending[j]
+            i = sel[j]
             K = max(int(first[j]), 1) if good[j] else kt
             rows[i] = A[j, :K]
             R[i] = tail[j, K] if K < kt else max(Ep[j] - float(np.sum(A[j] * A[j])), tail[j, -1])
             E[i] = Ep[j]
             conv[i] = bool(good[j])
-        n_used = n
-        pending = pending[~done]
-        n *= 2
+        n_row[sel[~done]] *= 2
+        n_used = max(n_used, n)
+        pending = np.setdiff1d(pending, sel[done], assume_unique=True)
     K = max(r.size for r in rows) if m else 1
     out = np.zeros((m, K))
     for i, r in enumerate(rows):

@@ -285,12 +285,7 @@ def test_sin_pair_closed_form_large_q_vs_mpmath(qu, qv, quv, deriv):
 def test_sin_length_map_and_cstar_huge_weight_var():
     """cstar('sin', 1e300, 0) took 50 s; with the closed forms it is immediate and exact: V(q) = w (1 - e^(-2q))/2 + b,
     so q* = w/2 = 5e299 (e^(-2q*) = 0), C(0) = b/q* = 0, so c* = 0 and chi_c = w e^(-q*) cosh(0) = 0."""
-    import time
-
-    mf.cstar("sin", 2.0, 0.1)     # compile outside the timing
-    t0 = time.perf_counter()
-    fp = mf.fixed_point("sin", 1e300, 0.0)
-    assert time.perf_counter() - t0 < 2.0
+    fp = mf.fixed_point("sin", 1e300, 0.0)    # (its speed is not asserted here: tests make no timing claims)
     assert fp.q_star == 5e299 and fp.c_star == 0.0 and fp.chi_c == 0.0
     assert mf.cstar("sin", 1e300, 0.0) == 0.0
     assert mf.length_map("sin", 1e300, 1e300, 0.0) == 5e299

@@ -46,6 +46,13 @@ _G_SIN = np.array([(-1.0) ** (n + 1) * 2.0 ** (n - 1) / math.factorial(n) for n 
 _G1_LO_ERF = -7.871470670072994e-17     # 4/pi - fl(4/pi): g_1 of erf as a double-double (tanh, sin: g_1 = 1 exactly)
 
 
+@nb.njit(cache=True, inline="always")
+def has_q0_series(code):
+    """True for the activations whose Taylor series of E[phi^2] in q is tabulated above (tanh, erf, sin): _fmap sums
+    V(q) - q from it near q = 0, so q* there is exact to rounding."""
+    return code == TANH or code == ERF or code == SIN
+
+
 @nb.njit(cache=True)
 def _fmap(ev, code, p0, p1, kinks, scale, q, wv, bv, rho):
     """(F, |F| scale, F') for F(q) = V(q) - q. Near q = 0 on the critical line of tanh, erf and sin (sigma_w^2 phi'(0)^2
@@ -54,7 +61,7 @@ def _fmap(ev, code, p0, p1, kinks, scale, q, wv, bv, rho):
     for 7.07e-151). There F is summed from the Taylor series with the linear coefficient r g_1 - 1 formed first;
     the scale (the sum of the terms' moduli) is what the root tests measure |F| against. Elsewhere F' is only the
     Newton slope (the root is bracketed)."""
-    if q < SERIES_Q and (code == TANH or code == ERF or code == SIN):
+    if q < SERIES_Q and has_q0_series(code):
         g = _G_TANH if code == TANH else (_G_ERF if code == ERF else _G_SIN)
         r = wv / rho
         acc = 0.0

@@ -40,7 +40,7 @@ import numpy as np
 
 from . import _maps_kernels as _mk
 from ._checks import check_finite_array, check_in_range, check_nonneg
-from .activations import ERF, SIN, TANH, get_activation
+from .activations import get_activation
 from .gaussian import _check_rtol, mehler_rows
 from .errors import ConvergenceWarning, DivergenceWarning, NoCriticalPointWarning, PrecisionWarning
 from .network import Network
@@ -203,7 +203,7 @@ def _warn_precision(act, qs, vp):
     then lies below the rounding of V(q) (~64 eps q) and q* is resolved only to ~64 eps / |V'(q*) - 1| relative.
     tanh, erf and sin sum V(q) - q from a Taylor series there (exact to rounding); the closed-form activations
     (relu family, linear) have V(q) - q linear in q."""
-    if act.closed_form or act.code in (TANH, ERF, SIN):
+    if act.closed_form or _mk.has_q0_series(act.code):
         return
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = 64 * np.finfo(float).eps / np.abs(vp - 1.0)

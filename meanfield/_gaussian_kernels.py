@@ -640,32 +640,31 @@ def correlation_tile(Q, qi, qj, C):
 
 
 @nb.njit(cache=True, inline="always")
-def _closed_loop(code, p0, Q, qi, qj, qhat, qdot, want_dot):
-    ti, tj = Q.shape
-    for ii in range(ti):
-        for jj in range(tj):
-            qhat[ii, jj] = pair_closed(code, p0, qi[ii], qj[jj], Q[ii, jj], 0)
-            if want_dot:
-                qdot[ii, jj] = pair_closed(code, p0, qi[ii], qj[jj], Q[ii, jj], 1)
+def _closed_row(code, p0, Q, qi, qj, qhat, qdot, want_dot, ii):
+    for jj in range(Q.shape[1]):
+        qhat[ii, jj] = pair_closed(code, p0, qi[ii], qj[jj], Q[ii, jj], 0)
+        if want_dot:
+            qdot[ii, jj] = pair_closed(code, p0, qi[ii], qj[jj], Q[ii, jj], 1)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, parallel=True)
 def closed_tile(code, p0, Q, qi, qj, qhat, qdot, want_dot):
     """Closed forms on a tile of covariances ``Q`` (rows' variances ``qi``, columns' ``qj``), entry by entry through the
     scalar :func:`pair_closed` (the formulas exist once there): relu / leaky_relu (Cho & Saul arc-cosine kernel, with
     a cancellation-free determinant and the ``sin x - x cos x`` series near c = -1, so full relative accuracy there),
-    erf (Williams), sin and linear. The loop is entered with the activation code as a constant, so the compiler
-    specialises ``pair_closed`` to one activation instead of dispatching on every entry."""
-    if code == ERF:
-        _closed_loop(ERF, p0, Q, qi, qj, qhat, qdot, want_dot)
-    elif code == LEAKY_RELU:
-        _closed_loop(LEAKY_RELU, p0, Q, qi, qj, qhat, qdot, want_dot)
-    elif code == RELU:
-        _closed_loop(RELU, p0, Q, qi, qj, qhat, qdot, want_dot)
-    elif code == SIN:
-        _closed_loop(SIN, p0, Q, qi, qj, qhat, qdot, want_dot)
-    else:
-        _closed_loop(code, p0, Q, qi, qj, qhat, qdot, want_dot)
+    erf (Williams), sin and linear. Rows run in parallel; each row's loop is entered with the activation code as a
+    constant, so the compiler specialises ``pair_closed`` to one activation instead of dispatching on every entry."""
+    for ii in nb.prange(Q.shape[0]):
+        if code == ERF:
+            _closed_row(ERF, p0, Q, qi, qj, qhat, qdot, want_dot, ii)
+        elif code == LEAKY_RELU:
+            _closed_row(LEAKY_RELU, p0, Q, qi, qj, qhat, qdot, want_dot, ii)
+        elif code == RELU:
+            _closed_row(RELU, p0, Q, qi, qj, qhat, qdot, want_dot, ii)
+        elif code == SIN:
+            _closed_row(SIN, p0, Q, qi, qj, qhat, qdot, want_dot, ii)
+        else:
+            _closed_row(code, p0, Q, qi, qj, qhat, qdot, want_dot, ii)
 
 
 mehler_tile_serial = nb.njit(cache=True)(_mehler_tile)

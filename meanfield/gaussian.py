@@ -193,7 +193,7 @@ def mehler_terms(activation, q, *, rtol: float = 1e-16) -> int:
     act = get_activation(activation)
     q = check_nonneg("q", q, scalar=True)
     rtol = _check_rtol(rtol)
-    return max(int(hermite_table(act, np.array([q]), d, rtol, composite=True)[0].shape[1]) for d in (False, True))
+    return max(int(hermite_table(act, np.array([q]), d, rtol, rule="composite")[0].shape[1]) for d in (False, True))
 
 
 def hermite_coefficients(activation, q, n_terms=None, derivative: bool = False, *, rtol: float = 1e-16):
@@ -234,7 +234,7 @@ def hermite_coefficients(activation, q, n_terms=None, derivative: bool = False, 
     order = 1 if derivative else 0
     flat = np.ascontiguousarray(qa.ravel())
     if n_terms is None:
-        A = hermite_table(act, flat, derivative, rtol, composite=True)[0]
+        A = hermite_table(act, flat, derivative, rtol, rule="composite")[0]
         return A.reshape(np.shape(q) + (A.shape[1],))
     if isinstance(n_terms, bool) or not isinstance(n_terms, (int, np.integer)) or n_terms < 1:
         raise ValueError(f"n_terms must be an integer >= 1, got {n_terms!r}")
@@ -255,8 +255,8 @@ def mehler_rows(act: Activation, q: np.ndarray, need: np.ndarray, rtol: float):
         return rows, empty, empty
     qu, inv = np.unique(q[need], return_inverse=True)
     rows[need] = inv.ravel()
-    A = hermite_table(act, qu, False, rtol, composite=True)[0]
-    B = hermite_table(act, qu, True, rtol, composite=True)[0]
+    A = hermite_table(act, qu, False, rtol, rule="per_row")[0]
+    B = hermite_table(act, qu, True, rtol, rule="per_row")[0]
     return rows, np.ascontiguousarray(A), np.ascontiguousarray(B)
 
 
@@ -279,11 +279,12 @@ def _basis(n: int, n_terms: int):
     return _gk.hermite_basis(z, sw, n_terms)
 
 
-def _coefficients(act, q, n, kt, order, composite=False):
+def _coefficients(act, q, n, kt, order, composite=False, rowwise=True):
     """``(A, E)``: the first ``kt`` coefficients and ``E[f^2]`` per variance. Smooth activations: the ``n``-node
     Gauss-Hermite rule through the Hermite basis; with kinks (or ``composite``): the kink-aware composite rule (``n``
     unused), where a Gauss-Hermite rule would converge only algebraically (relu at n = 4096: 4e-5) or not resolve
-    phi(sqrt(q) z) at all (gelu at q = 795: 2e-9)."""
+    phi(sqrt(q) z) at all (gelu at q = 795: 2e-9). ``rowwise``: each row summed on its own (bit for bit independent
+    of the batch) instead of one BLAS product."""
     ev, code, p0, p1 = act.kernel_args[:4]
     if composite or not act.smooth:
         qc = np.ascontiguousarray(q, dtype=np.float64)
@@ -293,11 +294,15 @@ def _coefficients(act, q, n, kt, order, composite=False):
     if not np.all(np.isfinite(F)):
         raise FloatingPointError(f"activation {act.name!r} is not finite on the Gauss-Hermite nodes "
                                  f"(variance up to {float(np.max(q)):.3g})")
-    return _gk.hermite_project(F, w, sw, _basis(n, kt))
+    if rowwise:
+        return _gk.hermite_project(F, w, sw, _basis(n, kt))
+    # one matrix product (BLAS): a row's last bits may then depend on the batch (blocking), which the shared rule of
+    # the kernels allows and the per-row schemes do not
+    return (F * sw) @ _basis(n, kt), (F * F) @ w
 
 
 def hermite_table(act: Activation, q: np.ndarray, derivative: bool, rtol: float, n_start: int = 64,
-                  composite: bool = False):
+                  rule: str = "shared"):
     """Hermite coefficients ``a_k(q) = E[f(z) He_k(z)]/sqrt(k!)`` of ``f(z) = phi(sqrt(q) z)`` (or ``phi'``) per q: the
     library's one Hermite algorithm (the kernels' pair plans, the correlation map and :func:`hermite_coefficients` use
     it).
@@ -307,13 +312,21 @@ def hermite_table(act: Activation, q: np.ndarray, derivative: bool, rtol: float,
     the coefficients have decayed, or ``E - sum a_k^2`` where they have not); ``E = E[f^2]``; whether
     ``R_i <= rtol E_i`` held for every q within ``_N_NODES_MAX`` nodes; the largest rule size used.
 
-    Two rules for the coefficient integrals: the ``n``-node Gauss-Hermite rule (default for smooth activations; fast
-    and batched through one Hermite basis, with an absolute floor of ~5e-15 from the rule's weights) and, with
-    ``composite=True`` or for activations with kinks, the kink-aware composite Gauss-Legendre rule of
-    ``_gaussian_kernels.hermite_coeffs`` (~1e-17; also used for variances the largest Gauss-Hermite rule does not
-    resolve). The kernels use the first, the correlation map and :func:`hermite_coefficients` the second.
+    Two rules for the coefficient integrals: the ``n``-node Gauss-Hermite rule (fast and batched through one Hermite
+    basis, with an absolute floor of ~5e-15 from the rule's weights) and the kink-aware composite Gauss-Legendre rule
+    of ``_gaussian_kernels.hermite_coeffs`` (~1e-17; slower: its recurrence runs node by node). ``rule`` picks how
+    they are used:
 
-    Each variance is treated on its own (so its coefficients do not depend on the other rows): the rule size ``n``
+    * ``"shared"`` (the kernels): one Gauss-Hermite rule for all rows (smooth activations), sized on the extreme
+      variances; rows it does not resolve, and activations with kinks, get the composite rule.
+    * ``"per_row"`` (the correlation map and fixed points): each row sized on its own variance; Gauss-Hermite while
+      the predicted size stays below ``_N_NODES_MAX`` (where the 4096-node rule still resolves ``phi(sqrt(q) z)``
+      with margin; measured against the composite rule: <= 2e-14 in every coefficient for tanh, gelu, sigmoid,
+      softplus and mish up to q = 10), the composite rule beyond and for kinks.
+    * ``"composite"`` (:func:`hermite_coefficients`, :func:`mehler_terms`): each row on its own, composite rule only.
+
+    In the per-row schemes each variance is treated on its own (so its coefficients do not depend on the other rows,
+    and a grid computed in pieces is bit for bit the grid computed at once): the rule size ``n``
     (Gauss-Hermite nodes for smooth activations; for activations with kinks, the kink-aware composite rule with
     ``n/2`` terms) doubles from ``n_start`` until the computed spectrum has decayed below ``rtol E`` within 3/4 of
     the resolved range ``k < n/2``, and ``K_i`` is the first index where it has. An ``n``-node Gauss-Hermite rule
@@ -323,7 +336,9 @@ def hermite_table(act: Activation, q: np.ndarray, derivative: bool, rtol: float,
     """
     order = 1 if derivative else 0
     q = np.ascontiguousarray(q, dtype=np.float64).ravel()
-    if act.smooth and not composite:
+    if rule not in ("shared", "per_row", "composite"):
+        raise ValueError(f"rule must be 'shared', 'per_row' or 'composite', got {rule!r}")
+    if act.smooth and rule == "shared":
         return _hermite_table_shared(act, q, order, rtol, n_start)
     m = q.size
     rows = [None] * m
@@ -343,7 +358,8 @@ def hermite_table(act: Activation, q: np.ndarray, derivative: bool, rtol: float,
         n = int(n_row[pending].min())
         sel = pending[n_row[pending] == n]
         kt = n // 2
-        A, Ep = _coefficients(act, q[sel], n, kt, order, True)
+        gauss_hermite = rule == "per_row" and act.smooth and n < _N_NODES_MAX
+        A, Ep = _coefficients(act, q[sel], n, kt, order, not gauss_hermite)
         tail = _tails(A)
         first, good = _first_below(tail, Ep, rtol, kt)
         done = good | (n >= _N_NODES_MAX)
@@ -384,7 +400,7 @@ def _hermite_table_shared(act, q, order, rtol, n_start):
     n = n_start
     while True:                                   # probe: smallest n resolving the extreme variances
         kt = n // 2
-        A, E = _coefficients(act, qs, n, kt, order)
+        A, E = _coefficients(act, qs, n, kt, order, rowwise=False)
         first, good = _first_below(_tails(A), E, rtol, kt)
         if good.all() or n >= _N_NODES_MAX:
             K = max(int(first.max()), 1) if good.all() else kt
@@ -392,7 +408,7 @@ def _hermite_table_shared(act, q, order, rtol, n_start):
         n *= 2
     while True:
         kt = min(n // 2, K + K // 4 + 8)
-        A, E = _coefficients(act, q, n, kt, order)
+        A, E = _coefficients(act, q, n, kt, order, rowwise=False)
         tail = _tails(A)
         ok_rows = tail <= rtol * E[:, None]
         first = np.argmax(ok_rows, axis=1)

@@ -77,7 +77,10 @@ def cases(mf, n_kernel):
         "kernels relu N=2000 depth 10": kern("relu", x_big),
         "kernels erf N=2000 depth 10": kern("erf", x_big),
         "forward tanh depth 200": lambda: mf.forward(mf.Network("tanh", depth=200, weight_var=1.5,
-                                                                bias_var=0.05), input_overlap=0.3).q2,
+                                                                bias_var=0.05), input_overlap=0.3).qdot2,
+        "forward elu depth 200 (nested quadrature)": lambda: mf.forward(mf.Network("elu", depth=200, weight_var=1.5,
+                                                                                   bias_var=0.05),
+                                                                        input_overlap=0.3).qdot2,
     }
 
 

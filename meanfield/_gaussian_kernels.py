@@ -19,7 +19,9 @@ sv c z1 hits a kink of g, so the outer rule places extra panel edges at those po
 """
 from __future__ import annotations
 
+import functools
 import math
+import types
 
 import numba as nb
 import numpy as np
@@ -46,8 +48,39 @@ def _standard_rule():
 
 
 STD_Z, STD_W = _standard_rule()
-GRADE = 0.25      # graded panels: width <= GRADE * distance to the transition centre (poles lie on the imaginary axis)
+# graded panels: width <= GRADE * distance to the transition centre. The poles lie on the imaginary axis above the
+# centre, so a panel [x, x + G x] (x the distance to the centre) sees them no closer than (1 + G/2) x from its middle,
+# i.e. at 2/G + 1 half-widths: 16-point Gauss-Legendre then errs by ~rho^-32 with rho = r + sqrt(r^2 - 1), r = 2/G + 1,
+# 3.5e-25 for G = 1 (0.25 gave 1e-40 at three times the nodes per decade of q).
+GRADE = 1.0
 HMIN = 1e-3       # smallest uniform panel width (non-graded activations at q > (scale / 1e-3)^2 reach it)
+
+
+
+class _RowKernel:
+    """A compiled loop over rows, built twice: with threads (``prange``) when the call carries at least ``min_work``
+    (by default: rows, the entries of the 7th argument), serial below, where starting the threads costs more than it
+    saves (~0.1 ms on an idle machine, tens of ms on a busy one). Both builds are cached; the serial one has its own
+    qualified name, so the two never share a cache entry."""
+
+    def __init__(self, py_func, min_work, work=None):
+        serial = types.FunctionType(py_func.__code__, py_func.__globals__, py_func.__name__ + "_serial",
+                                    py_func.__defaults__, py_func.__closure__)
+        serial.__qualname__ = py_func.__qualname__ + "_serial"
+        self.parallel = nb.njit(cache=True, parallel=True)(py_func)
+        self.serial = nb.njit(cache=True)(serial)
+        self.min_work = min_work
+        self.work = work if work is not None else (lambda args: np.size(args[6]))
+        functools.update_wrapper(self, py_func)
+
+    def __call__(self, *args):
+        threads = self.work(args) >= self.min_work and nb.config.NUMBA_NUM_THREADS > 1
+        return (self.parallel if threads else self.serial)(*args)
+
+
+def row_kernel(min_work, work=None):
+    """Decorator: :class:`_RowKernel` with the given threshold (and measure of work)."""
+    return lambda py_func: _RowKernel(py_func, min_work, work)
 
 
 @nb.njit(cache=True)
@@ -495,7 +528,7 @@ def mehler_sum(coef_a, coef_b, c):
     return acc
 
 
-@nb.njit(cache=True, parallel=True)
+@row_kernel(64)
 def e1d_many(ev, code, p0, p1, kinks, scale, q, a, b, m):
     out = np.empty(q.size)
     for i in nb.prange(q.size):
@@ -503,7 +536,7 @@ def e1d_many(ev, code, p0, p1, kinks, scale, q, a, b, m):
     return out
 
 
-@nb.njit(cache=True, parallel=True)
+@row_kernel(8)
 def pair_expect_many(ev, code, p0, p1, kinks, scale, qu, qv, quv, deriv):
     out = np.empty(qu.size)
     for i in nb.prange(qu.size):
@@ -511,7 +544,7 @@ def pair_expect_many(ev, code, p0, p1, kinks, scale, qu, qv, quv, deriv):
     return out
 
 
-@nb.njit(cache=True, parallel=True)
+@row_kernel(64)
 def mean_sq_many(ev, code, p0, p1, kinks, scale, q, deriv):
     out = np.empty(q.size)
     for i in nb.prange(q.size):
@@ -519,7 +552,7 @@ def mean_sq_many(ev, code, p0, p1, kinks, scale, q, deriv):
     return out
 
 
-@nb.njit(cache=True, parallel=True)
+@row_kernel(8)
 def e2d_many(ev, code, p0, p1, kinks, scale, qu, qv, quv, a, b):
     out = np.empty(qu.size)
     for i in nb.prange(qu.size):
@@ -527,7 +560,7 @@ def e2d_many(ev, code, p0, p1, kinks, scale, qu, qv, quv, a, b):
     return out
 
 
-@nb.njit(cache=True, parallel=True)
+@row_kernel(8)
 def hermite_coeffs_many(ev, code, p0, p1, kinks, scale, q, nterms, deriv):
     out = np.empty((q.size, nterms))
     for i in nb.prange(q.size):
@@ -581,7 +614,7 @@ def hermite_basis(nodes, sqrtw, n_terms):
     return G
 
 
-@nb.njit(cache=True, parallel=True)
+@row_kernel(200_000, work=lambda args: args[0].size * args[3].shape[1])
 def hermite_project(F, w, sw, G):
     """``A[r, k] = sum_s F[r, s] sw[s] G[s, k]`` and ``E[r] = sum_s w[s] F[r, s]^2``: the Hermite coefficients and
     ``E[f^2]`` of each row of function values on a Gauss-Hermite rule. Each row is summed in a fixed order, so a row's
@@ -603,7 +636,7 @@ def hermite_project(F, w, sw, G):
     return A, E
 
 
-def _mehler_tile(C, Ai, AjT, out):
+def _mehler_tile(C, Ai, AjT, out):  # compiled below as ``mehler``
     """``out[i, j] = sum_k Ai[i, k] AjT[k, j] C[i, j]^k`` (Horner in k, vectorised over j)."""
     ti, tj = C.shape
     K = Ai.shape[1]
@@ -647,7 +680,7 @@ def _closed_row(code, p0, Q, qi, qj, qhat, qdot, want_dot, ii):
             qdot[ii, jj] = pair_closed(code, p0, qi[ii], qj[jj], Q[ii, jj], 1)
 
 
-@nb.njit(cache=True, parallel=True)
+@row_kernel(20_000, work=lambda args: args[2].size)
 def closed_tile(code, p0, Q, qi, qj, qhat, qdot, want_dot):
     """Closed forms on a tile of covariances ``Q`` (rows' variances ``qi``, columns' ``qj``), entry by entry through the
     scalar :func:`pair_closed` (the formulas exist once there): relu / leaky_relu (Cho & Saul arc-cosine kernel, with
@@ -667,13 +700,6 @@ def closed_tile(code, p0, Q, qi, qj, qhat, qdot, want_dot):
             _closed_row(code, p0, Q, qi, qj, qhat, qdot, want_dot, ii)
 
 
-mehler_tile_serial = nb.njit(cache=True)(_mehler_tile)
-mehler_tile_parallel = nb.njit(cache=True, parallel=True)(_mehler_tile)
-
-
-def mehler(C, Ai, AjT, out):
-    """Dispatch: threads only when the tile carries enough work to pay for them (~4e6 multiply-adds)."""
-    if C.size * Ai.shape[1] >= 4_000_000 and nb.config.NUMBA_NUM_THREADS > 1:
-        mehler_tile_parallel(C, Ai, AjT, out)
-    else:
-        mehler_tile_serial(C, Ai, AjT, out)
+#: ``out[i, j] = sum_k Ai[i, k] AjT[k, j] C[i, j]^k``; threads only when the tile carries enough work to pay for them
+#: (~4e6 multiply-adds)
+mehler = _RowKernel(_mehler_tile, 4_000_000, work=lambda args: args[0].size * args[1].shape[1])

@@ -9,7 +9,7 @@ import math
 import numba as nb
 import numpy as np
 
-from ._gaussian_kernels import (_two_prod, dmean_sq_dq, e1d, e1d_sq_and_slope, e2d, mean_sq,
+from ._gaussian_kernels import (row_kernel, _two_prod, dmean_sq_dq, e1d, e1d_sq_and_slope, e2d, mean_sq,
                                 mehler_sum, pair_closed)
 from .activations import ERF, LEAKY_RELU, SIN, TANH, has_closed_form, is_homogeneous, phi_eval
 
@@ -347,7 +347,7 @@ def vprime_scalar(ev, code, p0, p1, kinks, scale, qs, wv, rho):
     return wv / rho * dmean_sq_dq(ev, code, p0, p1, kinks, scale, qs)
 
 
-@nb.njit(cache=True, parallel=True)
+@row_kernel(8)
 def fixed_points_many(ev, code, p0, p1, kinks, scale, wv, bv, rho, q0, max_iter):
     """For each (wv[i], bv[i], q0[i]): q*, chi_1 (gradient-norm ratio), dC/dc at c = 1, V'(q*); plus status codes."""
     n = wv.size
@@ -377,7 +377,7 @@ def _row(table, rows, i):
     return table[rows[i]]
 
 
-@nb.njit(cache=True, parallel=True)
+@row_kernel(8)
 def cstar_many(ev, code, p0, p1, kinks, scale, qs, wv, bv, rho, max_iter, A, B, rows, rtol):
     """c* and chi_c at each q*[i]; A[rows[i]], B[rows[i]]: Hermite coefficients of phi, phi' at qs[i] (rows[i] < 0:
     none, the nested quadrature is used where the series would be)."""
@@ -394,7 +394,7 @@ def cstar_many(ev, code, p0, p1, kinks, scale, qs, wv, bv, rho, max_iter, A, B, 
     return cs, chic, st_c
 
 
-@nb.njit(cache=True, parallel=True)
+@row_kernel(64)
 def length_map_many(ev, code, p0, p1, kinks, scale, q, wv, bv, rho):
     out = np.empty(q.size)
     for i in nb.prange(q.size):
@@ -432,7 +432,7 @@ def _critical_g(ev, code, p0, p1, kinks, scale, q, bv):
     return q - mean_sq(ev, code, p0, p1, kinks, scale, q, 0) / e1 - bv
 
 
-@nb.njit(cache=True, parallel=True)
+@row_kernel(8)
 def critical_many(ev, code, p0, p1, kinks, scale, bv, max_iter):
     """Critical weight variance for each bias variance: parameterise the critical line by q* (docs/mathematics.md sec. 2),
     solve g(q*) = 0 by bracketing and bisection/secant (Illinois), return (sigma_w^2, q*, status)."""

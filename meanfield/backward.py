@@ -15,10 +15,16 @@ leaves the cross-input one unchanged (independent masks for the two inputs).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
+from ._interop import Table, short_repr, to_dataframe, to_xarray
 from .forward import ForwardResult, forward
+
+if TYPE_CHECKING:
+    import pandas
+    import xarray
 
 __all__ = ["backward", "BackwardResult"]
 
@@ -35,6 +41,22 @@ class BackwardResult:
     qtilde2: np.ndarray
     forward: ForwardResult
 
+    __repr__ = short_repr
+
+    def _table(self) -> Table:
+        n = self.qtilde1.size
+        return Table(coords={"layer": np.arange(1, n + 1)},
+                     data={k: (("layer",), getattr(self, k)) for k in ("qtilde1", "qtilde1b", "qtilde2")},
+                     rows=("layer",))
+
+    def to_xarray(self) -> "xarray.Dataset":
+        """``qtilde1, qtilde1b, qtilde2`` on the dimension ``layer`` = 1..L. Needs xarray."""
+        return to_xarray(self._table())
+
+    def to_dataframe(self) -> "pandas.DataFrame":
+        """One row per layer ``l = 1..L``: ``qtilde1, qtilde1b, qtilde2``. Needs pandas."""
+        return to_dataframe(self._table())
+
     def to_dict(self) -> dict:
         return {"qtilde1": self.qtilde1.tolist(), "qtilde1b": self.qtilde1b.tolist(),
                 "qtilde2": self.qtilde2.tolist(), "forward": self.forward.to_dict()}
@@ -49,6 +71,9 @@ class BackwardResult:
         ax.semilogy(layers, self.qtilde1, "o-", label=r"$\tilde q_1^l$")
         ax.semilogy(layers, np.abs(self.qtilde2), "s--", label=r"$|\tilde q_2^l|$")
         ax.set_xlabel("layer $l$")
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
         return ax
 

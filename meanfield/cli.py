@@ -255,7 +255,7 @@ def run_maps(act, params, weight_vars, bias_var, depth, out, *, prefix=None, dpi
 
     with atomic_open(stem + ".npz") as fh:
         np.savez_compressed(fh, **{k: np.array(v) for k, v in md.to_dict().items()})
-    fig = md.plot()
+    fig = md.plot()[0, 0].figure
     paths = [stem + ".npz"] + plotting.save_figure(fig, stem, dpi=dpi)
     _close(fig)
     for p in paths:

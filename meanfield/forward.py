@@ -35,15 +35,21 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import _maps_kernels as _mk
+from ._interop import Table, pad, short_repr, to_dataframe, to_xarray
 from ._checks import check_finite_array, check_in_range, check_nonneg
 from .activations import get_activation
 from .gaussian import _check_rtol, mehler_rows
 from .errors import ConvergenceWarning, DivergenceWarning, NoCriticalPointWarning, PrecisionWarning
 from .network import Network
+
+if TYPE_CHECKING:
+    import pandas
+    import xarray
 
 __all__ = [
     "length_map",
@@ -126,6 +132,8 @@ class FixedPoint:
     xi_grad: object
     c_map_slope: object
 
+    __repr__ = short_repr
+
     def to_dict(self) -> dict:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(self).items()}
 
@@ -138,6 +146,8 @@ class DepthScales:
     xi_q: object
     xi_c: object
     xi_grad: object
+
+    __repr__ = short_repr
 
     def __iter__(self):
         return iter((self.xi_q, self.xi_c, self.xi_grad))
@@ -504,6 +514,35 @@ class ForwardResult:
     qdot2: np.ndarray
     trace: object = field(default=None, compare=False, repr=False)
 
+    __repr__ = short_repr
+
+    def _table(self) -> Table:
+        """Dim ``layer`` = 0..L: ``q1, q1b, q2, c`` at the pre-activations of layers 1..L (NaN at 0),
+        ``qhat1, qhat1b, qhat2`` at the post-activations of layers 0..L-1 (0: the input; NaN at L), ``qdot1, qdot1b,
+        qdot2`` at the hidden layers 1..L-1 (NaN elsewhere; on their own dim ``nonlinearity`` for a chain whose
+        Nonlinearity count differs from L-1)."""
+        n = self.q1.size + 1
+        data = {k: (("layer",), pad(getattr(self, k), n, 1)) for k in ("q1", "q1b", "q2", "c")}
+        data.update({k: (("layer",), pad(getattr(self, k), n, 0)) for k in ("qhat1", "qhat1b", "qhat2")})
+        coords = {"layer": np.arange(n)}
+        if self.qdot1.size <= n - 2:
+            data.update({k: (("layer",), pad(getattr(self, k), n, 1)) for k in ("qdot1", "qdot1b", "qdot2")})
+        else:
+            coords["nonlinearity"] = np.arange(1, self.qdot1.size + 1)
+            data.update({k: (("nonlinearity",), getattr(self, k)) for k in ("qdot1", "qdot1b", "qdot2")})
+        return Table(coords=coords, data=data, rows=("layer",))
+
+    def to_xarray(self) -> "xarray.Dataset":
+        """The per-layer order parameters as an :class:`xarray.Dataset` on the dimension ``layer`` (0..L; see
+        :meth:`to_dataframe` for which layers each quantity has). Needs xarray."""
+        return to_xarray(self._table())
+
+    def to_dataframe(self) -> "pandas.DataFrame":
+        """One row per layer ``l = 0..L``: ``q1, q1b, q2, c`` (pre-activations of layer l, NaN at 0), ``qhat1, qhat1b,
+        qhat2`` (post-activations of layer l, l = 0 the input; NaN at L), ``qdot1, qdot1b, qdot2`` (hidden layers).
+        Needs pandas."""
+        return to_dataframe(self._table())
+
     def to_dict(self) -> dict:
         d = {k: getattr(self, k).tolist() for k in ("q1", "q1b", "q2", "c", "qhat1", "qhat1b", "qhat2", "qdot1",
                                                      "qdot1b", "qdot2")}
@@ -525,6 +564,10 @@ class ForwardResult:
         ax[1].plot(layers, self.c, "o-")
         ax[1].set_xlabel("layer $l$")
         ax[1].set_ylabel("$c^l$")
+        from matplotlib.ticker import MaxNLocator
+
+        for a in ax:
+            a.xaxis.set_major_locator(MaxNLocator(integer=True))
         return ax
 
 

@@ -55,11 +55,16 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from ._checks import check_int, check_positive, check_finite_array
+from ._interop import Table, short_repr, to_dataframe, to_xarray
+
+if TYPE_CHECKING:
+    import pandas
+    import xarray
 
 __all__ = ["KernelResult", "kernels", "nngp_kernel", "ntk_kernel", "nngp_diagonal"]
 
@@ -101,6 +106,29 @@ class KernelResult:
     truncation_bound_dot: tuple
     n_fallback: int
     routes: tuple
+
+    __repr__ = short_repr
+
+    def _table(self) -> Table:
+        n1, n2 = self.nngp.shape
+        data = {"nngp": (("x1", "x2"), self.nngp)}
+        if self.ntk is not None:
+            data["ntk"] = (("x1", "x2"), self.ntk)
+        return Table(coords={"x1": np.arange(n1), "x2": np.arange(n2),
+                             "hidden_layer": np.arange(1, len(self.routes) + 1)},
+                     data={**data, "route": (("hidden_layer",), np.array(self.routes, dtype=object)),
+                           "truncation_bound": (("hidden_layer",), np.array(self.truncation_bound, dtype=float))},
+                     attrs={"parameterization": self.parameterization, "width": self.width,
+                            "n_fallback": self.n_fallback}, rows=("x1", "x2"))
+
+    def to_xarray(self) -> "xarray.Dataset":
+        """``nngp`` (and ``ntk``) on the dimensions ``(x1, x2)`` (row and column inputs, numbered from 0), the
+        per-hidden-layer ``route`` and ``truncation_bound`` on ``hidden_layer``. Needs xarray."""
+        return to_xarray(self._table())
+
+    def to_dataframe(self) -> "pandas.DataFrame":
+        """One row per pair of inputs ``(x1, x2)``: ``nngp`` (and ``ntk``). Needs pandas."""
+        return to_dataframe(self._table())
 
     def to_dict(self) -> dict:
         return {

@@ -25,12 +25,17 @@ from __future__ import annotations
 import importlib
 import warnings
 from dataclasses import dataclass, field, fields
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import numpy as np
 
 from ._checks import check_finite_array, check_in_range, check_int, check_nonneg, check_positive
+from ._interop import Table, progress_callback, require, short_repr, to_dataframe, to_xarray
 from ._io import atomic_open, check_alloc, deferred_sigint
+
+if TYPE_CHECKING:
+    import pandas
+    import xarray
 
 __all__ = [
     "PhaseDiagram",
@@ -122,6 +127,21 @@ class _Result:
             v = getattr(self, f.name)
             out[f.name] = np.array(v) if isinstance(v, np.ndarray) else tuple(v) if isinstance(v, tuple) else v
         return out
+
+    def _table(self) -> Table:  # pragma: no cover - each result describes its arrays
+        raise NotImplementedError
+
+    def to_xarray(self) -> "xarray.Dataset":
+        """The arrays as an :class:`xarray.Dataset` with named dimensions and coordinates (``weight_var``,
+        ``bias_var``, ...; see the class docstring) and the scalar fields as attributes. Needs xarray
+        (``pip install xarray``), imported only here."""
+        return to_xarray(self._table())
+
+    def to_dataframe(self) -> "pandas.DataFrame":
+        """The arrays as a tidy :class:`pandas.DataFrame`, one row per grid point (or layer), the coordinates as
+        columns; the scalar fields are in ``DataFrame.attrs``. Needs pandas (``pip install pandas``), imported only
+        here."""
+        return to_dataframe(self._table())
 
 
 def _activation_object_field():
@@ -255,6 +275,21 @@ class PhaseDiagram(_Result):
     critical_weight_vars: np.ndarray
     finished: Optional[np.ndarray] = None
     activation_object: object = _activation_object_field()
+
+    __repr__ = short_repr
+
+    def _table(self) -> Table:
+        """Dims ``(bias_var, weight_var)``: the seven quantities (and the ``finished`` mask of a partial diagram);
+        ``critical_weight_var`` on ``bias_var``. DataFrame rows: the grid points, ``weight_var`` fastest (as
+        :meth:`to_csv`)."""
+        grid = ("bias_var", "weight_var")
+        data = {k: (grid, getattr(self, k)) for k in QUANTITIES}
+        data["critical_weight_var"] = (("bias_var",), self.critical_weight_vars)
+        if self.finished is not None:
+            data["finished"] = (grid, np.asarray(self.finished, dtype=bool))
+        return Table(coords={"bias_var": self.bias_vars, "weight_var": self.weight_vars}, data=data,
+                     attrs={"activation": self.activation, "activation_params": self.activation_params,
+                            "complete": self.complete}, rows=grid)
 
     # ---- derived quantities -------------------------------------------------------------------------------------
     @property
@@ -415,7 +450,7 @@ def phase_diagram(
     bias_vars,
     *,
     block_rows: Optional[int] = None,
-    progress: Optional[Callable[[int, int], None]] = None,
+    progress: Union[bool, Callable[[int, int], None], None] = False,
     activation_params: Optional[dict] = None,
 ) -> PhaseDiagram:
     r"""Evaluate q*, chi_1, c*, chi_c, xi_q, xi_c and xi_grad over a grid of (weight_var, bias_var).
@@ -443,9 +478,10 @@ def phase_diagram(
     block_rows : int, optional
         Rows evaluated per call to the core (default: chunks sized adaptively to about 0.2 s each, so that Ctrl-C
         is answered quickly at no measurable cost).
-    progress : callable, optional
-        ``progress(done_rows, total_rows)`` called after each chunk that finishes a row (the CLI draws a progress
-        bar with it).
+    progress : bool or callable, optional
+        ``True`` shows a tqdm progress bar over the rows (bias values); ``False`` (default) or ``None`` shows nothing;
+        a callable ``progress(done_rows, total_rows)`` is called after each chunk that finishes a row (the CLI draws
+        its progress bar with it).
     activation_params : dict, optional
         Parameters passed to :func:`~meanfield.activations.get_activation` with a name (e.g. ``{"slope": 0.2}``).
 
@@ -476,6 +512,7 @@ def phase_diagram(
     (True, False)
     """
     act = _resolve_activation(activation, activation_params)
+    progress = progress_callback(progress, f"phase_diagram({_activation_label(act)!r})")
     w_axis = _grid_axis("weight_vars", weight_vars, positive=True)
     b_axis = _grid_axis("bias_vars", bias_vars, positive=False)
     nb, nw = b_axis.size, w_axis.size
@@ -628,6 +665,21 @@ class CriticalLine(_Result):
     xi_c: np.ndarray
     activation_object: object = _activation_object_field()
 
+    __repr__ = short_repr
+
+    def _table(self) -> Table:
+        """Dim ``bias_var``: the critical ``weight_var`` and ``qstar``; dims ``(bias_var, offset)``: the chaotic branch
+        ``chaotic_weight_var``, ``cstar``, ``chi_c``, ``xi_c``. DataFrame rows: ``(bias_var, offset)`` (the critical
+        columns repeated per offset), or ``bias_var`` alone without offsets."""
+        branch = ("bias_var", "offset")
+        data = {"weight_var": (("bias_var",), self.weight_vars), "qstar": (("bias_var",), self.qstar),
+                "chaotic_weight_var": (branch, self.chaotic_weight_vars), "cstar": (branch, self.cstar),
+                "chi_c": (branch, self.chi_c), "xi_c": (branch, self.xi_c)}
+        rows = branch if self.offsets.size else ("bias_var",)
+        return Table(coords={"bias_var": self.bias_vars, "offset": self.offsets}, data=data,
+                     attrs={"activation": self.activation, "activation_params": self.activation_params}, rows=rows,
+                     columns=[k for k, (dims, _) in data.items() if set(dims) <= set(rows)])
+
     def plot(self, ax=None, **kwargs):
         """Plot the line in the (sigma_w^2, sigma_b^2) plane."""
         from .plotting import plot_critical_line
@@ -749,6 +801,16 @@ class DepthScaleCurve(_Result):
     critical_weight_var: float
     activation_object: object = _activation_object_field()
 
+    __repr__ = short_repr
+
+    def _table(self) -> Table:
+        """Dim ``weight_var``: the seven quantities; attributes ``bias_var`` and ``critical_weight_var``."""
+        return Table(coords={"weight_var": self.weight_vars},
+                     data={k: (("weight_var",), getattr(self, k)) for k in QUANTITIES},
+                     attrs={"activation": self.activation, "activation_params": self.activation_params,
+                            "bias_var": self.bias_var, "critical_weight_var": self.critical_weight_var},
+                     rows=("weight_var",))
+
     def to_csv(self, path) -> str:
         """Write ``weight_var,qstar,chi1,cstar,chi_c,xi_q,xi_c,xi_grad`` rows (bias_var in the header comment)."""
         path = str(path)
@@ -845,12 +907,14 @@ class MapDynamics(_Result):
     c_layers : ndarray, shape (nw, m0, depth)
         ``c^l`` for ``l = 1..depth`` from the exact two-input recursion (both inputs starting at ``q_ref``; the lengths
         are propagated too, so the result is right even where ``q*`` is infinite).
+    chi1 : ndarray, shape (nw,)
+        ``chi_1`` at each weight variance (its phase: ordered below 1, chaotic above; shown in the plot's legend).
 
     Examples
     --------
     >>> from meanfield.phase import map_dynamics
     >>> md = map_dynamics("tanh", [1.0, 2.5, 4.0], bias_var=0.3, depth=15)
-    >>> fig = md.plot()
+    >>> axs = md.plot()                # 2 x 2 panels; axs[0, 0].figure is the figure
     """
 
     activation: str
@@ -869,12 +933,57 @@ class MapDynamics(_Result):
     c0: np.ndarray
     c_layers: np.ndarray
     activation_object: object = _activation_object_field()
+    chi1: Optional[np.ndarray] = None
 
-    def plot(self, fig=None, **kwargs):
-        """Four panels: V(q) against the identity, q^l against l, C(c) against the identity, c^l against l."""
+    __repr__ = short_repr
+
+    def _table(self) -> Table:
+        """Dims ``weight_var``, ``q`` (the length-map grid), ``c`` (the correlation-map grid), ``q_start``,
+        ``c_start`` (``q^1``, ``c^1``) and ``layer`` (``l = 1..depth``): ``length_map (weight_var, q)``,
+        ``correlation_map (weight_var, c)``, ``q_layers (weight_var, q_start, layer)``,
+        ``c_layers (weight_var, c_start, layer)``, ``qstar``, ``cstar``, ``q_ref (weight_var)``. The DataFrame holds
+        the iterates ``q^l`` (rows ``weight_var, q_start, layer``); the correlation iterates and the maps are in
+        :meth:`to_xarray`."""
+        w = ("weight_var",)
+        return Table(coords={"weight_var": self.weight_vars, "q": self.q_grid, "c": self.c_grid,
+                             "q_start": self.q0, "c_start": self.c0,
+                             "layer": np.arange(1, self.q_layers.shape[-1] + 1)},
+                     data={"length_map": (w + ("q",), self.length_map),
+                           "correlation_map": (w + ("c",), self.correlation_map),
+                           "q_layers": (w + ("q_start", "layer"), self.q_layers),
+                           "c_layers": (w + ("c_start", "layer"), self.c_layers),
+                           "qstar": (w, self.qstar), "cstar": (w, self.cstar), "q_ref": (w, self.q_ref),
+                           **({} if self.chi1 is None else {"chi1": (w, self.chi1)})},
+                     attrs={"activation": self.activation, "activation_params": self.activation_params,
+                            "bias_var": self.bias_var},
+                     rows=("weight_var", "q_start", "layer"), columns=["q_layers"])
+
+    def to_dataframe(self) -> "pandas.DataFrame":
+        """The iterates in long form, one row per (``weight_var``, ``quantity``, ``start``, ``layer``): ``quantity``
+        is ``"q"`` (``start`` = ``q^1``, ``value`` = ``q^l``) or ``"c"`` (``start`` = ``c^1``, ``value`` = ``c^l``).
+        The maps themselves are in :meth:`to_xarray`. Needs pandas."""
+        pd = require("pandas", "to_dataframe()")
+        frames = []
+        for quantity, starts, values in (("q", self.q0, self.q_layers), ("c", self.c0, self.c_layers)):
+            t = Table(coords={"weight_var": self.weight_vars, "start": starts,
+                              "layer": np.arange(1, values.shape[-1] + 1)},
+                      data={"value": (("weight_var", "start", "layer"), values)},
+                      rows=("weight_var", "start", "layer"))
+            frame = to_dataframe(t)
+            frame.insert(1, "quantity", quantity)
+            frames.append(frame)
+        out = pd.concat(frames, ignore_index=True)
+        out.attrs.update(activation=self.activation, activation_params=list(self.activation_params),
+                         bias_var=self.bias_var)
+        return out
+
+    def plot(self, ax: Optional[np.ndarray] = None, **kwargs: Any) -> np.ndarray:
+        """Four panels: V(q) against the identity, q^l against l, C(c) against the identity, c^l against l; draws on
+        ``ax`` (a 2 x 2 array of Axes) if given and returns the 2 x 2 array of Axes (see
+        :func:`meanfield.plotting.plot_map_dynamics`; ``fig=`` still works but is deprecated)."""
         from .plotting import plot_map_dynamics
 
-        return plot_map_dynamics(self, fig=fig, **kwargs)
+        return plot_map_dynamics(self, ax, **kwargs)
 
 
 def _covariance_map(fw, act, c, q, w, b) -> np.ndarray:
@@ -949,6 +1058,7 @@ def map_dynamics(
         warnings.simplefilter("always")
         qs = np.asarray(fw.qstar(act, ws, b), dtype=np.float64).reshape(ws.shape)
         cs = np.asarray(fw.cstar(act, ws, b), dtype=np.float64).reshape(ws.shape)
+        chi = np.asarray(fw.chi1(act, ws, b), dtype=np.float64).reshape(ws.shape)
         # length-map iterates
         q_layers = np.empty((ws.size, q0a.size, depth))
         for i, w in enumerate(ws):
@@ -1008,4 +1118,5 @@ def map_dynamics(
         correlation_map=_readonly(Cc),
         c0=_readonly(c0a),
         c_layers=_readonly(c_layers),
+        chi1=_readonly(chi),
     )

@@ -44,6 +44,7 @@ import numpy as np
 import scipy.linalg
 
 from ._checks import as_float_array, check_array, check_nonneg, check_positive
+from ._interop import short_repr
 
 __all__ = [
     "GPPosterior",
@@ -105,6 +106,8 @@ class GPPosterior:
     variance: np.ndarray
     covariance: Optional[np.ndarray]
     noise_var: float
+
+    __repr__ = short_repr
 
     def to_dict(self) -> dict:
         return {"mean": self.mean.tolist(), "variance": self.variance.tolist(),
@@ -206,6 +209,8 @@ class NTKPrediction:
     train: np.ndarray
     learning_rate: float
     condition_number: float
+
+    __repr__ = short_repr
 
     def to_dict(self) -> dict:
         return {"times": self.times.tolist(), "test": self.test.tolist(), "train": self.train.tolist(),

@@ -29,6 +29,7 @@ from typing import Optional
 import numpy as np
 
 from ._checks import check_finite_array, check_positive
+from ._interop import short_repr
 from .layers import Dense, Dropout, Layer, Nonlinearity, Residual, Serial
 
 __all__ = ["Trace", "TraceStep", "trace", "as_chain"]
@@ -148,6 +149,8 @@ class TraceStep:
     qtilde: Optional[np.ndarray]
     fan_in_ratio: float
 
+    __repr__ = short_repr
+
 
 @dataclass(frozen=True)
 class Trace:
@@ -175,6 +178,8 @@ class Trace:
     ntk: Optional[np.ndarray]
     parameterization: str
     width: Optional[float]
+
+    __repr__ = short_repr
 
     @property
     def dense(self) -> tuple:

@@ -12,6 +12,7 @@ from typing import Optional
 import numpy as np
 from scipy import optimize
 
+from .._interop import short_repr
 from .._checks import check_int, check_positive
 from ._common import _Kernel, _result_dict, _setup
 
@@ -126,6 +127,8 @@ class BPKRResult:
     free_energy: float
     mean: Optional[np.ndarray]
     variance: Optional[np.ndarray]
+
+    __repr__ = short_repr
 
     def to_dict(self) -> dict:
         return _result_dict(self)

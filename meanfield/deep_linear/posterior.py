@@ -14,6 +14,7 @@ from typing import Optional
 import numpy as np
 from scipy import special
 
+from .._interop import short_repr
 from ._common import _Kernel, _result_dict, _setup
 from .bpkr import _bpkr_solve, hz_saddle_point
 from .meijer_g import log_meijer_g
@@ -58,6 +59,8 @@ class DeepLinearPosteriorResult:
     free_energy: float
     z_star: float
     method: str
+
+    __repr__ = short_repr
 
     def to_dict(self) -> dict:
         return _result_dict(self)

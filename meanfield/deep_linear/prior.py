@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
+from .._interop import short_repr
 from .._checks import check_finite_array, check_int, check_positive
 from ._common import _result_dict, _widths
 from .meijer_g import log_meijer_g
@@ -43,6 +44,8 @@ class DeepLinearPriorResult:
     fourth_moment: float
     excess_kurtosis: float
     density_scale: float
+
+    __repr__ = short_repr
 
     def to_dict(self) -> dict:
         return _result_dict(self)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from .._interop import short_repr
 from ..fisher import _sqrtm_psd, _validate
 from ..network import Network
 
@@ -38,6 +39,8 @@ class FiniteWidthSpectrum:
     layer_eigenvalues: list
     layer_mean_eigenvalue: np.ndarray
     layer_second_moment: np.ndarray
+
+    __repr__ = short_repr
 
     def to_dict(self) -> dict:
         return {fld.name: (getattr(self, fld.name).tolist() if isinstance(getattr(self, fld.name), np.ndarray)

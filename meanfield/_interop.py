@@ -13,7 +13,7 @@ import dataclasses
 import importlib
 import textwrap
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -89,8 +89,8 @@ class Table:
     it holds (default: every variable spanning exactly ``rows``; a variable on fewer dimensions is repeated).
     """
 
-    coords: Dict[str, np.ndarray]
-    data: Dict[str, Tuple[Tuple[str, ...], Any]]
+    coords: Mapping[str, Any]
+    data: Mapping[str, Tuple[Tuple[str, ...], Any]]
     attrs: Dict[str, Any] = field(default_factory=dict)
     rows: Tuple[str, ...] = ()
     columns: Optional[Sequence[str]] = None

@@ -14,6 +14,15 @@ leaves the cross-input one unchanged (independent masks for the two inputs).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from typing import Any
+
+    from matplotlib.axes import Axes
+
+    from ._typing import NetworkLike
+
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
@@ -61,7 +70,7 @@ class BackwardResult:
         return {"qtilde1": self.qtilde1.tolist(), "qtilde1b": self.qtilde1b.tolist(),
                 "qtilde2": self.qtilde2.tolist(), "forward": self.forward.to_dict()}
 
-    def plot(self, ax=None):
+    def plot(self, ax: Optional[Axes] = None) -> Axes:
         """Plot q-tilde_1^l and q-tilde_2^l against the layer index (log scale)."""
         import matplotlib.pyplot as plt
 
@@ -78,7 +87,7 @@ class BackwardResult:
         return ax
 
 
-def backward(network, forward_result: ForwardResult = None, **forward_kwargs) -> BackwardResult:
+def backward(network: NetworkLike, forward_result: Optional[ForwardResult] = None, **forward_kwargs: Any) -> BackwardResult:
     """Back-propagate q-tilde through ``network`` (see the module docstring for the recursion).
 
     A view of the backward pass of the layer sweep (:mod:`meanfield.trace`): q-tilde at each Dense layer's output.

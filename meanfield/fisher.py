@@ -219,7 +219,7 @@ class _ToDict:
         layer = {k: getattr(self, k) for k in ("layer_kappa1", "layer_kappa2", "layer_mean_eigenvalue",
                                                 "layer_second_moment", "layer_lambda_max") if hasattr(self, k)}
         n = len(next(iter(layer.values())))
-        scalars = {f.name: getattr(self, f.name) for f in fields(self)  # type: ignore[arg-type]
+        scalars = {f.name: getattr(self, f.name) for f in fields(self)
                    if isinstance(getattr(self, f.name), (int, float, str)) and getattr(self, f.name) is not None}
         return Table(coords={"layer": np.arange(self._first_layer, self._first_layer + n)},
                      data={k[len("layer_"):]: (("layer",), np.asarray(v, dtype=float)) for k, v in layer.items()},

@@ -33,6 +33,15 @@ Every function broadcasts over numpy arrays of ``weight_var`` and ``bias_var`` a
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from typing import Optional, Sequence, Tuple, Union
+
+    from matplotlib.axes import Axes
+
+    from ._typing import ActivationLike, ArrayLike, FloatOrArray, NetworkLike
+
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
@@ -225,7 +234,8 @@ def _warn_precision(act, qs, vp):
                       PrecisionWarning, stacklevel=4)
 
 
-def fixed_point(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None,
+def fixed_point(activation: ActivationLike, weight_var: ArrayLike, bias_var: ArrayLike, *, dropout_keep: float = 1.0,
+                q_init: Optional[ArrayLike] = None,
                 rtol: float = RTOL) -> FixedPoint:
     """All fixed-point order parameters and depth scales at once (one compiled pass; see the module docstring).
 
@@ -257,7 +267,8 @@ def fixed_point(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, 
                       c_map_slope=_shaped(shape, slope1))
 
 
-def length_map(activation, q, weight_var, bias_var, *, dropout_keep: float = 1.0):
+def length_map(activation: ActivationLike, q: ArrayLike, weight_var: ArrayLike, bias_var: ArrayLike, *,
+               dropout_keep: float = 1.0) -> FloatOrArray:
     r"""The length map V(q) = (sigma_w^2/rho) E[phi(u)^2] + sigma_b^2, u ~ N(0, q) (Poole et al. 2016, eq. 3).
 
     Examples
@@ -274,8 +285,9 @@ def length_map(activation, q, weight_var, bias_var, *, dropout_keep: float = 1.0
     return _shaped(shape, out)
 
 
-def correlation_map(activation, c, weight_var, bias_var, q=None, *, dropout_keep: float = 1.0,
-                    return_derivative: bool = False, rtol: float = RTOL):
+def correlation_map(activation: ActivationLike, c: ArrayLike, weight_var: ArrayLike, bias_var: ArrayLike,
+                    q: Optional[ArrayLike] = None, *, dropout_keep: float = 1.0,
+                    return_derivative: bool = False, rtol: float = RTOL) -> Union[FloatOrArray, Tuple[FloatOrArray, FloatOrArray]]:
     r"""The correlation map C(c; q) = (sigma_w^2 E[phi(u_1)phi(u_2)] + sigma_b^2) / q (Poole et al. 2016, eq. 5).
 
     Parameters
@@ -324,7 +336,8 @@ def correlation_map(activation, c, weight_var, bias_var, q=None, *, dropout_keep
     return _shaped(shape, out)
 
 
-def qstar(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None):
+def qstar(activation: ActivationLike, weight_var: ArrayLike, bias_var: ArrayLike, *, dropout_keep: float = 1.0,
+          q_init: Optional[ArrayLike] = None) -> FloatOrArray:
     """Fixed point q* of the length map reached from ``q_init`` (``inf`` with a DivergenceWarning if q grows
     without bound).
 
@@ -344,7 +357,8 @@ def qstar(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init
     return _shaped(shape, qs)
 
 
-def chi1(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None):
+def chi1(activation: ActivationLike, weight_var: ArrayLike, bias_var: ArrayLike, *, dropout_keep: float = 1.0,
+         q_init: Optional[ArrayLike] = None) -> FloatOrArray:
     """chi_1 = (sigma_w^2/rho) E[phi'(u)^2] at q*: the per-layer gradient-norm ratio (critical at chi_1 = 1).
 
     Without dropout this is also the slope of the correlation map at c = 1; with dropout that slope is
@@ -360,7 +374,8 @@ def chi1(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=
     return _shaped(shape, chi)
 
 
-def c_map_slope(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None):
+def c_map_slope(activation: ActivationLike, weight_var: ArrayLike, bias_var: ArrayLike, *, dropout_keep: float = 1.0,
+                q_init: Optional[ArrayLike] = None) -> FloatOrArray:
     """dC/dc at c = 1 of the correlation map at q*: sigma_w^2 E[phi'(u)^2] = rho chi_1 (``chi_1`` without dropout).
 
     Under dropout c = 1 is not a fixed point and this slope defines no phase boundary (see the module docstring);
@@ -376,7 +391,8 @@ def c_map_slope(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, 
     return _shaped(shape, slope1)
 
 
-def cstar(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None, rtol: float = RTOL):
+def cstar(activation: ActivationLike, weight_var: ArrayLike, bias_var: ArrayLike, *, dropout_keep: float = 1.0,
+          q_init: Optional[ArrayLike] = None, rtol: float = RTOL) -> FloatOrArray:
     """Stable fixed point c* in [0, 1] of the correlation map at q* (1 in the ordered phase without dropout).
 
     Examples
@@ -389,7 +405,8 @@ def cstar(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init
     return _shaped(shape, cs)
 
 
-def chi_c(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None, rtol: float = RTOL):
+def chi_c(activation: ActivationLike, weight_var: ArrayLike, bias_var: ArrayLike, *, dropout_keep: float = 1.0,
+          q_init: Optional[ArrayLike] = None, rtol: float = RTOL) -> FloatOrArray:
     """chi_c = sigma_w^2 E[phi'(u_1) phi'(u_2)] at (q*, c*) (= chi_1 when c* = 1).
 
     Examples
@@ -402,7 +419,8 @@ def chi_c(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init
     return _shaped(shape, chic)
 
 
-def depth_scales(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None,
+def depth_scales(activation: ActivationLike, weight_var: ArrayLike, bias_var: ArrayLike, *, dropout_keep: float = 1.0,
+                 q_init: Optional[ArrayLike] = None,
                  rtol: float = RTOL) -> DepthScales:
     r"""Depth scales (Schoenholz et al. 2017): 1/xi_q = -log|V'(q*)|, 1/xi_c = -log|chi_c|, 1/xi_grad = -log chi_1.
 
@@ -424,7 +442,8 @@ def depth_scales(activation, weight_var, bias_var, *, dropout_keep: float = 1.0,
     return DepthScales(xi_q=fp.xi_q, xi_c=fp.xi_c, xi_grad=fp.xi_grad)
 
 
-def critical_weight_var(activation, bias_var, *, return_qstar: bool = False, dropout_keep: float = 1.0):
+def critical_weight_var(activation: ActivationLike, bias_var: ArrayLike, *, return_qstar: bool = False,
+                        dropout_keep: float = 1.0) -> Union[FloatOrArray, Tuple[FloatOrArray, FloatOrArray]]:
     r"""The weight variance at which chi_1 = 1 for the given bias variance (order-to-chaos transition).
 
     chi_1 = (sigma_w^2/rho) E[phi'^2] is the gradient-norm ratio; without dropout it is also the slope of the
@@ -549,7 +568,7 @@ class ForwardResult:
         d["network"] = self.network.to_dict()
         return d
 
-    def plot(self, ax=None):
+    def plot(self, ax: Optional[Sequence[Axes]] = None) -> Sequence[Axes]:
         """Plot q^l and c^l against the layer index; returns the matplotlib axes (two panels)."""
         import matplotlib.pyplot as plt
 
@@ -571,7 +590,8 @@ class ForwardResult:
         return ax
 
 
-def forward(network, input_norm=1.0, input_norm2=None, input_overlap=0.0) -> ForwardResult:
+def forward(network: NetworkLike, input_norm: float = 1.0, input_norm2: Optional[float] = None,
+            input_overlap: float = 0.0) -> ForwardResult:
     r"""Propagate the second moments of two inputs through ``network`` (docs/mathematics.md sec. 2, heterogeneous layers).
 
     .. math::

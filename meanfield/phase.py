@@ -22,6 +22,16 @@ sigma_b^2 on the vertical axis, as in the papers' figures).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    import os
+    from typing import Sequence, Tuple
+
+    from matplotlib.axes import Axes
+
+    from ._typing import ActivationLike, ArrayLike
+
 import importlib
 import warnings
 from dataclasses import dataclass, field, fields
@@ -319,7 +329,7 @@ class PhaseDiagram(_Result):
             out[i] = self.weight_vars[int(np.argmax(row))]
         return out
 
-    def critical_line_points(self):
+    def critical_line_points(self) -> Tuple[np.ndarray, np.ndarray]:
         """The critical line as plotted: ``(weight_vars, bias_vars)`` arrays, the stored
         :attr:`critical_weight_vars` with extra points between the first two bias values when the grid starts at
         ``sigma_b^2 = 0``. There ``w_c - w_c(0)`` grows like ``(sigma_b^2)^(1/3)`` for odd smooth activations (tanh,
@@ -354,7 +364,7 @@ class PhaseDiagram(_Result):
                            else np.array(self.finished, dtype=bool))
         return out
 
-    def save(self, path) -> str:
+    def save(self, path: Union[str, os.PathLike]) -> str:
         """Write a compressed ``.npz`` atomically (``.npz`` is appended when missing); returns the path written.
 
         The file holds the ``complete`` flag and the ``finished`` mask, so a partial diagram stays marked partial.
@@ -372,7 +382,7 @@ class PhaseDiagram(_Result):
         return path
 
     @classmethod
-    def load(cls, path, *, activation=None) -> "PhaseDiagram":
+    def load(cls, path: Union[str, os.PathLike], *, activation: Optional[ActivationLike] = None) -> "PhaseDiagram":
         """Read a file written by :meth:`save`.
 
         A file keeps the activation's name and parameters, not its code: a built-in activation is rebuilt from them;
@@ -398,7 +408,7 @@ class PhaseDiagram(_Result):
         return cls(activation=name, activation_params=params, critical_weight_vars=_readonly(crit),
                    finished=finished, activation_object=act, **kw)
 
-    def to_csv(self, path) -> str:
+    def to_csv(self, path: Union[str, os.PathLike]) -> str:
         """Write one row per grid point: ``weight_var,bias_var,qstar,chi1,cstar,chi_c,xi_q,xi_c,xi_grad`` (atomically).
 
         A partial diagram writes only its finished points, after a first line ``# partial: K of N grid points``.
@@ -416,7 +426,8 @@ class PhaseDiagram(_Result):
             np.savetxt(fh, data, delimiter=",", header=header, comments="", fmt="%.17g")
         return path
 
-    def plot(self, quantity: str = "chi1", ax=None, *, critical=True, **kwargs):
+    def plot(self, quantity: str = "chi1", ax: Optional[Axes] = None, *,
+             critical: Union[bool, Tuple[ArrayLike, ArrayLike]] = True, **kwargs: Any) -> Axes:
         """Heat map of ``quantity`` with the critical line (:meth:`critical_line_points`); see
         :func:`meanfield.plotting.plot_phase_diagram`."""
         from .plotting import plot_phase_diagram
@@ -445,9 +456,9 @@ def _loaded_activation(path, name: str, params: tuple, custom: bool, activation)
 
 
 def phase_diagram(
-    activation,
-    weight_vars,
-    bias_vars,
+    activation: ActivationLike,
+    weight_vars: ArrayLike,
+    bias_vars: ArrayLike,
     *,
     block_rows: Optional[int] = None,
     progress: Union[bool, Callable[[int, int], None], None] = False,
@@ -680,7 +691,7 @@ class CriticalLine(_Result):
                      attrs={"activation": self.activation, "activation_params": self.activation_params}, rows=rows,
                      columns=[k for k, (dims, _) in data.items() if set(dims) <= set(rows)])
 
-    def plot(self, ax=None, **kwargs):
+    def plot(self, ax: Optional[Axes] = None, **kwargs: Any) -> Axes:
         """Plot the line in the (sigma_w^2, sigma_b^2) plane."""
         from .plotting import plot_critical_line
 
@@ -688,10 +699,10 @@ class CriticalLine(_Result):
 
 
 def critical_line(
-    activation,
-    bias_vars,
+    activation: ActivationLike,
+    bias_vars: ArrayLike,
     *,
-    offsets=(1e-3, 1e-2, 1e-1),
+    offsets: Sequence[float] = (1e-3, 1e-2, 1e-1),
     activation_params: Optional[dict] = None,
 ) -> CriticalLine:
     r"""Critical weight variances ``sigma_w^2 = w_c(sigma_b^2)`` (``chi_1 = 1``) and the chaotic branch beyond them.
@@ -811,7 +822,7 @@ class DepthScaleCurve(_Result):
                             "bias_var": self.bias_var, "critical_weight_var": self.critical_weight_var},
                      rows=("weight_var",))
 
-    def to_csv(self, path) -> str:
+    def to_csv(self, path: Union[str, os.PathLike]) -> str:
         """Write ``weight_var,qstar,chi1,cstar,chi_c,xi_q,xi_c,xi_grad`` rows (bias_var in the header comment)."""
         path = str(path)
         data = np.column_stack([self.weight_vars] + [getattr(self, k) for k in QUANTITIES])
@@ -821,14 +832,15 @@ class DepthScaleCurve(_Result):
             np.savetxt(fh, data, delimiter=",", header=header, comments="", fmt="%.17g")
         return path
 
-    def plot(self, ax=None, **kwargs):
+    def plot(self, ax: Optional[Axes] = None, **kwargs: Any) -> Axes:
         """xi_q and xi_c against sigma_w^2 with the critical point; see :func:`meanfield.plotting.plot_depth_scales`."""
         from .plotting import plot_depth_scales
 
         return plot_depth_scales(self, ax=ax, **kwargs)
 
 
-def depth_scale_curve(activation, weight_vars, bias_var: float = 0.05, *, activation_params=None) -> DepthScaleCurve:
+def depth_scale_curve(activation: ActivationLike, weight_vars: ArrayLike, bias_var: float = 0.05, *,
+                      activation_params: Optional[dict] = None) -> DepthScaleCurve:
     r"""Depth scales ``xi_q``, ``xi_c`` (and ``xi_grad``) against ``sigma_w^2`` at fixed ``sigma_b^2``.
 
     ``1/xi_q = -log V'(q*)``, ``1/xi_c = -log chi_c`` (Schoenholz et al. 2017, eqs. 8-9; docs/mathematics.md sec. 2); ``xi_c``
@@ -993,13 +1005,13 @@ def _covariance_map(fw, act, c, q, w, b) -> np.ndarray:
 
 
 def map_dynamics(
-    activation,
-    weight_vars,
+    activation: ActivationLike,
+    weight_vars: ArrayLike,
     bias_var: float = 0.3,
     *,
     depth: int = 15,
-    q0=(0.02, 0.5, 1.5, 3.0),
-    c0=(0.0, 0.3, 0.6, 0.9, 0.99),
+    q0: Sequence[float] = (0.02, 0.5, 1.5, 3.0),
+    c0: Sequence[float] = (0.0, 0.3, 0.6, 0.9, 0.99),
     q_max: Optional[float] = None,
     n_grid: int = 101,
     activation_params: Optional[dict] = None,

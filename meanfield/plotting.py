@@ -21,6 +21,14 @@ Examples
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from typing import Any, List, Optional, Sequence, Union
+
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 import os
 
 import numpy as np
@@ -72,8 +80,10 @@ def _region_label_position(mask, weight_vars, bias_vars):
     return float(W[mask].mean()), float(B[mask].mean())
 
 
-def plot_phase_diagram(pd, quantity: str = "chi1", ax=None, *, critical=True, label_phases: bool = True,
-                       ridge=None, cmap=None, vmin=None, vmax=None, colorbar: bool = True, title=None):
+def plot_phase_diagram(pd: Any, quantity: str = "chi1", ax: Optional[Axes] = None, *, critical: Any = True,
+                       label_phases: bool = True, ridge: Optional[bool] = None, cmap: Any = None,
+                       vmin: Optional[float] = None, vmax: Optional[float] = None, colorbar: bool = True,
+                       title: Optional[str] = None) -> Axes:
     r"""Heat map of a :class:`~meanfield.phase.PhaseDiagram` quantity over (sigma_w^2, sigma_b^2).
 
     ``chi1`` uses a diverging colour map on a logarithmic scale symmetric about the transition ``chi_1 = 1``
@@ -207,7 +217,7 @@ def plot_phase_diagram(pd, quantity: str = "chi1", ax=None, *, critical=True, la
 
 
 
-def plot_critical_line(line, ax=None, **kwargs):
+def plot_critical_line(line: Any, ax: Optional[Axes] = None, **kwargs: Any) -> Axes:
     """The critical line ``w_c(sigma_b^2)`` of a :class:`~meanfield.phase.CriticalLine` in the (sigma_w^2, sigma_b^2)
     plane, with the ordered side (left) and chaotic side (right) labelled."""
     ax = _new_ax(ax)
@@ -221,7 +231,8 @@ def plot_critical_line(line, ax=None, **kwargs):
     return ax
 
 
-def plot_depth_scales(curve, ax=None, *, show_grad: bool = True, ymax=None, log: bool = True, title=None):
+def plot_depth_scales(curve: Any, ax: Optional[Axes] = None, *, show_grad: bool = True, ymax: Optional[float] = None,
+                      log: bool = True, title: Optional[str] = None) -> Axes:
     r"""xi_q and xi_c (and xi_grad) against sigma_w^2 at fixed sigma_b^2 (Schoenholz et al. 2017, Fig. 1), with the
     critical point ``w_c`` (where ``chi_1 = 1`` and ``xi_c`` diverges) marked by a vertical line."""
     ax = _new_ax(ax, figsize=(6.4, 4.4))
@@ -304,7 +315,8 @@ def _iterates_panel(ax, layers, iterates, colors, ylabel, title):
     return ax
 
 
-def plot_map_dynamics(md, ax=None, *, fig=None, axes=None, title=None):
+def plot_map_dynamics(md: Any, ax: Any = None, *, fig: Optional[Figure] = None, axes: Any = None,
+                      title: Optional[str] = None) -> np.ndarray:
     r"""Poole-style four-panel figure of a :class:`~meanfield.phase.MapDynamics`: (a) the length map ``V(q)`` against
     the identity, (b) ``q^l`` against layer ``l``, (c) the correlation map ``C(c)`` against the identity, (d) ``c^l``
     against ``l``. One colour per ``sigma_w^2``, its phase (ordered, critical, chaotic, with ``chi_1``) in the legend;
@@ -371,7 +383,8 @@ def plot_map_dynamics(md, ax=None, *, fig=None, axes=None, title=None):
     return axs
 
 
-def save_figure(fig, stem, formats=("png", "svg"), dpi: int = 130) -> list:
+def save_figure(fig: Figure, stem: Union[str, os.PathLike], formats: Sequence[str] = ("png", "svg"),
+                dpi: int = 130) -> List[str]:
     """Save ``fig`` as ``stem.png`` and ``stem.svg`` (or the given formats), each written atomically (temporary file
     in the same folder, then :func:`os.replace`); returns the paths written."""
     from ._io import atomic_open

@@ -23,6 +23,11 @@ Examples
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from ._typing import ArrayLike, NetworkLike
+
 from dataclasses import dataclass
 from typing import Optional
 
@@ -216,7 +221,8 @@ def _check_gram(gram):
     return np.ascontiguousarray(G)
 
 
-def trace(network, x=None, *, gram=None, parameterization: str = "ntk", width: Optional[float] = None,
+def trace(network: NetworkLike, x: Optional[ArrayLike] = None, *, gram: Optional[ArrayLike] = None,
+          parameterization: str = "ntk", width: Optional[float] = None,
           compute_ntk: bool = True, backward: bool = True, rtol: float = 1e-14, _inputs: Optional[str] = None) -> Trace:
     r"""Run ``network`` on a data set and return every layer's covariance, q-dot, q-tilde and the NTK.
 

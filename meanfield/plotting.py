@@ -164,6 +164,15 @@ def plot_phase_diagram(pd: Any, quantity: str = "chi1", ax: Optional[Axes] = Non
             label += f"  (capped at {norm.vmax:.3g})"
         elif quantity == "chi1":
             label += "  (log scale, 1 = critical)"
+            from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullLocator
+
+            steps = np.array([1.0, 1.5, 2.0, 3.0, 5.0, 7.0])
+            ticks = np.concatenate([1.0 / steps[:0:-1], steps]) if norm.vmax < 8 else 10.0 ** np.arange(-3, 4)
+            ticks = np.unique(np.concatenate([ticks, 1.0 / ticks]))
+            ticks = ticks[(ticks >= norm.vmin * (1 - 1e-9)) & (ticks <= norm.vmax * (1 + 1e-9))]
+            cb.ax.yaxis.set_major_locator(FixedLocator(ticks))
+            cb.ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+            cb.ax.yaxis.set_minor_locator(NullLocator())
         cb.set_label(label)
     if diverged.any() and w.size > 1 and b.size > 1:
         import matplotlib.patches as mpatches
@@ -184,6 +193,9 @@ def plot_phase_diagram(pd: Any, quantity: str = "chi1", ax: Optional[Axes] = Non
     if ridge:
         r = pd.xi_c_ridge
         sel = np.isfinite(r)
+        if diverged.any():  # a grid maximum inside the q* = inf region is no ridge of a fixed point's xi_c
+            col = np.searchsorted(w, np.where(sel, r, w[0]))
+            sel &= ~diverged[np.arange(b.size), np.clip(col, 0, w.size - 1)]
         step = max(1, int(sel.sum() // 25))
         idx = np.flatnonzero(sel)[::step]
         if idx.size:
@@ -281,7 +293,7 @@ def _phase_label(w, chi1) -> str:
     """Legend entry of one weight variance: its value and phase (``chi_1`` beside it when known)."""
     if chi1 is None or not np.isfinite(chi1):
         return rf"$\sigma_w^2={w:g}$"
-    phase = "critical" if abs(chi1 - 1.0) < 1e-6 else ("ordered" if chi1 < 1.0 else "chaotic")
+    phase = "critical" if abs(chi1 - 1.0) < 5e-3 else ("ordered" if chi1 < 1.0 else "chaotic")
     return rf"$\sigma_w^2={w:g}$: {phase}, $\chi_1={chi1:.3g}$"
 
 

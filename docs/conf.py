@@ -31,7 +31,7 @@ myst_enable_extensions = ["dollarmath", "amsmath"]
 myst_heading_anchors = 3
 
 autosummary_generate = True
-autodoc_default_options = {"members": True, "inherited-members": False, "show-inheritance": False}
+autodoc_default_options = {"members": True, "inherited-members": "BaseException", "show-inheritance": False}
 autodoc_typehints = "none"            # the numpydoc Parameters sections carry the types
 autodoc_member_order = "bysource"
 numpydoc_show_class_members = False   # autodoc lists the members

@@ -53,7 +53,7 @@ stats = mf.fisher_statistics(net, width=M, n_samples=T)
 fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
 for seed in range(4):
     ev = np.sort(mf.finite_width_fisher(net, M, T, 1, seed=seed).eigenvalues)[::-1]
-    ax.plot(np.arange(1, ev.size + 1), ev, "o", ms=4, alpha=0.7, label="one network" if seed == 0 else None)
+    ax.plot(np.arange(1, ev.size + 1), ev, "o", ms=4, alpha=0.7, label="4 networks, one colour each" if seed == 0 else None)
 ax.axhline(stats.lambda_max, color="k", ls="--", label=r"theory $\lambda_{\max}$")
 ax.axhline(stats.bulk_eigenvalue, color="C2", ls=":", label=r"theory bulk $\alpha M(\kappa_1-\kappa_2)/T$")
 ax.set_yscale("log")

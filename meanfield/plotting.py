@@ -167,9 +167,9 @@ def plot_phase_diagram(pd: Any, quantity: str = "chi1", ax: Optional[Axes] = Non
             from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullLocator
 
             steps = np.array([1.0, 1.5, 2.0, 3.0, 5.0, 7.0])
-            ticks = np.concatenate([1.0 / steps[:0:-1], steps]) if norm.vmax < 8 else 10.0 ** np.arange(-3, 4)
+            ticks = np.concatenate([1.0 / steps[:0:-1], steps]) if r < 8 else 10.0 ** np.arange(-3, 4)
             ticks = np.unique(np.concatenate([ticks, 1.0 / ticks]))
-            ticks = ticks[(ticks >= norm.vmin * (1 - 1e-9)) & (ticks <= norm.vmax * (1 + 1e-9))]
+            ticks = ticks[(ticks >= (1 - 1e-9) / r) & (ticks <= r * (1 + 1e-9))]   # the norm is [1/r, r]
             cb.ax.yaxis.set_major_locator(FixedLocator(ticks))
             cb.ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
             cb.ax.yaxis.set_minor_locator(NullLocator())

@@ -26,7 +26,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 if _TYPE_CHECKING:
+    from typing import Dict, Tuple
+
     from ._typing import ArrayLike, NetworkLike
+    import pandas
+    import xarray
 
 from dataclasses import dataclass
 from typing import Optional
@@ -34,7 +38,7 @@ from typing import Optional
 import numpy as np
 
 from ._checks import check_finite_array, check_positive
-from ._interop import short_repr
+from ._interop import Table, short_repr, to_dataframe, to_xarray
 from .layers import Dense, Dropout, Layer, Nonlinearity, Residual, Serial
 
 __all__ = ["Trace", "TraceStep", "trace", "as_chain"]
@@ -185,6 +189,33 @@ class Trace:
     width: Optional[float]
 
     __repr__ = short_repr
+
+    def _table(self) -> Table:
+        n = self.nngp.shape[0]
+        dims: Tuple[str, ...] = ("layer", "input_1", "input_2")
+        data: Dict[str, Tuple[Tuple[str, ...], np.ndarray]] = {"q": (dims, np.stack(self.q)),
+                                                               "qhat": (dims, np.stack(self.qhat))}
+        if all(t is not None for t in self.qtilde):
+            data["qtilde"] = (dims, np.stack(self.qtilde))
+        coords = {"layer": np.arange(1, len(self.dense) + 1), "input_1": np.arange(n), "input_2": np.arange(n)}
+        if self.qdot:
+            coords["nonlinearity"] = np.arange(1, len(self.qdot) + 1)
+            data["qdot"] = (("nonlinearity", "input_1", "input_2"), np.stack(self.qdot))
+        data["nngp"] = (("input_1", "input_2"), self.nngp)
+        if self.ntk is not None:
+            data["ntk"] = (("input_1", "input_2"), self.ntk)
+        return Table(coords=coords, data=data, attrs={"parameterization": self.parameterization, "width": self.width},
+                     rows=dims)
+
+    def to_xarray(self) -> "xarray.Dataset":
+        """Per Dense layer ``l = 1..L`` (dim ``layer``) the N x N matrices ``q`` (its output covariance), ``qhat`` (its
+        input covariance) and ``qtilde`` (back-propagated overlap; with the backward pass) on ``(input_1, input_2)``;
+        ``qdot`` per Nonlinearity (dim ``nonlinearity``); the chain's ``nngp`` and ``ntk``. Needs xarray."""
+        return to_xarray(self._table())
+
+    def to_dataframe(self) -> "pandas.DataFrame":
+        """One row per (Dense layer ``l``, ``input_1``, ``input_2``): ``q``, ``qhat``, ``qtilde``. Needs pandas."""
+        return to_dataframe(self._table())
 
     @property
     def dense(self) -> tuple:

@@ -103,6 +103,20 @@ def test_forward_backward_layer_tables(net):
     assert fr.to_xarray()["qdot1"].dims == ("layer",)
 
 
+def test_trace_tables(net):
+    X = np.random.default_rng(2).normal(size=(3, 5))
+    tr = mf.trace(net, X)
+    ds = tr.to_xarray()
+    assert ds["q"].dims == ("layer", "input_1", "input_2") and ds.sizes["layer"] == net.depth + 1
+    assert ds["qtilde"].sel(layer=2, input_1=0, input_2=2).item() == tr.qtilde[1][0, 2]
+    np.testing.assert_array_equal(ds["nngp"].values, tr.nngp)
+    np.testing.assert_array_equal(ds["q"].sel(layer=net.depth + 1).values, tr.nngp)   # the output layer's q is the NNGP
+    df = tr.to_dataframe()
+    assert len(df) == (net.depth + 1) * 9
+    r = df[(df.layer == 1) & (df.input_1 == 2) & (df.input_2 == 1)]
+    assert r["qhat"].item() == tr.qhat[0][2, 1]
+
+
 def test_kernels_and_fisher_tables(net):
     X = np.random.default_rng(0).normal(size=(3, 4))
     kr = mf.kernels(net, X)

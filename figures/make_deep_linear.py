@@ -63,8 +63,8 @@ def main(out=os.path.join(HERE, "deep_linear_variance.png")):
         exact, renorm = np.array(exact), np.array(renorm)
         ax.plot(widths, exact, "-", color=col, lw=2, label=f"exact (Meijer G), $L={L}$")
         ax.plot(widths, renorm, "--", color=col, lw=1.3, label=f"BPKR $(u_0/\\sigma^2)^L$, $L={L}$")
-        bx.loglog(widths, np.abs(exact / renorm - 1), "-", color=col, lw=2, label=f"|exact/BPKR - 1|, $L={L}$")
-        bx.loglog(widths, np.abs(exact - 1), ":", color=col, lw=1.5, label=f"|exact/NNGP - 1|, $L={L}$")
+        bx.loglog(widths, np.abs(exact / renorm - 1), "-", color=col, lw=2, label=f"$|$exact/BPKR$ - 1|$, $L={L}$")
+        bx.loglog(widths, np.abs(exact - 1), ":", color=col, lw=1.5, label=f"$|$exact/NNGP$ - 1|$, $L={L}$")
         for k, N in enumerate(mc_widths):
             X, y, xt = design(N)
             mc = _val.sample_posterior(X, y, xt, L, N, 1.0, 0.0, n_samples=20000, seed=100 * L + k)

@@ -34,6 +34,16 @@ WIDTHS = [32, 64, 128, 256, 512, 1024, 2048, 4096]
 SEEDS = 4
 
 
+def _plain_log_ticks(axis):
+    """Tick labels of a log axis as plain numbers (6, 0.4) instead of 6 x 10^0."""
+    class Plain(matplotlib.ticker.LogFormatter):   # matplotlib's choice of which ticks to label, printed with %g
+        def _num_to_string(self, x, vmin, vmax):
+            return f"{x:g}"
+
+    axis.set_major_formatter(Plain())
+    axis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+
+
 def statistics_vs_width():
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     colours = {"tanh": "C0", "relu": "C3"}
@@ -59,6 +69,7 @@ def statistics_vs_width():
     for ax, lab in zip(axes, labels):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis)
         ax.set_xlabel(r"width $M$")
         ax.set_ylabel(lab)
         ax.grid(alpha=0.3, which="both")
@@ -143,6 +154,7 @@ def variants_vs_width():
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis)
         ax.set_xlabel(r"width $M$")
         ax.set_ylabel("eigenvalue statistic")
         ax.grid(alpha=0.3, which="both")

@@ -70,12 +70,15 @@ def main(out=None):
         if phase == "chaotic":
             ax.set_yscale("log")
         ax.set_xscale("log", base=2)
+        ax.set_xticks(DEPTHS, [str(d) for d in DEPTHS])
         ax.set_xlabel("depth $L-1$ (hidden layers)")
         ax.set_ylabel(r"NTK entry")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
-    fig.colorbar(sm, ax=axes[:2, :], label="depth (hidden layers)", shrink=0.8)
+    cb = fig.colorbar(sm, ax=axes[:2, :], label="depth (hidden layers)", shrink=0.8)
+    cb.set_ticks(DEPTHS, labels=[str(d) for d in DEPTHS])   # integer depths, not powers of ten
+    cb.minorticks_off()
     fig.savefig(out, dpi=120)
     print(f"wrote {out}")
 

@@ -2,7 +2,7 @@
 
 The public API is re-exported here; see the README for a tour.
 """
-__version__ = "0.1.0"
+from ._version import __version__
 
 from ._numba_cache import install as _install_numba_cache
 

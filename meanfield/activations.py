@@ -23,6 +23,13 @@ Examples
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from typing import Callable, Optional, Sequence
+
+    from ._typing import ActivationLike, ArrayLike, FloatOrArray
+
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -245,7 +252,7 @@ class Activation:
         return self.code == CUSTOM
 
     @property
-    def critical_weight_var(self):
+    def critical_weight_var(self) -> Optional[float]:
         """Critical sigma_w^2 (chi_1 = 1) valid for every bias variance, known in closed form for positively
         homogeneous activations: ``2 / (phi'(0+)^2 + phi'(0-)^2)`` (2 for relu, 1 for linear); None otherwise."""
         if not self.homogeneous:
@@ -269,19 +276,19 @@ class Activation:
                                  f"x = {x_bad!r}")
         return float(out) if out.ndim == 0 else out
 
-    def phi(self, x):
+    def phi(self, x: ArrayLike) -> FloatOrArray:
         """phi(x), elementwise."""
         return self._eval(x, 0)
 
-    def dphi(self, x):
+    def dphi(self, x: ArrayLike) -> FloatOrArray:
         """phi'(x), elementwise."""
         return self._eval(x, 1)
 
-    def d2phi(self, x):
+    def d2phi(self, x: ArrayLike) -> FloatOrArray:
         """phi''(x), elementwise (zero on the linear pieces of kinked activations)."""
         return self._eval(x, 2)
 
-    def __call__(self, x):
+    def __call__(self, x: ArrayLike) -> FloatOrArray:
         return self.phi(x)
 
 
@@ -324,7 +331,7 @@ def is_homogeneous(code):
 _ALIASES = {"identity": "linear", "swish": "silu", "hardtanh": "hard_tanh", "leakyrelu": "leaky_relu"}
 
 
-def get_activation(spec, **params) -> Activation:
+def get_activation(spec: ActivationLike, **params: float) -> Activation:
     """Return the :class:`Activation` for a name (or pass an Activation through).
 
     Parameters
@@ -474,7 +481,9 @@ def _probe_finite(name: str, ev, kinks: tuple) -> None:
                                  f"(phi and its derivatives must be finite on the whole real line)")
 
 
-def custom_activation(name: str, phi, dphi=None, d2phi=None, *, kinks=(), scale: float = 1.0) -> Activation:
+def custom_activation(name: str, phi: Callable[[float], float], dphi: Optional[Callable[[float], float]] = None,
+                      d2phi: Optional[Callable[[float], float]] = None, *, kinks: Sequence[float] = (),
+                      scale: float = 1.0) -> Activation:
     """Build an :class:`Activation` from numba-compilable scalar functions.
 
     Parameters

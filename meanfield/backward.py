@@ -14,11 +14,26 @@ leaves the cross-input one unchanged (independent masks for the two inputs).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from typing import Any
+
+    from matplotlib.axes import Axes
+
+    from ._typing import NetworkLike
+
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
+from ._interop import Table, short_repr, to_dataframe, to_xarray
 from .forward import ForwardResult, forward
+
+if TYPE_CHECKING:
+    import pandas
+    import xarray
 
 __all__ = ["backward", "BackwardResult"]
 
@@ -35,11 +50,27 @@ class BackwardResult:
     qtilde2: np.ndarray
     forward: ForwardResult
 
+    __repr__ = short_repr
+
+    def _table(self) -> Table:
+        n = self.qtilde1.size
+        return Table(coords={"layer": np.arange(1, n + 1)},
+                     data={k: (("layer",), getattr(self, k)) for k in ("qtilde1", "qtilde1b", "qtilde2")},
+                     rows=("layer",))
+
+    def to_xarray(self) -> "xarray.Dataset":
+        """``qtilde1, qtilde1b, qtilde2`` on the dimension ``layer`` = 1..L. Needs xarray."""
+        return to_xarray(self._table())
+
+    def to_dataframe(self) -> "pandas.DataFrame":
+        """One row per layer ``l = 1..L``: ``qtilde1, qtilde1b, qtilde2``. Needs pandas."""
+        return to_dataframe(self._table())
+
     def to_dict(self) -> dict:
         return {"qtilde1": self.qtilde1.tolist(), "qtilde1b": self.qtilde1b.tolist(),
                 "qtilde2": self.qtilde2.tolist(), "forward": self.forward.to_dict()}
 
-    def plot(self, ax=None):
+    def plot(self, ax: Optional[Axes] = None) -> Axes:
         """Plot q-tilde_1^l and q-tilde_2^l against the layer index (log scale)."""
         import matplotlib.pyplot as plt
 
@@ -49,11 +80,14 @@ class BackwardResult:
         ax.semilogy(layers, self.qtilde1, "o-", label=r"$\tilde q_1^l$")
         ax.semilogy(layers, np.abs(self.qtilde2), "s--", label=r"$|\tilde q_2^l|$")
         ax.set_xlabel("layer $l$")
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
         return ax
 
 
-def backward(network, forward_result: ForwardResult = None, **forward_kwargs) -> BackwardResult:
+def backward(network: NetworkLike, forward_result: Optional[ForwardResult] = None, **forward_kwargs: Any) -> BackwardResult:
     """Back-propagate q-tilde through ``network`` (see the module docstring for the recursion).
 
     A view of the backward pass of the layer sweep (:mod:`meanfield.trace`): q-tilde at each Dense layer's output.

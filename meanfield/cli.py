@@ -27,6 +27,8 @@ import warnings
 
 import numpy as np
 
+from ._version import __version__
+
 __all__ = ["main", "build_parser", "parse_grid", "parse_values"]
 
 #: largest number of points on one grid axis (a 10^5 x 10^5 phase diagram would need ~1 TB)
@@ -253,7 +255,7 @@ def run_maps(act, params, weight_vars, bias_var, depth, out, *, prefix=None, dpi
 
     with atomic_open(stem + ".npz") as fh:
         np.savez_compressed(fh, **{k: np.array(v) for k, v in md.to_dict().items()})
-    fig = md.plot()
+    fig = md.plot()[0, 0].figure
     paths = [stem + ".npz"] + plotting.save_figure(fig, stem, dpi=dpi)
     _close(fig)
     for p in paths:
@@ -387,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
                      description="Mean-field (infinite-width) theory of deep networks: phase diagrams and figures.",
                      epilog="example:\n  meanfield figures --out figures\n  meanfield phase-diagram --help")
     parser.add_argument("--traceback", action="store_true", help="show a Python traceback on unexpected errors")
+    parser.add_argument("--version", action="version", version=f"meanfield {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def common(p, *, act_default="tanh"):

@@ -51,11 +51,16 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, fields
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from ._checks import check_int
+from ._interop import Table, short_repr, to_dataframe, to_xarray
+
+if TYPE_CHECKING:
+    import pandas
+    import xarray
 from .network import Network
 
 __all__ = [
@@ -207,6 +212,29 @@ def _softmax_top_eigenvalues(R, k1, k2, n_top, chunk_bytes=64 * 2 ** 20):
 # results
 # ----------------------------------------------------------------------------------------------------------------------
 class _ToDict:
+    #: first layer index of the per-layer blocks (FIM: weight layers 1..L; feature metric: activations 0..L-1)
+    _first_layer = 1
+
+    def _table(self) -> Table:
+        layer = {k: getattr(self, k) for k in ("layer_kappa1", "layer_kappa2", "layer_mean_eigenvalue",
+                                                "layer_second_moment", "layer_lambda_max") if hasattr(self, k)}
+        n = len(next(iter(layer.values())))
+        scalars = {f.name: getattr(self, f.name) for f in fields(self)
+                   if isinstance(getattr(self, f.name), (int, float, str)) and getattr(self, f.name) is not None}
+        return Table(coords={"layer": np.arange(self._first_layer, self._first_layer + n)},
+                     data={k[len("layer_"):]: (("layer",), np.asarray(v, dtype=float)) for k, v in layer.items()},
+                     attrs=scalars, rows=("layer",))
+
+    def to_xarray(self) -> "xarray.Dataset":
+        """The per-layer block statistics (``layer_*`` without the prefix) on the dimension ``layer``, the scalar
+        statistics of the whole matrix as attributes. Needs xarray."""
+        return to_xarray(self._table())
+
+    def to_dataframe(self) -> "pandas.DataFrame":
+        """One row per layer block: ``kappa1, kappa2, mean_eigenvalue, second_moment, lambda_max`` of the block
+        (``layer_*`` attributes); the whole matrix's scalar statistics are in ``DataFrame.attrs``. Needs pandas."""
+        return to_dataframe(self._table())
+
     def to_dict(self) -> dict:
         """Plain-Python dictionary of the result (arrays as lists, the network through ``Network.to_dict``)."""
         d = {}
@@ -312,6 +340,8 @@ class FisherStatistics(_ToDict):
     mc_stderr: Optional[dict]
     order_parameters: dict
 
+    __repr__ = short_repr
+
 
 @dataclass(frozen=True)
 class FeatureMetricStatistics(_ToDict):
@@ -347,6 +377,9 @@ class FeatureMetricStatistics(_ToDict):
     layer_lambda_max: np.ndarray
     outliers: Optional[np.ndarray]
     mc_stderr: Optional[dict]
+
+    __repr__ = short_repr
+    _first_layer = 0
 
 
 # ----------------------------------------------------------------------------------------------------------------------

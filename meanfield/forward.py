@@ -33,17 +33,32 @@ Every function broadcasts over numpy arrays of ``weight_var`` and ``bias_var`` a
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from typing import Optional, Sequence, Tuple, Union
+
+    from matplotlib.axes import Axes
+
+    from ._typing import ActivationLike, ArrayLike, FloatOrArray, NetworkLike
+
 import warnings
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import _maps_kernels as _mk
+from ._interop import Table, pad, short_repr, to_dataframe, to_xarray
 from ._checks import check_finite_array, check_in_range, check_nonneg
 from .activations import get_activation
 from .gaussian import _check_rtol, mehler_rows
 from .errors import ConvergenceWarning, DivergenceWarning, NoCriticalPointWarning, PrecisionWarning
 from .network import Network
+
+if TYPE_CHECKING:
+    import pandas
+    import xarray
 
 __all__ = [
     "length_map",
@@ -126,6 +141,8 @@ class FixedPoint:
     xi_grad: object
     c_map_slope: object
 
+    __repr__ = short_repr
+
     def to_dict(self) -> dict:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(self).items()}
 
@@ -138,6 +155,8 @@ class DepthScales:
     xi_q: object
     xi_c: object
     xi_grad: object
+
+    __repr__ = short_repr
 
     def __iter__(self):
         return iter((self.xi_q, self.xi_c, self.xi_grad))
@@ -215,7 +234,8 @@ def _warn_precision(act, qs, vp):
                       PrecisionWarning, stacklevel=4)
 
 
-def fixed_point(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None,
+def fixed_point(activation: ActivationLike, weight_var: ArrayLike, bias_var: ArrayLike, *, dropout_keep: float = 1.0,
+                q_init: Optional[ArrayLike] = None,
                 rtol: float = RTOL) -> FixedPoint:
     """All fixed-point order parameters and depth scales at once (one compiled pass; see the module docstring).
 
@@ -247,7 +267,8 @@ def fixed_point(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, 
                       c_map_slope=_shaped(shape, slope1))
 
 
-def length_map(activation, q, weight_var, bias_var, *, dropout_keep: float = 1.0):
+def length_map(activation: ActivationLike, q: ArrayLike, weight_var: ArrayLike, bias_var: ArrayLike, *,
+               dropout_keep: float = 1.0) -> FloatOrArray:
     r"""The length map V(q) = (sigma_w^2/rho) E[phi(u)^2] + sigma_b^2, u ~ N(0, q) (Poole et al. 2016, eq. 3).
 
     Examples
@@ -264,8 +285,9 @@ def length_map(activation, q, weight_var, bias_var, *, dropout_keep: float = 1.0
     return _shaped(shape, out)
 
 
-def correlation_map(activation, c, weight_var, bias_var, q=None, *, dropout_keep: float = 1.0,
-                    return_derivative: bool = False, rtol: float = RTOL):
+def correlation_map(activation: ActivationLike, c: ArrayLike, weight_var: ArrayLike, bias_var: ArrayLike,
+                    q: Optional[ArrayLike] = None, *, dropout_keep: float = 1.0,
+                    return_derivative: bool = False, rtol: float = RTOL) -> Union[FloatOrArray, Tuple[FloatOrArray, FloatOrArray]]:
     r"""The correlation map C(c; q) = (sigma_w^2 E[phi(u_1)phi(u_2)] + sigma_b^2) / q (Poole et al. 2016, eq. 5).
 
     Parameters
@@ -314,7 +336,8 @@ def correlation_map(activation, c, weight_var, bias_var, q=None, *, dropout_keep
     return _shaped(shape, out)
 
 
-def qstar(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None):
+def qstar(activation: ActivationLike, weight_var: ArrayLike, bias_var: ArrayLike, *, dropout_keep: float = 1.0,
+          q_init: Optional[ArrayLike] = None) -> FloatOrArray:
     """Fixed point q* of the length map reached from ``q_init`` (``inf`` with a DivergenceWarning if q grows
     without bound).
 
@@ -334,7 +357,8 @@ def qstar(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init
     return _shaped(shape, qs)
 
 
-def chi1(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None):
+def chi1(activation: ActivationLike, weight_var: ArrayLike, bias_var: ArrayLike, *, dropout_keep: float = 1.0,
+         q_init: Optional[ArrayLike] = None) -> FloatOrArray:
     """chi_1 = (sigma_w^2/rho) E[phi'(u)^2] at q*: the per-layer gradient-norm ratio (critical at chi_1 = 1).
 
     Without dropout this is also the slope of the correlation map at c = 1; with dropout that slope is
@@ -350,7 +374,8 @@ def chi1(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=
     return _shaped(shape, chi)
 
 
-def c_map_slope(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None):
+def c_map_slope(activation: ActivationLike, weight_var: ArrayLike, bias_var: ArrayLike, *, dropout_keep: float = 1.0,
+                q_init: Optional[ArrayLike] = None) -> FloatOrArray:
     """dC/dc at c = 1 of the correlation map at q*: sigma_w^2 E[phi'(u)^2] = rho chi_1 (``chi_1`` without dropout).
 
     Under dropout c = 1 is not a fixed point and this slope defines no phase boundary (see the module docstring);
@@ -366,7 +391,8 @@ def c_map_slope(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, 
     return _shaped(shape, slope1)
 
 
-def cstar(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None, rtol: float = RTOL):
+def cstar(activation: ActivationLike, weight_var: ArrayLike, bias_var: ArrayLike, *, dropout_keep: float = 1.0,
+          q_init: Optional[ArrayLike] = None, rtol: float = RTOL) -> FloatOrArray:
     """Stable fixed point c* in [0, 1] of the correlation map at q* (1 in the ordered phase without dropout).
 
     Examples
@@ -379,7 +405,8 @@ def cstar(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init
     return _shaped(shape, cs)
 
 
-def chi_c(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None, rtol: float = RTOL):
+def chi_c(activation: ActivationLike, weight_var: ArrayLike, bias_var: ArrayLike, *, dropout_keep: float = 1.0,
+          q_init: Optional[ArrayLike] = None, rtol: float = RTOL) -> FloatOrArray:
     """chi_c = sigma_w^2 E[phi'(u_1) phi'(u_2)] at (q*, c*) (= chi_1 when c* = 1).
 
     Examples
@@ -392,7 +419,8 @@ def chi_c(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init
     return _shaped(shape, chic)
 
 
-def depth_scales(activation, weight_var, bias_var, *, dropout_keep: float = 1.0, q_init=None,
+def depth_scales(activation: ActivationLike, weight_var: ArrayLike, bias_var: ArrayLike, *, dropout_keep: float = 1.0,
+                 q_init: Optional[ArrayLike] = None,
                  rtol: float = RTOL) -> DepthScales:
     r"""Depth scales (Schoenholz et al. 2017): 1/xi_q = -log|V'(q*)|, 1/xi_c = -log|chi_c|, 1/xi_grad = -log chi_1.
 
@@ -414,7 +442,8 @@ def depth_scales(activation, weight_var, bias_var, *, dropout_keep: float = 1.0,
     return DepthScales(xi_q=fp.xi_q, xi_c=fp.xi_c, xi_grad=fp.xi_grad)
 
 
-def critical_weight_var(activation, bias_var, *, return_qstar: bool = False, dropout_keep: float = 1.0):
+def critical_weight_var(activation: ActivationLike, bias_var: ArrayLike, *, return_qstar: bool = False,
+                        dropout_keep: float = 1.0) -> Union[FloatOrArray, Tuple[FloatOrArray, FloatOrArray]]:
     r"""The weight variance at which chi_1 = 1 for the given bias variance (order-to-chaos transition).
 
     chi_1 = (sigma_w^2/rho) E[phi'^2] is the gradient-norm ratio; without dropout it is also the slope of the
@@ -504,13 +533,42 @@ class ForwardResult:
     qdot2: np.ndarray
     trace: object = field(default=None, compare=False, repr=False)
 
+    __repr__ = short_repr
+
+    def _table(self) -> Table:
+        """Dim ``layer`` = 0..L: ``q1, q1b, q2, c`` at the pre-activations of layers 1..L (NaN at 0),
+        ``qhat1, qhat1b, qhat2`` at the post-activations of layers 0..L-1 (0: the input; NaN at L), ``qdot1, qdot1b,
+        qdot2`` at the hidden layers 1..L-1 (NaN elsewhere; on their own dim ``nonlinearity`` for a chain whose
+        Nonlinearity count differs from L-1)."""
+        n = self.q1.size + 1
+        data = {k: (("layer",), pad(getattr(self, k), n, 1)) for k in ("q1", "q1b", "q2", "c")}
+        data.update({k: (("layer",), pad(getattr(self, k), n, 0)) for k in ("qhat1", "qhat1b", "qhat2")})
+        coords = {"layer": np.arange(n)}
+        if self.qdot1.size <= n - 2:
+            data.update({k: (("layer",), pad(getattr(self, k), n, 1)) for k in ("qdot1", "qdot1b", "qdot2")})
+        else:
+            coords["nonlinearity"] = np.arange(1, self.qdot1.size + 1)
+            data.update({k: (("nonlinearity",), getattr(self, k)) for k in ("qdot1", "qdot1b", "qdot2")})
+        return Table(coords=coords, data=data, rows=("layer",))
+
+    def to_xarray(self) -> "xarray.Dataset":
+        """The per-layer order parameters as an :class:`xarray.Dataset` on the dimension ``layer`` (0..L; see
+        :meth:`to_dataframe` for which layers each quantity has). Needs xarray."""
+        return to_xarray(self._table())
+
+    def to_dataframe(self) -> "pandas.DataFrame":
+        """One row per layer ``l = 0..L``: ``q1, q1b, q2, c`` (pre-activations of layer l, NaN at 0), ``qhat1, qhat1b,
+        qhat2`` (post-activations of layer l, l = 0 the input; NaN at L), ``qdot1, qdot1b, qdot2`` (hidden layers).
+        Needs pandas."""
+        return to_dataframe(self._table())
+
     def to_dict(self) -> dict:
         d = {k: getattr(self, k).tolist() for k in ("q1", "q1b", "q2", "c", "qhat1", "qhat1b", "qhat2", "qdot1",
                                                      "qdot1b", "qdot2")}
         d["network"] = self.network.to_dict()
         return d
 
-    def plot(self, ax=None):
+    def plot(self, ax: Optional[Sequence[Axes]] = None) -> Sequence[Axes]:
         """Plot q^l and c^l against the layer index; returns the matplotlib axes (two panels)."""
         import matplotlib.pyplot as plt
 
@@ -525,10 +583,15 @@ class ForwardResult:
         ax[1].plot(layers, self.c, "o-")
         ax[1].set_xlabel("layer $l$")
         ax[1].set_ylabel("$c^l$")
+        from matplotlib.ticker import MaxNLocator
+
+        for a in ax:
+            a.xaxis.set_major_locator(MaxNLocator(integer=True))
         return ax
 
 
-def forward(network, input_norm=1.0, input_norm2=None, input_overlap=0.0) -> ForwardResult:
+def forward(network: NetworkLike, input_norm: float = 1.0, input_norm2: Optional[float] = None,
+            input_overlap: float = 0.0) -> ForwardResult:
     r"""Propagate the second moments of two inputs through ``network`` (docs/mathematics.md sec. 2, heterogeneous layers).
 
     .. math::

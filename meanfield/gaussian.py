@@ -17,6 +17,13 @@ truncation error after K terms is bounded by sqrt(R_K(f) R_K(g)), R_K(f) = E[f^2
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from typing import Callable, Optional, Sequence, Tuple, Union
+
+    from ._typing import ActivationLike, ArrayLike, FloatOrArray, Pair
+
 import functools
 import math
 import warnings
@@ -46,7 +53,7 @@ def _shape_out(shape, flat):
     return float(out) if out.ndim == 0 else out
 
 
-def gaussian_rule(q, *, scale: float = 1.0, kinks=(), graded: bool = False):
+def gaussian_rule(q: ArrayLike, *, scale: float = 1.0, kinks: Sequence[float] = (), graded: bool = False) -> Pair:
     """Nodes ``z`` and weights ``w`` with ``sum(w * g(sqrt(q) * z)) ~= E[g(u)]``, u ~ N(0, q).
 
     Parameters
@@ -79,7 +86,9 @@ def _nodes_u(q, z, kinks):
     return np.sqrt(q) * z
 
 
-def gaussian_expectation(fn, q, *, scale: float = 1.0, kinks=(), graded: bool = False, return_error: bool = False):
+def gaussian_expectation(fn: Callable[[np.ndarray], np.ndarray], q: ArrayLike, *, scale: float = 1.0,
+                         kinks: Sequence[float] = (), graded: bool = False,
+                         return_error: bool = False) -> Union[FloatOrArray, Tuple[FloatOrArray, FloatOrArray]]:
     r"""E[fn(u)] for u ~ N(0, q), vectorised over ``q``.
 
     .. math:: E[g(u)] = \int Dz\, g(\sqrt{q} z)
@@ -139,7 +148,8 @@ def gaussian_expectation(fn, q, *, scale: float = 1.0, kinks=(), graded: bool = 
     return out
 
 
-def pair_expectation(activation, q_u, q_v, q_uv, derivative: bool = False):
+def pair_expectation(activation: ActivationLike, q_u: ArrayLike, q_v: ArrayLike, q_uv: ArrayLike,
+                     derivative: bool = False) -> FloatOrArray:
     r"""E[phi(u) phi(v)] (or E[phi'(u) phi'(v)]) for (u, v) ~ N(0, [[q_u, q_uv], [q_uv, q_v]]), broadcasting.
 
     Closed forms for relu, leaky_relu, erf and linear; otherwise the nested compiled rule (about 1e-15 relative; kinks
@@ -179,7 +189,7 @@ def _check_rtol(rtol):
     return rtol
 
 
-def mehler_terms(activation, q, *, rtol: float = 1e-16) -> int:
+def mehler_terms(activation: ActivationLike, q: float, *, rtol: float = 1e-16) -> int:
     """Number of Hermite terms :func:`hermite_table` keeps for ``phi(sqrt(q) z)`` and ``phi'(sqrt(q) z)`` (the larger):
     the first K whose Parseval tail ``sum_{k>=K} a_k^2`` is below ``rtol E[f^2]`` (for activations with kinks the spectrum decays only algebraically
     and the count reaches the cap, 2048, before that: see :func:`hermite_coefficients`).
@@ -196,7 +206,8 @@ def mehler_terms(activation, q, *, rtol: float = 1e-16) -> int:
     return max(int(hermite_table(act, np.array([q]), d, rtol, rule="composite")[0].shape[1]) for d in (False, True))
 
 
-def hermite_coefficients(activation, q, n_terms=None, derivative: bool = False, *, rtol: float = 1e-16):
+def hermite_coefficients(activation: ActivationLike, q: float, n_terms: Optional[int] = None, derivative: bool = False,
+                         *, rtol: float = 1e-16) -> np.ndarray:
     r"""Normalised Hermite coefficients a_k = E[f(z) He_k(z)] / sqrt(k!), f(z) = phi(sqrt(q) z) (or phi').
 
     Mehler's formula then gives every pair expectation: ``E[f(z_1) g(z_2)] = sum_k a_k(f) a_k(g) c^k``. Computed by

@@ -53,13 +53,25 @@ Examples
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from typing import Any
+
+    from ._typing import ArrayLike, NetworkLike
+
 import warnings
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from ._checks import check_int, check_positive, check_finite_array
+from ._interop import Table, short_repr, to_dataframe, to_xarray
+
+if TYPE_CHECKING:
+    import pandas
+    import xarray
 
 __all__ = ["KernelResult", "kernels", "nngp_kernel", "ntk_kernel", "nngp_diagonal"]
 
@@ -102,6 +114,29 @@ class KernelResult:
     n_fallback: int
     routes: tuple
 
+    __repr__ = short_repr
+
+    def _table(self) -> Table:
+        n1, n2 = self.nngp.shape
+        data = {"nngp": (("x1", "x2"), self.nngp)}
+        if self.ntk is not None:
+            data["ntk"] = (("x1", "x2"), self.ntk)
+        return Table(coords={"x1": np.arange(n1), "x2": np.arange(n2),
+                             "hidden_layer": np.arange(1, len(self.routes) + 1)},
+                     data={**data, "route": (("hidden_layer",), np.array(self.routes, dtype=object)),
+                           "truncation_bound": (("hidden_layer",), np.array(self.truncation_bound, dtype=float))},
+                     attrs={"parameterization": self.parameterization, "width": self.width,
+                            "n_fallback": self.n_fallback}, rows=("x1", "x2"))
+
+    def to_xarray(self) -> "xarray.Dataset":
+        """``nngp`` (and ``ntk``) on the dimensions ``(x1, x2)`` (row and column inputs, numbered from 0), the
+        per-hidden-layer ``route`` and ``truncation_bound`` on ``hidden_layer``. Needs xarray."""
+        return to_xarray(self._table())
+
+    def to_dataframe(self) -> "pandas.DataFrame":
+        """One row per pair of inputs ``(x1, x2)``: ``nngp`` (and ``ntk``). Needs pandas."""
+        return to_dataframe(self._table())
+
     def to_dict(self) -> dict:
         return {
             "nngp": self.nngp.tolist(),
@@ -143,7 +178,7 @@ def _rows(chain, X: np.ndarray, want_dot: bool, rtol: float, width=None, xname: 
     return nodes, q
 
 
-def nngp_diagonal(network, x, rtol: float = 1e-14) -> np.ndarray:
+def nngp_diagonal(network: NetworkLike, x: ArrayLike, rtol: float = 1e-14) -> np.ndarray:
     """Diagonal ``K(x_i, x_i) = q^L(x_i)`` of the NNGP (single-input length map per row; O(n) work).
 
     ``network`` is a :class:`~meanfield.Network` or a layer chain (:mod:`meanfield.layers`).
@@ -162,7 +197,8 @@ def nngp_diagonal(network, x, rtol: float = 1e-14) -> np.ndarray:
     return _rows(chain, x, False, check_positive("rtol", rtol, scalar=True), xname="x")[1]
 
 
-def kernels(network, x1, x2=None, *, parameterization: str = "ntk", width: Optional[float] = None,
+def kernels(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayLike] = None, *, parameterization: str = "ntk",
+            width: Optional[float] = None,
             compute_ntk: bool = True, rtol: float = 1e-14, tile_size: int = 512) -> KernelResult:
     r"""NNGP and NTK of ``network`` between the rows of ``x1`` and ``x2`` in one pass (shared work).
 
@@ -281,7 +317,7 @@ def kernels(network, x1, x2=None, *, parameterization: str = "ntk", width: Optio
     )
 
 
-def nngp_kernel(network, x1, x2=None, **options) -> np.ndarray:
+def nngp_kernel(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayLike] = None, **options: Any) -> np.ndarray:
     r"""NNGP kernel ``K(x, x') = q^L(x, x')`` of ``network`` between the rows of ``x1`` and ``x2`` (Lee et al. 2018).
 
     ``q^1 = sigma_w^2 x.x'/M_0 + sigma_b^2``, ``q^{l+1} = sigma_w^2 E[phi(u)phi(v)] + sigma_b^2``; see
@@ -298,8 +334,8 @@ def nngp_kernel(network, x1, x2=None, **options) -> np.ndarray:
     return kernels(network, x1, x2, compute_ntk=False, **options).nngp
 
 
-def ntk_kernel(network, x1, x2=None, parameterization: str = "ntk", width: Optional[float] = None,
-               **options) -> np.ndarray:
+def ntk_kernel(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayLike] = None, parameterization: str = "ntk",
+               width: Optional[float] = None, **options: Any) -> np.ndarray:
     r"""Neural tangent kernel of ``network`` between the rows of ``x1`` and ``x2`` (Jacot et al. 2018).
 
     NTK parameterization: ``Theta^{l+1} = q^{l+1} + sigma_w^2 qdot^l Theta^l``, ``Theta^1 = q^1``

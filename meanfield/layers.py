@@ -282,7 +282,7 @@ class Serial(Layer):
         return {"layer": "Serial", "input_ratio": self.input_ratio, "layers": [l.to_dict() for l in self.layers]}
 
 
-def serial(*layers, input_ratio: float = 1.0) -> Serial:
+def serial(*layers: Layer, input_ratio: float = 1.0) -> Serial:
     """Chain ``layers`` in order (nested :class:`Serial` chains are flattened).
 
     Parameters

@@ -5,6 +5,11 @@ Notation (docs/mathematics.md section 1): ``depth`` hidden layers and a linear r
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from .layers import Serial
+
 from dataclasses import dataclass, field
 from typing import Sequence, Union
 
@@ -127,7 +132,7 @@ class Network:
         return (len(set(self._weight_vars)) == 1 and len(set(self._bias_vars)) == 1
                 and len(set(self._activations)) == 1)
 
-    def to_layers(self):
+    def to_layers(self) -> Serial:
         """The equivalent layer chain (:mod:`meanfield.layers`): ``Dense(w_1, b_1), Nonlinearity(phi_1), [Dropout],
         ..., Dense(w_L, b_L)``, with ``width_ratio = alpha_l`` and ``input_ratio = alpha_0``.
 

@@ -22,15 +22,30 @@ sigma_b^2 on the vertical axis, as in the papers' figures).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    import os
+    from typing import Sequence, Tuple
+
+    from matplotlib.axes import Axes
+
+    from ._typing import ActivationLike, ArrayLike
+
 import importlib
 import warnings
 from dataclasses import dataclass, field, fields
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import numpy as np
 
 from ._checks import check_finite_array, check_in_range, check_int, check_nonneg, check_positive
+from ._interop import Table, progress_callback, require, short_repr, to_dataframe, to_xarray
 from ._io import atomic_open, check_alloc, deferred_sigint
+
+if TYPE_CHECKING:
+    import pandas
+    import xarray
 
 __all__ = [
     "PhaseDiagram",
@@ -122,6 +137,21 @@ class _Result:
             v = getattr(self, f.name)
             out[f.name] = np.array(v) if isinstance(v, np.ndarray) else tuple(v) if isinstance(v, tuple) else v
         return out
+
+    def _table(self) -> Table:  # pragma: no cover - each result describes its arrays
+        raise NotImplementedError
+
+    def to_xarray(self) -> "xarray.Dataset":
+        """The arrays as an :class:`xarray.Dataset` with named dimensions and coordinates (``weight_var``,
+        ``bias_var``, ...; see the class docstring) and the scalar fields as attributes. Needs xarray
+        (``pip install xarray``), imported only here."""
+        return to_xarray(self._table())
+
+    def to_dataframe(self) -> "pandas.DataFrame":
+        """The arrays as a tidy :class:`pandas.DataFrame`, one row per grid point (or layer), the coordinates as
+        columns; the scalar fields are in ``DataFrame.attrs``. Needs pandas (``pip install pandas``), imported only
+        here."""
+        return to_dataframe(self._table())
 
 
 def _activation_object_field():
@@ -256,6 +286,21 @@ class PhaseDiagram(_Result):
     finished: Optional[np.ndarray] = None
     activation_object: object = _activation_object_field()
 
+    __repr__ = short_repr
+
+    def _table(self) -> Table:
+        """Dims ``(bias_var, weight_var)``: the seven quantities (and the ``finished`` mask of a partial diagram);
+        ``critical_weight_var`` on ``bias_var``. DataFrame rows: the grid points, ``weight_var`` fastest (as
+        :meth:`to_csv`)."""
+        grid = ("bias_var", "weight_var")
+        data = {k: (grid, getattr(self, k)) for k in QUANTITIES}
+        data["critical_weight_var"] = (("bias_var",), self.critical_weight_vars)
+        if self.finished is not None:
+            data["finished"] = (grid, np.asarray(self.finished, dtype=bool))
+        return Table(coords={"bias_var": self.bias_vars, "weight_var": self.weight_vars}, data=data,
+                     attrs={"activation": self.activation, "activation_params": self.activation_params,
+                            "complete": self.complete}, rows=grid)
+
     # ---- derived quantities -------------------------------------------------------------------------------------
     @property
     def complete(self) -> bool:
@@ -284,7 +329,7 @@ class PhaseDiagram(_Result):
             out[i] = self.weight_vars[int(np.argmax(row))]
         return out
 
-    def critical_line_points(self):
+    def critical_line_points(self) -> Tuple[np.ndarray, np.ndarray]:
         """The critical line as plotted: ``(weight_vars, bias_vars)`` arrays, the stored
         :attr:`critical_weight_vars` with extra points between the first two bias values when the grid starts at
         ``sigma_b^2 = 0``. There ``w_c - w_c(0)`` grows like ``(sigma_b^2)^(1/3)`` for odd smooth activations (tanh,
@@ -319,7 +364,7 @@ class PhaseDiagram(_Result):
                            else np.array(self.finished, dtype=bool))
         return out
 
-    def save(self, path) -> str:
+    def save(self, path: Union[str, os.PathLike]) -> str:
         """Write a compressed ``.npz`` atomically (``.npz`` is appended when missing); returns the path written.
 
         The file holds the ``complete`` flag and the ``finished`` mask, so a partial diagram stays marked partial.
@@ -337,7 +382,7 @@ class PhaseDiagram(_Result):
         return path
 
     @classmethod
-    def load(cls, path, *, activation=None) -> "PhaseDiagram":
+    def load(cls, path: Union[str, os.PathLike], *, activation: Optional[ActivationLike] = None) -> "PhaseDiagram":
         """Read a file written by :meth:`save`.
 
         A file keeps the activation's name and parameters, not its code: a built-in activation is rebuilt from them;
@@ -363,7 +408,7 @@ class PhaseDiagram(_Result):
         return cls(activation=name, activation_params=params, critical_weight_vars=_readonly(crit),
                    finished=finished, activation_object=act, **kw)
 
-    def to_csv(self, path) -> str:
+    def to_csv(self, path: Union[str, os.PathLike]) -> str:
         """Write one row per grid point: ``weight_var,bias_var,qstar,chi1,cstar,chi_c,xi_q,xi_c,xi_grad`` (atomically).
 
         A partial diagram writes only its finished points, after a first line ``# partial: K of N grid points``.
@@ -381,7 +426,8 @@ class PhaseDiagram(_Result):
             np.savetxt(fh, data, delimiter=",", header=header, comments="", fmt="%.17g")
         return path
 
-    def plot(self, quantity: str = "chi1", ax=None, *, critical=True, **kwargs):
+    def plot(self, quantity: str = "chi1", ax: Optional[Axes] = None, *,
+             critical: Union[bool, Tuple[ArrayLike, ArrayLike]] = True, **kwargs: Any) -> Axes:
         """Heat map of ``quantity`` with the critical line (:meth:`critical_line_points`); see
         :func:`meanfield.plotting.plot_phase_diagram`."""
         from .plotting import plot_phase_diagram
@@ -410,12 +456,12 @@ def _loaded_activation(path, name: str, params: tuple, custom: bool, activation)
 
 
 def phase_diagram(
-    activation,
-    weight_vars,
-    bias_vars,
+    activation: ActivationLike,
+    weight_vars: ArrayLike,
+    bias_vars: ArrayLike,
     *,
     block_rows: Optional[int] = None,
-    progress: Optional[Callable[[int, int], None]] = None,
+    progress: Union[bool, Callable[[int, int], None], None] = False,
     activation_params: Optional[dict] = None,
 ) -> PhaseDiagram:
     r"""Evaluate q*, chi_1, c*, chi_c, xi_q, xi_c and xi_grad over a grid of (weight_var, bias_var).
@@ -443,9 +489,10 @@ def phase_diagram(
     block_rows : int, optional
         Rows evaluated per call to the core (default: chunks sized adaptively to about 0.2 s each, so that Ctrl-C
         is answered quickly at no measurable cost).
-    progress : callable, optional
-        ``progress(done_rows, total_rows)`` called after each chunk that finishes a row (the CLI draws a progress
-        bar with it).
+    progress : bool or callable, optional
+        ``True`` shows a tqdm progress bar over the rows (bias values); ``False`` (default) or ``None`` shows nothing;
+        a callable ``progress(done_rows, total_rows)`` is called after each chunk that finishes a row (the CLI draws
+        its progress bar with it).
     activation_params : dict, optional
         Parameters passed to :func:`~meanfield.activations.get_activation` with a name (e.g. ``{"slope": 0.2}``).
 
@@ -476,6 +523,7 @@ def phase_diagram(
     (True, False)
     """
     act = _resolve_activation(activation, activation_params)
+    progress = progress_callback(progress, f"phase_diagram({_activation_label(act)!r})")
     w_axis = _grid_axis("weight_vars", weight_vars, positive=True)
     b_axis = _grid_axis("bias_vars", bias_vars, positive=False)
     nb, nw = b_axis.size, w_axis.size
@@ -628,7 +676,22 @@ class CriticalLine(_Result):
     xi_c: np.ndarray
     activation_object: object = _activation_object_field()
 
-    def plot(self, ax=None, **kwargs):
+    __repr__ = short_repr
+
+    def _table(self) -> Table:
+        """Dim ``bias_var``: the critical ``weight_var`` and ``qstar``; dims ``(bias_var, offset)``: the chaotic branch
+        ``chaotic_weight_var``, ``cstar``, ``chi_c``, ``xi_c``. DataFrame rows: ``(bias_var, offset)`` (the critical
+        columns repeated per offset), or ``bias_var`` alone without offsets."""
+        branch = ("bias_var", "offset")
+        data = {"weight_var": (("bias_var",), self.weight_vars), "qstar": (("bias_var",), self.qstar),
+                "chaotic_weight_var": (branch, self.chaotic_weight_vars), "cstar": (branch, self.cstar),
+                "chi_c": (branch, self.chi_c), "xi_c": (branch, self.xi_c)}
+        rows = branch if self.offsets.size else ("bias_var",)
+        return Table(coords={"bias_var": self.bias_vars, "offset": self.offsets}, data=data,
+                     attrs={"activation": self.activation, "activation_params": self.activation_params}, rows=rows,
+                     columns=[k for k, (dims, _) in data.items() if set(dims) <= set(rows)])
+
+    def plot(self, ax: Optional[Axes] = None, **kwargs: Any) -> Axes:
         """Plot the line in the (sigma_w^2, sigma_b^2) plane."""
         from .plotting import plot_critical_line
 
@@ -636,10 +699,10 @@ class CriticalLine(_Result):
 
 
 def critical_line(
-    activation,
-    bias_vars,
+    activation: ActivationLike,
+    bias_vars: ArrayLike,
     *,
-    offsets=(1e-3, 1e-2, 1e-1),
+    offsets: Sequence[float] = (1e-3, 1e-2, 1e-1),
     activation_params: Optional[dict] = None,
 ) -> CriticalLine:
     r"""Critical weight variances ``sigma_w^2 = w_c(sigma_b^2)`` (``chi_1 = 1``) and the chaotic branch beyond them.
@@ -749,7 +812,17 @@ class DepthScaleCurve(_Result):
     critical_weight_var: float
     activation_object: object = _activation_object_field()
 
-    def to_csv(self, path) -> str:
+    __repr__ = short_repr
+
+    def _table(self) -> Table:
+        """Dim ``weight_var``: the seven quantities; attributes ``bias_var`` and ``critical_weight_var``."""
+        return Table(coords={"weight_var": self.weight_vars},
+                     data={k: (("weight_var",), getattr(self, k)) for k in QUANTITIES},
+                     attrs={"activation": self.activation, "activation_params": self.activation_params,
+                            "bias_var": self.bias_var, "critical_weight_var": self.critical_weight_var},
+                     rows=("weight_var",))
+
+    def to_csv(self, path: Union[str, os.PathLike]) -> str:
         """Write ``weight_var,qstar,chi1,cstar,chi_c,xi_q,xi_c,xi_grad`` rows (bias_var in the header comment)."""
         path = str(path)
         data = np.column_stack([self.weight_vars] + [getattr(self, k) for k in QUANTITIES])
@@ -759,14 +832,15 @@ class DepthScaleCurve(_Result):
             np.savetxt(fh, data, delimiter=",", header=header, comments="", fmt="%.17g")
         return path
 
-    def plot(self, ax=None, **kwargs):
+    def plot(self, ax: Optional[Axes] = None, **kwargs: Any) -> Axes:
         """xi_q and xi_c against sigma_w^2 with the critical point; see :func:`meanfield.plotting.plot_depth_scales`."""
         from .plotting import plot_depth_scales
 
         return plot_depth_scales(self, ax=ax, **kwargs)
 
 
-def depth_scale_curve(activation, weight_vars, bias_var: float = 0.05, *, activation_params=None) -> DepthScaleCurve:
+def depth_scale_curve(activation: ActivationLike, weight_vars: ArrayLike, bias_var: float = 0.05, *,
+                      activation_params: Optional[dict] = None) -> DepthScaleCurve:
     r"""Depth scales ``xi_q``, ``xi_c`` (and ``xi_grad``) against ``sigma_w^2`` at fixed ``sigma_b^2``.
 
     ``1/xi_q = -log V'(q*)``, ``1/xi_c = -log chi_c`` (Schoenholz et al. 2017, eqs. 8-9; docs/mathematics.md sec. 2); ``xi_c``
@@ -845,12 +919,14 @@ class MapDynamics(_Result):
     c_layers : ndarray, shape (nw, m0, depth)
         ``c^l`` for ``l = 1..depth`` from the exact two-input recursion (both inputs starting at ``q_ref``; the lengths
         are propagated too, so the result is right even where ``q*`` is infinite).
+    chi1 : ndarray, shape (nw,)
+        ``chi_1`` at each weight variance (its phase: ordered below 1, chaotic above; shown in the plot's legend).
 
     Examples
     --------
     >>> from meanfield.phase import map_dynamics
     >>> md = map_dynamics("tanh", [1.0, 2.5, 4.0], bias_var=0.3, depth=15)
-    >>> fig = md.plot()
+    >>> axs = md.plot()                # 2 x 2 panels; axs[0, 0].figure is the figure
     """
 
     activation: str
@@ -869,12 +945,57 @@ class MapDynamics(_Result):
     c0: np.ndarray
     c_layers: np.ndarray
     activation_object: object = _activation_object_field()
+    chi1: Optional[np.ndarray] = None
 
-    def plot(self, fig=None, **kwargs):
-        """Four panels: V(q) against the identity, q^l against l, C(c) against the identity, c^l against l."""
+    __repr__ = short_repr
+
+    def _table(self) -> Table:
+        """Dims ``weight_var``, ``q`` (the length-map grid), ``c`` (the correlation-map grid), ``q_start``,
+        ``c_start`` (``q^1``, ``c^1``) and ``layer`` (``l = 1..depth``): ``length_map (weight_var, q)``,
+        ``correlation_map (weight_var, c)``, ``q_layers (weight_var, q_start, layer)``,
+        ``c_layers (weight_var, c_start, layer)``, ``qstar``, ``cstar``, ``q_ref (weight_var)``. The DataFrame holds
+        the iterates ``q^l`` (rows ``weight_var, q_start, layer``); the correlation iterates and the maps are in
+        :meth:`to_xarray`."""
+        w = ("weight_var",)
+        return Table(coords={"weight_var": self.weight_vars, "q": self.q_grid, "c": self.c_grid,
+                             "q_start": self.q0, "c_start": self.c0,
+                             "layer": np.arange(1, self.q_layers.shape[-1] + 1)},
+                     data={"length_map": (w + ("q",), self.length_map),
+                           "correlation_map": (w + ("c",), self.correlation_map),
+                           "q_layers": (w + ("q_start", "layer"), self.q_layers),
+                           "c_layers": (w + ("c_start", "layer"), self.c_layers),
+                           "qstar": (w, self.qstar), "cstar": (w, self.cstar), "q_ref": (w, self.q_ref),
+                           **({} if self.chi1 is None else {"chi1": (w, self.chi1)})},
+                     attrs={"activation": self.activation, "activation_params": self.activation_params,
+                            "bias_var": self.bias_var},
+                     rows=("weight_var", "q_start", "layer"), columns=["q_layers"])
+
+    def to_dataframe(self) -> "pandas.DataFrame":
+        """The iterates in long form, one row per (``weight_var``, ``quantity``, ``start``, ``layer``): ``quantity``
+        is ``"q"`` (``start`` = ``q^1``, ``value`` = ``q^l``) or ``"c"`` (``start`` = ``c^1``, ``value`` = ``c^l``).
+        The maps themselves are in :meth:`to_xarray`. Needs pandas."""
+        pd = require("pandas", "to_dataframe()")
+        frames = []
+        for quantity, starts, values in (("q", self.q0, self.q_layers), ("c", self.c0, self.c_layers)):
+            t = Table(coords={"weight_var": self.weight_vars, "start": starts,
+                              "layer": np.arange(1, values.shape[-1] + 1)},
+                      data={"value": (("weight_var", "start", "layer"), values)},
+                      rows=("weight_var", "start", "layer"))
+            frame = to_dataframe(t)
+            frame.insert(1, "quantity", quantity)
+            frames.append(frame)
+        out = pd.concat(frames, ignore_index=True)
+        out.attrs.update(activation=self.activation, activation_params=list(self.activation_params),
+                         bias_var=self.bias_var)
+        return out
+
+    def plot(self, ax: Optional[np.ndarray] = None, **kwargs: Any) -> np.ndarray:
+        """Four panels: V(q) against the identity, q^l against l, C(c) against the identity, c^l against l; draws on
+        ``ax`` (a 2 x 2 array of Axes) if given and returns the 2 x 2 array of Axes (see
+        :func:`meanfield.plotting.plot_map_dynamics`; ``fig=`` still works but is deprecated)."""
         from .plotting import plot_map_dynamics
 
-        return plot_map_dynamics(self, fig=fig, **kwargs)
+        return plot_map_dynamics(self, ax, **kwargs)
 
 
 def _covariance_map(fw, act, c, q, w, b) -> np.ndarray:
@@ -884,13 +1005,13 @@ def _covariance_map(fw, act, c, q, w, b) -> np.ndarray:
 
 
 def map_dynamics(
-    activation,
-    weight_vars,
+    activation: ActivationLike,
+    weight_vars: ArrayLike,
     bias_var: float = 0.3,
     *,
     depth: int = 15,
-    q0=(0.02, 0.5, 1.5, 3.0),
-    c0=(0.0, 0.3, 0.6, 0.9, 0.99),
+    q0: Sequence[float] = (0.02, 0.5, 1.5, 3.0),
+    c0: Sequence[float] = (0.0, 0.3, 0.6, 0.9, 0.99),
     q_max: Optional[float] = None,
     n_grid: int = 101,
     activation_params: Optional[dict] = None,
@@ -949,6 +1070,7 @@ def map_dynamics(
         warnings.simplefilter("always")
         qs = np.asarray(fw.qstar(act, ws, b), dtype=np.float64).reshape(ws.shape)
         cs = np.asarray(fw.cstar(act, ws, b), dtype=np.float64).reshape(ws.shape)
+        chi = np.asarray(fw.chi1(act, ws, b), dtype=np.float64).reshape(ws.shape)
         # length-map iterates
         q_layers = np.empty((ws.size, q0a.size, depth))
         for i, w in enumerate(ws):
@@ -1008,4 +1130,5 @@ def map_dynamics(
         correlation_map=_readonly(Cc),
         c0=_readonly(c0a),
         c_layers=_readonly(c_layers),
+        chi1=_readonly(chi),
     )

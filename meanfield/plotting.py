@@ -21,6 +21,14 @@ Examples
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from typing import Any, List, Optional, Sequence, Union
+
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 import os
 
 import numpy as np
@@ -72,13 +80,18 @@ def _region_label_position(mask, weight_vars, bias_vars):
     return float(W[mask].mean()), float(B[mask].mean())
 
 
-def plot_phase_diagram(pd, quantity: str = "chi1", ax=None, *, critical=True, label_phases: bool = True,
-                       ridge=None, cmap=None, vmin=None, vmax=None, colorbar: bool = True, title=None):
+def plot_phase_diagram(pd: Any, quantity: str = "chi1", ax: Optional[Axes] = None, *, critical: Any = True,
+                       label_phases: bool = True, ridge: Optional[bool] = None, cmap: Any = None,
+                       vmin: Optional[float] = None, vmax: Optional[float] = None, colorbar: bool = True,
+                       title: Optional[str] = None) -> Axes:
     r"""Heat map of a :class:`~meanfield.phase.PhaseDiagram` quantity over (sigma_w^2, sigma_b^2).
 
-    ``chi1`` uses a diverging colour map centred on the transition ``chi_1 = 1``; the depth scales ``xi_q``,
-    ``xi_c``, ``xi_grad`` use a logarithmic scale capped at 200 (``xi_c`` diverges on the critical line). Points where
-    ``q*`` is infinite are drawn grey for ``qstar``; NaN entries are left blank.
+    ``chi1`` uses a diverging colour map on a logarithmic scale symmetric about the transition ``chi_1 = 1``
+    (``chi_1`` and ``1/chi_1`` equally far from it: ``log chi_1 = -1/xi_grad`` is the per-layer growth rate, so neither
+    phase is stretched or squeezed); the depth scales ``xi_q``, ``xi_c``, ``xi_grad`` use a logarithmic scale capped at
+    200 (``xi_c`` diverges on the critical line; the colour bar's arrow marks the cap). Where ``q*`` is infinite (the
+    length map diverges: relu-like activations in the chaotic phase) the depth scales and ``qstar`` are not coloured
+    but drawn grey and hatched, with a legend entry; other NaN entries are grey too.
 
     Parameters
     ----------
@@ -115,25 +128,29 @@ def plot_phase_diagram(pd, quantity: str = "chi1", ax=None, *, critical=True, la
     w, b = pd.weight_vars, pd.bias_vars
     finite = data[np.isfinite(data)]
     norm = None
+    diverged = np.isinf(np.asarray(pd.qstar))
+    extend = "neither"
     if quantity == "chi1":
-        lo = vmin if vmin is not None else (float(finite.min()) if finite.size else 0.5)
-        hi = vmax if vmax is not None else (float(finite.max()) if finite.size else 2.0)
-        # keep 1 (the transition) at the centre; a window entirely on one side gets a mirrored other half
-        if hi <= 1.0:
-            hi = 2.0 - min(lo, 0.999)
-        if lo >= 1.0:
-            lo = max(2.0 - hi, 0.0) if hi < 2.0 else 0.0
-        lo, hi = min(lo, 0.999), max(hi, 1.001)
-        norm = mcolors.TwoSlopeNorm(vcenter=1.0, vmin=lo, vmax=hi)
+        pos = finite[finite > 0]
+        lo = vmin if vmin is not None else (float(pos.min()) if pos.size else 0.5)
+        hi = vmax if vmax is not None else (float(pos.max()) if pos.size else 2.0)
+        # log scale symmetric about 1 (the transition): chi_1 and 1/chi_1 get the same colour distance from white
+        r = min(max(hi, 1.0 / max(lo, 1e-300), 1.001), 1e3)
+        norm = mcolors.LogNorm(vmin=1.0 / r, vmax=r)
+        data = np.clip(data, 1.0 / r, r)
         cmap = cmap or "RdBu_r"
     elif quantity.startswith("xi_"):
         pos = finite[finite > 0]
         lo = vmin if vmin is not None else (max(float(pos.min()), 1e-2) if pos.size else 1e-2)
         hi = vmax if vmax is not None else min(max(float(pos.max()) if pos.size else 10.0, lo * 10), _XI_CAP)
         data = np.where(np.isposinf(data), hi, np.clip(data, lo, hi))
+        data[diverged] = np.nan  # q* = inf: no depth scale of a fixed point to show (hatched below)
         norm = mcolors.LogNorm(vmin=lo, vmax=hi)
+        extend = "max"
         cmap = cmap or "magma"
     else:
+        if quantity == "qstar":
+            data[diverged] = np.nan
         cmap = cmap or "viridis"
     masked = np.ma.masked_invalid(data)
     cm = _pyplot().get_cmap(cmap).with_extremes(bad="0.75")
@@ -141,17 +158,27 @@ def plot_phase_diagram(pd, quantity: str = "chi1", ax=None, *, critical=True, la
                          vmin=None if norm is not None else vmin, vmax=None if norm is not None else vmax,
                          rasterized=True)
     if colorbar:
-        cb = ax.figure.colorbar(mesh, ax=ax)
+        cb = ax.figure.colorbar(mesh, ax=ax, extend=extend)
         label = SYMBOLS[quantity] if quantity != "xi_grad" else r"$|\xi_\nabla|$"
         if quantity.startswith("xi_"):
             label += f"  (capped at {norm.vmax:.3g})"
+        elif quantity == "chi1":
+            label += "  (log scale, 1 = critical)"
+            from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullLocator
+
+            steps = np.array([1.0, 1.5, 2.0, 3.0, 5.0, 7.0])
+            ticks = np.concatenate([1.0 / steps[:0:-1], steps]) if r < 8 else 10.0 ** np.arange(-3, 4)
+            ticks = np.unique(np.concatenate([ticks, 1.0 / ticks]))
+            ticks = ticks[(ticks >= (1 - 1e-9) / r) & (ticks <= r * (1 + 1e-9))]   # the norm is [1/r, r]
+            cb.ax.yaxis.set_major_locator(FixedLocator(ticks))
+            cb.ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+            cb.ax.yaxis.set_minor_locator(NullLocator())
         cb.set_label(label)
-    diverged = np.isinf(np.asarray(pd.qstar))
     if diverged.any() and w.size > 1 and b.size > 1:
         import matplotlib.patches as mpatches
 
         ax.contourf(w, b, diverged.astype(float), levels=[0.5, 1.5], colors="none", hatches=["///"])
-        ax.add_patch(mpatches.Rectangle((np.nan, np.nan), 0, 0, fill=False, hatch="///", ec="0.3",
+        ax.add_patch(mpatches.Rectangle((np.nan, np.nan), 0, 0, fc="0.75", hatch="///", ec="0.3",
                                         label=r"$q^*=\infty$ (length map diverges)"))
     draw_critical = critical is not False and critical is not None
     if draw_critical:
@@ -166,6 +193,9 @@ def plot_phase_diagram(pd, quantity: str = "chi1", ax=None, *, critical=True, la
     if ridge:
         r = pd.xi_c_ridge
         sel = np.isfinite(r)
+        if diverged.any():  # a grid maximum inside the q* = inf region is no ridge of a fixed point's xi_c
+            col = np.searchsorted(w, np.where(sel, r, w[0]))
+            sel &= ~diverged[np.arange(b.size), np.clip(col, 0, w.size - 1)]
         step = max(1, int(sel.sum() // 25))
         idx = np.flatnonzero(sel)[::step]
         if idx.size:
@@ -199,7 +229,7 @@ def plot_phase_diagram(pd, quantity: str = "chi1", ax=None, *, critical=True, la
 
 
 
-def plot_critical_line(line, ax=None, **kwargs):
+def plot_critical_line(line: Any, ax: Optional[Axes] = None, **kwargs: Any) -> Axes:
     """The critical line ``w_c(sigma_b^2)`` of a :class:`~meanfield.phase.CriticalLine` in the (sigma_w^2, sigma_b^2)
     plane, with the ordered side (left) and chaotic side (right) labelled."""
     ax = _new_ax(ax)
@@ -213,7 +243,8 @@ def plot_critical_line(line, ax=None, **kwargs):
     return ax
 
 
-def plot_depth_scales(curve, ax=None, *, show_grad: bool = True, ymax=None, log: bool = True, title=None):
+def plot_depth_scales(curve: Any, ax: Optional[Axes] = None, *, show_grad: bool = True, ymax: Optional[float] = None,
+                      log: bool = True, title: Optional[str] = None) -> Axes:
     r"""xi_q and xi_c (and xi_grad) against sigma_w^2 at fixed sigma_b^2 (Schoenholz et al. 2017, Fig. 1), with the
     critical point ``w_c`` (where ``chi_1 = 1`` and ``xi_c`` diverges) marked by a vertical line."""
     ax = _new_ax(ax, figsize=(6.4, 4.4))
@@ -258,11 +289,26 @@ def plot_depth_scales(curve, ax=None, *, show_grad: bool = True, ymax=None, log:
     return ax
 
 
-def _map_panel(ax, grid, maps, fixed_points, weight_vars, colors):
+def _phase_label(w, chi1) -> str:
+    """Legend entry of one weight variance: its value and phase (``chi_1`` beside it when known)."""
+    if chi1 is None or not np.isfinite(chi1):
+        return rf"$\sigma_w^2={w:g}$"
+    phase = "critical" if abs(chi1 - 1.0) < 5e-3 else ("ordered" if chi1 < 1.0 else "chaotic")
+    return rf"$\sigma_w^2={w:g}$: {phase}, $\chi_1={chi1:.3g}$"
+
+
+def _integer_ticks(ax) -> None:
+    """Integer ticks on the x axis (layer indices)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _map_panel(ax, grid, maps, fixed_points, weight_vars, colors, chi1=None):
     """One map per weight variance against the identity, its fixed point marked (NaN: not marked)."""
     ax.plot(grid, grid, color="k", ls="--", lw=1, label="identity")
     for i, w in enumerate(weight_vars):
-        ax.plot(grid, maps[i], color=colors[i], lw=2, label=rf"$\sigma_w^2={w:g}$")
+        ax.plot(grid, maps[i], color=colors[i], lw=2, label=_phase_label(w, None if chi1 is None else chi1[i]))
         if np.isfinite(fixed_points[i]):
             ax.plot([fixed_points[i]], [fixed_points[i]], "o", color=colors[i], ms=6)
     ax.legend(fontsize=8)
@@ -277,19 +323,45 @@ def _iterates_panel(ax, layers, iterates, colors, ylabel, title):
     ax.set_xlabel("layer $l$")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
+    _integer_ticks(ax)
     return ax
 
 
-def plot_map_dynamics(md, fig=None, *, axes=None, title=None):
+def plot_map_dynamics(md: Any, ax: Any = None, *, fig: Optional[Figure] = None, axes: Any = None,
+                      title: Optional[str] = None) -> np.ndarray:
     r"""Poole-style four-panel figure of a :class:`~meanfield.phase.MapDynamics`: (a) the length map ``V(q)`` against
     the identity, (b) ``q^l`` against layer ``l``, (c) the correlation map ``C(c)`` against the identity, (d) ``c^l``
-    against ``l``. One colour per ``sigma_w^2``; fixed points ``q*`` are marked.
+    against ``l``. One colour per ``sigma_w^2``, its phase (ordered, critical, chaotic, with ``chi_1``) in the legend;
+    fixed points ``q*`` and ``c*`` are marked.
 
-    Draws on ``axes`` (a 2 x 2 array of Axes) if given, else on four new panels of ``fig`` (a new figure if None);
-    returns the figure."""
+    Parameters
+    ----------
+    md : MapDynamics
+    ax : 2 x 2 array of matplotlib Axes, optional
+        The four panels to draw on (e.g. ``plt.subplots(2, 2)[1]``); new ones in a new figure if None. ``axes=`` is
+        the same argument under its former name.
+    fig : matplotlib Figure, optional
+        Deprecated (use ``ax=``): draw four new panels on this figure.
+    title : str, optional
+
+    Returns
+    -------
+    ndarray of matplotlib Axes, shape (2, 2)
+        ``axs[0, 0].figure`` is the figure.
+    """
+    import warnings
+
     plt = _pyplot()
-    if axes is not None:
-        axs = np.asarray(axes, dtype=object).reshape(2, 2)
+    from matplotlib.figure import Figure
+
+    if isinstance(ax, Figure):   # the former positional ``fig`` argument
+        ax, fig = None, ax
+    if fig is not None:
+        warnings.warn("plot_map_dynamics(fig=...) is deprecated: pass ax= (a 2 x 2 array of Axes, e.g. "
+                      "fig.subplots(2, 2)) instead", DeprecationWarning, stacklevel=3)
+    ax = ax if ax is not None else axes
+    if ax is not None:
+        axs = np.asarray(ax, dtype=object).reshape(2, 2)
         fig = axs[0, 0].figure
     else:
         if fig is None:
@@ -298,7 +370,8 @@ def plot_map_dynamics(md, fig=None, *, axes=None, title=None):
     colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, max(md.weight_vars.size, 2)))
     layers = np.arange(1, md.q_layers.shape[-1] + 1)
     qs = np.where(md.qstar <= md.q_grid[-1], md.qstar, np.nan)  # fixed points beyond the grid are not marked
-    ax = _map_panel(axs[0, 0], md.q_grid, md.length_map, qs, md.weight_vars, colors)
+    chi1 = getattr(md, "chi1", None)
+    ax = _map_panel(axs[0, 0], md.q_grid, md.length_map, qs, md.weight_vars, colors, chi1)
     ax.set_xlim(md.q_grid[0], md.q_grid[-1])
     ax.set_ylim(0, max(md.q_grid[-1], 1e-12))
     ax.set_xlabel(r"$q^{l}$")
@@ -308,7 +381,7 @@ def plot_map_dynamics(md, fig=None, *, axes=None, title=None):
     qmax = np.nanmax(np.where(np.isfinite(md.q_layers), md.q_layers, np.nan))
     if np.isfinite(qmax) and qmax > 50 * max(np.nanmax(md.q0), 1e-12):
         ax.set_yscale("log")
-    ax = _map_panel(axs[1, 0], md.c_grid, md.correlation_map, md.cstar, md.weight_vars, colors)
+    ax = _map_panel(axs[1, 0], md.c_grid, md.correlation_map, md.cstar, md.weight_vars, colors, chi1)
     ax.set_xlim(-1, 1)
     ax.set_ylim(-1, 1.02)
     ax.set_xlabel(r"$c^{l}$")
@@ -319,10 +392,11 @@ def plot_map_dynamics(md, fig=None, *, axes=None, title=None):
     for a in axs.ravel():
         a.grid(alpha=0.3)
     fig.suptitle(title if title is not None else rf"{md.activation}: length and correlation maps, $\sigma_b^2={md.bias_var:g}$")
-    return fig
+    return axs
 
 
-def save_figure(fig, stem, formats=("png", "svg"), dpi: int = 130) -> list:
+def save_figure(fig: Figure, stem: Union[str, os.PathLike], formats: Sequence[str] = ("png", "svg"),
+                dpi: int = 130) -> List[str]:
     """Save ``fig`` as ``stem.png`` and ``stem.svg`` (or the given formats), each written atomically (temporary file
     in the same folder, then :func:`os.replace`); returns the paths written."""
     from ._io import atomic_open

@@ -35,6 +35,13 @@ Examples
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from typing import Any
+
+    from ._typing import ArrayLike, NetworkLike
+
 import math
 import warnings
 from dataclasses import dataclass
@@ -44,6 +51,7 @@ import numpy as np
 import scipy.linalg
 
 from ._checks import as_float_array, check_array, check_nonneg, check_positive
+from ._interop import short_repr
 
 __all__ = [
     "GPPosterior",
@@ -106,13 +114,16 @@ class GPPosterior:
     covariance: Optional[np.ndarray]
     noise_var: float
 
+    __repr__ = short_repr
+
     def to_dict(self) -> dict:
         return {"mean": self.mean.tolist(), "variance": self.variance.tolist(),
                 "covariance": None if self.covariance is None else self.covariance.tolist(),
                 "noise_var": self.noise_var}
 
 
-def gp_posterior(k_train, k_cross, y_train, k_test=None, noise_var: float = 0.0) -> GPPosterior:
+def gp_posterior(k_train: ArrayLike, k_cross: ArrayLike, y_train: ArrayLike, k_test: Optional[ArrayLike] = None,
+                 noise_var: float = 0.0) -> GPPosterior:
     r"""GP posterior mean and variance: ``mu = K_* (K + s I)^{-1} Y``, ``Sigma = K_** - K_* (K + s I)^{-1} K_*^T``.
 
     Parameters
@@ -207,13 +218,16 @@ class NTKPrediction:
     learning_rate: float
     condition_number: float
 
+    __repr__ = short_repr
+
     def to_dict(self) -> dict:
         return {"times": self.times.tolist(), "test": self.test.tolist(), "train": self.train.tolist(),
                 "learning_rate": self.learning_rate, "condition_number": self.condition_number}
 
 
-def ntk_gradient_flow(theta_train, theta_cross, y_train, t, learning_rate: float = 1.0,
-                      f0_train=None, f0_test=None) -> NTKPrediction:
+def ntk_gradient_flow(theta_train: ArrayLike, theta_cross: ArrayLike, y_train: ArrayLike, t: ArrayLike,
+                      learning_rate: float = 1.0, f0_train: Optional[ArrayLike] = None,
+                      f0_test: Optional[ArrayLike] = None) -> NTKPrediction:
     r"""Outputs of gradient flow on ``(1/2)||f(X) - Y||^2`` at times ``t`` with a constant NTK.
 
     ``f_t(X_*) = f_0(X_*) + Theta_* Theta^{-1} (I - exp(-eta Theta t)) (Y - f_0(X))`` and
@@ -284,7 +298,7 @@ def ntk_gradient_flow(theta_train, theta_cross, y_train, t, learning_rate: float
                          learning_rate=eta, condition_number=cond)
 
 
-def ntk_condition_number(theta, _eigvals=None) -> float:
+def ntk_condition_number(theta: ArrayLike, _eigvals: Optional[np.ndarray] = None) -> float:
     r"""Condition number ``kappa = lambda_max / lambda_min`` of a symmetric kernel matrix (Xiao et al. 2020).
 
     ``inf`` (with a warning) when ``lambda_min <= 0`` within round-off: the kernel is singular and the slowest mode
@@ -317,8 +331,8 @@ def _regression_inputs(x_train, y_train, x_test):
     return X, _targets(y_train, X.shape[0]), Xs
 
 
-def nngp_regression(network, x_train, y_train, x_test, noise_var: float = 0.0, full_covariance: bool = False,
-                    **kernel_options) -> GPPosterior:
+def nngp_regression(network: NetworkLike, x_train: ArrayLike, y_train: ArrayLike, x_test: ArrayLike,
+                    noise_var: float = 0.0, full_covariance: bool = False, **kernel_options: Any) -> GPPosterior:
     """Bayesian inference with the infinite-width network prior: NNGP kernels of ``network``, then :func:`gp_posterior`.
 
     Examples
@@ -342,8 +356,8 @@ def nngp_regression(network, x_train, y_train, x_test, noise_var: float = 0.0, f
     return gp_posterior(k, k_cross, y_train, k_test=k_test, noise_var=noise_var)
 
 
-def ntk_regression(network, x_train, y_train, x_test, t=np.inf, learning_rate: float = 1.0,
-                   **kernel_options) -> NTKPrediction:
+def ntk_regression(network: NetworkLike, x_train: ArrayLike, y_train: ArrayLike, x_test: ArrayLike,
+                   t: ArrayLike = np.inf, learning_rate: float = 1.0, **kernel_options: Any) -> NTKPrediction:
     """Mean prediction of an infinitely wide network trained by gradient flow: NTK of ``network``, then
     :func:`ntk_gradient_flow` (outputs at initialization averaged to 0).
 

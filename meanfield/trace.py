@@ -23,12 +23,22 @@ Examples
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from typing import Dict, Tuple
+
+    from ._typing import ArrayLike, NetworkLike
+    import pandas
+    import xarray
+
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
 from ._checks import check_finite_array, check_positive
+from ._interop import Table, short_repr, to_dataframe, to_xarray
 from .layers import Dense, Dropout, Layer, Nonlinearity, Residual, Serial
 
 __all__ = ["Trace", "TraceStep", "trace", "as_chain"]
@@ -148,6 +158,8 @@ class TraceStep:
     qtilde: Optional[np.ndarray]
     fan_in_ratio: float
 
+    __repr__ = short_repr
+
 
 @dataclass(frozen=True)
 class Trace:
@@ -175,6 +187,35 @@ class Trace:
     ntk: Optional[np.ndarray]
     parameterization: str
     width: Optional[float]
+
+    __repr__ = short_repr
+
+    def _table(self) -> Table:
+        n = self.nngp.shape[0]
+        dims: Tuple[str, ...] = ("layer", "input_1", "input_2")
+        data: Dict[str, Tuple[Tuple[str, ...], np.ndarray]] = {"q": (dims, np.stack(self.q)),
+                                                               "qhat": (dims, np.stack(self.qhat))}
+        if all(t is not None for t in self.qtilde):
+            data["qtilde"] = (dims, np.stack(self.qtilde))
+        coords = {"layer": np.arange(1, len(self.dense) + 1), "input_1": np.arange(n), "input_2": np.arange(n)}
+        if self.qdot:
+            coords["nonlinearity"] = np.arange(1, len(self.qdot) + 1)
+            data["qdot"] = (("nonlinearity", "input_1", "input_2"), np.stack(self.qdot))
+        data["nngp"] = (("input_1", "input_2"), self.nngp)
+        if self.ntk is not None:
+            data["ntk"] = (("input_1", "input_2"), self.ntk)
+        return Table(coords=coords, data=data, attrs={"parameterization": self.parameterization, "width": self.width},
+                     rows=dims)
+
+    def to_xarray(self) -> "xarray.Dataset":
+        """Per Dense layer ``l = 1..L`` (dim ``layer``) the N x N matrices ``q`` (its output covariance), ``qhat`` (its
+        input covariance) and ``qtilde`` (back-propagated overlap; with the backward pass) on ``(input_1, input_2)``;
+        ``qdot`` per Nonlinearity (dim ``nonlinearity``); the chain's ``nngp`` and ``ntk``. Needs xarray."""
+        return to_xarray(self._table())
+
+    def to_dataframe(self) -> "pandas.DataFrame":
+        """One row per (Dense layer ``l``, ``input_1``, ``input_2``): ``q``, ``qhat``, ``qtilde``. Needs pandas."""
+        return to_dataframe(self._table())
 
     @property
     def dense(self) -> tuple:
@@ -211,7 +252,8 @@ def _check_gram(gram):
     return np.ascontiguousarray(G)
 
 
-def trace(network, x=None, *, gram=None, parameterization: str = "ntk", width: Optional[float] = None,
+def trace(network: NetworkLike, x: Optional[ArrayLike] = None, *, gram: Optional[ArrayLike] = None,
+          parameterization: str = "ntk", width: Optional[float] = None,
           compute_ntk: bool = True, backward: bool = True, rtol: float = 1e-14, _inputs: Optional[str] = None) -> Trace:
     r"""Run ``network`` on a data set and return every layer's covariance, q-dot, q-tilde and the NTK.
 

@@ -45,7 +45,7 @@ def test_import_without_torch_names_the_install_command():
             "try:\n    v.sample_ensemble\nexcept ImportError as e:\n    print('MSG', e)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert "DL ok" in out.stdout
-    assert 'pip install "meanfield[validation]"' in out.stdout
+    assert 'pip install "meanfield-theory[validation]"' in out.stdout
     assert "pip install torch" in out.stdout
 
 

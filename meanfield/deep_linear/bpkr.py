@@ -5,6 +5,13 @@ the saddle equations derived in :mod:`meanfield.deep_linear`.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from typing import Sequence, Union
+
+    from .._typing import ArrayLike
+
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -12,6 +19,7 @@ from typing import Optional
 import numpy as np
 from scipy import optimize
 
+from .._interop import short_repr
 from .._checks import check_int, check_positive
 from ._common import _Kernel, _result_dict, _setup
 
@@ -127,6 +135,8 @@ class BPKRResult:
     mean: Optional[np.ndarray]
     variance: Optional[np.ndarray]
 
+    __repr__ = short_repr
+
     def to_dict(self) -> dict:
         return _result_dict(self)
 
@@ -173,7 +183,8 @@ def _bpkr_solve(kern: _Kernel, ws: np.ndarray):
     return S, g, residual, obj(x)
 
 
-def bpkr(X, y, depth: int, width, weight_var: float = 1.0, temperature: float = 0.0, X_test=None) -> BPKRResult:
+def bpkr(X: ArrayLike, y: ArrayLike, depth: int, width: Union[int, Sequence[int]], weight_var: float = 1.0,
+         temperature: float = 0.0, X_test: Optional[ArrayLike] = None) -> BPKRResult:
     r"""Back-propagating kernel renormalization (Li & Sompolinsky 2021) for a deep linear network.
 
     The posterior of a deep linear network is, at large width (``N_l, P -> inf``, ``alpha_l = P/N_l`` fixed), the

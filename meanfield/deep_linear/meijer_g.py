@@ -8,6 +8,11 @@ the working precision raised until it settles (the cross-check).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from .._typing import ArrayLike
+
 import math
 import warnings
 from typing import Optional
@@ -110,7 +115,8 @@ def _log_g0m_mpmath(b: np.ndarray, log_w: float, dps: Optional[int] = None) -> f
     raise FloatingPointError("mpmath.meijerg did not converge up to %d digits" % (start * 16))
 
 
-def log_meijer_g(b, x=None, *, log_x=None, method: str = "saddle") -> np.ndarray:
+def log_meijer_g(b: ArrayLike, x: Optional[ArrayLike] = None, *, log_x: Optional[ArrayLike] = None,
+                 method: str = "saddle") -> np.ndarray:
     r"""Logarithm of the Meijer G-function ``G^{m,0}_{0,m}(x | b_1, ..., b_m)`` for ``x > 0``.
 
     ``G^{m,0}_{0,m}(x|b) = (2 pi i)^{-1} int_{c - i inf}^{c + i inf} prod_j Gamma(b_j + s) x^{-s} ds``, ``c > -min b``
@@ -165,7 +171,7 @@ def log_meijer_g(b, x=None, *, log_x=None, method: str = "saddle") -> np.ndarray
     return float(out[0]) if shape == () else out.reshape(shape)
 
 
-def meijer_g(b, x, method: str = "saddle"):
+def meijer_g(b: ArrayLike, x: ArrayLike, method: str = "saddle") -> np.ndarray:
     """``G^{m,0}_{0,m}(x | b)`` (see :func:`log_meijer_g`); overflows to ``inf`` with a warning if out of range.
 
     Examples

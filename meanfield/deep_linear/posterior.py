@@ -6,6 +6,13 @@ G-functions, at ``T > 0`` a one-dimensional quadrature in ``log S`` (derivation 
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from typing import Sequence, Union
+
+    from .._typing import ArrayLike
+
 import math
 import warnings
 from dataclasses import dataclass
@@ -14,6 +21,7 @@ from typing import Optional
 import numpy as np
 from scipy import special
 
+from .._interop import short_repr
 from ._common import _Kernel, _result_dict, _setup
 from .bpkr import _bpkr_solve, hz_saddle_point
 from .meijer_g import log_meijer_g
@@ -59,6 +67,8 @@ class DeepLinearPosteriorResult:
     z_star: float
     method: str
 
+    __repr__ = short_repr
+
     def to_dict(self) -> dict:
         return _result_dict(self)
 
@@ -101,8 +111,9 @@ def _scale_posterior_grid(kern: _Kernel, ws: np.ndarray, S_center: float, method
     return ell, wts / i1, m + math.log(i1)
 
 
-def deep_linear_posterior(X, y, depth: int, width, weight_var: float = 1.0, temperature: float = 0.0,
-                          X_test=None, *, method: str = "saddle") -> DeepLinearPosteriorResult:
+def deep_linear_posterior(X: ArrayLike, y: ArrayLike, depth: int, width: Union[int, Sequence[int]], weight_var: float = 1.0,
+                          temperature: float = 0.0, X_test: Optional[ArrayLike] = None, *,
+                          method: str = "saddle") -> DeepLinearPosteriorResult:
     r"""Exact finite-width posterior of a deep linear network (Hanin & Zlokapa 2023; derivation in module docstring).
 
     ``T = 0``: predictive mean ``k*^T K_P^{-1} y`` (NNGP mean), variance ``E[S|y] v_NNGP(x)`` with
@@ -196,8 +207,8 @@ def _nngp(kern: _Kernel, depth: int, weight_var: float, T: float) -> DeepLinearP
                                      free_energy=float(-log_ev), z_star=0.0, method="nngp")
 
 
-def nngp_linear_posterior(X, y, depth: int, weight_var: float = 1.0, temperature: float = 0.0,
-                          X_test=None) -> DeepLinearPosteriorResult:
+def nngp_linear_posterior(X: ArrayLike, y: ArrayLike, depth: int, weight_var: float = 1.0, temperature: float = 0.0,
+                          X_test: Optional[ArrayLike] = None) -> DeepLinearPosteriorResult:
     r"""Infinite-width (NNGP) posterior of a deep linear network: the GP with ``K = sigma^{2L} X X^T / N_0``.
 
     Mean ``k*^T (K_P + T)^{-1} y``, variance ``k** - k*^T (K_P + T)^{-1} k*`` (``S = 1``).

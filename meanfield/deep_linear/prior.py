@@ -5,12 +5,22 @@ and the density of ``S`` are Meijer G-functions (:mod:`meanfield.deep_linear.mei
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from typing import Optional, Sequence, Union
+
+    from matplotlib.axes import Axes
+
+    from .._typing import ArrayLike
+
 import math
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import special
 
+from .._interop import short_repr
 from .._checks import check_finite_array, check_int, check_positive
 from ._common import _result_dict, _widths
 from .meijer_g import log_meijer_g
@@ -44,15 +54,17 @@ class DeepLinearPriorResult:
     excess_kurtosis: float
     density_scale: float
 
+    __repr__ = short_repr
+
     def to_dict(self) -> dict:
         return _result_dict(self)
 
-    def density(self, f, method: str = "saddle"):
+    def density(self, f: ArrayLike, method: str = "saddle") -> np.ndarray:
         """``p(f)`` (see :func:`deep_linear_prior_density`)."""
         return deep_linear_prior_density(f, self.depth, list(self.widths), self.weight_var,
                                          self.input_norm, method=method)
 
-    def plot(self, ax=None, n_points: int = 201, logy: bool = True):
+    def plot(self, ax: Optional[Axes] = None, n_points: int = 201, logy: bool = True) -> Axes:
         """Plot the exact density against its infinite-width Gaussian limit ``N(0, s^2)``; returns the axes."""
         import matplotlib.pyplot as plt
 
@@ -73,7 +85,8 @@ class DeepLinearPriorResult:
         return ax
 
 
-def deep_linear_prior(depth: int, width, weight_var: float = 1.0, input_norm: float = 1.0) -> DeepLinearPriorResult:
+def deep_linear_prior(depth: int, width: Union[int, Sequence[int]], weight_var: float = 1.0,
+                      input_norm: float = 1.0) -> DeepLinearPriorResult:
     r"""Exact prior moments of a deep linear network output (Zavatone-Veth & Pehlevan).
 
     ``f^2 = s^2 z^2 prod_{l=1}^{L-1} chi^2_{N_l}/N_l`` (module docstring), hence ``E f^2 = s^2`` and
@@ -108,8 +121,8 @@ def deep_linear_prior(depth: int, width, weight_var: float = 1.0, input_norm: fl
                                  density_scale=2.0 ** (depth + 1) * s2 / float(np.prod(ws)))
 
 
-def deep_linear_prior_density(f, depth: int, width, weight_var: float = 1.0, input_norm: float = 1.0, *,
-                              log: bool = False, method: str = "saddle"):
+def deep_linear_prior_density(f: ArrayLike, depth: int, width: Union[int, Sequence[int]], weight_var: float = 1.0,
+                              input_norm: float = 1.0, *, log: bool = False, method: str = "saddle") -> np.ndarray:
     r"""Exact prior density of the output ``f(x)`` of a deep linear network at finite width.
 
     ``p(f) = G^{L,0}_{0,L}(f^2/c | 0, (N_1 - 1)/2, ..., (N_{L-1} - 1)/2) / (sqrt(pi c) prod_l Gamma(N_l/2))``,

@@ -1,6 +1,6 @@
 r"""Monte-Carlo validation of the mean-field theory against random finite-width networks (torch).
 
-Needs torch: ``pip install "meanfield[validation]"`` (or ``pip install torch``). Runs on CUDA when available, else CPU.
+Needs torch: ``pip install "meanfield-theory[validation]"`` (or ``pip install torch``). Runs on CUDA when available, else CPU.
 
 * :func:`sample_chain` draws random networks from any layer chain (:mod:`meanfield.layers`: Dense, Nonlinearity,
   Dropout, Residual), each layer replaced by its torch twin; :meth:`ChainEnsemble.order_parameters` measures q,
@@ -22,7 +22,7 @@ Numpy only, importable without torch: ``deep_linear`` (sampled deep linear netwo
 import importlib
 
 _TORCH_MESSAGE = ("meanfield.validation needs PyTorch, which is not installed. Install it with "
-                  "`pip install \"meanfield[validation]\"` (or `pip install torch`).")
+                  "`pip install \"meanfield-theory[validation]\"` (or `pip install torch`).")
 
 # public name -> submodule; the torch-based submodules load on first use, so that the numpy-only
 # ``meanfield.validation.deep_linear`` imports without torch

@@ -8,10 +8,16 @@ measure the same statistics batched over many networks.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from typing import Union
+
 from dataclasses import dataclass, fields
 
 import numpy as np
 
+from .._interop import short_repr
 from ..fisher import _sqrtm_psd, _validate
 from ..network import Network
 
@@ -39,6 +45,8 @@ class FiniteWidthSpectrum:
     layer_mean_eigenvalue: np.ndarray
     layer_second_moment: np.ndarray
 
+    __repr__ = short_repr
+
     def to_dict(self) -> dict:
         return {fld.name: (getattr(self, fld.name).tolist() if isinstance(getattr(self, fld.name), np.ndarray)
                            else getattr(self, fld.name))
@@ -47,7 +55,7 @@ class FiniteWidthSpectrum:
 
 def finite_width_fisher(network: Network, width: int, n_samples: int, n_outputs: int = 1,
                         parameterization: str = "standard", loss: str = "mse", metric: str = "fisher",
-                        seed=None) -> FiniteWidthSpectrum:
+                        seed: Union[int, np.random.Generator, None] = None) -> FiniteWidthSpectrum:
     """Spectrum of the FIM / NTK / feature metric of one random network of the given width (numpy, float64).
 
     Draws ``W^l ~ N(0, sigma_w^2/M_{l-1})``, ``b^l ~ N(0, sigma_b^2)`` and ``x_t ~ N(0, I_{M_0})``, back-propagates

@@ -276,6 +276,18 @@ class ValidationReport:
         return sorted((r for r in self.records if r["config"] == config and r["quantity"] == quantity),
                       key=lambda r: r["width"])
 
+    @staticmethod
+    def _math_label(quantity: str) -> str:
+        """A quantity key as mathtext: ``qtilde_1^1`` -> ``$\\tilde q_1^{1}$``, ``NTK lambda_max`` ->
+        ``NTK $\\lambda_{\\max}$``."""
+        import re
+
+        prefix, t = ("NTK ", quantity[4:]) if quantity.startswith("NTK ") else ("", quantity)
+        t = t.replace("lambda_max", r"\lambda_{\max}").replace("m_lambda", r"m_\lambda").replace("s_lambda", r"s_\lambda")
+        t = t.replace("qtilde", r"\tilde q").replace("Theta", r"\Theta").replace("chi", r"\chi")
+        t = re.sub(r"\^(\d+)", r"^{\1}", t)
+        return prefix + "$" + t + "$"
+
     def plot(self, out_dir: str, dpi: int = 100) -> list:
         """Write PNG figures into ``out_dir``: per network, theory vs simulation against width for a
         representative set of quantities, and the error scaling; the GD loss curves. Returns the file names."""
@@ -310,7 +322,7 @@ class ValidationReport:
                 mu = np.array([r["simulated_mean"] for r in rs])
                 se = np.array([r["standard_error"] for r in rs])
                 sd = np.array([r["single_network_relative_std"] * abs(r["theory"]) for r in rs])
-                ax.plot(M, th, "k-", lw=1.5, label="theory (M = inf)" if q not in ("m_lambda", "lambda_max")
+                ax.plot(M, th, "k-", lw=1.5, label=r"theory ($M=\infty$)" if q not in ("m_lambda", "lambda_max")
                         else "theory")
                 ax.fill_between(M, mu - sd, mu + sd, color="C0", alpha=0.15, label="single network ±1 std")
                 ax.errorbar(M, mu, yerr=se, fmt="o", color="C0", ms=4, capsize=3, label="mean ± SE")
@@ -337,8 +349,8 @@ class ValidationReport:
                 e = np.abs([r["relative_error"] for r in rs])
                 s = np.array([r["relative_standard_error"] for r in rs])
                 fl = np.array([r["single_network_relative_std"] for r in rs])
-                axes[0].errorbar(M, e, yerr=s, fmt="o-", color=f"C{i}", ms=3, capsize=2, label=q)
-                axes[1].plot(M, fl, "o-", color=f"C{i}", ms=3, label=q)
+                axes[0].errorbar(M, e, yerr=s, fmt="o-", color=f"C{i}", ms=3, capsize=2, label=self._math_label(q))
+                axes[1].plot(M, fl, "o-", color=f"C{i}", ms=3, label=self._math_label(q))
             for ax, p, ttl in ((axes[0], -1.0, "|relative error of the mean| (± SE)"),
                                (axes[1], -0.5, "single-network relative std")):
                 Mr = np.array([min(self.meta["settings"]["widths"]), max(self.meta["settings"]["widths"])], float)

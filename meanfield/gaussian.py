@@ -516,3 +516,96 @@ class PairPlan:
         qdot = (np.asarray(pair_expectation(self.act, qu, qv, Q, derivative=True), dtype=np.float64)
                 if self.want_dot else None)
         return qhat, qdot
+
+
+# ------------------------------------------------------------------------------ derivatives of the pair expectations
+#: activations whose pair expectations have closed-form partial derivatives (kernel derivatives, meanfield.hyperparameters)
+DIFFERENTIABLE_ACTIVATIONS = ("linear", "relu", "leaky_relu", "erf", "sin")
+
+
+def check_differentiable(act: Activation) -> None:
+    """Raise NotImplementedError unless ``act`` has closed-form derivatives of its pair expectations."""
+    if act.is_custom or act.name not in DIFFERENTIABLE_ACTIVATIONS:
+        raise NotImplementedError(
+            f"kernel derivatives need closed forms of the Gaussian pair expectations' partial derivatives, available "
+            f"for activations {DIFFERENTIABLE_ACTIVATIONS}; got {act.name!r}")
+
+
+def pair_partials(act: Activation, Q, qi, qj, qhat, qdot, want_dot: bool):
+    r"""Partial derivatives of ``qhat = E[phi(u)phi(v)]`` and ``qdot = E[phi'(u)phi'(v)]`` with respect to the entries
+    ``(q_i, q_j, Q)`` of the covariance ``[[q_i, Q], [Q, q_j]]`` of ``(u, v)``, on a tile (``qi`` a column, ``qj`` a
+    row).
+
+    Price's theorem gives ``d qhat / dQ = qdot`` and ``d qhat / dq_i = E[phi''(u) phi(v)] / 2`` (heat equation);
+    the closed forms below are those of :func:`_gaussian_kernels.pair_closed`, differentiated:
+
+    * relu family (slope ``s``; ``qhat`` positively homogeneous of degree 1, ``qdot`` of degree 0, both functions of
+      the angle): ``d qhat/dq_i = (qhat - Q qdot) / (2 q_i)`` (Euler), ``d qdot/dQ = (1-s)^2 / (2 pi sqrt(q_i q_j -
+      Q^2))``, ``d qdot/dq_i = -Q (d qdot/dQ) / (2 q_i)``;
+    * erf, ``A = 1 + 2 q_i``, ``B = 1 + 2 q_j``, ``g = A B - 4 Q^2``: ``d qhat/dq_i = -Q qdot / A``,
+      ``d qdot/dQ = 16 Q / (pi g^{3/2})``, ``d qdot/dq_i = -4 B / (pi g^{3/2})``;
+    * sin: ``d qhat/dq_i = -qhat / 2``, ``d qdot/dQ = qhat``, ``d qdot/dq_i = -qdot / 2``; linear: zeros.
+
+    Pairs at correlation exactly +-1 (``q_i q_j = Q^2``: identical inputs, which stay identical for every parameter
+    value) get ``d qdot`` = 0 for the relu family, where the formula is 0 x inf.
+
+    Returns
+    -------
+    (a_i, a_j, b_Q, b_i, b_j) : arrays of the tile's shape
+        ``a = d qhat/dq``; ``b = d qdot`` (None without ``want_dot``).
+    """
+    check_differentiable(act)
+    Q = np.asarray(Q, dtype=np.float64)
+    qi = np.asarray(qi, dtype=np.float64)
+    qj = np.asarray(qj, dtype=np.float64)
+    zero = np.zeros(np.broadcast(Q, qi, qj).shape)
+    name = act.name
+    b = (None, None, None)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if name == "linear":
+            a_i = a_j = zero
+            if want_dot:
+                b = (zero, zero, zero)
+        elif name in ("relu", "leaky_relu"):
+            s = float(act.params[0]) if name == "leaky_relu" else 0.0
+            a_i = np.where(qi > 0, (qhat - Q * qdot) / (2.0 * np.where(qi > 0, qi, 1.0)), 0.0)
+            a_j = np.where(qj > 0, (qhat - Q * qdot) / (2.0 * np.where(qj > 0, qj, 1.0)), 0.0)
+            if want_dot:
+                r = np.sqrt(qi * qj)
+                det = (r - np.abs(Q)) * (r + np.abs(Q))
+                ok = det > 0
+                bQ = np.where(ok, (1.0 - s) ** 2 / (2.0 * np.pi * np.sqrt(np.where(ok, det, 1.0))), 0.0)
+                b = (bQ, np.where(ok, -Q * bQ / (2.0 * np.where(qi > 0, qi, 1.0)), 0.0),
+                     np.where(ok, -Q * bQ / (2.0 * np.where(qj > 0, qj, 1.0)), 0.0))
+        elif name == "erf":
+            A, B = 1.0 + 2.0 * qi, 1.0 + 2.0 * qj
+            a_i, a_j = -Q * qdot / A, -Q * qdot / B
+            if want_dot:
+                g = A * B - 4.0 * Q * Q
+                g32 = g * np.sqrt(g)
+                b = (16.0 * Q / (np.pi * g32), -4.0 * B / (np.pi * g32), -4.0 * A / (np.pi * g32))
+        else:   # sin
+            a_i = a_j = -0.5 * qhat + zero
+            if want_dot:
+                b = (qhat + zero, -0.5 * qdot + zero, -0.5 * qdot + zero)
+    return (a_i + zero, a_j + zero) + b
+
+
+def row_slopes(act: Activation, q, want_dot: bool):
+    r"""``d E[phi(u)^2] / dq`` (the engine's ``dmean_sq_dq``) and ``d E[phi'(u)^2] / dq`` per row, ``u ~ N(0, q)``.
+
+    The second: 0 for the relu family and linear, ``-8 / (pi (1 + 4q)^{3/2})`` for erf, ``-e^{-2q}`` for sin.
+    """
+    check_differentiable(act)
+    q = np.ascontiguousarray(q, dtype=np.float64)
+    args = act.kernel_args
+    dE2 = np.array([_gk.dmean_sq_dq(*args, float(v)) for v in q])
+    if not want_dot:
+        return dE2, None
+    if act.name == "erf":
+        dD2 = -8.0 / (np.pi * (1.0 + 4.0 * q) ** 1.5)
+    elif act.name == "sin":
+        dD2 = -np.exp(-2.0 * q)
+    else:
+        dD2 = np.zeros_like(q)
+    return dE2, dD2

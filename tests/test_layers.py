@@ -180,8 +180,9 @@ def test_dropout_layer_rules():
     np.testing.assert_allclose(tr.nngp, w * qh_drop + b, rtol=1e-13)
     qd_drop = qd + np.diag(np.diag(qd)) * (1 / rho - 1)
     np.testing.assert_allclose(tr.qtilde[0], w * qd_drop, rtol=1e-13)
-    with pytest.raises(ValueError, match="dropout"):
-        mf.kernels(ch, np.eye(3))
+    # NTK with one mask per input: Theta after the dropout is qdot Theta^1 with its same-input entries / keep
+    th = mf.trace(ch, gram=G3).ntk
+    np.testing.assert_allclose(th, w * (qd_drop * Q1) + (w * qh_drop + b), rtol=1e-13)
 
 
 # ------------------------------------------------------------------------------------------------- residual: exact

@@ -94,6 +94,16 @@ class KernelDerivatives:
                 "parameters": [list(p) for p in self.parameters]}
 
 
+def _check_chain(chain, check):
+    from .layers import Nonlinearity, Residual
+
+    for lay in chain:
+        if isinstance(lay, Nonlinearity):
+            check(lay.activation)
+        elif isinstance(lay, Residual):
+            _check_chain(lay.block, check)
+
+
 def kernel_derivatives(network, x1, x2=None, *, compute_ntk: bool = True, parameterization: str = "ntk",
                        width: Optional[float] = None, rtol: float = 1e-14) -> KernelDerivatives:
     r"""NNGP and NTK between the rows of ``x1`` and ``x2`` and their derivatives with respect to every weight_var and
@@ -132,7 +142,6 @@ def kernel_derivatives(network, x1, x2=None, *, compute_ntk: bool = True, parame
     """
     from .gaussian import check_differentiable
     from .kernels import _check_inputs, _rows
-    from .layers import Nonlinearity
     from .trace import _number_parameters, _row_tangents, _tile_tangent, _walk, as_chain
 
     chain = as_chain(network)
@@ -146,10 +155,8 @@ def kernel_derivatives(network, x1, x2=None, *, compute_ntk: bool = True, parame
     compute_ntk = bool(compute_ntk)
     sym = x2 is None
     X = x1 if sym else np.vstack([x1, x2])
+    _check_chain(chain, check_differentiable)
     nodes, _ = _rows(chain, X, True, check_positive("rtol", rtol, scalar=True), width)
-    for node in _walk(nodes):
-        if isinstance(node.layer, Nonlinearity):
-            check_differentiable(node.layer.activation)
     n_dense = _number_parameters(nodes)
     P = 2 * n_dense
     N = X.shape[0]

@@ -41,9 +41,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._checks import check_array, check_int, check_nonneg
+from ._checks import check_array, check_int, check_nonneg, check_positive
 
-__all__ = ["DepthMetrics", "depth_metrics"]
+__all__ = ["DepthMetrics", "depth_metrics", "kernels_by_depth"]
 
 
 @dataclass(frozen=True)
@@ -100,28 +100,48 @@ class DepthMetrics:
         return ax
 
 
-def _ntk_per_depth(activation, weight_var, bias_var, X, max_depth, rtol=1e-14):
-    """``Theta^l`` and ``K^l`` on the rows of ``X`` for l = 0..max_depth, from one sweep of the max-depth chain: the
-    NTK at the output of the (l+1)-th Dense layer is that of the depth-l network (identical layers)."""
-    from .kernels import _rows
+def kernels_by_depth(activation, weight_var: float, bias_var: float, x, max_depth: int, *, rtol: float = 1e-14):
+    r"""NNGP ``K^l`` and NTK ``Theta^l`` on the rows of ``x`` of the networks with ``l = 0..max_depth`` hidden layers
+    (all layers alike), from one sweep of the deepest chain: the output of its (l+1)-th Dense layer is the output of
+    the depth-``l`` network.
+
+    Returns
+    -------
+    (nngp, ntk) : two lists of ``max_depth + 1`` symmetric (N, N) arrays
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> K, T = kernels_by_depth("relu", 2.0, 0.0, np.eye(2), 3)
+    >>> [float(k[0, 0]) for k in K], [float(t[0, 0]) for t in T]   # q = 1 kept; Theta^l = (l + 1) q
+    ([1.0, 1.0, 1.0, 1.0], [1.0, 2.0, 3.0, 4.0])
+    """
+    from .kernels import _check_inputs, _rows
     from .layers import Dense
     from .network import Network
 
-    chain = Network(activation, max(max_depth, 1), weight_var=weight_var, bias_var=bias_var).to_layers()
-    nodes, _ = _rows(chain, X, True, rtol, xname="x_train, x_test")
+    X, _ = _check_inputs(x, None, "x")
+    L = check_int("max_depth", max_depth, 0)
+    chain = Network(activation, max(L, 1), weight_var=weight_var, bias_var=bias_var).to_layers()
+    nodes, _ = _rows(chain, X, True, check_positive("rtol", rtol, scalar=True), xname="x")
     r = np.arange(X.shape[0])
     Q = X @ X.T / X.shape[1]
     np.fill_diagonal(Q, np.einsum("ij,ij->i", X, X) / X.shape[1])
     T = 0.0
-    thetas = []
+    nngps, thetas = [], []
     for node in nodes:
         Q, T, _ = node.layer._tile(node, Q, T, r, r, True, False)
         np.fill_diagonal(Q, node.q_out)
         if isinstance(node.layer, Dense):
+            nngps.append(0.5 * (Q + Q.T))
             thetas.append(0.5 * (T + T.T))
-            if len(thetas) == max_depth + 1:
+            if len(thetas) == L + 1:
                 break
-    return thetas
+    return nngps, thetas
+
+
+def _ntk_per_depth(activation, weight_var, bias_var, X, max_depth):
+    return kernels_by_depth(activation, weight_var, bias_var, X, max_depth)[1]
 
 
 def _solve_live(Th, Ts, Y, train_steps=None):

@@ -8,9 +8,10 @@ posterior mean K_*X (K + s I)^{-1} Y and the NTK-GP mean at the end of training 
 small ridge s = 1e-4 x mean diagonal (neural-tangents' diag_reg convention). All depths 0..32 for one weight_var come
 from one layer sweep (meanfield.trainability.kernels_by_depth). Finite networks (torch, CPU): width 256, NTK
 parameterization with the same weight_var / bias_var, full-batch gradient descent (learning rate n / lambda_max,
-1000 steps, float32) on the MSE, depths 1, 2, 4, next to the NTK-GP mean at the same training time.
+500 steps, float32) on the MSE, depths 1 and 2, both the raw network f (one draw of the NTK-GP) and the centred
+f - f_0 (whose outputs the NTK-GP mean predicts), next to the NTK-GP mean at the same training time.
 
-Run:  python examples/digits_kernel_regression.py     (about 3 min on one busy core; writes figures/digits_accuracy.png and
+Run:  python examples/digits_kernel_regression.py     (about 4-5 min on one busy core; writes figures/digits_accuracy.png and
       figures/digits_accuracy.csv)
 """
 from __future__ import annotations
@@ -34,8 +35,9 @@ from meanfield.trainability import kernels_by_depth  # noqa: E402
 ACT, BIAS, MAX_DEPTH, RIDGE = "erf", 0.05, 32, 1e-4
 N_TRAIN, N_TEST, SEED = 500, 500, 0
 DEPTHS = [1, 2, 4, 8, 16, 32]
-TORCH_DEPTHS = [1, 2, 4]
-WIDTH, STEPS = 256, 1000
+TORCH_DEPTHS = [1, 2]
+WIDTH, STEPS = 256, 500
+SWEEP_WIDTHS = [256, 1024, 4096]
 
 
 def load():
@@ -67,11 +69,13 @@ def kernel_scores(w, xtr, ytr, xte, yte):
     return out
 
 
-def torch_score(w, depth, lam_max, xtr, ytr, xte, yte, seed=0):
+def torch_score(w, depth, lam_max, xtr, ytr, xte, yte, centred, seed=0):
     """A finite erf network of the same weight_var / bias_var in the NTK parameterization, trained by full-batch
-    gradient descent on L = (1/(2n)) sum_i |f(x_i) - y_i|^2 with learning rate n / lambda_max (half the largest stable
+    gradient descent on L = (1/(2n)) sum_i |g(x_i) - y_i|^2 with learning rate n / lambda_max (half the largest stable
     rate of the linearized dynamics, lambda_max of the infinite-width NTK) for STEPS steps: the regime the NTK
-    describes. Returns (test accuracy, train accuracy)."""
+    describes. ``centred``: g = f - f_0 (the network minus its frozen initial function), whose trained outputs the
+    NTK-GP *mean* predicts; otherwise g = f, one draw of the NTK-GP. Returns (test accuracy, train accuracy, test
+    outputs)."""
     import torch
 
     torch.manual_seed(seed)
@@ -89,16 +93,18 @@ def torch_score(w, depth, lam_max, xtr, ytr, xte, yte, seed=0):
 
     X, Xs = torch.tensor(xtr, dtype=torch.float32), torch.tensor(xte, dtype=torch.float32)
     Y = torch.tensor(np.eye(10)[ytr], dtype=torch.float32)
+    with torch.no_grad():
+        f0, f0s = (f(X), f(Xs)) if centred else (0.0, 0.0)
     opt = torch.optim.SGD(Ws + bs, lr=len(xtr) / lam_max)
     for _ in range(STEPS):
         opt.zero_grad()
-        loss = 0.5 * ((f(X) - Y) ** 2).sum() / len(xtr)
+        loss = 0.5 * ((f(X) - f0 - Y) ** 2).sum() / len(xtr)
         loss.backward()
         opt.step()
     with torch.no_grad():
-        pred = f(Xs).numpy()
-        train_acc = float(np.mean(np.argmax(f(X).numpy(), axis=1) == ytr))
-    return float(np.mean(np.argmax(pred, axis=1) == yte)), train_acc
+        pred = (f(Xs) - f0s).numpy()
+        train_acc = float(np.mean(np.argmax((f(X) - f0).numpy(), axis=1) == ytr))
+    return float(np.mean(np.argmax(pred, axis=1) == yte)), train_acc, pred
 
 
 def ntk_finite_time(w, depth, xtr, ytr, xte, yte):
@@ -113,7 +119,7 @@ def ntk_finite_time(w, depth, xtr, ytr, xte, yte):
     lam_max = float(np.linalg.eigvalsh(kernels(net, xtr).ntk)[-1])
     # rate on f: eta / n with eta = n / lambda_max, i.e. time STEPS / lambda_max at unit rate
     p = ntk_gp_regression(net, xtr, np.eye(10)[ytr], xte, t=STEPS / lam_max)
-    return float(np.mean(np.argmax(p.mean[0], axis=1) == yte)), lam_max
+    return float(np.mean(np.argmax(p.mean[0], axis=1) == yte)), lam_max, p.mean[0]
 
 
 def main():
@@ -130,11 +136,26 @@ def main():
     torch_rows = []
     for w in (1.0, wc, 3.0):
         for d in TORCH_DEPTHS:
-            ntk_acc, lam_max = ntk_finite_time(w, d, xtr, ytr, xte, yte)
-            acc, tr_acc = torch_score(w, d, lam_max, xtr, ytr, xte, yte)
-            torch_rows.append((w, d, acc, tr_acc, ntk_acc))
-            print(f"depth {d} weight_var {w:.3f}: torch width {WIDTH} test acc {acc:.3f} (train {tr_acc:.3f}); NTK-GP "
-                  f"mean at the same training time {ntk_acc:.3f}   [{time.time() - t0:.0f} s]")
+            ntk_acc, lam_max, ntk_mean = ntk_finite_time(w, d, xtr, ytr, xte, yte)
+            acc, tr_acc, _ = torch_score(w, d, lam_max, xtr, ytr, xte, yte, centred=False)
+            cacc, _, cpred = torch_score(w, d, lam_max, xtr, ytr, xte, yte, centred=True)
+            rel = float(np.linalg.norm(cpred - ntk_mean) / np.linalg.norm(ntk_mean))
+            torch_rows.append((w, d, acc, tr_acc, ntk_acc, cacc, rel))
+            print(f"depth {d} weight_var {w:.3f}: torch width {WIDTH} test acc {acc:.3f} (train {tr_acc:.3f}), "
+                  f"centred f - f_0 {cacc:.3f}; NTK-GP mean at the same training time {ntk_acc:.3f}; "
+                  f"|centred outputs - NTK-GP mean| / |NTK-GP mean| = {rel:.3f}   [{time.time() - t0:.0f} s]")
+    # width dependence at depth 1, critical weight_var: the centred network approaches the NTK-GP mean
+    width_rows = []
+    global WIDTH
+    keep = WIDTH
+    ntk_acc, lam_max, ntk_mean = ntk_finite_time(wc, 1, xtr, ytr, xte, yte)
+    for WIDTH in SWEEP_WIDTHS:
+        cacc, _, cpred = torch_score(wc, 1, lam_max, xtr, ytr, xte, yte, centred=True)
+        rel = float(np.linalg.norm(cpred - ntk_mean) / np.linalg.norm(ntk_mean))
+        width_rows.append((WIDTH, cacc, rel))
+        print(f"depth 1, critical weight_var, width {WIDTH}: centred test acc {cacc:.3f}, |outputs - NTK-GP mean| / "
+              f"|NTK-GP mean| = {rel:.3f}   [{time.time() - t0:.0f} s]")
+    WIDTH = keep
     fig_dir = os.path.join(ROOT, "figures")
     with open(os.path.join(fig_dir, "digits_accuracy.csv"), "w", newline="") as fh:
         wr = csv.writer(fh)
@@ -143,19 +164,24 @@ def main():
             for name in ("nngp", "ntk"):
                 for d in range(MAX_DEPTH + 1):
                     wr.writerow([name, f"{w:.4f}", d, f"{scores[w][name][0][d]:.4f}", f"{scores[w][name][1][d]:.4f}"])
-        for w, d, acc, tr_acc, ntk_acc in torch_rows:
+        for w, d, acc, tr_acc, ntk_acc, cacc, rel in torch_rows:
             wr.writerow([f"torch_width{WIDTH}", f"{w:.4f}", d, f"{acc:.4f}", f"{tr_acc:.4f}"])
-            wr.writerow([f"ntk_gp_mean_t{STEPS}", f"{w:.4f}", d, f"{ntk_acc:.4f}", ""])
+            wr.writerow([f"torch_width{WIDTH}_centred", f"{w:.4f}", d, f"{cacc:.4f}", f"rel_dist_to_ntk_mean={rel:.4f}"])
+            wr.writerow([f"ntk_gp_mean_steps{STEPS}", f"{w:.4f}", d, f"{ntk_acc:.4f}", ""])
+        for width, cacc, rel in width_rows:
+            wr.writerow([f"torch_width{width}_centred", f"{wc:.4f}", 1, f"{cacc:.4f}", f"rel_dist_to_ntk_mean={rel:.4f}"])
     fig, axs = plt.subplots(1, 3, figsize=(15, 4.4))
     colors = {1.0: "C0", wc: "C1", 3.0: "C2"}
     for w in (1.0, wc, 3.0):
         lab = {1.0: "ordered 1.0", wc: f"critical {wc:.3f}", 3.0: "chaotic 3.0"}[w]
         axs[0].plot(DEPTHS, scores[w]["nngp"][0][DEPTHS], "o-", color=colors[w], label=f"NNGP, {lab}")
         axs[0].plot(DEPTHS, scores[w]["ntk"][0][DEPTHS], "s--", color=colors[w], mfc="none", label=f"NTK, {lab}")
-        tw = [(d, a, nt) for ww, d, a, _, nt in torch_rows if ww == w]
-        axs[0].plot([d for d, _, _ in tw], [a for _, a, _ in tw], "*", ms=12, color=colors[w],
+        tw = [(d, a, nt, ca) for ww, d, a, _, nt, ca, _ in torch_rows if ww == w]
+        axs[0].plot([r[0] for r in tw], [r[1] for r in tw], "*", ms=12, color=colors[w],
                     label=f"torch width {WIDTH}, {lab}")
-        axs[0].plot([d for d, _, _ in tw], [nt for _, _, nt in tw], "x", ms=9, color=colors[w],
+        axs[0].plot([r[0] for r in tw], [r[3] for r in tw], "P", ms=8, color=colors[w], mfc="none",
+                    label=f"torch f - f0, {lab}")
+        axs[0].plot([r[0] for r in tw], [r[2] for r in tw], "x", ms=9, color=colors[w],
                     label=f"NTK-GP mean at the same time, {lab}")
     axs[0].set_xscale("log", base=2)
     axs[0].set_xlabel("depth (hidden layers)")

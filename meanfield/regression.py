@@ -216,7 +216,7 @@ class NTKPrediction:
 
 
 def ntk_gradient_flow(theta_train, theta_cross, y_train, t, learning_rate: float = 1.0,
-                      f0_train=None, f0_test=None) -> NTKPrediction:
+                      f0_train=None, f0_test=None, diag_reg: float = 0.0) -> NTKPrediction:
     r"""Outputs of gradient flow on ``(1/2)||f(X) - Y||^2`` at times ``t`` with a constant NTK.
 
     ``f_t(X_*) = f_0(X_*) + Theta_* Theta^{-1} (I - exp(-eta Theta t)) (Y - f_0(X))`` and
@@ -236,6 +236,10 @@ def ntk_gradient_flow(theta_train, theta_cross, y_train, t, learning_rate: float
         eta > 0.
     f0_train, f0_test : arrays, optional
         Network outputs at initialization (default 0: the mean over initializations).
+    diag_reg : float
+        Absolute ridge >= 0 added to ``theta_train`` (``Theta + diag_reg I`` drives the flow): makes ``t = inf``
+        the ridge predictor ``Theta_* (Theta + diag_reg I)^{-1} Y`` of a singular kernel. For neural-tangents'
+        relative ridge and the predictive covariance see :func:`gaussian_prediction`.
 
     Examples
     --------
@@ -259,7 +263,8 @@ def ntk_gradient_flow(theta_train, theta_cross, y_train, t, learning_rate: float
         raise ValueError(f"f0_train must have the shape of y_train {y.shape}, got {f0.shape}")
     if f0s.shape != (Ts.shape[0],) + y.shape[1:]:
         raise ValueError(f"f0_test must have shape {(Ts.shape[0],) + y.shape[1:]}, got {f0s.shape}")
-    lam, U = np.linalg.eigh(0.5 * (Th + Th.T))
+    reg = check_nonneg("diag_reg", diag_reg, scalar=True)
+    lam, U = np.linalg.eigh(0.5 * (Th + Th.T) + reg * np.eye(n))
     cond = ntk_condition_number(Th, _eigvals=lam)
     tol = n * np.finfo(float).eps * max(abs(lam).max(), 1e-300)
     if np.any(lam < -tol):
@@ -345,10 +350,11 @@ def nngp_regression(network, x_train, y_train, x_test, noise_var: float = 0.0, f
     return gp_posterior(k, k_cross, y_train, k_test=k_test, noise_var=noise_var)
 
 
-def ntk_regression(network, x_train, y_train, x_test, t=np.inf, learning_rate: float = 1.0,
+def ntk_regression(network, x_train, y_train, x_test, t=np.inf, learning_rate: float = 1.0, diag_reg: float = 0.0,
                    **kernel_options) -> NTKPrediction:
     """Mean prediction of an infinitely wide network trained by gradient flow: NTK of ``network``, then
-    :func:`ntk_gradient_flow` (outputs at initialization averaged to 0).
+    :func:`ntk_gradient_flow` (outputs at initialization averaged to 0; ``diag_reg`` an absolute ridge). The
+    predictive covariance (NTK-GP) is :func:`ntk_gp_regression`'s.
 
     Examples
     --------
@@ -363,7 +369,7 @@ def ntk_regression(network, x_train, y_train, x_test, t=np.inf, learning_rate: f
     x_train, y_train, x_test = _regression_inputs(x_train, y_train, x_test)
     th = kernels(network, x_train, **kernel_options).ntk
     th_cross = kernels(network, x_test, x_train, **kernel_options).ntk
-    return ntk_gradient_flow(th, th_cross, y_train, t, learning_rate=learning_rate)
+    return ntk_gradient_flow(th, th_cross, y_train, t, learning_rate=learning_rate, diag_reg=diag_reg)
 
 
 # ------------------------------------------------------------------------------------ NTK-GP: mean and covariance

@@ -173,3 +173,23 @@ def test_dropout_ntk_against_wide_network():
     no_drop = kernels(Network("relu", depth=1, weight_var=[w1, w2], bias_var=[b1, b2]), x).ntk
     assert np.all(np.diag(theory) > np.diag(no_drop)) and np.allclose(theory - np.diag(np.diag(theory)),
                                                                       no_drop - np.diag(np.diag(no_drop)))
+
+
+def test_ntk_gradient_flow_ridge_on_a_singular_kernel():
+    """ntk_gradient_flow(diag_reg=s) at t = inf is the ridge predictor; with a duplicated training input (singular
+    Theta) it equals gaussian_prediction's mean with the same absolute ridge and Theta_* (Theta + s I)^{-1} Y."""
+    from meanfield.regression import ntk_gradient_flow, ntk_regression
+
+    k, y = _problem(3, dup=True)
+    s = 1e-3
+    p = ntk_gradient_flow(k["ntk_train"], k["ntk_cross"], y, [0.5, np.inf], diag_reg=s)
+    g = gaussian_prediction(**k, y_train=y, t=[0.5, np.inf], diag_reg=s, diag_reg_absolute_scale=True)
+    np.testing.assert_allclose(p.test, g.mean, rtol=1e-10, atol=1e-12)
+    ref = k["ntk_cross"] @ np.linalg.solve(k["ntk_train"] + s * np.eye(8), y)
+    np.testing.assert_allclose(p.test[1], ref, rtol=1e-8)
+    X = np.linspace(-1, 1, 5)[:, None]
+    r = ntk_regression(Network("relu", depth=2, weight_var=2.0, bias_var=0.1), np.vstack([X, X]), np.tile(X[:, 0], 2),
+                       X, diag_reg=1e-9)
+    np.testing.assert_allclose(r.test[-1], X[:, 0], atol=1e-6)
+    with pytest.raises(ValueError, match="diag_reg"):
+        ntk_gradient_flow(k["ntk_train"], k["ntk_cross"], y, 1.0, diag_reg=-1.0)

@@ -69,7 +69,7 @@ def kernel_scores(w, xtr, ytr, xte, yte):
     return out
 
 
-def torch_score(w, depth, lam_max, xtr, ytr, xte, yte, centred, seed=0):
+def torch_score(w, depth, lam_max, xtr, ytr, xte, yte, centred, width=WIDTH, seed=0):
     """A finite erf network of the same weight_var / bias_var in the NTK parameterization, trained by full-batch
     gradient descent on L = (1/(2n)) sum_i |g(x_i) - y_i|^2 with learning rate n / lambda_max (half the largest stable
     rate of the linearized dynamics, lambda_max of the infinite-width NTK) for STEPS steps: the regime the NTK
@@ -79,7 +79,7 @@ def torch_score(w, depth, lam_max, xtr, ytr, xte, yte, centred, seed=0):
     import torch
 
     torch.manual_seed(seed)
-    dims = [xtr.shape[1]] + [WIDTH] * depth + [10]
+    dims = [xtr.shape[1]] + [width] * depth + [10]
     Ws = [torch.randn(dims[i + 1], dims[i], requires_grad=True) for i in range(depth + 1)]
     bs = [torch.randn(dims[i + 1], requires_grad=True) for i in range(depth + 1)]
 
@@ -146,16 +146,13 @@ def main():
                   f"|centred outputs - NTK-GP mean| / |NTK-GP mean| = {rel:.3f}   [{time.time() - t0:.0f} s]")
     # width dependence at depth 1, critical weight_var: the centred network approaches the NTK-GP mean
     width_rows = []
-    global WIDTH
-    keep = WIDTH
     ntk_acc, lam_max, ntk_mean = ntk_finite_time(wc, 1, xtr, ytr, xte, yte)
-    for WIDTH in SWEEP_WIDTHS:
-        cacc, _, cpred = torch_score(wc, 1, lam_max, xtr, ytr, xte, yte, centred=True)
+    for width in SWEEP_WIDTHS:
+        cacc, _, cpred = torch_score(wc, 1, lam_max, xtr, ytr, xte, yte, centred=True, width=width)
         rel = float(np.linalg.norm(cpred - ntk_mean) / np.linalg.norm(ntk_mean))
-        width_rows.append((WIDTH, cacc, rel))
-        print(f"depth 1, critical weight_var, width {WIDTH}: centred test acc {cacc:.3f}, |outputs - NTK-GP mean| / "
+        width_rows.append((width, cacc, rel))
+        print(f"depth 1, critical weight_var, width {width}: centred test acc {cacc:.3f}, |outputs - NTK-GP mean| / "
               f"|NTK-GP mean| = {rel:.3f}   [{time.time() - t0:.0f} s]")
-    WIDTH = keep
     fig_dir = os.path.join(ROOT, "figures")
     with open(os.path.join(fig_dir, "digits_accuracy.csv"), "w", newline="") as fh:
         wr = csv.writer(fh)

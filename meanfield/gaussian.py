@@ -509,6 +509,94 @@ class PairPlan:
         self.bound_dot = max(self.bound_dot, self.row_bound_dot)
         return qhat, qdot
 
+    # ----------------------------------------------------------------- partial derivatives (kernel derivatives)
+    def partials(self, Q, ri, rj, qhat, qdot, want_dot: bool):
+        """Partial derivatives of ``qhat`` and ``qdot`` on a tile with respect to ``(q_i, q_j, Q)``, as
+        :func:`pair_partials` returns them: closed forms for the closed-form activations, Mehler series for smooth
+        ones (:meth:`_series_partials`); NotImplementedError for the quadrature route."""
+        qi, qj = self.q[ri][:, None], self.q[rj][None, :]
+        if self.route == "closed":
+            return pair_partials(self.act, Q, qi, qj, qhat, qdot, want_dot)
+        if self.route == "mehler":
+            return self._series_partials(Q, ri, rj, want_dot)
+        raise NotImplementedError(
+            f"kernel derivatives of {self.act.name!r} need closed forms or a converged Mehler series; this layer is "
+            "computed by 2-D quadrature (a kinked activation without closed forms, or a Mehler expansion that did not "
+            "converge)")
+
+    def _series_partials(self, Q, ri, rj, want_dot):
+        r"""Mehler-series partials. With ``a_k(q) = E[phi(sqrt(q) z) h_k(z)]`` (normalised Hermite ``h_k``),
+        ``qhat = sum_k a_k(q_i) a_k(q_j) c^k``, ``c = Q / sqrt(q_i q_j)``. Gaussian integration by parts gives
+        ``a_k'(q) = (sqrt((k+1)(k+2)) a_{k+2} + k a_k) / (2q)``; at fixed ``Q`` the ``k a_k`` part cancels against
+        ``dc/dq_i = -c / (2 q_i)``, so
+
+        ``d qhat/dq_i = (1 / (2 q_i)) sum_k sqrt((k+1)(k+2)) a_{k+2}(q_i) a_k(q_j) c^k``  (= E[phi'' phi] / 2),
+
+        and with the coefficients ``d_k`` of phi' the same for ``qdot``, plus
+        ``d qdot/dQ = (1 / sqrt(q_i q_j)) sum_k (k+1) d_{k+1}(q_i) d_{k+1}(q_j) c^k``. The shifted tables drop the
+        last one or two terms of the truncated ones: the neglected tail is the table's (below ``rtol`` relative)
+        times ~k."""
+        qi, qj = self.q[ri], self.q[rj]
+        C = np.empty_like(Q)
+        _gk.correlation_tile(Q, qi, qj, C)
+        ii, jj = self.inv[ri], self.inv[rj]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv2i = np.where(qi > 0, 0.5 / np.where(qi > 0, qi, 1.0), 0.0)[:, None]
+            inv2j = np.where(qj > 0, 0.5 / np.where(qj > 0, qj, 1.0), 0.0)[None, :]
+
+        def shifted(T, m):
+            K = T.shape[1] - m
+            if K <= 0:
+                return None, None
+            k = np.arange(K)
+            w = np.sqrt((k + 1.0) * (k + 2.0)) if m == 2 else (k + 1.0)
+            return np.ascontiguousarray(T[:, m:] * w), np.ascontiguousarray(T[:, :K])
+
+        def series(Ai, AjT):
+            out = np.empty_like(Q)
+            _gk.mehler(C, np.ascontiguousarray(Ai), np.ascontiguousarray(AjT), out)
+            return out
+
+        def dq(T):
+            S, B = shifted(T, 2)
+            if S is None:
+                return np.zeros_like(Q), np.zeros_like(Q)
+            return series(S[ii], B[jj].T) * inv2i, series(B[ii], S[jj].T) * inv2j
+
+        a_i, a_j = dq(self.A)
+        if not want_dot:
+            return a_i, a_j, None, None, None
+        b_i, b_j = dq(self.D)
+        K = self.D.shape[1] - 1
+        if K <= 0:
+            bQ = np.zeros_like(Q)
+        else:
+            D1 = np.ascontiguousarray(self.D[:, 1:] * np.sqrt(np.arange(1.0, K + 1.0)))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r = np.sqrt(np.outer(qi, qj))
+                bQ = np.where(r > 0, series(D1[ii], D1[jj].T) / np.where(r > 0, r, 1.0), 0.0)
+        return a_i, a_j, bQ, b_i, b_j
+
+    def row_slopes(self):
+        """``(d E[phi^2]/dq, d E[phi'^2]/dq)`` per row (``want_dot`` plans): :func:`row_slopes` for closed forms; for
+        the Mehler route ``d E[phi'^2]/dq = (1/q) sum_k d_k (sqrt((k+1)(k+2)) d_{k+2} + k d_k)``."""
+        if self.route == "closed":
+            return row_slopes(self.act, self.q, True)
+        if self.route != "mehler":
+            raise NotImplementedError(f"kernel derivatives of {self.act.name!r}: layer computed by 2-D quadrature")
+        args = self.act.kernel_args
+        dE2 = np.array([_gk.dmean_sq_dq(*args, float(v)) for v in self.q])
+        D = self.D
+        K = D.shape[1]
+        k = np.arange(K, dtype=np.float64)
+        acc = np.sum(k * D * D, axis=1)
+        if K > 2:
+            acc += np.sum(np.sqrt((k[:-2] + 1.0) * (k[:-2] + 2.0)) * D[:, 2:] * D[:, :-2], axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            uq = np.unique(self.q)
+            slope_u = np.where(uq > 0, acc / np.where(uq > 0, uq, 1.0), 0.0)
+        return dE2, slope_u[self.inv]
+
     def _quadrature(self, Q, qi, qj):
         qu = np.broadcast_to(qi[:, None], Q.shape)
         qv = np.broadcast_to(qj[None, :], Q.shape)
@@ -524,11 +612,15 @@ DIFFERENTIABLE_ACTIVATIONS = ("linear", "relu", "leaky_relu", "erf", "sin")
 
 
 def check_differentiable(act: Activation) -> None:
-    """Raise NotImplementedError unless ``act`` has closed-form derivatives of its pair expectations."""
-    if act.is_custom or act.name not in DIFFERENTIABLE_ACTIVATIONS:
-        raise NotImplementedError(
-            f"kernel derivatives need closed forms of the Gaussian pair expectations' partial derivatives, available "
-            f"for activations {DIFFERENTIABLE_ACTIVATIONS}; got {act.name!r}")
+    """Raise NotImplementedError unless the pair expectations of ``act`` have partial derivatives here: closed forms
+    (:data:`DIFFERENTIABLE_ACTIVATIONS`) or the Mehler series of a smooth activation (tanh, sigmoid, gelu, ...)."""
+    if _route(act) == "closed" and not act.is_custom and act.name in DIFFERENTIABLE_ACTIVATIONS:
+        return
+    if _route(act) == "mehler":
+        return
+    raise NotImplementedError(
+        f"kernel derivatives need closed forms ({DIFFERENTIABLE_ACTIVATIONS}) or a smooth activation (Mehler series); "
+        f"{act.name!r} is kinked without closed forms (its pairs are computed by 2-D quadrature)")
 
 
 def pair_partials(act: Activation, Q, qi, qj, qhat, qdot, want_dot: bool):

@@ -210,18 +210,13 @@ class Nonlinearity(Layer):
         return aux * Qt
 
     def _row_tangent(self, node, q, dq):
-        from .gaussian import row_slopes
-
-        node.slopes = row_slopes(self.activation, q, True)
+        node.slopes = node.plan.row_slopes()
         return node.slopes[0] * dq
 
     def _tangent(self, node, Q, T, Qo, To, aux, dQ, dT, ri, rj, diag, standard):
         # Price's theorem: d qhat = qdot dQ + (d qhat/dq_i) dq_i + (d qhat/dq_j) dq_j; likewise for qdot
-        from .gaussian import pair_partials
-
-        qi, qj = node.q_in[ri][:, None], node.q_in[rj][None, :]
         dqi, dqj = node.dq_in[:, ri][:, :, None], node.dq_in[:, rj][:, None, :]
-        a_i, a_j, bQ, b_i, b_j = pair_partials(self.activation, Q, qi, qj, Qo, aux, dT is not None)
+        a_i, a_j, bQ, b_i, b_j = node.plan.partials(Q, ri, rj, Qo, aux, dT is not None)
         dQo = aux * dQ + a_i * dqi + a_j * dqj
         dTo = None
         if dT is not None:

@@ -15,7 +15,9 @@ layer's variances, ``e_w, e_b`` the unit tangents of its own parameters):
 * Dropout: tangents scale like the values; Residual: ``dQ + alpha^2 dQ_block``.
 
 The partial derivatives have closed forms for the activations in
-:data:`meanfield.gaussian.DIFFERENTIABLE_ACTIVATIONS` (relu, leaky_relu, erf, linear, sin); others raise
+:data:`meanfield.gaussian.DIFFERENTIABLE_ACTIVATIONS` (relu, leaky_relu, erf, linear, sin) and are Mehler series for
+smooth activations (tanh, sigmoid, gelu, silu, softplus, mish, custom smooth ones; see
+:meth:`meanfield.gaussian.PairPlan.partials`); kinked activations without closed forms (hard_tanh, elu, selu) raise
 NotImplementedError.
 
 Log marginal likelihood of targets ``Y`` (n x C, independent columns) under the NNGP with noise ``s``, ``A = K + s I``
@@ -112,7 +114,7 @@ def kernel_derivatives(network, x1, x2=None, *, compute_ntk: bool = True, parame
     Parameters
     ----------
     network : Network or layer chain
-        Its activations must be in :data:`meanfield.gaussian.DIFFERENTIABLE_ACTIVATIONS`.
+        Its activations must have closed forms (:data:`meanfield.gaussian.DIFFERENTIABLE_ACTIVATIONS`) or be smooth.
     x1 : array_like (n1, M_0)
     x2 : array_like (n2, M_0), optional
         None: the symmetric kernel of ``x1`` (its derivatives exactly symmetric).
@@ -121,14 +123,14 @@ def kernel_derivatives(network, x1, x2=None, *, compute_ntk: bool = True, parame
     width : float, optional
         Required for ``"standard"``.
     rtol : float
-        Passed to the sweep (accuracy of series routes; the differentiable activations use closed forms).
+        Passed to the sweep (accuracy of the Mehler series, also of their derivatives' series).
 
     Cost: ``2 L + 1`` times the kernel's memory and arithmetic (all tangents at once).
 
     Raises
     ------
     NotImplementedError
-        For an activation without closed-form partial derivatives (tanh, gelu, custom ...).
+        For a kinked activation without closed forms (hard_tanh, elu, selu), computed by 2-D quadrature.
     ValueError
         For bad inputs (as :func:`meanfield.kernels`) or non-finite derivatives.
 

@@ -95,7 +95,7 @@ class NNGPKernel(_NetworkKernel):
     Parameters
     ----------
     activation : str
-        Differentiable activation (:data:`meanfield.gaussian.DIFFERENTIABLE_ACTIVATIONS`) when the gradient is used.
+        With the gradient (hyperparameter fitting): a closed-form or smooth activation (not hard_tanh, elu, selu).
     depth : int
     weight_var, bias_var : float
         Hyperparameters (> 0 for scikit-learn's log scale).

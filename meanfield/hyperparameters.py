@@ -158,6 +158,12 @@ def kernel_derivatives(network, x1, x2=None, *, compute_ntk: bool = True, parame
     sym = x2 is None
     X = x1 if sym else np.vstack([x1, x2])
     _check_chain(chain, check_differentiable)
+    from ._io import check_alloc
+
+    n_tan = 2 * chain.n_dense + 1
+    n2 = x1.shape[0] if sym else x2.shape[0]
+    check_alloc("x1, x2", 8.0 * x1.shape[0] * n2 * n_tan * (3 + 3 * compute_ntk),
+                f"the {n_tan} kernel tangents of shape ({x1.shape[0]}, {n2})")
     nodes, _ = _rows(chain, X, True, check_positive("rtol", rtol, scalar=True), width)
     n_dense = _number_parameters(nodes)
     P = 2 * n_dense

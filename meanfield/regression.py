@@ -20,7 +20,11 @@ r"""Kernel regression with the infinite-width kernels (docs/mathematics.md secti
   eigendecomposition ``Theta = U diag(lambda) U^T`` with ``(1 - e^{-eta lambda t}) / lambda = -expm1(-eta lambda t) /
   lambda`` (stable for small ``lambda t``).
 * Trainability (Xiao, Pennington & Schoenholz 2020): the condition number ``kappa = lambda_max / lambda_min`` of
-  ``Theta(X, X)``; the slowest eigenmode relaxes ``kappa`` times slower than the fastest.
+  ``Theta(X, X)``; the slowest eigenmode relaxes ``kappa`` times slower than the fastest (against depth:
+  :mod:`meanfield.trainability`).
+* NTK-GP (Lee et al. 2019, eq. 16): mean *and covariance* of the ensemble of trained networks at any ``t``, with
+  neural-tangents' ridge and time conventions: :func:`gaussian_prediction`, :func:`ntk_gp_regression`
+  (docs/regression.md).
 
 Examples
 --------

@@ -22,7 +22,7 @@ from meanfield.sklearn_kernels import NNGPKernel, NTKKernel  # noqa: E402
 
 
 @pytest.mark.parametrize("cls", [NNGPKernel, NTKKernel])
-@pytest.mark.parametrize("act", ["relu", "erf"])
+@pytest.mark.parametrize("act", ["relu", "erf", "tanh"])
 def test_gradient_matches_finite_differences(cls, act):
     x = np.random.default_rng(0).standard_normal((7, 3))
     k = cls(act, depth=3, weight_var=1.7, bias_var=0.2)

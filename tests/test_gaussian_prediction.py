@@ -193,3 +193,35 @@ def test_ntk_gradient_flow_ridge_on_a_singular_kernel():
     np.testing.assert_allclose(r.test[-1], X[:, 0], atol=1e-6)
     with pytest.raises(ValueError, match="diag_reg"):
         ntk_gradient_flow(k["ntk_train"], k["ntk_cross"], y, 1.0, diag_reg=-1.0)
+
+
+@pytest.mark.parametrize("field, bad, match", [
+    ("nngp_train", np.full((8, 8), np.nan), "nngp_train"),
+    ("ntk_train", np.arange(64.0).reshape(8, 8), "ntk_train"),          # not symmetric
+    ("nngp_cross", np.ones((4, 7)), "nngp_cross"),
+    ("nngp_test", np.eye(3), "nngp_test"),
+    ("ntk_cross", np.ones((3, 8)), "ntk_cross"),
+    ("nngp_train", np.eye(8) * 1j, "nngp_train"),
+])
+def test_bad_kernels_name_the_parameter(field, bad, match):
+    k, y = _problem(4)
+    k[field] = bad
+    with pytest.raises((ValueError, TypeError), match=match):
+        gaussian_prediction(**k, y_train=y)
+
+
+def test_bad_times_targets_and_indefinite_kernels():
+    k, y = _problem(4)
+    for t in (-1.0, np.nan, [[1.0]]):
+        with pytest.raises(ValueError, match="t must"):
+            gaussian_prediction(**k, y_train=y, t=t)
+    with pytest.raises(ValueError, match="y_train"):
+        gaussian_prediction(**k, y_train=y[:3])
+    with pytest.raises(ValueError, match="learning_rate"):
+        gaussian_prediction(**k, y_train=y, learning_rate=0.0)
+    neg = dict(k, ntk_train=k["ntk_train"] - 10 * np.max(k["ntk_train"]) * np.eye(8))
+    with pytest.raises(ValueError, match="positive semi-definite"):
+        gaussian_prediction(**neg, y_train=y)
+    bad_joint = dict(k, nngp_test=k["nngp_test"] - 10 * np.max(k["nngp_test"]) * np.eye(4))
+    with pytest.raises(ValueError, match="positive semi-definite"):
+        gaussian_prediction(**bad_joint, y_train=y)

@@ -167,7 +167,7 @@ def main():
             wr.writerow([f"ntk_gp_mean_steps{STEPS}", f"{w:.4f}", d, f"{ntk_acc:.4f}", ""])
         for width, cacc, rel in width_rows:
             wr.writerow([f"torch_width{width}_centred", f"{wc:.4f}", 1, f"{cacc:.4f}", f"rel_dist_to_ntk_mean={rel:.4f}"])
-    fig, axs = plt.subplots(1, 3, figsize=(15, 4.4))
+    fig, axs = plt.subplots(1, 3, figsize=(17, 4.8), gridspec_kw={"width_ratios": [1.35, 1, 1]})
     colors = {1.0: "C0", wc: "C1", 3.0: "C2"}
     for w in (1.0, wc, 3.0):
         lab = {1.0: "ordered 1.0", wc: f"critical {wc:.3f}", 3.0: "chaotic 3.0"}[w]
@@ -184,7 +184,8 @@ def main():
     axs[0].set_xlabel("depth (hidden layers)")
     axs[0].set_ylabel("test accuracy")
     axs[0].set_title("accuracy against depth")
-    axs[0].legend(fontsize=6, ncol=1)
+    axs[0].legend(fontsize=6, ncol=3, loc="lower left", bbox_to_anchor=(0.0, 0.0), framealpha=0.8)
+    axs[0].set_ylim(0.0, 1.02)
     for d, ls in ((1, ":"), (8, "-"), (32, "--")):
         axs[1].plot(grid, [scores[w]["nngp"][0][d] for w in grid], "o" + ls, color="C3", label=f"NNGP depth {d}")
         axs[1].plot(grid, [scores[w]["ntk"][0][d] for w in grid], "s" + ls, color="C4", mfc="none",

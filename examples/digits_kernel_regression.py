@@ -11,7 +11,7 @@ parameterization with the same weight_var / bias_var, full-batch gradient descen
 500 steps, float32) on the MSE, depths 1 and 2, both the raw network f (one draw of the NTK-GP) and the centred
 f - f_0 (whose outputs the NTK-GP mean predicts), next to the NTK-GP mean at the same training time.
 
-Run:  python examples/digits_kernel_regression.py     (about 4-5 min on one busy core; writes figures/digits_accuracy.png and
+Run:  python examples/digits_kernel_regression.py     (about 3-4 min on one core; writes figures/digits_accuracy.png and
       figures/digits_accuracy.csv)
 """
 from __future__ import annotations
@@ -167,25 +167,32 @@ def main():
             wr.writerow([f"ntk_gp_mean_steps{STEPS}", f"{w:.4f}", d, f"{ntk_acc:.4f}", ""])
         for width, cacc, rel in width_rows:
             wr.writerow([f"torch_width{width}_centred", f"{wc:.4f}", 1, f"{cacc:.4f}", f"rel_dist_to_ntk_mean={rel:.4f}"])
-    fig, axs = plt.subplots(1, 3, figsize=(17, 4.8), gridspec_kw={"width_ratios": [1.35, 1, 1]})
+    from matplotlib.lines import Line2D
+
+    fig, axs = plt.subplots(1, 3, figsize=(15, 4.6))
     colors = {1.0: "C0", wc: "C1", 3.0: "C2"}
     for w in (1.0, wc, 3.0):
-        lab = {1.0: "ordered 1.0", wc: f"critical {wc:.3f}", 3.0: "chaotic 3.0"}[w]
-        axs[0].plot(DEPTHS, scores[w]["nngp"][0][DEPTHS], "o-", color=colors[w], label=f"NNGP, {lab}")
-        axs[0].plot(DEPTHS, scores[w]["ntk"][0][DEPTHS], "s--", color=colors[w], mfc="none", label=f"NTK, {lab}")
+        axs[0].plot(DEPTHS, scores[w]["nngp"][0][DEPTHS], "o-", color=colors[w])
+        axs[0].plot(DEPTHS, scores[w]["ntk"][0][DEPTHS], "s--", color=colors[w], mfc="none")
         tw = [(d, a, nt, ca) for ww, d, a, _, nt, ca, _ in torch_rows if ww == w]
-        axs[0].plot([r[0] for r in tw], [r[1] for r in tw], "*", ms=12, color=colors[w],
-                    label=f"torch width {WIDTH}, {lab}")
-        axs[0].plot([r[0] for r in tw], [r[3] for r in tw], "P", ms=8, color=colors[w], mfc="none",
-                    label=f"torch f - f0, {lab}")
-        axs[0].plot([r[0] for r in tw], [r[2] for r in tw], "x", ms=9, color=colors[w],
-                    label=f"NTK-GP mean at the same time, {lab}")
+        axs[0].plot([r[0] for r in tw], [r[1] for r in tw], "*", ms=12, color=colors[w])
+        axs[0].plot([r[0] for r in tw], [r[3] for r in tw], "P", ms=8, color=colors[w], mfc="none")
+        axs[0].plot([r[0] for r in tw], [r[2] for r in tw], "x", ms=9, color=colors[w])
+    phase = [Line2D([], [], color=colors[w], lw=3, label=lab) for w, lab in
+             ((1.0, "ordered 1.0"), (wc, f"critical {wc:.3f}"), (3.0, "chaotic 3.0"))]
+    kind = [Line2D([], [], color="k", marker="o", ls="-", label="NNGP (t = inf)"),
+            Line2D([], [], color="k", marker="s", ls="--", mfc="none", label="NTK (t = inf)"),
+            Line2D([], [], color="k", marker="*", ls="", ms=10, label=f"torch f, width {WIDTH}"),
+            Line2D([], [], color="k", marker="P", ls="", mfc="none", label="torch f - f0"),
+            Line2D([], [], color="k", marker="x", ls="", label="NTK-GP mean, same time")]
+    leg = axs[0].legend(handles=phase, title="weight_var", fontsize=7, title_fontsize=7, loc="lower left")
+    axs[0].add_artist(leg)
+    axs[0].legend(handles=kind, fontsize=7, loc="lower center")
+    axs[0].set_ylim(0.0, 1.02)
     axs[0].set_xscale("log", base=2)
     axs[0].set_xlabel("depth (hidden layers)")
     axs[0].set_ylabel("test accuracy")
     axs[0].set_title("accuracy against depth")
-    axs[0].legend(fontsize=6, ncol=3, loc="lower left", bbox_to_anchor=(0.0, 0.0), framealpha=0.8)
-    axs[0].set_ylim(0.0, 1.02)
     for d, ls in ((1, ":"), (8, "-"), (32, "--")):
         axs[1].plot(grid, [scores[w]["nngp"][0][d] for w in grid], "o" + ls, color="C3", label=f"NNGP depth {d}")
         axs[1].plot(grid, [scores[w]["ntk"][0][d] for w in grid], "s" + ls, color="C4", mfc="none",

@@ -9,3 +9,5 @@ matplotlib.use("Agg")
 collect_ignore_glob = []
 if importlib.util.find_spec("torch") is None:
     collect_ignore_glob.append("meanfield/validation/*")
+if importlib.util.find_spec("sklearn") is None:
+    collect_ignore_glob.append("meanfield/sklearn_kernels.py")

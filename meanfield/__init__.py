@@ -53,3 +53,14 @@ __all__ = [
     "hz_saddle_point", "bpkr_u0", "BPKRResult", "bpkr", "DeepLinearPosteriorResult", "deep_linear_posterior",
     "nngp_linear_posterior",
 ]
+
+# kernel regression as neural-tangents and scikit-learn users expect it: NTK-GP mean and covariance, kernel derivatives,
+# marginal likelihood and its fit, Xiao et al.'s depth metrics (scikit-learn kernels: meanfield.sklearn_kernels)
+from .regression import GaussianPrediction, gaussian_prediction, ntk_gp_regression
+from .hyperparameters import (KernelDerivatives, MarginalLikelihood, NNGPFit, fit_nngp, kernel_derivatives,
+                              nngp_log_marginal_likelihood)
+from .trainability import DepthMetrics, depth_metrics, kernels_by_depth
+
+__all__ += ["GaussianPrediction", "gaussian_prediction", "ntk_gp_regression", "KernelDerivatives", "kernel_derivatives",
+            "MarginalLikelihood", "nngp_log_marginal_likelihood", "NNGPFit", "fit_nngp", "DepthMetrics",
+            "depth_metrics", "kernels_by_depth"]

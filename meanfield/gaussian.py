@@ -536,6 +536,94 @@ class PairPlan:
         self.bound_dot = max(self.bound_dot, self.row_bound_dot)
         return qhat, qdot
 
+    # ----------------------------------------------------------------- partial derivatives (kernel derivatives)
+    def partials(self, Q, ri, rj, qhat, qdot, want_dot: bool):
+        """Partial derivatives of ``qhat`` and ``qdot`` on a tile with respect to ``(q_i, q_j, Q)``, as
+        :func:`pair_partials` returns them: closed forms for the closed-form activations, Mehler series for smooth
+        ones (:meth:`_series_partials`); NotImplementedError for the quadrature route."""
+        qi, qj = self.q[ri][:, None], self.q[rj][None, :]
+        if self.route == "closed":
+            return pair_partials(self.act, Q, qi, qj, qhat, qdot, want_dot)
+        if self.route == "mehler":
+            return self._series_partials(Q, ri, rj, want_dot)
+        raise NotImplementedError(
+            f"kernel derivatives of {self.act.name!r} need closed forms or a converged Mehler series; this layer is "
+            "computed by 2-D quadrature (a kinked activation without closed forms, or a Mehler expansion that did not "
+            "converge)")
+
+    def _series_partials(self, Q, ri, rj, want_dot):
+        r"""Mehler-series partials. With ``a_k(q) = E[phi(sqrt(q) z) h_k(z)]`` (normalised Hermite ``h_k``),
+        ``qhat = sum_k a_k(q_i) a_k(q_j) c^k``, ``c = Q / sqrt(q_i q_j)``. Gaussian integration by parts gives
+        ``a_k'(q) = (sqrt((k+1)(k+2)) a_{k+2} + k a_k) / (2q)``; at fixed ``Q`` the ``k a_k`` part cancels against
+        ``dc/dq_i = -c / (2 q_i)``, so
+
+        ``d qhat/dq_i = (1 / (2 q_i)) sum_k sqrt((k+1)(k+2)) a_{k+2}(q_i) a_k(q_j) c^k``  (= E[phi'' phi] / 2),
+
+        and with the coefficients ``d_k`` of phi' the same for ``qdot``, plus
+        ``d qdot/dQ = (1 / sqrt(q_i q_j)) sum_k (k+1) d_{k+1}(q_i) d_{k+1}(q_j) c^k``. The shifted tables drop the
+        last one or two terms of the truncated ones: the neglected tail is the table's (below ``rtol`` relative)
+        times ~k."""
+        qi, qj = self.q[ri], self.q[rj]
+        C = np.empty_like(Q)
+        _gk.correlation_tile(Q, qi, qj, C)
+        ii, jj = self.inv[ri], self.inv[rj]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv2i = np.where(qi > 0, 0.5 / np.where(qi > 0, qi, 1.0), 0.0)[:, None]
+            inv2j = np.where(qj > 0, 0.5 / np.where(qj > 0, qj, 1.0), 0.0)[None, :]
+
+        def shifted(T, m):
+            K = T.shape[1] - m
+            if K <= 0:
+                return None, None
+            k = np.arange(K)
+            w = np.sqrt((k + 1.0) * (k + 2.0)) if m == 2 else (k + 1.0)
+            return np.ascontiguousarray(T[:, m:] * w), np.ascontiguousarray(T[:, :K])
+
+        def series(Ai, AjT):
+            out = np.empty_like(Q)
+            _gk.mehler(C, np.ascontiguousarray(Ai), np.ascontiguousarray(AjT), out)
+            return out
+
+        def dq(T):
+            S, B = shifted(T, 2)
+            if S is None:
+                return np.zeros_like(Q), np.zeros_like(Q)
+            return series(S[ii], B[jj].T) * inv2i, series(B[ii], S[jj].T) * inv2j
+
+        a_i, a_j = dq(self.A)
+        if not want_dot:
+            return a_i, a_j, None, None, None
+        b_i, b_j = dq(self.D)
+        K = self.D.shape[1] - 1
+        if K <= 0:
+            bQ = np.zeros_like(Q)
+        else:
+            D1 = np.ascontiguousarray(self.D[:, 1:] * np.sqrt(np.arange(1.0, K + 1.0)))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r = np.sqrt(np.outer(qi, qj))
+                bQ = np.where(r > 0, series(D1[ii], D1[jj].T) / np.where(r > 0, r, 1.0), 0.0)
+        return a_i, a_j, bQ, b_i, b_j
+
+    def row_slopes(self):
+        """``(d E[phi^2]/dq, d E[phi'^2]/dq)`` per row (``want_dot`` plans): :func:`row_slopes` for closed forms; for
+        the Mehler route ``d E[phi'^2]/dq = (1/q) sum_k d_k (sqrt((k+1)(k+2)) d_{k+2} + k d_k)``."""
+        if self.route == "closed":
+            return row_slopes(self.act, self.q, True)
+        if self.route != "mehler":
+            raise NotImplementedError(f"kernel derivatives of {self.act.name!r}: layer computed by 2-D quadrature")
+        args = self.act.kernel_args
+        dE2 = np.array([_gk.dmean_sq_dq(*args, float(v)) for v in self.q])
+        D = self.D
+        K = D.shape[1]
+        k = np.arange(K, dtype=np.float64)
+        acc = np.sum(k * D * D, axis=1)
+        if K > 2:
+            acc += np.sum(np.sqrt((k[:-2] + 1.0) * (k[:-2] + 2.0)) * D[:, 2:] * D[:, :-2], axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            uq = np.unique(self.q)
+            slope_u = np.where(uq > 0, acc / np.where(uq > 0, uq, 1.0), 0.0)
+        return dE2, slope_u[self.inv]
+
     def _quadrature(self, Q, qi, qj):
         qu = np.broadcast_to(qi[:, None], Q.shape)
         qv = np.broadcast_to(qj[None, :], Q.shape)
@@ -543,3 +631,100 @@ class PairPlan:
         qdot = (np.asarray(pair_expectation(self.act, qu, qv, Q, derivative=True), dtype=np.float64)
                 if self.want_dot else None)
         return qhat, qdot
+
+
+# ------------------------------------------------------------------------------ derivatives of the pair expectations
+#: activations whose pair expectations have closed-form partial derivatives (kernel derivatives, meanfield.hyperparameters)
+DIFFERENTIABLE_ACTIVATIONS = ("linear", "relu", "leaky_relu", "erf", "sin")
+
+
+def check_differentiable(act: Activation) -> None:
+    """Raise NotImplementedError unless the pair expectations of ``act`` have partial derivatives here: closed forms
+    (:data:`DIFFERENTIABLE_ACTIVATIONS`) or the Mehler series of a smooth activation (tanh, sigmoid, gelu, ...)."""
+    if _route(act) == "closed" and not act.is_custom and act.name in DIFFERENTIABLE_ACTIVATIONS:
+        return
+    if _route(act) == "mehler":
+        return
+    raise NotImplementedError(
+        f"kernel derivatives need closed forms ({DIFFERENTIABLE_ACTIVATIONS}) or a smooth activation (Mehler series); "
+        f"{act.name!r} is kinked without closed forms (its pairs are computed by 2-D quadrature)")
+
+
+def pair_partials(act: Activation, Q, qi, qj, qhat, qdot, want_dot: bool):
+    r"""Partial derivatives of ``qhat = E[phi(u)phi(v)]`` and ``qdot = E[phi'(u)phi'(v)]`` with respect to the entries
+    ``(q_i, q_j, Q)`` of the covariance ``[[q_i, Q], [Q, q_j]]`` of ``(u, v)``, on a tile (``qi`` a column, ``qj`` a
+    row).
+
+    Price's theorem gives ``d qhat / dQ = qdot`` and ``d qhat / dq_i = E[phi''(u) phi(v)] / 2`` (heat equation);
+    the closed forms below are those of :func:`_gaussian_kernels.pair_closed`, differentiated:
+
+    * relu family (slope ``s``; ``qhat`` positively homogeneous of degree 1, ``qdot`` of degree 0, both functions of
+      the angle): ``d qhat/dq_i = (qhat - Q qdot) / (2 q_i)`` (Euler), ``d qdot/dQ = (1-s)^2 / (2 pi sqrt(q_i q_j -
+      Q^2))``, ``d qdot/dq_i = -Q (d qdot/dQ) / (2 q_i)``;
+    * erf, ``A = 1 + 2 q_i``, ``B = 1 + 2 q_j``, ``g = A B - 4 Q^2``: ``d qhat/dq_i = -Q qdot / A``,
+      ``d qdot/dQ = 16 Q / (pi g^{3/2})``, ``d qdot/dq_i = -4 B / (pi g^{3/2})``;
+    * sin: ``d qhat/dq_i = -qhat / 2``, ``d qdot/dQ = qhat``, ``d qdot/dq_i = -qdot / 2``; linear: zeros.
+
+    Pairs at correlation exactly +-1 (``q_i q_j = Q^2``: identical inputs, which stay identical for every parameter
+    value) get ``d qdot`` = 0 for the relu family, where the formula is 0 x inf.
+
+    Returns
+    -------
+    (a_i, a_j, b_Q, b_i, b_j) : arrays of the tile's shape
+        ``a = d qhat/dq``; ``b = d qdot`` (None without ``want_dot``).
+    """
+    check_differentiable(act)
+    Q = np.asarray(Q, dtype=np.float64)
+    qi = np.asarray(qi, dtype=np.float64)
+    qj = np.asarray(qj, dtype=np.float64)
+    zero = np.zeros(np.broadcast(Q, qi, qj).shape)
+    name = act.name
+    b = (None, None, None)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if name == "linear":
+            a_i = a_j = zero
+            if want_dot:
+                b = (zero, zero, zero)
+        elif name in ("relu", "leaky_relu"):
+            s = float(act.params[0]) if name == "leaky_relu" else 0.0
+            a_i = np.where(qi > 0, (qhat - Q * qdot) / (2.0 * np.where(qi > 0, qi, 1.0)), 0.0)
+            a_j = np.where(qj > 0, (qhat - Q * qdot) / (2.0 * np.where(qj > 0, qj, 1.0)), 0.0)
+            if want_dot:
+                r = np.sqrt(qi * qj)
+                det = (r - np.abs(Q)) * (r + np.abs(Q))
+                ok = det > 0
+                bQ = np.where(ok, (1.0 - s) ** 2 / (2.0 * np.pi * np.sqrt(np.where(ok, det, 1.0))), 0.0)
+                b = (bQ, np.where(ok, -Q * bQ / (2.0 * np.where(qi > 0, qi, 1.0)), 0.0),
+                     np.where(ok, -Q * bQ / (2.0 * np.where(qj > 0, qj, 1.0)), 0.0))
+        elif name == "erf":
+            A, B = 1.0 + 2.0 * qi, 1.0 + 2.0 * qj
+            a_i, a_j = -Q * qdot / A, -Q * qdot / B
+            if want_dot:
+                g = A * B - 4.0 * Q * Q
+                g32 = g * np.sqrt(g)
+                b = (16.0 * Q / (np.pi * g32), -4.0 * B / (np.pi * g32), -4.0 * A / (np.pi * g32))
+        else:   # sin
+            a_i = a_j = -0.5 * qhat + zero
+            if want_dot:
+                b = (qhat + zero, -0.5 * qdot + zero, -0.5 * qdot + zero)
+    return (a_i + zero, a_j + zero) + b
+
+
+def row_slopes(act: Activation, q, want_dot: bool):
+    r"""``d E[phi(u)^2] / dq`` (the engine's ``dmean_sq_dq``) and ``d E[phi'(u)^2] / dq`` per row, ``u ~ N(0, q)``.
+
+    The second: 0 for the relu family and linear, ``-8 / (pi (1 + 4q)^{3/2})`` for erf, ``-e^{-2q}`` for sin.
+    """
+    check_differentiable(act)
+    q = np.ascontiguousarray(q, dtype=np.float64)
+    args = act.kernel_args
+    dE2 = np.array([_gk.dmean_sq_dq(*args, float(v)) for v in q])
+    if not want_dot:
+        return dE2, None
+    if act.name == "erf":
+        dD2 = -8.0 / (np.pi * (1.0 + 4.0 * q) ** 1.5)
+    elif act.name == "sin":
+        dD2 = -np.exp(-2.0 * q)
+    else:
+        dD2 = np.zeros_like(q)
+    return dE2, dD2

@@ -208,8 +208,9 @@ def kernels(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayLike] = None,
     ----------
     network : Network or layer chain
         A :class:`~meanfield.Network` (activation(s), depth, per-layer ``weight_var`` / ``bias_var``;
-        ``width_ratios`` enter the standard parameterization only; ``dropout_keep < 1`` is supported for the NNGP
-        only: the same-input map uses ``weight_var / rho``, so it acts on the diagonal of a symmetric kernel), or a
+        ``width_ratios`` enter the standard parameterization only; ``dropout_keep < 1``: the same-input entries of
+        the NNGP and the NTK are divided by rho at each dropout layer (one mask per input), so dropout acts on the
+        diagonal of a symmetric kernel only; see :class:`~meanfield.layers.Dropout` and docs/regression.md), or a
         chain of :mod:`meanfield.layers` (Dense, Nonlinearity, Dropout, Residual).
     x1 : array_like, shape (n1, M_0)
     x2 : array_like, shape (n2, M_0), optional
@@ -239,7 +240,7 @@ def kernels(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayLike] = None,
     >>> float(r.nngp[0, 0])   # relu at weight_var = 2 preserves q = 2 |x|^2 / M_0
     0.6666666666666666
     """
-    from .trace import _has_dropout, _tile_forward, _walk, as_chain
+    from .trace import _tile_forward, _walk, as_chain
     from .layers import Nonlinearity
 
     chain = as_chain(network)
@@ -257,9 +258,6 @@ def kernels(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayLike] = None,
         raise ValueError(f"rtol must lie in [1e-15, 1e-3], got {rtol!r}")
     tile = check_int("tile_size", tile_size, 8)
     compute_ntk = bool(compute_ntk)
-    if compute_ntk and _has_dropout(chain):
-        raise ValueError("the NTK with dropout (dropout_keep < 1) is not implemented; use compute_ntk=False "
-                         "or nngp_kernel")
 
     sym = x2 is None
     n1 = x1.shape[0]

@@ -19,7 +19,7 @@ layer               covariance ``Q``                 NTK ``Theta``              
 Dense(w, b)         ``w Q + b``                      ``w Theta + (w Q + b)`` (NTK param.)  ``w qtilde``
                                                      ``w Theta + (M_in Q + 1)`` (standard)
 Nonlinearity(phi)   ``E[phi(u) phi(v)]``             ``E[phi'(u) phi'(v)] Theta``          ``E[phi'(u)phi'(v)] qtilde``
-Dropout(rho)        ``Q``; same input ``Q / rho``    not implemented                       ``qtilde``; same input
+Dropout(rho)        ``Q``; same input ``Q / rho``    ``Theta``; same input ``Theta / rho``  ``qtilde``; same input
                                                                                            ``qtilde / rho``
 Residual(g, a)      ``Q + a^2 Q_g``                  ``Theta + a^2 Theta_g``               ``qtilde + a^2 g^T(qtilde)``
 ==================  ===============================  ====================================  ==========================
@@ -70,6 +70,17 @@ class Layer:
 
     def _row(self, node, q):   # pragma: no cover - abstract
         raise NotImplementedError
+
+    # forward-mode derivatives (meanfield.hyperparameters): tangents carry a leading axis over the chain's
+    # parameters (weight_var, bias_var of each Dense layer, in chain order); ``_row_tangent`` is the derivative of
+    # ``_row``, ``_tile_tangent`` runs ``_tile`` and its derivative ``_tangent`` together
+    def _row_tangent(self, node, q, dq):   # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _tile_tangent(self, node, Q, T, dQ, dT, ri, rj, diag, standard):
+        Qo, To, aux = self._tile(node, Q, T, ri, rj, diag, standard)
+        dQo, dTo = self._tangent(node, Q, T, Qo, To, aux, dQ, dT, ri, rj, diag, standard)
+        return Qo, To, aux, dQo, dTo
 
     def to_dict(self) -> dict:   # pragma: no cover - abstract
         raise NotImplementedError
@@ -126,6 +137,24 @@ class Dense(Layer):
     def _back(self, node, Qt, aux, diag, record=None):
         return self.weight_var * Qt
 
+    def _row_tangent(self, node, q, dq):
+        out = self.weight_var * dq
+        out[2 * node.param] += q             # d/d weight_var
+        out[2 * node.param + 1] += 1.0       # d/d bias_var
+        return out
+
+    def _tangent(self, node, Q, T, Qo, To, aux, dQ, dT, ri, rj, diag, standard):
+        k = node.param
+        dQo = self.weight_var * dQ
+        dQo[2 * k] += Q
+        dQo[2 * k + 1] += 1.0
+        if dT is None:
+            return dQo, None
+        dTo = self.weight_var * dT
+        dTo += node.fan_in * dQ if standard else dQo
+        dTo[2 * k] += T
+        return dQo, dTo
+
     def to_dict(self) -> dict:
         return {"layer": "Dense", "weight_var": self.weight_var, "bias_var": self.bias_var,
                 "width_ratio": self.width_ratio}
@@ -180,6 +209,27 @@ class Nonlinearity(Layer):
     def _back(self, node, Qt, aux, diag, record=None):
         return aux * Qt
 
+    def _row_tangent(self, node, q, dq):
+        node.slopes = node.plan.row_slopes()
+        return node.slopes[0] * dq
+
+    def _tangent(self, node, Q, T, Qo, To, aux, dQ, dT, ri, rj, diag, standard):
+        # Price's theorem: d qhat = qdot dQ + (d qhat/dq_i) dq_i + (d qhat/dq_j) dq_j; likewise for qdot
+        dqi, dqj = node.dq_in[:, ri][:, :, None], node.dq_in[:, rj][:, None, :]
+        a_i, a_j, bQ, b_i, b_j = node.plan.partials(Q, ri, rj, Qo, aux, dT is not None)
+        dQo = aux * dQ + a_i * dqi + a_j * dqj
+        dTo = None
+        if dT is not None:
+            dTo = aux * dT + T * (bQ * dQ + b_i * dqi + b_j * dqj)
+        if diag:
+            idx = np.arange(len(ri))
+            dE2, dD2 = node.slopes
+            dQo[:, idx, idx] = dE2[ri] * node.dq_in[:, ri]
+            if dT is not None:
+                Tii = np.diagonal(T) if np.ndim(T) == 2 else T
+                dTo[:, idx, idx] = node.plan.D2[ri] * dT[:, idx, idx] + Tii * dD2[ri] * node.dq_in[:, ri]
+        return dQo, dTo
+
     def to_dict(self) -> dict:
         return {"layer": "Nonlinearity", "activation": self.activation.name,
                 "params": list(self.activation.params)}
@@ -190,8 +240,10 @@ class Dropout(Layer):
     r"""Inverted dropout ``s_out = m s_in / keep`` with ``m ~ Bernoulli(keep)`` drawn per unit and per input.
 
     Rules: same-input variance ``q_out = q_in / keep`` (``E[(m/keep)^2] = 1/keep``), cross-input covariance unchanged
-    (independent masks); backward likewise ``qtilde_out / keep`` on the same input, unchanged across inputs. The NTK
-    with dropout is not implemented.
+    (independent masks); the NTK likewise ``Theta_in / keep`` on the same input, unchanged across inputs (the
+    infinite-width limit of the tangent kernel with one mask per input: ``sum_i m_i m'_i / keep^2`` over units
+    concentrates on ``E[m m'] / keep^2``, 1 for independent masks, ``1 / keep`` for the same mask); backward likewise
+    ``qtilde_out / keep`` on the same input, unchanged across inputs.
 
     Parameters
     ----------
@@ -214,10 +266,24 @@ class Dropout(Layer):
         return q / self.keep
 
     def _tile(self, node, Q, T, ri, rj, diag, standard, record=None):
-        if T is not None and self.keep < 1.0:
-            raise ValueError("the NTK with dropout (Dropout keep < 1, or dropout_keep < 1) is not implemented; use "
-                             "compute_ntk=False or nngp_kernel")
+        # the same-input entries (one mask) are set from the row pass by the sweep (Q) or scaled here (Theta)
+        if T is not None and diag and self.keep < 1.0 and np.ndim(T) == 2:
+            T = T.copy()
+            np.fill_diagonal(T, np.diagonal(T) / self.keep)
         return (Q.copy() if diag else Q), T, None
+
+    def _row_tangent(self, node, q, dq):
+        return dq / self.keep
+
+    def _tangent(self, node, Q, T, Qo, To, aux, dQ, dT, ri, rj, diag, standard):
+        dQo = dQ.copy()
+        dTo = None if dT is None else dT.copy()
+        if diag and self.keep < 1.0:
+            idx = np.arange(len(ri))
+            dQo[:, idx, idx] /= self.keep
+            if dTo is not None:
+                dTo[:, idx, idx] /= self.keep
+        return dQo, dTo
 
     def _back(self, node, Qt, aux, diag, record=None):
         if not diag or self.keep == 1.0:
@@ -363,6 +429,19 @@ class Residual(Layer):
 
         # the block's output carries alpha g: its overlaps are alpha^2 qtilde_out (recorded so inside the block)
         return Qt + _tile_backward(node.sub, (self.alpha * self.alpha) * Qt, aux, diag, record)
+
+    def _row_tangent(self, node, q, dq):
+        from .trace import _row_tangents
+
+        return dq + (self.alpha * self.alpha) * _row_tangents(node.sub, q, dq)
+
+    def _tile_tangent(self, node, Q, T, dQ, dT, ri, rj, diag, standard):
+        from .trace import _tile_tangent
+
+        Qb, Tb, dQb, dTb, aux = _tile_tangent(node.sub, Q, T, dQ, dT, ri, rj, diag, standard)
+        a2 = self.alpha * self.alpha
+        return (Q + a2 * Qb, (None if T is None else T + a2 * Tb), aux, dQ + a2 * dQb,
+                (None if dT is None else dT + a2 * dTb))
 
     def to_dict(self) -> dict:
         return {"layer": "Residual", "alpha": self.alpha, "block": self.block.to_dict()}

@@ -20,7 +20,11 @@ r"""Kernel regression with the infinite-width kernels (docs/mathematics.md secti
   eigendecomposition ``Theta = U diag(lambda) U^T`` with ``(1 - e^{-eta lambda t}) / lambda = -expm1(-eta lambda t) /
   lambda`` (stable for small ``lambda t``).
 * Trainability (Xiao, Pennington & Schoenholz 2020): the condition number ``kappa = lambda_max / lambda_min`` of
-  ``Theta(X, X)``; the slowest eigenmode relaxes ``kappa`` times slower than the fastest.
+  ``Theta(X, X)``; the slowest eigenmode relaxes ``kappa`` times slower than the fastest (against depth:
+  :mod:`meanfield.trainability`).
+* NTK-GP (Lee et al. 2019, eq. 16): mean *and covariance* of the ensemble of trained networks at any ``t``, with
+  neural-tangents' ridge and time conventions: :func:`gaussian_prediction`, :func:`ntk_gp_regression`
+  (docs/regression.md).
 
 Examples
 --------
@@ -61,6 +65,9 @@ __all__ = [
     "ntk_condition_number",
     "nngp_regression",
     "ntk_regression",
+    "GaussianPrediction",
+    "gaussian_prediction",
+    "ntk_gp_regression",
 ]
 
 
@@ -227,7 +234,7 @@ class NTKPrediction:
 
 def ntk_gradient_flow(theta_train: ArrayLike, theta_cross: ArrayLike, y_train: ArrayLike, t: ArrayLike,
                       learning_rate: float = 1.0, f0_train: Optional[ArrayLike] = None,
-                      f0_test: Optional[ArrayLike] = None) -> NTKPrediction:
+                      f0_test: Optional[ArrayLike] = None, diag_reg: float = 0.0) -> NTKPrediction:
     r"""Outputs of gradient flow on ``(1/2)||f(X) - Y||^2`` at times ``t`` with a constant NTK.
 
     ``f_t(X_*) = f_0(X_*) + Theta_* Theta^{-1} (I - exp(-eta Theta t)) (Y - f_0(X))`` and
@@ -247,6 +254,10 @@ def ntk_gradient_flow(theta_train: ArrayLike, theta_cross: ArrayLike, y_train: A
         eta > 0.
     f0_train, f0_test : arrays, optional
         Network outputs at initialization (default 0: the mean over initializations).
+    diag_reg : float
+        Absolute ridge >= 0 added to ``theta_train`` (``Theta + diag_reg I`` drives the flow): makes ``t = inf``
+        the ridge predictor ``Theta_* (Theta + diag_reg I)^{-1} Y`` of a singular kernel. For neural-tangents'
+        relative ridge and the predictive covariance see :func:`gaussian_prediction`.
 
     Examples
     --------
@@ -270,7 +281,8 @@ def ntk_gradient_flow(theta_train: ArrayLike, theta_cross: ArrayLike, y_train: A
         raise ValueError(f"f0_train must have the shape of y_train {y.shape}, got {f0.shape}")
     if f0s.shape != (Ts.shape[0],) + y.shape[1:]:
         raise ValueError(f"f0_test must have shape {(Ts.shape[0],) + y.shape[1:]}, got {f0s.shape}")
-    lam, U = np.linalg.eigh(0.5 * (Th + Th.T))
+    reg = check_nonneg("diag_reg", diag_reg, scalar=True)
+    lam, U = np.linalg.eigh(0.5 * (Th + Th.T) + reg * np.eye(n))
     cond = ntk_condition_number(Th, _eigvals=lam)
     tol = n * np.finfo(float).eps * max(abs(lam).max(), 1e-300)
     if np.any(lam < -tol):
@@ -357,9 +369,11 @@ def nngp_regression(network: NetworkLike, x_train: ArrayLike, y_train: ArrayLike
 
 
 def ntk_regression(network: NetworkLike, x_train: ArrayLike, y_train: ArrayLike, x_test: ArrayLike,
-                   t: ArrayLike = np.inf, learning_rate: float = 1.0, **kernel_options: Any) -> NTKPrediction:
+                   t: ArrayLike = np.inf, learning_rate: float = 1.0, diag_reg: float = 0.0,
+                   **kernel_options: Any) -> NTKPrediction:
     """Mean prediction of an infinitely wide network trained by gradient flow: NTK of ``network``, then
-    :func:`ntk_gradient_flow` (outputs at initialization averaged to 0).
+    :func:`ntk_gradient_flow` (outputs at initialization averaged to 0; ``diag_reg`` an absolute ridge). The
+    predictive covariance (NTK-GP) is :func:`ntk_gp_regression`'s.
 
     Examples
     --------
@@ -374,4 +388,206 @@ def ntk_regression(network: NetworkLike, x_train: ArrayLike, y_train: ArrayLike,
     x_train, y_train, x_test = _regression_inputs(x_train, y_train, x_test)
     th = kernels(network, x_train, **kernel_options).ntk
     th_cross = kernels(network, x_test, x_train, **kernel_options).ntk
-    return ntk_gradient_flow(th, th_cross, y_train, t, learning_rate=learning_rate)
+    return ntk_gradient_flow(th, th_cross, y_train, t, learning_rate=learning_rate, diag_reg=diag_reg)
+
+
+# ------------------------------------------------------------------------------------ NTK-GP: mean and covariance
+@dataclass(frozen=True)
+class GaussianPrediction:
+    r"""Gaussian distribution of the outputs at the test points, one per training time (:func:`gaussian_prediction`).
+
+    Attributes
+    ----------
+    times : ndarray, shape (n_t,)
+        Training times ``t`` (``inf`` for the end of training).
+    mean : ndarray, shape (n_t, n_test[, C])
+    covariance : ndarray, shape (n_t, n_test, n_test)
+        Exactly symmetric and a Gram matrix ``F F^T`` (positive semi-definite up to the rounding of one product).
+    get : str
+        ``"ntk"`` (gradient descent on all layers) or ``"nngp"`` (readout only / Bayesian posterior at ``t = inf``).
+    diag_reg : float
+        The ridge added to the training kernel, in absolute units.
+    """
+
+    times: np.ndarray
+    mean: np.ndarray
+    covariance: np.ndarray
+    get: str
+    diag_reg: float
+
+    @property
+    def variance(self) -> np.ndarray:
+        """Diagonal of the covariance, shape (n_t, n_test)."""
+        return np.diagonal(self.covariance, axis1=1, axis2=2).copy()
+
+    def to_dict(self) -> dict:
+        return {"times": self.times.tolist(), "mean": self.mean.tolist(), "covariance": self.covariance.tolist(),
+                "get": self.get, "diag_reg": self.diag_reg}
+
+
+def _psd_factor(K):
+    """``F`` with ``F F^T = K`` (eigenvalues clipped at 0: a kernel matrix that is singular to round-off)."""
+    mu, V = np.linalg.eigh(0.5 * (K + K.T))
+    tol = K.shape[0] * np.finfo(float).eps * max(float(np.abs(mu).max()), 1e-300)
+    if mu.min() < -1e3 * tol:
+        raise ValueError(f"the joint NNGP matrix of test and training inputs is not positive semi-definite "
+                         f"(smallest eigenvalue {mu.min():.3g})")
+    return V * np.sqrt(np.maximum(mu, 0.0))
+
+
+def _gram(F):
+    C = F @ F.T
+    return 0.5 * (C + C.T)          # exactly symmetric (the two triangles of F F^T may differ in the last bit)
+
+
+def gaussian_prediction(nngp_train, nngp_cross, nngp_test, y_train, t=np.inf, *, ntk_train=None, ntk_cross=None,
+                        get: str = "ntk", learning_rate: float = 1.0, diag_reg: float = 0.0,
+                        diag_reg_absolute_scale: bool = False, loss: str = "sum") -> GaussianPrediction:
+    r"""Mean and covariance of an infinite ensemble of infinitely wide networks trained by gradient flow on the MSE.
+
+    NTK-GP (``get="ntk"``; Lee et al. 2019, eq. 16): the outputs at initialization are the NNGP ``f_0 ~ GP(0, K)``,
+    training is linear in the NTK ``Theta``; with ``G_t = Theta^{-1}(I - e^{-eta Theta t})`` on the training kernel,
+
+    .. math::
+
+        \mu_t(X_*) = \Theta_{*X} G_t Y,\qquad
+        \Sigma_t = K_{**} - \Theta_{*X} G_t K_{X*} - K_{*X} G_t \Theta_{X*} + \Theta_{*X} G_t K_{XX} G_t \Theta_{X*}.
+
+    NNGP (``get="nngp"``; only the readout trained, Lee et al. 2019 sec. 2.3.1): the same with ``Theta = K`` and
+    ``Sigma_t = K_** - K_*X K^{-1}(I - e^{-2 eta K t}) K_X*``; at ``t = inf`` the GP posterior with noise
+    ``diag_reg``.
+
+    Semantics of neural-tangents' ``gradient_descent_mse_ensemble``: ``diag_reg`` is added to the training kernel
+    that is inverted / exponentiated (``Theta`` for ``"ntk"``, ``K`` for ``"nngp"``), in units of its mean diagonal
+    unless ``diag_reg_absolute_scale``; the NNGP ``K_XX`` inside ``Sigma`` is not regularized. neural-tangents
+    minimizes the *mean* squared error, so its dynamics run at rate ``eta / y_train.size``: ``loss="mean"`` selects
+    that time scale, ``loss="sum"`` (default) the rate ``eta`` of :func:`ntk_gradient_flow`.
+
+    The covariance is assembled as a Gram matrix ``F F^T``: ``Sigma_t = B^T K_joint B`` with ``B = [I; -G_t
+    Theta_X*]`` and ``K_joint`` the NNGP of the test and training inputs together, factored once, so it is exactly
+    symmetric and positive semi-definite (to the rounding of one matrix product). At ``t = inf`` a singular
+    ``Theta`` without ridge gives the pseudo-inverse limit (modes with eigenvalue below ``n eps lambda_max`` do not
+    train), as in :func:`ntk_gradient_flow`.
+
+    Parameters
+    ----------
+    nngp_train, nngp_cross, nngp_test : arrays (n, n), (n_test, n), (n_test, n_test)
+        NNGP kernel ``K`` on the training inputs, between test and training inputs, on the test inputs.
+    y_train : (n,) or (n, C) array
+    t : float or 1-D array of floats >= 0 (``inf`` allowed)
+    ntk_train, ntk_cross : arrays (n, n), (n_test, n)
+        The NTK, required for ``get="ntk"``.
+    get : {"ntk", "nngp"}
+    learning_rate : float
+        eta > 0.
+    diag_reg : float
+        Ridge >= 0 on the training kernel.
+    diag_reg_absolute_scale : bool
+        False (default, as neural-tangents): the ridge is ``diag_reg * trace / n`` of the training kernel.
+    loss : {"sum", "mean"}
+        Loss ``(1/2)||f - Y||^2`` (rate ``eta``) or its mean over the ``y_train.size`` entries (neural-tangents).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> K = np.array([[2.0, 1.0, 0.5], [1.0, 2.0, 1.0], [0.5, 1.0, 2.0]])   # NNGP of (test, train, train)
+    >>> p = gaussian_prediction(K[1:, 1:], K[:1, 1:], K[:1, :1], np.array([1.0, -1.0]), [0.0, np.inf],
+    ...                         ntk_train=2 * K[1:, 1:], ntk_cross=2 * K[:1, 1:])
+    >>> p.mean[0].tolist(), bool(np.allclose(p.covariance[0], K[:1, :1]))   # t = 0: the prior
+    ([0.0], True)
+    """
+    if get not in ("ntk", "nngp"):
+        raise ValueError(f"get must be 'ntk' or 'nngp', got {get!r}")
+    if loss not in ("sum", "mean"):
+        raise ValueError(f"loss must be 'sum' or 'mean', got {loss!r}")
+    K = _square("nngp_train", nngp_train)
+    n = K.shape[0]
+    Ks = _cross("nngp_cross", nngp_cross, n)
+    m = Ks.shape[0]
+    Kss = _square("nngp_test", nngp_test)
+    if Kss.shape[0] != m:
+        raise ValueError(f"nngp_test must have shape ({m}, {m}) matching nngp_cross, got {Kss.shape}")
+    y = _targets(y_train, n)
+    eta = check_positive("learning_rate", learning_rate, scalar=True)
+    reg = check_nonneg("diag_reg", diag_reg, scalar=True)
+    times = np.atleast_1d(as_float_array("t", t))
+    if times.ndim != 1 or times.size < 1 or np.any(np.isnan(times)) or np.any(times < 0):
+        raise ValueError(f"t must be a number or a 1-D array of numbers >= 0 (inf allowed), got {t!r}")
+    if get == "ntk":
+        if ntk_train is None or ntk_cross is None:
+            raise ValueError("get='ntk' needs ntk_train and ntk_cross")
+        Th = _square("ntk_train", ntk_train)
+        if Th.shape != K.shape:
+            raise ValueError(f"ntk_train must have shape {K.shape} like nngp_train, got {Th.shape}")
+        Ts = _cross("ntk_cross", ntk_cross, n)
+        if Ts.shape != Ks.shape:
+            raise ValueError(f"ntk_cross must have shape {Ks.shape} like nngp_cross, got {Ts.shape}")
+    else:
+        Th, Ts = K, Ks
+    rate = eta / (y.size if loss == "mean" else 1.0)
+    absolute = reg if diag_reg_absolute_scale else reg * float(np.trace(Th)) / n
+    lam, U = np.linalg.eigh(0.5 * (Th + Th.T) + absolute * np.eye(n))
+    tol = n * np.finfo(float).eps * max(float(np.abs(lam).max()), 1e-300)
+    if np.any(lam < -tol * 1e3):
+        raise ValueError(f"the training kernel plus diag_reg must be positive semi-definite; smallest eigenvalue "
+                         f"{lam.min():.3g}")
+    lam = np.maximum(lam, 0.0)
+    live = lam > tol
+    safe = np.where(live, lam, 1.0)
+    yy = y.reshape(n, -1)
+    UtY = U.T @ yy
+    TsU = Ts @ U
+    # factor of the joint NNGP (test rows first); the NTK-GP covariance is B^T K_joint B
+    F = _psd_factor(np.block([[Kss, Ks], [Ks.T, K]]))
+    Fs, Fx = F[:m], F[m:]
+    means, covs = [], []
+    for tt in times:
+        if math.isinf(tt):
+            g = np.where(live, 1.0 / safe, 0.0)
+        else:
+            x = rate * tt * lam
+            g = np.where(live, -np.expm1(-x) / safe, rate * tt)
+        A = (TsU * g) @ U.T                     # Theta_*X G_t, shape (m, n)
+        means.append(A @ yy)
+        if get == "ntk":
+            C = _gram(Fs - A @ Fx)
+        else:
+            # K_** - K_*X U [(1 - e^{-2 lam t}) / lam] U^T K_X*: the posterior with ridge (a Gram matrix with the
+            # extra ridge factor sqrt(s) A) plus the not-yet-learned part K_*X U [e^{-2 lam t} / lam] U^T K_X*
+            if math.isinf(tt):
+                extra = np.zeros((m, 0))
+            else:
+                e = np.where(live, np.exp(-rate * tt * lam) / np.sqrt(safe), 0.0)
+                extra = TsU * e
+            A_inf = (TsU * np.where(live, 1.0 / safe, 0.0)) @ U.T
+            C = _gram(np.hstack([Fs - A_inf @ Fx, math.sqrt(absolute) * A_inf, extra]))
+        covs.append(C)
+    mean = np.array(means).reshape((len(times), m) + y.shape[1:])
+    return GaussianPrediction(times=times, mean=mean, covariance=np.array(covs), get=get, diag_reg=absolute)
+
+
+def ntk_gp_regression(network, x_train, y_train, x_test, t=np.inf, *, get: str = "ntk", learning_rate: float = 1.0,
+                      diag_reg: float = 0.0, diag_reg_absolute_scale: bool = False, loss: str = "sum",
+                      **kernel_options) -> GaussianPrediction:
+    """:func:`gaussian_prediction` with the kernels of ``network``: one symmetric kernel computation on the test
+    and training inputs together gives ``K``, ``Theta`` on train-train, test-train and test-test.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from meanfield import Network
+    >>> X = np.linspace(-1, 1, 6)[:, None]
+    >>> p = ntk_gp_regression(Network("relu", depth=2, weight_var=2.0, bias_var=0.1), X, X[:, 0], X,
+    ...                       diag_reg=1e-10)
+    >>> bool(np.allclose(p.mean[-1], X[:, 0], atol=1e-6)), bool(np.allclose(p.covariance[-1], 0, atol=1e-6))
+    (True, True)
+    """
+    from .kernels import kernels
+    x_train, y_train, x_test = _regression_inputs(x_train, y_train, x_test)
+    m = x_test.shape[0]
+    r = kernels(network, np.vstack([x_test, x_train]), compute_ntk=(get == "ntk"), **kernel_options)
+    K, T = r.nngp, r.ntk
+    return gaussian_prediction(K[m:, m:], K[:m, m:], K[:m, :m], y_train, t,
+                               ntk_train=None if T is None else T[m:, m:], ntk_cross=None if T is None else T[:m, m:],
+                               get=get, learning_rate=learning_rate, diag_reg=diag_reg,
+                               diag_reg_absolute_scale=diag_reg_absolute_scale, loss=loss)

@@ -70,13 +70,15 @@ class _Ctx:
 class _Node:
     """One layer of a compiled chain: its rows in and out, fan-in, pair plan (Nonlinearity), sub-chain (Residual)."""
 
-    __slots__ = ("layer", "path", "q_in", "q_out", "fan_in", "fan_in_ratio", "ctx", "plan", "sub", "want_dot", "rtol")
+    __slots__ = ("layer", "path", "q_in", "q_out", "fan_in", "fan_in_ratio", "ctx", "plan", "sub", "want_dot", "rtol",
+                 "param", "dq_in", "dq_out", "slopes")
 
     def __init__(self, layer, path, q_in, ctx, fan_in_ratio, fan_in):
         self.layer, self.path, self.q_in, self.ctx = layer, path, q_in, ctx
         self.fan_in_ratio, self.fan_in = fan_in_ratio, fan_in
         self.want_dot, self.rtol = ctx.want_dot, ctx.rtol
         self.plan = self.sub = self.q_out = None
+        self.param = self.dq_in = self.dq_out = self.slopes = None
 
 
 def _compile(layers, q, ctx, ratio, fan_in, path=""):
@@ -117,6 +119,40 @@ def _tile_backward(nodes, Qt, auxes, diag, record=None):
             record[id(node)] = Qt
         Qt = node.layer._back(node, Qt, aux, diag, record)
     return Qt
+
+
+def _number_parameters(nodes, start=0):
+    """Give each Dense node (in chain order, residual blocks included) its parameter index; returns the count."""
+    for node in nodes:
+        if isinstance(node.layer, Dense):
+            node.param = start
+            start += 1
+        if node.sub is not None:
+            start = _number_parameters(node.sub, start)
+    return start
+
+
+def _row_tangents(nodes, q, dq):
+    """Derivative of the row pass: ``dq`` (P, N) at the chain's input -> at its output (stored on the nodes)."""
+    for node in nodes:
+        node.dq_in = dq
+        dq = node.layer._row_tangent(node, node.q_in, dq)
+        node.dq_out = dq
+    return dq
+
+
+def _tile_tangent(nodes, Q, T, dQ, dT, ri, rj, diag, standard):
+    """Tile pass with its forward-mode derivative: returns ``(Q, T, dQ, dT, aux)`` at the output of ``nodes``."""
+    auxes = []
+    for node in nodes:
+        Qo, To, aux, dQo, dTo = node.layer._tile_tangent(node, Q, T, dQ, dT, ri, rj, diag, standard)
+        if diag:
+            np.fill_diagonal(Qo, node.q_out[ri])
+            idx = np.arange(len(ri))
+            dQo[:, idx, idx] = node.dq_out[:, ri]
+        auxes.append(aux)
+        Q, T, dQ, dT = Qo, To, dQo, dTo
+    return Q, T, dQ, dT, auxes
 
 
 def _walk(nodes):
@@ -310,8 +346,6 @@ def trace(network: NetworkLike, x: Optional[ArrayLike] = None, *, gram: Optional
         G = _check_gram(gram)
         dim = float(max(1, round(chain.input_ratio * width))) if width is not None else np.nan
     compute_ntk, backward = bool(compute_ntk), bool(backward)
-    if compute_ntk and _has_dropout(chain):
-        raise ValueError("the NTK with dropout (Dropout keep < 1) is not implemented; use compute_ntk=False")
     ctx = _Ctx(compute_ntk or backward, rtol, width, _inputs or ("x" if x is not None else "gram"))
     nodes, _, _, _ = _compile(chain.layers, np.diagonal(G).copy(), ctx, chain.input_ratio, dim)
     n = G.shape[0]

@@ -387,8 +387,22 @@ def test_dropout_nngp():
         d = (wv / rho) * d / 2 + bv
         np.fill_diagonal(q, d)
     assert np.max(np.abs(K - q) / np.sqrt(np.outer(d, d))) < 1e-13
-    with pytest.raises(ValueError, match="dropout"):
-        ntk_kernel(Network("relu", depth=2, dropout_keep=0.5), x)
+    # the NTK (one mask per input): Theta^{l+1} = q^{l+1} + w qdot Theta^l, qdot's same-input entries / rho
+    q = wv * x @ x.T / 3 + bv
+    d = np.diag(q).copy()
+    th = q.copy()
+    for _ in range(depth):
+        c = np.clip(q / np.sqrt(np.outer(d, d)), -1, 1)
+        t = np.arccos(c)
+        qh = np.sqrt(np.outer(d, d)) * (np.sin(t) + (np.pi - t) * np.cos(t)) / (2 * np.pi)
+        qd = (np.pi - t) / (2 * np.pi)
+        np.fill_diagonal(qd, 0.5 / rho)
+        q = wv * qh + bv
+        d = (wv / rho) * d / 2 + bv
+        np.fill_diagonal(q, d)
+        th = q + wv * qd * th
+    T = ntk_kernel(Network("relu", depth=depth, weight_var=wv, bias_var=bv, dropout_keep=rho), x)
+    assert np.max(np.abs(T - th) / np.sqrt(np.outer(np.diag(th), np.diag(th)))) < 1e-13
 
 
 def test_relu_critical_and_linear_closed_values():

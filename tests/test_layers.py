@@ -180,8 +180,13 @@ def test_dropout_layer_rules():
     np.testing.assert_allclose(tr.nngp, w * qh_drop + b, rtol=1e-13)
     qd_drop = qd + np.diag(np.diag(qd)) * (1 / rho - 1)
     np.testing.assert_allclose(tr.qtilde[0], w * qd_drop, rtol=1e-13)
-    with pytest.raises(ValueError, match="dropout"):
-        mf.kernels(ch, np.eye(3))
+    # NTK with one mask per input: Theta after the dropout is qdot Theta^1 with its same-input entries / keep
+    full = mf.trace(ch, gram=G3)
+    th = full.ntk
+    np.testing.assert_allclose(th, w * (qd_drop * Q1) + (w * qh_drop + b), rtol=1e-13)
+    # the forward NTK equals the backward route sum_l qtilde^l (w qhat^{l-1} + b) (sec. 4), dropout included
+    via_back = sum(qt * (w * qh + b) for qt, qh in zip(full.qtilde, full.qhat))
+    np.testing.assert_allclose(th, via_back, rtol=1e-13)
 
 
 # ------------------------------------------------------------------------------------------------- residual: exact

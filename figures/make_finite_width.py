@@ -7,7 +7,7 @@ Networks at criticality, relu (C_W = 2, C_b = 0) and tanh (C_W = 1, C_b = 0), on
 ``L - 1`` hidden layers of width n. Left: excess kurtosis of one output unit; right: relative variance of the NTK
 ``Var(Theta)/E[Theta]^2``; against ``L / n``. Lines: the O(1/n) predictions of ``meanfield.finite_width_corrections``
 (``3 v^L / (n K^2)`` and ``(a + 2 b) / (n Theta^2)``), straight in ``L/n`` at criticality (relu: kurtosis slope
-15, NTK slope 11/3). Points: torch ensembles (``meanfield.validation.finite_width_sim.simulate_corrections``) at
+15, NTK slope 11/3); dashed: the exact relu kurtosis ``3 ((1 + 5/n)^(L-1) - 1)`` (all orders). Points: torch ensembles (``meanfield.validation.finite_width_sim.simulate_corrections``) at
 n = 32 and n = 64, +-2 SE; they follow the lines at small ``L/n`` and bend upward as higher orders in ``L/n`` grow.
 """
 from __future__ import annotations
@@ -43,13 +43,20 @@ def main():
         deep = finite_width_corrections(Network(name, depth=40, weight_var=cw), gram=[[1.0]])
         Ls = np.arange(1, deep.depth + 1)
         kurt = 3 * deep.single_vertex[:, 0] / deep.kernel[:, 0, 0] ** 2
-        ntk = deep.relative_ntk_variance[:, 0]
+        ntk = deep.relative_ntk_variance[:, 0, 0]
         for n in WIDTHS:
             sel = Ls / n <= 0.55
             axes[0].plot(Ls[sel] / n, kurt[sel] / n, "-", color=color, lw=1,
                          label=f"{name}: O(1/n) prediction" if n == 32 else None)
             axes[1].plot(Ls[sel] / n, ntk[sel] / n, "-", color=color, lw=1,
                          label=f"{name}: O(1/n) prediction" if n == 32 else None)
+        if name == "relu":
+            # all orders for relu with C_b = 0: G^{l+1} = G^l (2/n) sum_j relu(xi_j)^2 is a product of independent
+            # factors of mean 1 and variance 5/n, so the excess kurtosis is exactly 3 ((1 + 5/n)^(L-1) - 1)
+            for n in WIDTHS:
+                Lx = np.arange(1, int(0.55 * n) + 1)
+                axes[0].plot(Lx / n, 3 * ((1 + 5 / n) ** (Lx - 1) - 1), "--", color=color, lw=1,
+                             label="relu: exact, all orders" if n == 32 else None)
         for n, (marker, S) in WIDTHS.items():
             for d in DEPTHS:
                 L = d + 1
@@ -57,7 +64,7 @@ def main():
                     continue
                 s = simulate_corrections(Network(name, depth=d, weight_var=cw), n, S, inputs=(1.0, 1.0, 0.5),
                                          seed=11)
-                g, th = s["G"][:, -1, 0], s["theta"]
+                g, th = s["G"][:, -1, 0], s["theta"][:, 0]
                 k, k_se = _mean_se(lambda x: 3 * np.var(x, ddof=1) / np.mean(x) ** 2, g)
                 v, v_se = _mean_se(lambda x: np.var(x, ddof=1) / np.mean(x) ** 2, th)
                 rows.append(dict(activation=name, width=n, depth=d, L_over_n=L / n, kurtosis=k, kurtosis_se=k_se,

@@ -9,7 +9,8 @@ parameterization, one output unit) at one width on two inputs and returns, per n
 * ``q^l(x,x)``, ``q^l(x,x')``: ``M (E[G^l]/K^l - 1)``, predicted ``a = K1^l / K^l``;
 * the output kurtosis: ``3 M Var(G^L(x,x)) / E[G^L]^2`` (the excess kurtosis of one output unit is exactly
   ``3 Var(G^L) / E[G^L]^2``, the outputs being Gaussian given ``G^L``), predicted ``3 v^L / (K^L)^2``;
-* the NTK variance: ``M Var(Theta(x,x)) / E[Theta]^2``, predicted ``(a + 2 b) / Theta^2``.
+* the NTK variance: ``M Var(Theta(x,x)) / E[Theta]^2``, predicted ``(a + 2 b) / Theta^2``, and the same for
+  ``Theta(x,x')``, predicted ``(a + b + c) / Theta^2``.
 
 Standard errors come from batch means (20 batches). :class:`FiniteWidthLadder` holds the records and fits and writes
 a markdown table with the predicted ``a`` next to the fitted one.
@@ -37,7 +38,7 @@ _N_BATCH = 20
 def simulate_corrections(network, width: int, n_seeds: int, *, inputs=(1.0, 1.0, 0.5), seed: int = 0,
                          device="cpu", dtype="float64", chunk_bytes: int = 2 ** 27) -> dict:
     """Per-network samples at one width: ``{"G": (S, L, 3)`` metric entries ``(xx, xx', x'x')`` per Dense layer,
-    ``"theta": (S,)`` the NTK ``Theta(x, x)`` of the single output}."""
+    ``"theta": (S, 2)`` the NTK ``Theta(x, x)``, ``Theta(x, x')`` of the single output}."""
     chain = as_chain(network)
     width = check_int("width", width, 2)
     n_seeds = check_int("n_seeds", n_seeds, 2)
@@ -56,7 +57,7 @@ def simulate_corrections(network, width: int, n_seeds: int, *, inputs=(1.0, 1.0,
             g = d.layer.weight_var * qh + d.layer.bias_var
             G.append(np.stack([g[:, 0, 0], g[:, 0, 1], g[:, 1, 1]], -1))
         Gs.append(np.stack(G, 1))
-        ths.append(op["ntk"][:, 0, 0])
+        ths.append(np.stack([op["ntk"][:, 0, 0], op["ntk"][:, 0, 1]], -1))
         del ens, op
     return {"G": np.concatenate(Gs), "theta": np.concatenate(ths)}
 
@@ -98,7 +99,8 @@ def _predictions(network, inputs):
         pred[f"q^{l}(x,x)"] = (float(K[0, 0]), float(fw.kernel_correction[l - 1, 0, 0] / K[0, 0]))
         pred[f"q^{l}(x,x')"] = (float(K[0, 1]), float(fw.kernel_correction[l - 1, 0, 1] / K[0, 1]))
     pred["output kurtosis"] = (0.0, float(fw.output_kurtosis[0]))
-    pred["Var Theta(x,x) / Theta^2"] = (0.0, float(fw.relative_ntk_variance[-1, 0]))
+    pred["Var Theta(x,x) / Theta^2"] = (0.0, float(fw.relative_ntk_variance[-1, 0, 0]))
+    pred["Var Theta(x,x') / Theta^2"] = (0.0, float(fw.relative_ntk_variance[-1, 0, 1]))
     return fw, pred
 
 
@@ -115,8 +117,9 @@ def _measure(samples, pred, width):
             out[f"q^{l}{tag}"] = (M * m, M * se)
     m, se = _mean_se(lambda g: 3.0 * np.var(g, ddof=1) / np.mean(g) ** 2, G[:, -1, 0])
     out["output kurtosis"] = (M * m, M * se)
-    m, se = _mean_se(lambda t: np.var(t, ddof=1) / np.mean(t) ** 2, th)
-    out["Var Theta(x,x) / Theta^2"] = (M * m, M * se)
+    for e, tag in ((0, "(x,x)"), (1, "(x,x')")):
+        m, se = _mean_se(lambda t: np.var(t, ddof=1) / np.mean(t) ** 2, th[:, e])
+        out[f"Var Theta{tag} / Theta^2"] = (M * m, M * se)
     return out
 
 

@@ -31,7 +31,8 @@ from meanfield import Network, finite_width_corrections  # noqa: E402
 from meanfield.validation.finite_width_sim import _mean_se, simulate_corrections  # noqa: E402
 
 CASES = [("relu", 2.0, "C0"), ("tanh", 1.0, "C3")]
-WIDTHS = {32: ("o", 3000), 64: ("s", 1500)}
+WIDTHS = {32: ("o", 6000), 64: ("s", 2000)}
+MAX_RATIO = 0.3
 DEPTHS = (2, 4, 6, 8, 12, 16)          # hidden layers; L = depth + 1 Dense layers
 
 
@@ -44,23 +45,21 @@ def main():
         Ls = np.arange(1, deep.depth + 1)
         kurt = 3 * deep.single_vertex[:, 0] / deep.kernel[:, 0, 0] ** 2
         ntk = deep.relative_ntk_variance[:, 0, 0]
-        for n in WIDTHS:
-            sel = Ls / n <= 0.55
-            axes[0].plot(Ls[sel] / n, kurt[sel] / n, "-", color=color, lw=1,
-                         label=f"{name}: O(1/n) prediction" if n == 32 else None)
-            axes[1].plot(Ls[sel] / n, ntk[sel] / n, "-", color=color, lw=1,
-                         label=f"{name}: O(1/n) prediction" if n == 32 else None)
+        n = 64     # the O(1/n) lines of n = 32 and 64 differ only by the layer offset: one is drawn
+        sel = Ls / n <= MAX_RATIO + 0.02
+        axes[0].plot(Ls[sel] / n, kurt[sel] / n, "-", color=color, lw=1, label=f"{name}: O(1/n) prediction")
+        axes[1].plot(Ls[sel] / n, ntk[sel] / n, "-", color=color, lw=1, label=f"{name}: O(1/n) prediction")
         if name == "relu":
             # all orders for relu with C_b = 0: G^{l+1} = G^l (2/n) sum_j relu(xi_j)^2 is a product of independent
             # factors of mean 1 and variance 5/n, so the excess kurtosis is exactly 3 ((1 + 5/n)^(L-1) - 1)
-            for n in WIDTHS:
-                Lx = np.arange(1, int(0.55 * n) + 1)
-                axes[0].plot(Lx / n, 3 * ((1 + 5 / n) ** (Lx - 1) - 1), "--", color=color, lw=1,
-                             label="relu: exact, all orders" if n == 32 else None)
+            for n, ls in ((32, "--"), (64, ":")):
+                Lx = np.arange(1, int((MAX_RATIO + 0.02) * n) + 1)
+                axes[0].plot(Lx / n, 3 * ((1 + 5 / n) ** (Lx - 1) - 1), ls, color=color, lw=1,
+                             label=f"relu: exact, all orders, n = {n}")
         for n, (marker, S) in WIDTHS.items():
             for d in DEPTHS:
                 L = d + 1
-                if L / n > 0.55:
+                if L / n > MAX_RATIO:
                     continue
                 s = simulate_corrections(Network(name, depth=d, weight_var=cw), n, S, inputs=(1.0, 1.0, 0.5),
                                          seed=11)

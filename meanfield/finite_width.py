@@ -22,9 +22,10 @@ Yaida 2020; Hanin 2022). This module computes, per Dense layer ``l`` and for eve
   with ``H`` the second derivatives of ``<sigma_e>`` in the kernel entries;
 * the **output kurtosis**: one output unit has excess kurtosis ``3 v^L_{ii,ii} / (M (K^L_{ii})^2)``, and the
   connected four-point function of the outputs is ``E[f_a f_b f'_c f'_d]_c = v^L_{(ab)(cd)} / M`` (units ``f != f'``);
-* the **NTK variance** (NTK parameterization, one input): ``M Var[Theta_ii(x, x)] = a + 2 b``,
-  ``M Cov[Theta_ii, Theta_jj] = a`` and ``M E[Theta_ij^2] = b`` for output units ``i != j``, from the book's ch. 8
-  recursions for its ``A``, ``B`` and ``D`` tensors (here per ``1/M``; derivation in docs/finite_width.md).
+* the **NTK variance** (NTK parameterization) of every entry ``Theta(x_i, x_j)``: ``M Var[Theta_kk] = a + b + c``
+  (``a + 2 b`` on the diagonal), ``M Cov[Theta_kk, Theta_mm] = a``, ``M E[Theta_km^2] = b`` and
+  ``M E[Theta_km Theta_mk] = c`` for output units ``k != m``, from the book's ch. 8 recursions for its ``A``, ``B``
+  and ``D`` tensors (here per ``1/M``; derivation in docs/finite_width.md).
 
 The Gaussian expectations (products of phi and phi' with Hermite weights; derivatives in the kernel by Price's
 theorem and Gaussian integration by parts, so that relu needs no delta functions) use the engine's 1-D rule

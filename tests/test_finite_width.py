@@ -383,3 +383,34 @@ def test_relu_output_kurtosis_is_the_first_order_of_the_exact_product():
     assert pred == pytest.approx(15 * sum(1 / a for a in ratios[1:]), rel=1e-13)
     diffs = [abs(M * 3 * (np.prod([1 + 5 / (a * M) for a in ratios[1:]]) - 1) - pred) for M in (1e3, 1e4)]
     assert 9 < diffs[0] / diffs[1] < 11
+
+
+# --------------------------------------------------------------------------------------------------- invariants
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(name=st.sampled_from(["relu", "tanh", "erf"]), depth=st.integers(1, 3),
+       weight_var=st.floats(0.5, 2.5), bias_var=st.floats(0.0, 0.5),
+       norms=st.tuples(st.floats(0.2, 3.0), st.floats(0.2, 3.0)), corr=st.floats(-0.9, 0.9),
+       ratios=st.lists(st.floats(0.25, 4.0), min_size=4, max_size=4), scale=st.floats(0.1, 10.0))
+def test_invariants(name, depth, weight_var, bias_var, norms, corr, ratios, scale):
+    # v is M times a covariance matrix (PSD); NTK variances and E[Theta_km^2] are >= 0 and |E[Theta_km Theta_mk]| <=
+    # E[Theta_km^2] (Cauchy-Schwarz, units exchangeable); for relu without biases everything is homogeneous in the
+    # input scale: K, K1, Theta ~ s, v ~ s^2, relative quantities unchanged
+    G = np.array([[norms[0], corr * math.sqrt(norms[0] * norms[1])], [corr * math.sqrt(norms[0] * norms[1]), norms[1]]])
+    net = mf.Network(name, depth=depth, weight_var=weight_var, bias_var=bias_var, width_ratios=ratios[:depth + 1])
+    fw = finite_width_corrections(net, gram=G)
+    tol = 1e-10 * (1 + np.abs(fw.vertex).max())
+    for l in range(fw.depth):
+        for i in range(2):
+            for j in range(2):
+                assert np.linalg.eigvalsh(fw.vertex[l, i, j]).min() > -tol
+    assert np.all(fw.ntk_variance > -tol) and np.all(fw.ntk_cross_unit > -tol)
+    assert np.all(np.abs(fw.ntk_cross_unit_transposed) <= fw.ntk_cross_unit * (1 + 1e-12) + tol)
+    if name == "relu":
+        net0 = mf.Network(name, depth=depth, weight_var=weight_var, width_ratios=ratios[:depth + 1])
+        a, b = finite_width_corrections(net0, gram=G), finite_width_corrections(net0, gram=scale * G)
+        assert np.allclose(b.vertex, scale ** 2 * a.vertex, rtol=1e-9, atol=1e-12 * scale ** 2)
+        assert np.allclose(b.kernel_correction, scale * a.kernel_correction, rtol=1e-9, atol=1e-12 * scale)
+        assert np.allclose(b.ntk_variance, scale ** 2 * a.ntk_variance, rtol=1e-9, atol=1e-12 * scale ** 2)

@@ -407,7 +407,9 @@ class ValidationReport:
 def _predicted_cell(fit: dict) -> str:
     """The predicted ``a`` of :func:`meanfield.finite_width_corrections` for a row, blank where none."""
     a = fit.get("predicted_bias_coefficient")
-    return "" if a is None else f"{a:+.3g}"
+    if a is None:
+        return ""
+    return "0" if abs(a) < 1e-12 else f"{a:+.3g}"     # exact zeros (q^1, q^2, relu's diagonal) up to rounding
 
 
 def _save_png(fig, path: str, dpi: int) -> None:

@@ -285,6 +285,10 @@ def test_pair_blocks_are_consistent_with_single_inputs_and_the_trace():
     assert np.allclose(fw.ntk[-1], tr.ntk, rtol=1e-12)
     d = fw.to_dict()
     assert d["output_kurtosis"] == fw.output_kurtosis.tolist()
+    X = np.linalg.cholesky(np.array(G)) * math.sqrt(3.0)          # inputs with x.x'/M_0 = G, M_0 = 3
+    fx = finite_width_corrections(net, x=X)
+    assert np.allclose(fx.vertex, fw.vertex, rtol=1e-12, atol=1e-15)
+    assert np.allclose(fx.ntk_variance, fw.ntk_variance, rtol=1e-12)
 
 
 def test_pair_ntk_fluctuations_approach_the_single_input_ones_as_the_inputs_merge():

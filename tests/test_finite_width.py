@@ -170,6 +170,22 @@ def test_deep_linear_kurtosis_agrees_with_exact_moments():
     assert diffs[0] < 50 / 1000 and 8 < diffs[0] / diffs[1] < 12
 
 
+def test_deep_linear_kurtosis_from_the_meijer_g_density():
+    # the exact prior density of a deep linear output (Meijer-G, meanfield.deep_linear_prior_density) integrated
+    # numerically (scipy quad, ~1e-12): its excess kurtosis times N approaches the predicted 6 (L - 1) = 12 with an
+    # O(1/N) remainder (12 (1 + 1/N) exactly here: 3 ((1 + 2/N)^2 - 1) N = 12 + 12/N)
+    import scipy.integrate as si
+
+    pred = float(finite_width_corrections(mf.Network("linear", depth=2), gram=[[1.0]]).output_kurtosis[0])
+    assert pred == pytest.approx(12.0, rel=1e-13)
+    for N in (20, 200):
+        p = lambda f: float(mf.deep_linear_prior_density(f, 2, N))     # noqa: E731
+        m2 = 2 * si.quad(lambda f: f * f * p(f), 0, np.inf, limit=200)[0]
+        m4 = 2 * si.quad(lambda f: f ** 4 * p(f), 0, np.inf, limit=200)[0]
+        kurt = m4 / m2 ** 2 - 3
+        assert N * kurt == pytest.approx(pred * (1 + 1 / N), rel=1e-9)
+
+
 def test_deep_linear_pair_vertex_and_mean_agree_with_exact_wishart_moments():
     # deep linear network with biases and unequal widths, two inputs: the exact mean metric equals K (K1 = 0) and
     # M Cov_exact -> vertex with an O(1/M) remainder (checked at M = 1e6: relative 1e-5 allowed)

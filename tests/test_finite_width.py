@@ -321,6 +321,20 @@ def test_pair_ntk_fluctuations_approach_the_single_input_ones_as_the_inputs_merg
     assert np.allclose(fw.vertex[:, 0, 1], fw.vertex[:, 0, 0], rtol=1e-3, atol=1e-9)
 
 
+def test_plot_and_to_dict():
+    import json
+
+    import matplotlib.pyplot as plt
+
+    fw = finite_width_corrections(mf.Network("tanh", depth=2, weight_var=1.5), gram=[[1.0, 0.2], [0.2, 0.5]])
+    fig, ax = plt.subplots()
+    assert fw.plot(ax=ax, input_index=1) is ax
+    assert len(ax.lines) == 3 and np.allclose(ax.lines[0].get_ydata(), fw.single_vertex[:, 1] / fw.kernel[:, 1, 1] ** 2)
+    plt.close(fig)
+    d = json.loads(json.dumps(fw.to_dict()))
+    assert np.allclose(d["vertex"], fw.vertex) and np.allclose(d["ntk_variance"], fw.ntk_variance)
+
+
 def test_bad_input_is_rejected_with_a_named_reason():
     with pytest.raises(ValueError, match="Residual"):
         finite_width_corrections(serial(Dense(1.0), Residual(serial(Nonlinearity("relu"), Dense(2.0))), Dense(1.0)),

@@ -48,8 +48,6 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Optional
-
 import numpy as np
 
 from . import _finite_width_kernels as _fk
@@ -86,8 +84,9 @@ class _Single:
 
 
 def _pair(act, Kuu, Kuv, Kvv, su: _Single, sv: _Single):
-    """``(S, J, H)`` of a pair, basis ``(uu, uv, vv)``: covariance of the products, first and second derivatives of
-    their means in the independent kernel entries (off-diagonal counted once). Price: d/dK_uv <F> = <d_u d_v F>,
+    """``(f, S, J, H, ntk)`` of a pair, basis ``(uu, uv, vv)``: the means ``f`` of the products ``sigma_e``, their
+    covariance ``S``, the first and second derivatives ``J``, ``H`` of their means in the independent kernel entries
+    (off-diagonal counted once), and the expectations the NTK recursions need (``ntk``). Price: d/dK_uv <F> = <d_u d_v F>,
     d/dK_uu <F> = (1/2)<d_u^2 F>; the derivatives beyond phi' are moved onto the Hermite weights
     ``H_alpha(y)`` (``y = K^-1 (u, v)``) by Gaussian integration by parts."""
     u, v, w = _fk.pair_nodes(*act.kernel_args[4:6], Kuu, Kvv, Kuv)
@@ -327,8 +326,31 @@ def finite_width_corrections(network, x=None, *, gram=None) -> FiniteWidthCorrec
     D = np.zeros((L, N, N, 3))       # M Cov(G_e, Hhat_ij), e in (ii, ij, jj)
     ratios = np.array([r for _, _, r in plan])
     linear = get_activation("linear")
-    worst = 0.0
     rev = [2, 1, 0]
+    try:
+        with np.errstate(over="raise", invalid="raise"):
+            _sweep(plan, G, K, K1, V, T, A, B, C, D, linear, rev, worst_box := [0.0])
+    except (OverflowError, FloatingPointError) as exc:
+        raise FloatingPointError("finite_width_corrections: a correction overflowed the float64 range (the inputs' "
+                                 "norms, weight_var or the depth are too large)") from exc
+    for name, arr in (("kernel_correction", K1), ("vertex", V), ("ntk_variance", A + B + C)):
+        if not np.all(np.isfinite(arr)):
+            raise FloatingPointError(f"finite_width_corrections: {name} is not finite (the activation or a variance "
+                                     "left the float64 range)")
+    worst = worst_box[0]
+    if worst > _PAIR_WARN:
+        warnings.warn(f"pairs of nearly parallel inputs: the pair corrections are accurate to about {worst:.1e} "
+                      "relative (Hermite weights carry the inverse kernel, ~1e-16 / (1 - c^2)^2)", PrecisionWarning,
+                      stacklevel=2)
+    return FiniteWidthCorrections(chain=chain, gram=G, fan_in_ratios=ratios, kernel=K, kernel_correction=K1,
+                                  vertex=V, ntk=T, ntk_variance=A + B + C, ntk_unit_covariance=A, ntk_cross_unit=B,
+                                  ntk_cross_unit_transposed=C, ntk_kernel_covariance=D)
+
+
+def _sweep(plan, G, K, K1, V, T, A, B, C, D, linear, rev, worst_box):
+    """The layer recursions, filling the arrays in place (``worst_box[0]``: worst pair accuracy estimate)."""
+    N = G.shape[0]
+    worst = 0.0
     for l, (lay, act, alpha) in enumerate(plan):
         Cw, Cb = lay.weight_var, lay.bias_var
         if l == 0:
@@ -386,10 +408,4 @@ def finite_width_corrections(network, x=None, *, gram=None) -> FiniteWidthCorrec
                 dn = cov_gh / alpha + Cw * J @ (vp @ pv + chi * d)
                 D[l, i, j] = dn
                 D[l, j, i] = dn[rev]
-    if worst > _PAIR_WARN:
-        warnings.warn(f"pairs of nearly parallel inputs: the pair corrections are accurate to about {worst:.1e} "
-                      "relative (Hermite weights carry the inverse kernel, ~1e-16 / (1 - c^2)^2)", PrecisionWarning,
-                      stacklevel=2)
-    return FiniteWidthCorrections(chain=chain, gram=G, fan_in_ratios=ratios, kernel=K, kernel_correction=K1,
-                                  vertex=V, ntk=T, ntk_variance=A + B + C, ntk_unit_covariance=A, ntk_cross_unit=B,
-                                  ntk_cross_unit_transposed=C, ntk_kernel_covariance=D)
+    worst_box[0] = worst

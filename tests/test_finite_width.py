@@ -351,6 +351,10 @@ def test_bad_input_is_rejected_with_a_named_reason():
         finite_width_corrections(serial(Nonlinearity("relu"), Dense(1.0)), gram=[[1.0]])
     with pytest.warns(mf.PrecisionWarning):
         finite_width_corrections(mf.Network("tanh", depth=2), gram=[[1.0, 0.99999], [0.99999, 1.0]])
+    with pytest.raises(FloatingPointError, match="overflowed"):        # K ~ 1e166, v ~ K^2 > 1e308: no silent inf
+        finite_width_corrections(mf.Network("relu", depth=150, weight_var=20.0), gram=[[1e10]])
+    with pytest.raises(TypeError, match="network"):
+        finite_width_corrections("relu", gram=[[1.0]])
 
 
 # ------------------------------------------------------------------------------------------------ Monte Carlo

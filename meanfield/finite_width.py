@@ -78,6 +78,7 @@ class _Single:
         self.f2 = E(p * d * (z ** 3 - 3 * z)) / (2 * K ** 1.5)   # d^2<phi^2>/dK^2 = (1/4)<(phi^2)' He_3>/K^(3/2)
         self.g = E(d2)                             # <phi'^2>
         self.g1 = E(d2 * (z * z - 1)) / (2 * K)    # d<phi'^2>/dK = (1/2)<phi'^2 He_2>/K
+        self.g2 = E(d2 * (z ** 4 - 6 * z * z + 3)) / (4 * K * K)   # d^2<phi'^2>/dK^2 = (1/4)<phi'^2 He_4>/K^2
         self.p4 = E(p2 * p2)
         self.d4 = E(d2 * d2)
         self.p2d2 = E(p2 * d2)
@@ -159,6 +160,8 @@ class FiniteWidthCorrections:
         diagonal).
     ntk_kernel_covariance : ndarray (L, N, N, 3)
         ``M Cov[G^l_e, E[Theta^l_kk(x_i, x_j) | previous layer]]`` for ``e in (ii, ij, jj)`` (``d``).
+    ntk_correction : ndarray (L, N)
+        ``Theta1^l``: ``E[Theta^l_kk(x_i, x_i)] = Theta^l + Theta1^l / M`` (one input).
     """
 
     chain: object
@@ -173,6 +176,7 @@ class FiniteWidthCorrections:
     ntk_cross_unit: np.ndarray
     ntk_cross_unit_transposed: np.ndarray
     ntk_kernel_covariance: np.ndarray
+    ntk_correction: np.ndarray
 
     @property
     def depth(self) -> int:
@@ -217,6 +221,7 @@ class FiniteWidthCorrections:
                 "ntk_cross_unit": self.ntk_cross_unit.tolist(),
                 "ntk_cross_unit_transposed": self.ntk_cross_unit_transposed.tolist(),
                 "ntk_kernel_covariance": self.ntk_kernel_covariance.tolist(),
+                "ntk_correction": self.ntk_correction.tolist(),
                 "output_kurtosis": self.output_kurtosis.tolist()}
 
     def plot(self, ax=None, input_index: int = 0):
@@ -324,12 +329,13 @@ def finite_width_corrections(network, x=None, *, gram=None) -> FiniteWidthCorrec
     B = np.zeros((L, N, N))          # M E[Theta_km(x_i,x_j)^2], units k != m
     C = np.zeros((L, N, N))          # M E[Theta_km(x_i,x_j) Theta_mk(x_i,x_j)]
     D = np.zeros((L, N, N, 3))       # M Cov(G_e, Hhat_ij), e in (ii, ij, jj)
+    T1 = np.zeros((L, N))            # M (E[Theta(x_i, x_i)] - Theta)
     ratios = np.array([r for _, _, r in plan])
     linear = get_activation("linear")
     rev = [2, 1, 0]
     try:
         with np.errstate(over="raise", invalid="raise"):
-            _sweep(plan, G, K, K1, V, T, A, B, C, D, linear, rev, worst_box := [0.0])
+            _sweep(plan, G, K, K1, V, T, A, B, C, D, T1, linear, rev, worst_box := [0.0])
     except (OverflowError, FloatingPointError) as exc:
         raise FloatingPointError("finite_width_corrections: a correction overflowed the float64 range (the inputs' "
                                  "norms, weight_var or the depth are too large)") from exc
@@ -344,13 +350,14 @@ def finite_width_corrections(network, x=None, *, gram=None) -> FiniteWidthCorrec
                       stacklevel=2)
     return FiniteWidthCorrections(chain=chain, gram=G, fan_in_ratios=ratios, kernel=K, kernel_correction=K1,
                                   vertex=V, ntk=T, ntk_variance=A + B + C, ntk_unit_covariance=A, ntk_cross_unit=B,
-                                  ntk_cross_unit_transposed=C, ntk_kernel_covariance=D)
+                                  ntk_cross_unit_transposed=C, ntk_kernel_covariance=D, ntk_correction=T1)
 
 
-def _sweep(plan, G, K, K1, V, T, A, B, C, D, linear, rev, worst_box):
+def _sweep(plan, G, K, K1, V, T, A, B, C, D, T1, linear, rev, worst_box):
     """The layer recursions, filling the arrays in place (``worst_box[0]``: worst pair accuracy estimate)."""
     N = G.shape[0]
     worst = 0.0
+    R = np.zeros(N)      # (1/n_{l-1}) E[sum_mm' (phi phi')_m (phi phi')_m' Theta_mm'] entering the mean-NTK shift
     for l, (lay, act, alpha) in enumerate(plan):
         Cw, Cb = lay.weight_var, lay.bias_var
         if l == 0:
@@ -375,6 +382,13 @@ def _sweep(plan, G, K, K1, V, T, A, B, C, D, linear, rev, worst_box):
             B[l, i, i] = C[l, i, i] = Cw * Cw * s.d4 * th * th / alpha + chi_perp ** 2 * b
             A[l, i, i] = var_h / alpha + p * p * v + 2 * p * chi_perp * d + chi_perp ** 2 * a
             D[l, i, i] = cov_gh / alpha + chi_par * (p * v + chi_perp * d)
+            # mean NTK: E[Theta^{l+1}] = C_b + C_W E[phi^2] + C_W E[phi'^2 (Hhat + X)], with E[phi'(z_j)^2 X_jj] =
+            # 2 (C_W^{(l)})^2 <phi'^2>' R^l / n_{l-1} (Wick: z_j and X_jj share the row j of W^{(l)})
+            prev, ratio_prev = plan[l - 1][0].weight_var, plan[l - 1][2]
+            xterm = 0.0 if l == 1 else 2 * prev * prev * s.g1 * R[i] / ratio_prev
+            T1[l, i] = (Cw * (s.f1 * k1 + 0.5 * s.f2 * v)
+                        + Cw * (s.g * T1[l - 1, i] + s.g1 * (k1 * th + d) + 0.5 * s.g2 * v * th) + Cw * xterm)
+            R[i] = s.p2d2 * th + (0.0 if l == 1 else (alpha / ratio_prev) * (prev * s.f1) ** 2 * R[i])
             for j in range(i + 1, N):
                 kuu, kuv, kvv = float(Kp[i, i]), float(Kp[i, j]), float(Kp[j, j])
                 one_c2 = 1.0 - kuv * kuv / (kuu * kvv)

@@ -7,6 +7,7 @@ parameterization, one output unit) at one width on two inputs and returns, per n
 :func:`ladder` runs a ladder of widths and fits ``M (simulated - infinite width) = a + b / M`` for
 
 * ``q^l(x,x)``, ``q^l(x,x')``: ``M (E[G^l]/K^l - 1)``, predicted ``a = K1^l / K^l``;
+* the mean NTK: ``M (E[Theta(x,x)]/Theta - 1)``, predicted ``Theta1 / Theta``;
 * the output kurtosis: ``3 M Var(G^L(x,x)) / E[G^L]^2`` (the excess kurtosis of one output unit is exactly
   ``3 Var(G^L) / E[G^L]^2``, the outputs being Gaussian given ``G^L``), predicted ``3 v^L / (K^L)^2``;
 * the NTK variance: ``M Var(Theta(x,x)) / E[Theta]^2``, predicted ``(a + 2 b) / Theta^2``, and the same for
@@ -98,6 +99,7 @@ def _predictions(network, inputs):
         K = fw.kernel[l - 1]
         pred[f"q^{l}(x,x)"] = (float(K[0, 0]), float(fw.kernel_correction[l - 1, 0, 0] / K[0, 0]))
         pred[f"q^{l}(x,x')"] = (float(K[0, 1]), float(fw.kernel_correction[l - 1, 0, 1] / K[0, 1]))
+    pred["Theta(x,x)"] = (float(fw.ntk[-1, 0, 0]), float(fw.ntk_correction[-1, 0] / fw.ntk[-1, 0, 0]))
     pred["output kurtosis"] = (0.0, float(fw.output_kurtosis[0]))
     pred["Var Theta(x,x) / Theta^2"] = (0.0, float(fw.relative_ntk_variance[-1, 0, 0]))
     pred["Var Theta(x,x') / Theta^2"] = (0.0, float(fw.relative_ntk_variance[-1, 0, 1]))
@@ -115,6 +117,9 @@ def _measure(samples, pred, width):
             K = pred[f"q^{l}{tag}"][0]
             m, se = _mean_se(lambda g: np.mean(g) / K - 1.0, G[:, l - 1, e])
             out[f"q^{l}{tag}"] = (M * m, M * se)
+    T = pred["Theta(x,x)"][0]
+    m, se = _mean_se(lambda t: np.mean(t) / T - 1.0, th[:, 0])
+    out["Theta(x,x)"] = (M * m, M * se)
     m, se = _mean_se(lambda g: 3.0 * np.var(g, ddof=1) / np.mean(g) ** 2, G[:, -1, 0])
     out["output kurtosis"] = (M * m, M * se)
     for e, tag in ((0, "(x,x)"), (1, "(x,x')")):

@@ -428,6 +428,7 @@ def test_validation_report_gets_the_predicted_bias_of_metric_rows():
     assert pred["q^3(x,x')"] == pytest.approx(fw.kernel_correction[2, 0, 1] / fw.kernel[2, 0, 1], rel=1e-14)
     assert pred["K(x,x')"] == pred["K(x,x') readout-averaged"] == pytest.approx(
         fw.kernel_correction[-1, 0, 1] / fw.kernel[-1, 0, 1], rel=1e-14)
+    assert pred["Theta(x,x)"] == pytest.approx(fw.ntk_correction[-1, 0] / fw.ntk[-1, 0, 0], rel=1e-14)
     assert _predicted_cell({"predicted_bias_coefficient": None}) == ""
     assert _predicted_cell({"predicted_bias_coefficient": pred["q^3(x,x)"]}).startswith("-")
     assert finite_width_bias(ValidationConfig("d", mf.Network("relu", depth=2, dropout_keep=0.5)), inputs) == {}

@@ -200,8 +200,9 @@ class ValidationReport:
             "(about -1/2, with large scatter), not the bias, and the weighted `a/M` fit bounds the bias instead. "
             "Rows marked 'bias' have `|error| > 2 SE` at every width. Column 'a predicted': the O(1/M) bias "
             "`K1^l / K^l` of the mean metric from `meanfield.finite_width_corrections` (docs/finite_width.md), for the "
-            "rows whose mean is a layer's metric (`q^l`, the output covariances); validation/finite_width/README.md "
-            "resolves it with larger ensembles.",
+            "rows whose mean is a layer's metric (`q^l`, the output covariances), and `Theta1/Theta` for the "
+            "NTK-parameterization `Theta(x,x)`; validation/finite_width/README.md resolves them with larger "
+            "ensembles.",
             "",
         ] + self._interpretation() + [""]
         widths = m["settings"]["widths"]

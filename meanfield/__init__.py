@@ -24,6 +24,7 @@ from .fisher import FeatureMetricStatistics, FisherStatistics, feature_metric_st
 from .validation.fisher_sim import FiniteWidthSpectrum, finite_width_fisher   # numpy only: no torch needed
 from .phase import (CriticalLine, DepthScaleCurve, MapDynamics, PhaseDiagram, critical_line, depth_scale_curve,
                     map_dynamics, phase_diagram)
+from .finite_width import FiniteWidthCorrections, finite_width_corrections   # 1/width corrections (RYH 2022)
 from .deep_linear import (BPKRResult, DeepLinearPosteriorResult, DeepLinearPriorResult, bpkr, bpkr_u0,
                           deep_linear_posterior, deep_linear_prior, deep_linear_prior_density, hz_saddle_point,
                           log_meijer_g, meijer_g, nngp_linear_posterior)
@@ -52,6 +53,8 @@ __all__ = [
     "log_meijer_g", "meijer_g", "DeepLinearPriorResult", "deep_linear_prior", "deep_linear_prior_density",
     "hz_saddle_point", "bpkr_u0", "BPKRResult", "bpkr", "DeepLinearPosteriorResult", "deep_linear_posterior",
     "nngp_linear_posterior",
+    # leading 1/width corrections: four-point vertex, kernel correction, output kurtosis, NTK variance
+    "FiniteWidthCorrections", "finite_width_corrections",
 ]
 
 # kernel regression as neural-tangents and scikit-learn users expect it: NTK-GP mean and covariance, kernel derivatives,

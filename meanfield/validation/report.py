@@ -41,7 +41,8 @@ from ..network import Network
 from .fitting import ENSEMBLE_ONLY, fit_series, make_record
 from .networks import resolve_device, resolve_dtype
 from .simulate import default_settings, simulate_width, train_near_critical
-from .theory import fisher_theory, resolve_inputs, standard_ntk_theory, width_independent_theory
+from .theory import (finite_width_bias, fisher_theory, resolve_inputs, standard_ntk_theory,
+                     width_independent_theory)
 
 __all__ = ["ValidationConfig", "ValidationReport", "default_configs", "fit_series", "run_validation"]
 
@@ -197,7 +198,11 @@ class ValidationReport:
             "`M^{-1/2}` as a bias. The mean of S networks carries noise `SE ~ M^{-1/2}/sqrt(S)`; where that noise "
             "exceeds the bias, the error of the mean is *noise-limited*: its fitted exponent then describes the SE "
             "(about -1/2, with large scatter), not the bias, and the weighted `a/M` fit bounds the bias instead. "
-            "Rows marked 'bias' have `|error| > 2 SE` at every width.",
+            "Rows marked 'bias' have `|error| > 2 SE` at every width. Column 'a predicted': the O(1/M) bias "
+            "`K1^l / K^l` of the mean metric from `meanfield.finite_width_corrections` (docs/finite_width.md), for the "
+            "rows whose mean is a layer's metric (`q^l`, the output covariances), and `Theta1/Theta` for the "
+            "NTK-parameterization `Theta(x,x)`; validation/finite_width/README.md resolves them with larger "
+            "ensembles.",
             "",
         ] + self._interpretation() + [""]
         widths = m["settings"]["widths"]
@@ -208,8 +213,8 @@ class ValidationReport:
                       f"Inputs: `x.x/M_0 = {cfg['inputs'][0]:.6g}`, `x'.x'/M_0 = {cfg['inputs'][1]:.6g}`, "
                       f"`x.x'/M_0 = {cfg['inputs'][2]:.6g}`; C = {cfg['n_outputs']} outputs.", ""]
             lines += ["| group | quantity | theory | sim. mean (M=%d) | SE | rel. error | err/SE | error exp. | regime "
-                      "| a (rel. err = a/M) | single-net rel. std | single-net exp. |" % Mmax,
-                      "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                      "| a (rel. err = a/M) | a predicted | single-net rel. std | single-net exp. |" % Mmax,
+                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
             for f in [f for f in self.fits if f["config"] == name]:
                 r = [r for r in self.records if r["config"] == name and r["quantity"] == f["quantity"]
                      and r["width"] == Mmax][0]
@@ -218,7 +223,7 @@ class ValidationReport:
                     f"| {f['group']} | `{f['quantity']}` | {r['theory']:.6g} | {r['simulated_mean']:.6g} | "
                     f"{r['standard_error']:.2g} | {r['relative_error']:+.2e} | {ratio:+.1f} | "
                     f"{f['error_exponent']:+.2f} ± {f['error_exponent_se']:.2f} | {f['regime']} | "
-                    f"{f['bias_coefficient']:+.3g} ± {f['bias_coefficient_se']:.2g} | "
+                    f"{f['bias_coefficient']:+.3g} ± {f['bias_coefficient_se']:.2g} | {_predicted_cell(f)} | "
                     f"{r['single_network_relative_std']:.2e} | {f['fluctuation_exponent']:+.2f} |")
             srcs = sorted({r["theory_source"] for r in self.records if r["config"] == name})
             lines += ["", "Theory sources: " + "; ".join(f"`{s}`" for s in srcs) + ".", ""]
@@ -412,6 +417,14 @@ class ValidationReport:
                     plots=[os.path.join(out_dir, p) for p in plots])
 
 
+def _predicted_cell(fit: dict) -> str:
+    """The predicted ``a`` of :func:`meanfield.finite_width_corrections` for a row, blank where none."""
+    a = fit.get("predicted_bias_coefficient")
+    if a is None:
+        return ""
+    return "0" if abs(a) < 1e-12 else f"{a:+.3g}"     # exact zeros (q^1, q^2, relu's diagonal) up to rounding
+
+
 def _save_png(fig, path: str, dpi: int) -> None:
     """Write ``fig`` to ``path`` atomically (temporary file in the same folder, then os.replace)."""
     with atomic_open(path) as fh:
@@ -521,8 +534,10 @@ def run_validation(quick: bool = False, device=None, out: Optional[str] = None, 
             raise ValueError(f"config {c.name!r}: dropout_keep must be 1 (the finite networks have no dropout)")
     say = log if log is not None else (lambda *a, **k: None)
     records, checks, training, cfg_meta = [], {}, [], []
+    predicted = {}
     for cfg in configs:
         inputs = resolve_inputs(cfg)
+        predicted.update({(cfg.name, q): a for q, a in finite_width_bias(cfg, inputs).items()})
         th_fixed, chk = width_independent_theory(cfg, inputs)
         checks.update({f"{cfg.name}: {k}": v for k, v in chk.items()})
         cfg_meta.append(dict(cfg.to_dict(), inputs=list(inputs)))
@@ -554,7 +569,8 @@ def run_validation(quick: bool = False, device=None, out: Optional[str] = None, 
         if k not in keys:
             keys.append(k)
     for k in keys:
-        fits.append(fit_series([r for r in records if (r["config"], r["quantity"]) == k]))
+        fits.append(dict(fit_series([r for r in records if (r["config"], r["quantity"]) == k]),
+                         predicted_bias_coefficient=predicted.get(k)))
     dl, dl_status = _deep_linear_records(quick) if deep_linear else ([], "deep-linear comparison not requested")
     if dev.type == "cuda":
         desc = f"GPU: {torch.cuda.get_device_name(dev)}"

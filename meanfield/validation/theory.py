@@ -21,7 +21,8 @@ from ..kernels import kernels
 from .measure import pair_inputs
 from .networks import layer_widths
 
-__all__ = ["resolve_inputs", "width_independent_theory", "fisher_theory", "standard_ntk_theory"]
+__all__ = ["resolve_inputs", "width_independent_theory", "fisher_theory", "standard_ntk_theory",
+           "finite_width_bias"]
 
 
 def resolve_inputs(cfg) -> tuple:
@@ -114,3 +115,26 @@ def standard_ntk_theory(net, width: int, inputs: tuple) -> tuple:
     X = pair_inputs(M0, *inputs).numpy()
     Th = np.asarray(kernels(net, X, parameterization="standard", width=width).ntk)
     return (float(Th[0, 0]), "meanfield.kernels"), (float(Th[0, 1]), "meanfield.kernels")
+
+
+def finite_width_bias(cfg, inputs: tuple) -> dict:
+    """Predicted ``a`` of ``relative error = a / M`` for the quantities whose mean is the metric of a layer
+    (:func:`meanfield.finite_width_corrections`, ``K1 / K``): ``q^l(x,x)``, ``q^l(x,x')`` and the output covariances
+    ``K(x,x)``, ``K(x,x')``, ``K(x,x') readout-averaged`` (``E[f f'] = E[G^L]``), and ``Theta(x,x)`` (NTK
+    parameterization: ``Theta1 / Theta``). Empty for networks the expansion does not cover (dropout)."""
+    from ..finite_width import finite_width_corrections
+
+    n1, n2, ov = inputs
+    try:
+        fw = finite_width_corrections(cfg.network, gram=[[n1, ov], [ov, n2]])
+    except ValueError:
+        return {}
+    rel = fw.relative_kernel_correction
+    out = {}
+    for l in range(1, fw.depth):
+        out[f"q^{l}(x,x)"] = float(rel[l - 1, 0, 0])
+        out[f"q^{l}(x,x')"] = float(rel[l - 1, 0, 1])
+    out["Theta(x,x)"] = float(fw.ntk_correction[-1, 0] / fw.ntk[-1, 0, 0])     # NTK parameterization, mean NTK
+    out["K(x,x)"] = float(rel[-1, 0, 0])
+    out["K(x,x')"] = out["K(x,x') readout-averaged"] = float(rel[-1, 0, 1])
+    return out

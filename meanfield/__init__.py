@@ -27,6 +27,10 @@ from .phase import (CriticalLine, DepthScaleCurve, MapDynamics, PhaseDiagram, cr
 from .deep_linear import (BPKRResult, DeepLinearPosteriorResult, DeepLinearPriorResult, bpkr, bpkr_u0,
                           deep_linear_posterior, deep_linear_prior, deep_linear_prior_density, hz_saddle_point,
                           log_meijer_g, meijer_g, nngp_linear_posterior)
+from .distributed import (DistributedKernels, DistributedPrediction, KernelSolve, distributed_critical_line,   # dask
+                          distributed_depth_scale_curve, distributed_kernels, distributed_map,                 # is
+                          distributed_nngp_regression, distributed_ntk_regression, distributed_phase_diagram,  # lazy
+                          kernel_solve)
 
 __all__ = [
     "ACTIVATIONS", "Activation", "custom_activation", "get_activation",
@@ -52,4 +56,8 @@ __all__ = [
     "log_meijer_g", "meijer_g", "DeepLinearPriorResult", "deep_linear_prior", "deep_linear_prior_density",
     "hz_saddle_point", "bpkr_u0", "BPKRResult", "bpkr", "DeepLinearPosteriorResult", "deep_linear_posterior",
     "nngp_linear_posterior",
+    # on a dask cluster (optional extra meanfield[dask])
+    "DistributedKernels", "distributed_kernels", "KernelSolve", "kernel_solve", "DistributedPrediction",
+    "distributed_nngp_regression", "distributed_ntk_regression", "distributed_map", "distributed_phase_diagram",
+    "distributed_critical_line", "distributed_depth_scale_curve",
 ]

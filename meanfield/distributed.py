@@ -212,6 +212,9 @@ def distributed_kernels(network, x1, x2=None, *, chunks: int = 4096, client=None
     -------
     DistributedKernels
         ``.nngp``, ``.ntk`` (dask arrays, lazy), ``.compute()`` (a :class:`~meanfield.kernels.KernelResult`).
+        Both matrices come out of the same block tasks: compute or persist them together
+        (``dask.compute(dk.nngp, dk.ntk)``, ``client.persist([dk.nngp, dk.ntk])``) or the blocks are computed twice.
+        Non-finite entries (overflow) raise the ValueError of :func:`meanfield.kernels` when a block is computed.
 
     Examples
     --------

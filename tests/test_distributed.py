@@ -13,6 +13,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 dask = pytest.importorskip("dask")
 distributed = pytest.importorskip("distributed")
@@ -97,6 +99,22 @@ def test_kernel_solve_reports_residual_and_non_convergence():
         kernel_solve(np.eye(4), np.ones(5))
 
 
+@settings(max_examples=10, deadline=None, derandomize=True)
+@given(n1=st.integers(1, 30), n2=st.one_of(st.none(), st.integers(1, 20)), tiles_per_chunk=st.integers(1, 3),
+       activation=st.sampled_from(["relu", "erf", "tanh"]), depth=st.integers(1, 3),
+       scale=st.floats(1e-3, 10.0), seed=st.integers(0, 2 ** 16))
+def test_blocks_equal_in_memory_for_any_split(n1, n2, tiles_per_chunk, activation, depth, scale, seed):
+    """Invariant: for any sizes, chunking and input scale the blocks reassemble the in-memory kernel bit for bit
+    (dask's threaded scheduler here; the cluster tests below check the same across processes)."""
+    rng = np.random.default_rng(seed)
+    x1 = scale * rng.standard_normal((n1, 3))
+    x2 = None if n2 is None else scale * rng.standard_normal((n2, 3))
+    net = Network(activation, depth=depth, weight_var=1.3, bias_var=0.05)
+    ref = kernels(net, x1, x2, tile_size=8)
+    got = distributed_kernels(net, x1, x2, chunks=8 * tiles_per_chunk, tile_size=8).compute(scheduler="threads")
+    assert _same_result(got, ref)
+
+
 # ---------------------------------------------------------------------------------------------------------- kernels
 _NETS = {
     "tanh-mehler": Network("tanh", depth=3, weight_var=1.5, bias_var=0.1),
@@ -145,19 +163,19 @@ def _regression_case(client, methods):
     kernels).
 
     Error analysis: CG stops at relative residual r <= rtol = 1e-10, so the relative error of the coefficients is at
-    most cond(K + s I) r; with s = 0.1 and the largest eigenvalue <~ n max K ~ 40 * 3, cond <~ 1.2e3, so 1e-6 bounds
+    most cond(K + s I) r; with s = 0.1 and the largest eigenvalue <~ n max K ~ 32 * 3, cond <~ 1e3, so 1e-6 bounds
     the error of the means relative to their largest entry (a loose bound: |K_*| |coef| ~ |mean| here). Cholesky and
     the in-memory route are both good to cond * eps ~ 1e-13, inside the same tolerance.
     """
     net = Network("tanh", depth=2, weight_var=1.5, bias_var=0.1)
     rng = np.random.default_rng(5)
-    X, Xs = rng.standard_normal((40, 3)), rng.standard_normal((7, 3))
+    X, Xs = rng.standard_normal((32, 3)), rng.standard_normal((7, 3))
     y = np.column_stack([np.sin(X[:, 0]), X[:, 1] * X[:, 2]])
     s = 0.1
     ref_k = kernels(net, X, tile_size=8)
     ref_c = kernels(net, Xs, X, tile_size=8)
     ref_nngp = gp_posterior(ref_k.nngp, ref_c.nngp, y, noise_var=s).mean
-    ref_ntk = ref_c.ntk @ np.linalg.solve(ref_k.ntk + s * np.eye(40), y[:, 0])
+    ref_ntk = ref_c.ntk @ np.linalg.solve(ref_k.ntk + s * np.eye(32), y[:, 0])
     for which, method in methods:
         if which == "nngp":
             p = distributed_nngp_regression(net, X, y, Xs, s, chunks=16, tile_size=8, method=method, rtol=1e-10,
@@ -242,3 +260,18 @@ def test_sweep_survives_a_killed_worker(client, tmp_path):
     assert all(len(runs[i]) == 1 for i in before)          # held by the client: never recomputed
     assert sorted(runs) == list(range(12))
     client.wait_for_workers(2, timeout=60)                 # the nanny restarts the killed worker
+
+
+@slow
+def test_import_meanfield_without_dask():
+    """``import meanfield`` works without dask; calling a distributed function names the extra."""
+    import subprocess
+
+    code = ("import sys; sys.modules['dask'] = None; sys.modules['distributed'] = None\n"
+            "import numpy as np, meanfield\n"
+            "try:\n    meanfield.distributed_kernels(meanfield.Network('relu', depth=1), np.ones((2, 2)))\n"
+            "except ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=os.path.join(os.path.dirname(__file__), ".."))
+    assert out.returncode == 0, out.stderr
+    assert "pip install 'meanfield[dask]'" in out.stdout

@@ -42,6 +42,7 @@ def run(n_workers, args, x, net):
         # warm-up: every worker imports meanfield and loads the compiled kernels (a tiny kernel per worker)
         warm = distributed_kernels(net, x[:2 * args.tile], chunks=args.tile, tile_size=args.tile, client=client)
         dask.compute(warm.nngp.sum(), warm.ntk.sum())
+        idle = client.run(_peak_rss_mib)   # a worker's own footprint (python, numpy, numba, meanfield) before the run
         t0 = time.perf_counter()
         with get_task_stream(client) as stream:
             dk = distributed_kernels(net, x, chunks=args.chunks, tile_size=args.tile, client=client)
@@ -54,7 +55,7 @@ def run(n_workers, args, x, net):
         for ss in task["startstops"]:
             if ss["action"] == "compute":
                 busy[task["worker"]] = busy.get(task["worker"], 0.0) + ss["stop"] - ss["start"]
-    return wall, float(fro_k), float(fro_t), peaks, limit, busy
+    return wall, float(fro_k), float(fro_t), peaks, limit, busy, idle
 
 
 def main(argv=None):
@@ -79,12 +80,13 @@ def main(argv=None):
           f"{os.getloadavg()[0]:.1f}")
     results = {}
     for n_workers in (1, 2):
-        wall, fk, ft, peaks, limit, busy = run(n_workers, args, x, net)
+        wall, fk, ft, peaks, limit, busy, idle = run(n_workers, args, x, net)
         results[n_workers] = (wall, fk, ft)
         peak = ", ".join(f"{v:.0f}" for v in peaks.values())
         work = ", ".join(f"{v:.1f}" for v in busy.values())
         print(f"{n_workers} worker(s): {wall:8.2f} s wall   |K|_F = {fk:.17g}  |Theta|_F = {ft:.17g}\n"
-              f"    peak RSS per worker [MiB]: {peak} (limit {limit:.0f} MiB, matrices {size_mib:.0f} MiB); "
+              f"    peak RSS per worker [MiB]: {peak} (after the warm-up: "
+              f"{', '.join(f'{v:.0f}' for v in idle.values())}; limit {limit:.0f} MiB, matrices {size_mib:.0f} MiB); "
               f"task compute time per worker [s]: {work} (schedule-bound speed-up "
               f"{sum(busy.values()) / max(busy.values()):.2f}x)")
     same = results[1][1:] == results[2][1:]

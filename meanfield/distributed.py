@@ -387,7 +387,8 @@ def kernel_solve(kernel, y, ridge: float = 0.0, *, method: str = "cg", rtol: flo
     1952), one independent iteration per column of ``y``; each step is one distributed product ``K p`` (the
     kernel is persisted on the cluster first), so a worker holds only its blocks. Stops when every column's relative
     residual ``||r_c|| / ||y_c||`` is below ``rtol`` (a :class:`~meanfield.ConvergenceWarning` if ``max_iter``,
-    default ``10 n``, is reached first: round-off can make CG need more than ``n`` steps). The error in ``coef`` is at most ``cond(K + ridge I)`` times the residual.
+    default ``10 n``, is reached first: round-off can make CG need more than ``n`` steps). The error in ``coef`` is
+    at most ``cond(K + ridge I)`` times the residual.
 
     ``method="cholesky"``: dask's blocked Cholesky factorisation ``K + ridge I = L L^T`` and two triangular solves
     (``O(n^3)`` work, numerically stable to ``~cond * eps``).

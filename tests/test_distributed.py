@@ -9,7 +9,6 @@ import os
 import signal
 import sys
 import time
-import warnings
 
 import numpy as np
 import pytest

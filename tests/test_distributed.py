@@ -5,6 +5,8 @@ is a bug in the split, the scatter or the assembly), the in-memory GP posterior 
 the solver's error bound, and the single-process sweeps bit for bit (each grid point is computed on its own).
 """
 import faulthandler
+import math
+import pickle
 import os
 import signal
 import sys
@@ -17,8 +19,9 @@ from hypothesis import strategies as st
 
 dask = pytest.importorskip("dask")
 distributed = pytest.importorskip("distributed")
+cloudpickle = pytest.importorskip("cloudpickle")
 
-from meanfield import Network, critical_line, depth_scale_curve, gp_posterior, kernels, phase_diagram  # noqa: E402
+from meanfield import Network, critical_line, custom_activation, get_activation, depth_scale_curve, gp_posterior, kernels, phase_diagram  # noqa: E402
 from meanfield.distributed import (distributed_critical_line, distributed_depth_scale_curve,  # noqa: E402
                                    distributed_kernels, distributed_map, distributed_nngp_regression,
                                    distributed_ntk_regression, distributed_phase_diagram, kernel_solve)
@@ -58,6 +61,17 @@ def test_distributed_map_needs_a_client():
         pytest.skip("a default client exists in this process")
     with pytest.raises(ValueError, match="client"):
         distributed_map(abs, [1, -2])
+
+
+def test_custom_activation_pickles():
+    """A custom activation is rebuilt from its source when unpickled (the workers get it that way)."""
+    act = _NETS["custom-activation"].activation
+    back = pickle.loads(cloudpickle.dumps(act))   # as dask ships it (plain pickle cannot pickle a lambda)
+    xs = np.linspace(-3, 3, 13)
+    assert back.is_custom and back.name == "scaled_tanh" and back.evaluator is not act.evaluator
+    assert np.array_equal(back.phi(xs), act.phi(xs)) and np.array_equal(back.dphi(xs), act.dphi(xs))
+    tanh = get_activation("tanh")
+    assert pickle.loads(pickle.dumps(tanh)) == tanh
 
 
 def test_distributed_kernels_bad_input():
@@ -120,6 +134,9 @@ _NETS = {
     "relu-closed": Network("relu", depth=2, weight_var=2.0, bias_var=0.1),
     "residual-chain": serial(Dense(1.0), Residual(serial(Nonlinearity("erf"), Dense(2.0)), alpha=0.5),
                              Nonlinearity("gelu"), Dense(1.3, 0.1)),
+    # a custom activation travels to the workers as its Python source and is compiled again there
+    "custom-activation": Network(custom_activation("scaled_tanh", lambda x: 1.7159 * math.tanh(2.0 * x / 3.0)),
+                                 depth=2, weight_var=1.2, bias_var=0.1),
 }
 
 

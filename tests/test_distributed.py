@@ -291,3 +291,23 @@ def test_import_meanfield_without_dask():
                          cwd=os.path.join(os.path.dirname(__file__), ".."))
     assert out.returncode == 0, out.stderr
     assert "pip install 'meanfield[dask]'" in out.stdout
+
+
+@slow
+def test_validation_ladder_split_across_workers(client):
+    """The docs' recipe: one task per (network, width) of the torch validation ladder; equal to the in-process
+    simulation bit for bit (network i at every width is seeded by (seed, i), independently of the other tasks)."""
+    pytest.importorskip("torch")
+    from meanfield.validation.networks import resolve_device, resolve_dtype
+    from meanfield.validation.report import default_configs
+    from meanfield.validation.simulate import default_settings, simulate_width
+    from meanfield.validation.theory import resolve_inputs
+
+    dev, dt = resolve_device("cpu"), resolve_dtype("float64")
+    st = dict(default_settings(True, dev), n_seeds=8, widths=(16, 32))
+    tasks = [(cfg, resolve_inputs(cfg), M, st, dev, dt, 0) for cfg in default_configs() for M in st["widths"]]
+    ladder = distributed_map(simulate_width, tasks, client=client, timeout=300)
+    for (samples, _), task in zip(ladder, tasks):
+        ref, _ = simulate_width(*task)
+        assert set(samples) == set(ref)
+        assert all(np.array_equal(np.asarray(samples[k]), np.asarray(ref[k]), equal_nan=True) for k in ref)

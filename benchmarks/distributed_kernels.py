@@ -2,11 +2,12 @@
 
 Run from the repository root (needs the extra ``meanfield[dask]``)::
 
-    python benchmarks/distributed_kernels.py            # N = 12288: NNGP + NTK = 2.25 GiB, worker limit 1 GiB
+    python benchmarks/distributed_kernels.py            # N = 10240: NNGP + NTK = 1.56 GiB, worker limit 1 GiB
     python benchmarks/distributed_kernels.py --n 16384 --memory-limit 2GiB --chunks 2048
 
-Both runs happen in this process on the same inputs: a LocalCluster of 1 worker process, then one of 2 (one thread
-each, ``--memory-limit`` each). Each computes the NNGP and NTK of a tanh network (depth 3, Mehler route) as dask
+Both runs use the same inputs, each in a fresh process (a second cluster started in one process showed a larger
+footprint per worker from the start): a LocalCluster of 1 worker process, then one of 2 (one thread each,
+``--memory-limit`` each). Each computes the NNGP and NTK of a tanh network (depth 3, Mehler route) as dask
 arrays and reduces them to their Frobenius norms on the cluster, so no process ever holds a whole matrix. The workers
 are warmed up first (numba loads its cache in each process: not timed). Printed: wall time with 1 and 2 workers,
 their ratio (the speed-up), each worker's peak resident memory (``ru_maxrss``) against its limit and against the
@@ -17,8 +18,10 @@ machine: on a shared machine it is lower.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
+import subprocess
 import sys
 import time
 
@@ -58,39 +61,51 @@ def run(n_workers, args, x, net):
     return wall, float(fro_k), float(fro_t), peaks, limit, busy, idle
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=12288, help="number of inputs N (kernels N x N)")
-    ap.add_argument("--dim", type=int, default=64, help="input dimension")
-    ap.add_argument("--chunks", type=int, default=1024, help="block size (a multiple of --tile)")
-    ap.add_argument("--tile", type=int, default=256, help="tile size of the tile pass")
-    ap.add_argument("--memory-limit", default="1GiB", help="memory limit of each worker")
-    args = ap.parse_args(argv)
-
-    import dask.array  # noqa: F401  (fail early without the extra)
-
+def _single(args):
+    """One cluster size, in this (fresh) process: prints one JSON line."""
     from meanfield import Network
 
     x = np.random.default_rng(0).standard_normal((args.n, args.dim))
     net = Network("tanh", depth=3, weight_var=1.5, bias_var=0.1)
+    wall, fk, ft, peaks, limit, busy, idle = run(args.single, args, x, net)
+    print(json.dumps(dict(wall=wall, fro_k=repr(fk), fro_t=repr(ft), peaks=list(peaks.values()), limit=limit,
+                          busy=list(busy.values()), idle=list(idle.values()))))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=10240, help="number of inputs N (kernels N x N)")
+    ap.add_argument("--dim", type=int, default=64, help="input dimension")
+    ap.add_argument("--chunks", type=int, default=1024, help="block size (a multiple of --tile)")
+    ap.add_argument("--tile", type=int, default=256, help="tile size of the tile pass")
+    ap.add_argument("--memory-limit", default="1GiB", help="memory limit of each worker")
+    ap.add_argument("--single", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    import dask.array  # noqa: F401  (fail early without the extra)
+
+    if args.single is not None:
+        return _single(args)
     size_mib = 2 * 8.0 * args.n ** 2 / 2 ** 20
     print(f"tanh depth 3, N = {args.n}, input dim {args.dim}: NNGP + NTK = {size_mib:.0f} MiB; "
           f"chunks {args.chunks} ({8.0 * args.chunks ** 2 / 2 ** 20:.0f} MiB per block), "
           f"worker memory limit {args.memory_limit}; {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f}")
     results = {}
-    for n_workers in (1, 2):
-        wall, fk, ft, peaks, limit, busy, idle = run(n_workers, args, x, net)
-        results[n_workers] = (wall, fk, ft)
-        peak = ", ".join(f"{v:.0f}" for v in peaks.values())
-        work = ", ".join(f"{v:.1f}" for v in busy.values())
-        print(f"{n_workers} worker(s): {wall:8.2f} s wall   |K|_F = {fk:.17g}  |Theta|_F = {ft:.17g}\n"
-              f"    peak RSS per worker [MiB]: {peak} (after the warm-up: "
-              f"{', '.join(f'{v:.0f}' for v in idle.values())}; limit {limit:.0f} MiB, matrices {size_mib:.0f} MiB); "
-              f"task compute time per worker [s]: {work} (schedule-bound speed-up "
-              f"{sum(busy.values()) / max(busy.values()):.2f}x)")
-    same = results[1][1:] == results[2][1:]
-    print(f"speed-up 2 workers / 1 worker (wall): {results[1][0] / results[2][0]:.2f}x; "
+    for n_workers in (1, 2):   # each in a fresh process, so that no cluster inherits the other's footprint
+        cmd = [sys.executable, os.path.abspath(__file__), "--single", str(n_workers), "--n", str(args.n),
+               "--dim", str(args.dim), "--chunks", str(args.chunks), "--tile", str(args.tile),
+               "--memory-limit", args.memory_limit]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        r = json.loads(out)
+        results[n_workers] = r
+        print(f"{n_workers} worker(s): {r['wall']:8.2f} s wall   |K|_F = {r['fro_k']}  |Theta|_F = {r['fro_t']}\n"
+              f"    peak RSS per worker [MiB]: {', '.join(f'{v:.0f}' for v in r['peaks'])} (after the warm-up: "
+              f"{', '.join(f'{v:.0f}' for v in r['idle'])}; limit {r['limit']:.0f} MiB, matrices {size_mib:.0f} MiB); "
+              f"task compute time per worker [s]: {', '.join(f'{v:.1f}' for v in r['busy'])} (schedule-bound "
+              f"speed-up {sum(r['busy']) / max(r['busy']):.2f}x)")
+    same = (results[1]["fro_k"], results[1]["fro_t"]) == (results[2]["fro_k"], results[2]["fro_t"])
+    print(f"speed-up 2 workers / 1 worker (wall): {results[1]['wall'] / results[2]['wall']:.2f}x; "
           f"norms equal bit for bit: {same}")
 
 

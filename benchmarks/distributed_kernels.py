@@ -48,8 +48,7 @@ def run(n_workers, args, x, net):
         idle = client.run(_peak_rss_mib)   # a worker's own footprint (python, numpy, numba, meanfield) before the run
         t0 = time.perf_counter()
         with get_task_stream(client) as stream:
-            dk = distributed_kernels(net, x, chunks=args.chunks, tile_size=args.tile, client=client,
-                                     mirror=not args.no_mirror)
+            dk = distributed_kernels(net, x, chunks=args.chunks, tile_size=args.tile, client=client)
             fro_k, fro_t = dask.compute(dask.array.sqrt((dk.nngp ** 2).sum()), dask.array.sqrt((dk.ntk ** 2).sum()))
         wall = time.perf_counter() - t0
         peaks = client.run(_peak_rss_mib)
@@ -80,8 +79,6 @@ def main(argv=None):
     ap.add_argument("--chunks", type=int, default=1024, help="block size (a multiple of --tile)")
     ap.add_argument("--tile", type=int, default=256, help="tile size of the tile pass")
     ap.add_argument("--memory-limit", default="1GiB", help="memory limit of each worker")
-    ap.add_argument("--no-mirror", action="store_true",
-                    help="recompute the blocks below the diagonal instead of transposing those above (mirror=False)")
     ap.add_argument("--single", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -92,13 +89,13 @@ def main(argv=None):
     size_mib = 2 * 8.0 * args.n ** 2 / 2 ** 20
     print(f"tanh depth 3, N = {args.n}, input dim {args.dim}: NNGP + NTK = {size_mib:.0f} MiB; "
           f"chunks {args.chunks} ({8.0 * args.chunks ** 2 / 2 ** 20:.0f} MiB per block), "
-          f"worker memory limit {args.memory_limit}, mirror={not args.no_mirror}; {os.cpu_count()} cores, load average "
+          f"worker memory limit {args.memory_limit}; {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f}")
     results = {}
     for n_workers in (1, 2):   # each in a fresh process, so that no cluster inherits the other's footprint
         cmd = [sys.executable, os.path.abspath(__file__), "--single", str(n_workers), "--n", str(args.n),
                "--dim", str(args.dim), "--chunks", str(args.chunks), "--tile", str(args.tile),
-               "--memory-limit", args.memory_limit] + (["--no-mirror"] if args.no_mirror else [])
+               "--memory-limit", args.memory_limit]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         r = json.loads(out)
         results[n_workers] = r

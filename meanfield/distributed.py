@@ -189,7 +189,7 @@ def _merge_budgets(budgets):
 
 def distributed_kernels(network, x1, x2=None, *, chunks: int = 4096, client=None, parameterization: str = "ntk",
                         width: Optional[float] = None, compute_ntk: bool = True, rtol: float = 1e-14,
-                        tile_size: int = 512, mirror: bool = True) -> DistributedKernels:
+                        tile_size: int = 512) -> DistributedKernels:
     r"""NNGP and NTK of ``network`` between the rows of ``x1`` and ``x2`` as dask arrays, block by block on a cluster.
 
     Same mathematics, options and numbers as :func:`meanfield.kernels` (``K = q^L``, ``Theta^{l+1} = q^{l+1} +
@@ -207,13 +207,6 @@ def distributed_kernels(network, x1, x2=None, *, chunks: int = 4096, client=None
     client : dask.distributed.Client, optional
         The cluster to scatter the rows' data to (default: the current client, if any). Without a client the arrays
         work with any dask scheduler, the rows' data then travel inside the task graph.
-    mirror : bool
-        Symmetric kernel (``x2=None``): True computes each block above the diagonal once and gives the block below
-        it as its transpose; the upper block then stays in a worker's memory until its transpose is used, which for
-        a reduction over the whole matrix means about one row of blocks per worker (``~ 16 N chunks`` bytes with the
-        NTK). False recomputes the blocks below the diagonal (the same computation, transposed: still bit for bit
-        equal), about twice the work, and no block waits for another: a worker holds only the blocks it is working
-        on.
 
     Returns
     -------
@@ -268,9 +261,6 @@ def distributed_kernels(network, x1, x2=None, *, chunks: int = 4096, client=None
     for bi in range(len(rows1)):
         for bj in range(len(rows2)):
             if sym and bj < bi:
-                if not mirror:   # the upper block (bj, bi) computed again, by a task of its own (pure=False: a new key)
-                    tasks[bi, bj] = dask.delayed(_kernel_block, pure=False, nout=3)(
-                        rows1[bj], rows1[bi], standard, compute_ntk, tile)
                 continue
             tasks[bi, bj] = block(rows1[bi], None if sym and bi == bj else rows2[bj], standard, compute_ntk, tile)
 
@@ -283,15 +273,13 @@ def distributed_kernels(network, x1, x2=None, *, chunks: int = 4096, client=None
             row = []
             for bj in range(len(rows2)):
                 if sym and bj < bi:   # below the diagonal: the transpose of the block above it
-                    src = tasks[bj, bi] if mirror else tasks[bi, bj]
-                    row.append(da.from_delayed(src[which], (size(n2, bj), size(n1, bi)), np.float64).T)
+                    row.append(da.from_delayed(tasks[bj, bi][which], (size(n2, bj), size(n1, bi)), np.float64).T)
                 else:
                     row.append(da.from_delayed(tasks[bi, bj][which], (size(n1, bi), size(n2, bj)), np.float64))
             grid.append(row)
         return da.block(grid)
 
-    # the budget of the blocks on and above the diagonal (those the in-memory kernel computes)
-    budget = dask.delayed(_merge_budgets, pure=True)([t[2] for (bi, bj), t in tasks.items() if not (sym and bj < bi)])
+    budget = dask.delayed(_merge_budgets, pure=True)([t[2] for t in tasks.values()])
     return DistributedKernels(
         nngp=assemble(0), ntk=assemble(1) if compute_ntk else None, parameterization=parameterization, width=width,
         chunks=chunk, tile_size=tile, n_terms=tuple(p.n_terms for p in _plans(nodes)),

@@ -115,8 +115,8 @@ def test_kernel_solve_reports_residual_and_non_convergence():
 @settings(max_examples=10, deadline=None, derandomize=True)
 @given(n1=st.integers(1, 30), n2=st.one_of(st.none(), st.integers(1, 20)), tiles_per_chunk=st.integers(1, 3),
        activation=st.sampled_from(["relu", "erf", "tanh"]), depth=st.integers(1, 3),
-       scale=st.floats(1e-3, 10.0), seed=st.integers(0, 2 ** 16), mirror=st.booleans())
-def test_blocks_equal_in_memory_for_any_split(n1, n2, tiles_per_chunk, activation, depth, scale, seed, mirror):
+       scale=st.floats(1e-3, 10.0), seed=st.integers(0, 2 ** 16))
+def test_blocks_equal_in_memory_for_any_split(n1, n2, tiles_per_chunk, activation, depth, scale, seed):
     """Invariant: for any sizes, chunking and input scale the blocks reassemble the in-memory kernel bit for bit
     (dask's threaded scheduler here; the cluster tests below check the same across processes)."""
     rng = np.random.default_rng(seed)
@@ -124,8 +124,8 @@ def test_blocks_equal_in_memory_for_any_split(n1, n2, tiles_per_chunk, activatio
     x2 = None if n2 is None else scale * rng.standard_normal((n2, 3))
     net = Network(activation, depth=depth, weight_var=1.3, bias_var=0.05)
     ref = kernels(net, x1, x2, tile_size=8)
-    dk = distributed_kernels(net, x1, x2, chunks=8 * tiles_per_chunk, tile_size=8, mirror=mirror)
-    assert _same_result(dk.compute(scheduler="threads"), ref)
+    got = distributed_kernels(net, x1, x2, chunks=8 * tiles_per_chunk, tile_size=8).compute(scheduler="threads")
+    assert _same_result(got, ref)
 
 
 # ---------------------------------------------------------------------------------------------------------- kernels
@@ -152,9 +152,6 @@ def test_kernels_bit_for_bit_on_the_cluster(client, name):
                                  client=client)
         assert dk.nngp.chunks[0] == (16, 16, 13)
         assert _same_result(dk.compute(), ref)
-        if b is None:   # the blocks below the diagonal recomputed by tasks of their own: the same bits
-            again = distributed_kernels(net, x1, chunks=16, tile_size=8, mirror=False, client=client)
-            assert _same_result(again.compute(), ref)
         nngp_only = distributed_kernels(net, x1, b, chunks=16, tile_size=8, compute_ntk=False, client=client)
         assert nngp_only.ntk is None
         assert np.array_equal(nngp_only.nngp.compute(), kernels(net, x1, b, compute_ntk=False, tile_size=8).nngp)
@@ -172,10 +169,6 @@ def test_kernel_blocks_are_independent_tasks(client):
     # no block task depends on another (each holds its two row chunks only)
     graph = dict(dk.nngp.__dask_graph__())
     assert len(graph) < 6 * 25
-    # mirror=False: each block below the diagonal has its own block task (10 more)
-    again = distributed_kernels(net, x, chunks=8, tile_size=8, client=client, mirror=False)
-    n_blocks = lambda g: sum(1 for k in g if str(k).startswith(("_kernel_block", "('_kernel_block")))  # noqa: E731
-    assert n_blocks(dict(again.nngp.__dask_graph__())) == n_blocks(graph) + 10 == 25
 
 
 

@@ -28,6 +28,10 @@ from .finite_width import FiniteWidthCorrections, finite_width_corrections   # 1
 from .deep_linear import (BPKRResult, DeepLinearPosteriorResult, DeepLinearPriorResult, bpkr, bpkr_u0,
                           deep_linear_posterior, deep_linear_prior, deep_linear_prior_density, hz_saddle_point,
                           log_meijer_g, meijer_g, nngp_linear_posterior)
+from .distributed import (DistributedKernels, DistributedPrediction, KernelSolve, distributed_critical_line,   # dask
+                          distributed_depth_scale_curve, distributed_kernels, distributed_map,                 # is
+                          distributed_nngp_regression, distributed_ntk_regression, distributed_phase_diagram,  # lazy
+                          kernel_solve)
 
 __all__ = [
     "ACTIVATIONS", "Activation", "custom_activation", "get_activation",
@@ -55,6 +59,11 @@ __all__ = [
     "nngp_linear_posterior",
     # leading 1/width corrections: four-point vertex, kernel correction, output kurtosis, NTK variance
     "FiniteWidthCorrections", "finite_width_corrections",
+
+    # on a dask cluster (optional extra meanfield[dask])
+    "DistributedKernels", "distributed_kernels", "KernelSolve", "kernel_solve", "DistributedPrediction",
+    "distributed_nngp_regression", "distributed_ntk_regression", "distributed_map", "distributed_phase_diagram",
+    "distributed_critical_line", "distributed_depth_scale_curve",
 ]
 
 # kernel regression as neural-tangents and scikit-learn users expect it: NTK-GP mean and covariance, kernel derivatives,

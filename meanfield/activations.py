@@ -237,6 +237,14 @@ class Activation:
     evaluator: Optional[Callable] = field(default=None, repr=False)   # identity: two customs never compare equal
     graded: bool = False
     homogeneous: bool = False
+    #: custom activation: the ``(phi, dphi, d2phi)`` it was built from, so that it can be pickled (rebuilt and
+    #: compiled again where it is unpickled, e.g. on the workers of meanfield.distributed)
+    source: Optional[tuple] = field(default=None, repr=False, compare=False)
+
+    def __reduce_ex__(self, protocol):
+        if self.code == CUSTOM and self.source is not None:
+            return (_rebuild_custom, (self.name, *self.source, self.kinks, self.scale))
+        return super().__reduce_ex__(protocol)
 
     @property
     def kernel_args(self) -> tuple:
@@ -533,7 +541,12 @@ def custom_activation(name: str, phi: Callable[[float], float], dphi: Optional[C
             _EVALUATORS[key] = ev
     _probe_finite(str(name), ev, kinks)
     return Activation(name=str(name), code=CUSTOM, params=(0.0, 0.0), kinks=kinks,
-                      scale=float(scale), closed_form=False, evaluator=ev)
+                      scale=float(scale), closed_form=False, evaluator=ev, source=(phi, dphi, d2phi))
+
+
+def _rebuild_custom(name, phi, dphi, d2phi, kinks, scale):
+    """Unpickle a custom :class:`Activation` (see ``Activation.__reduce_ex__``)."""
+    return custom_activation(name, phi, dphi, d2phi, kinks=kinks, scale=scale)
 
 
 #: compiled evaluators of custom activations, keyed by (phi, dphi, d2phi, kinks): building the same activation again

@@ -24,6 +24,8 @@ if _TYPE_CHECKING:
 
     from ._typing import ActivationLike, ArrayLike, FloatOrArray, Pair
 
+import copy
+
 import functools
 import math
 import warnings
@@ -623,6 +625,48 @@ class PairPlan:
             uq = np.unique(self.q)
             slope_u = np.where(uq > 0, acc / np.where(uq > 0, uq, 1.0), 0.0)
         return dE2, slope_u[self.inv]
+
+    # per-row data of the plan, and the per-distinct-variance tables indexed by ``inv`` (Mehler route)
+    _ROW_FIELDS = ("q", "E2", "D2")
+    _TABLE_FIELDS = ("A", "R", "E", "D", "RD", "ED")
+
+    def take(self, rows: np.ndarray) -> "PairPlan":
+        """The plan of the rows ``rows`` only (a copy; its tables one row per input, its budget counters at 0).
+
+        :meth:`pairs` on the copy gives bit for bit what it gives on the full plan for the same pairs: the per-row
+        data are the same numbers, only fewer (the distributed kernels ship each block just its rows' data).
+        """
+        new = copy.copy(self)
+        for name in self._ROW_FIELDS:
+            val = getattr(self, name)
+            setattr(new, name, None if val is None else np.ascontiguousarray(val[rows]))
+        if self.route == "mehler" or hasattr(self, "inv"):
+            sel = self.inv[rows]
+            for name in self._TABLE_FIELDS:
+                if hasattr(self, name):
+                    setattr(new, name, np.ascontiguousarray(getattr(self, name)[sel]))
+            new.inv = np.arange(len(sel))
+        new.bound = new.bound_dot = 0.0
+        new.n_fallback = 0
+        new.max_c_excess = 0.0
+        return new
+
+    def stack(self, other: "PairPlan") -> "PairPlan":
+        """The plan of this plan's rows followed by ``other``'s (both from :meth:`take` of one plan)."""
+        new = copy.copy(self)
+        for name in self._ROW_FIELDS:
+            a, b = getattr(self, name), getattr(other, name)
+            setattr(new, name, None if a is None else np.concatenate([a, b]))
+        if hasattr(self, "inv"):
+            for name in self._TABLE_FIELDS:
+                if hasattr(self, name):
+                    setattr(new, name, np.concatenate([getattr(self, name), getattr(other, name)]))
+            new.inv = np.arange(len(self.inv) + len(other.inv))
+        return new
+
+    def budget(self) -> tuple:
+        """``(max_c_excess, n_fallback, bound, bound_dot)`` met so far by :meth:`pairs`."""
+        return self.max_c_excess, self.n_fallback, self.bound, self.bound_dot
 
     def _quadrature(self, Q, qi, qj):
         qu = np.broadcast_to(qi[:, None], Q.shape)

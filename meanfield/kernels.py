@@ -240,8 +240,26 @@ def kernels(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayLike] = None,
     >>> float(r.nngp[0, 0])   # relu at weight_var = 2 preserves q = 2 |x|^2 / M_0
     0.6666666666666666
     """
-    from .trace import _tile_forward, _walk, as_chain
-    from .layers import Nonlinearity
+    chain, x1, x2, parameterization, width, rtol, tile, compute_ntk = _check_options(
+        network, x1, x2, parameterization, width, compute_ntk, rtol, tile_size)
+    sym = x2 is None
+    n1 = x1.shape[0]
+    X = x1 if sym else np.vstack([x1, x2])
+    n2 = n1 if sym else x2.shape[0]
+    off2 = 0 if sym else n1
+    standard = parameterization == "standard"
+
+    from ._io import check_alloc  # size check before the (n1, n2) allocations (no raw MemoryError)
+
+    check_alloc("x1, x2", 8.0 * n1 * n2 * (2 + compute_ntk), f"the {n1} x {n2} kernel matrices")
+    nodes, _ = _rows(chain, X, compute_ntk, rtol, width)
+    K, T = _tile_pass(nodes, X, n1, n2, off2, sym, tile, standard, compute_ntk)
+    return _result(nodes, K, T, parameterization, width)
+
+
+def _check_options(network, x1, x2, parameterization, width, compute_ntk, rtol, tile_size):
+    """Validated ``(chain, x1, x2, parameterization, width, rtol, tile, compute_ntk)`` of :func:`kernels`."""
+    from .trace import as_chain
 
     chain = as_chain(network)
     x1, x2 = _check_inputs(x1, x2)
@@ -258,21 +276,20 @@ def kernels(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayLike] = None,
         raise ValueError(f"rtol must lie in [1e-15, 1e-3], got {rtol!r}")
     tile = check_int("tile_size", tile_size, 8)
     compute_ntk = bool(compute_ntk)
+    return chain, x1, x2, parameterization, width, rtol, tile, compute_ntk
 
-    sym = x2 is None
-    n1 = x1.shape[0]
-    X = x1 if sym else np.vstack([x1, x2])
-    n2 = n1 if sym else x2.shape[0]
-    off2 = 0 if sym else n1
+
+def _tile_pass(nodes, X, n1, n2, off2, sym, tile, standard, compute_ntk):
+    """Tile pass of the layer sweep over rows ``0..n1`` x columns ``off2..off2+n2`` of ``X`` (``nodes`` from the row
+    pass on ``X``): returns ``(K, T)`` of shape ``(n1, n2)``.
+
+    Tiles start at multiples of ``tile``; ``sym`` (``X`` against itself, ``off2 = 0``) computes the tiles on and above
+    the diagonal and mirrors them. :mod:`meanfield.distributed` runs this same function on each block of a dask array.
+    """
+    from .trace import _tile_forward
+
     dim = X.shape[1]
-    standard = parameterization == "standard"
-
-    from ._io import check_alloc  # size check before the (n1, n2) allocations (no raw MemoryError)
-
-    check_alloc("x1, x2", 8.0 * n1 * n2 * (2 + compute_ntk), f"the {n1} x {n2} kernel matrices")
-    nodes, _ = _rows(chain, X, compute_ntk, rtol, width)
     T0 = 0.0 if compute_ntk else None
-
     K = np.empty((n1, n2))
     T = np.empty((n1, n2)) if compute_ntk else None
     for i0 in range(0, n1, tile):
@@ -296,15 +313,31 @@ def kernels(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayLike] = None,
                 K[rj_out[0]:rj_out[-1] + 1, ri[0]:ri[-1] + 1] = Q.T
                 if compute_ntk:
                     T[rj_out[0]:rj_out[-1] + 1, ri[0]:ri[-1] + 1] = Th.T
+    return K, T
 
-    layers = [nd.plan for nd in _walk(nodes) if isinstance(nd.layer, Nonlinearity)]
+
+def _plans(nodes):
+    """The pair plans of the Nonlinearity layers of ``nodes``, in chain order (their error budget)."""
+    from .layers import Nonlinearity
+    from .trace import _walk
+
+    return [nd.plan for nd in _walk(nodes) if isinstance(nd.layer, Nonlinearity)]
+
+
+def _check_finite(K, T):
+    if not np.all(np.isfinite(K)) or (T is not None and not np.all(np.isfinite(T))):
+        raise ValueError("x1, x2: kernel entries are not finite (overflow); reduce the inputs' norms, weight_var or "
+                         "depth")
+
+
+def _result(nodes, K, T, parameterization, width, stacklevel=3) -> KernelResult:
+    """Checks (clipped correlations, overflow) and the :class:`KernelResult` of a finished tile pass."""
+    layers = _plans(nodes)
     excess = max((lay.max_c_excess for lay in layers), default=0.0)
     if excess > 1e-8:
         warnings.warn(f"correlations exceeded 1 by up to {excess:.2e} and were clipped (inconsistent covariances)",
-                      RuntimeWarning, stacklevel=2)
-    if not np.all(np.isfinite(K)) or (compute_ntk and not np.all(np.isfinite(T))):
-        raise ValueError("x1, x2: kernel entries are not finite (overflow); reduce the inputs' norms, weight_var or "
-                         "depth")
+                      RuntimeWarning, stacklevel=stacklevel)
+    _check_finite(K, T)
     return KernelResult(
         nngp=K, ntk=T, parameterization=parameterization, width=width,
         n_terms=tuple(lay.n_terms for lay in layers),

@@ -32,6 +32,8 @@ if _TYPE_CHECKING:
     import pandas
     import xarray
 
+import copy
+
 from dataclasses import dataclass
 from typing import Optional
 
@@ -153,6 +155,36 @@ def _tile_tangent(nodes, Q, T, dQ, dT, ri, rj, diag, standard):
         auxes.append(aux)
         Q, T, dQ, dT = Qo, To, dQo, dTo
     return Q, T, dQ, dT, auxes
+
+def _take_nodes(nodes, rows):
+    """The row-pass result ``nodes`` restricted to the inputs ``rows`` (copies; per-row data only for those rows).
+
+    The tile pass on the copy with local row indices gives bit for bit the tiles of the full row pass.
+    """
+    out = []
+    for node in nodes:
+        new = copy.copy(node)
+        new.q_in, new.q_out = node.q_in[rows], node.q_out[rows]
+        if node.plan is not None:
+            new.plan = node.plan.take(rows)
+        if node.sub is not None:
+            new.sub = _take_nodes(node.sub, rows)
+        out.append(new)
+    return out
+
+
+def _stack_nodes(a, b):
+    """The rows of ``a`` followed by those of ``b`` (both from :func:`_take_nodes` of one row pass)."""
+    out = []
+    for na, nb in zip(a, b):
+        new = copy.copy(na)
+        new.q_in, new.q_out = np.concatenate([na.q_in, nb.q_in]), np.concatenate([na.q_out, nb.q_out])
+        if na.plan is not None:
+            new.plan = na.plan.stack(nb.plan)
+        if na.sub is not None:
+            new.sub = _stack_nodes(na.sub, nb.sub)
+        out.append(new)
+    return out
 
 
 def _walk(nodes):

@@ -24,6 +24,8 @@ from .fisher import FeatureMetricStatistics, FisherStatistics, feature_metric_st
 from .validation.fisher_sim import FiniteWidthSpectrum, finite_width_fisher   # numpy only: no torch needed
 from .phase import (CriticalLine, DepthScaleCurve, MapDynamics, PhaseDiagram, critical_line, depth_scale_curve,
                     map_dynamics, phase_diagram)
+from .spectra import (JacobianSpectrum, KernelSpectrum, Spectrum, conjugate_kernel_spectrum, fisher_spectrum,
+                      jacobian_spectrum, ntk_spectrum, single_input_fisher_spectrum)
 from .deep_linear import (BPKRResult, DeepLinearPosteriorResult, DeepLinearPriorResult, bpkr, bpkr_u0,
                           deep_linear_posterior, deep_linear_prior, deep_linear_prior_density, hz_saddle_point,
                           log_meijer_g, meijer_g, nngp_linear_posterior)
@@ -52,4 +54,7 @@ __all__ = [
     "log_meijer_g", "meijer_g", "DeepLinearPriorResult", "deep_linear_prior", "deep_linear_prior_density",
     "hz_saddle_point", "bpkr_u0", "BPKRResult", "bpkr", "DeepLinearPosteriorResult", "deep_linear_posterior",
     "nngp_linear_posterior",
+    # spectra (free probability, linear-width random-matrix theory)
+    "Spectrum", "JacobianSpectrum", "KernelSpectrum", "jacobian_spectrum", "conjugate_kernel_spectrum", "ntk_spectrum",
+    "fisher_spectrum", "single_input_fisher_spectrum",
 ]

@@ -294,7 +294,7 @@ def conjugate_kernel_spectrum(network: Network, samples_per_width: float, *, inp
     m1, m2 = _moments_closed_form(chain, rplus, c)
     outl = ()
     mu = float(st["mean"][-1])
-    if abs(mu) > 0:
+    if abs(mu) > 1e-10 * math.sqrt(float(st["e"][-1])):
         outl = (samples_per_width * mu * mu,)
     params = dict(network=network.to_dict(), samples_per_width=float(samples_per_width), inputs=inputs,
                   b2=st["b2"].tolist(), gamma=st["gamma"].tolist(), q=st["q"].tolist(),
@@ -329,7 +329,7 @@ def ntk_spectrum(network: Network, samples_per_width: float, *, inputs: str = "g
     m1, m2 = _moments_closed_form(chain, rp, c)
     outl = ()
     mu = float(st["mean"][-1])
-    if abs(mu) > 0:
+    if abs(mu) > 1e-10 * math.sqrt(float(st["e"][-1])):
         outl = (samples_per_width * st["weight_var"] * mu * mu,)
     params = dict(network=network.to_dict(), samples_per_width=float(samples_per_width), inputs=inputs,
                   r_plus=rplus, r=r.tolist(), b2=st["b2"].tolist(), gamma=st["gamma"].tolist(), q=st["q"].tolist(),
@@ -337,3 +337,56 @@ def ntk_spectrum(network: Network, samples_per_width: float, *, inputs: str = "g
     return KernelSpectrum(kind="ntk", x=res["x"], density=res["density"], weights=res["weights"], atoms=res["atoms"],
                           moments=res["moments"], edges=res["edges"], error_estimate=res["error_estimate"],
                           method=_METHOD, parameters=params, outliers=outl)
+
+
+def fisher_spectrum(network: Network, width: int, n_samples: int, *, inputs: str = "gaussian", n_points: int = 300,
+                    n_moments: int = 4) -> KernelSpectrum:
+    r"""Limiting density of the non-zero eigenvalues of the empirical FIM ``F = J^T J / n`` (standard parameterization,
+    scalar linear output, MSE; the convention of :func:`meanfield.fisher_statistics`) in the linear-width regime.
+
+    ``F`` has the non-zero eigenvalues of ``J J^T / n = (1/n) sum_l N_{l-1} G_{l-1} o B_l``, i.e. of
+    ``(M / n) (r^F_+ I + sum_j r^F_j K_j)`` with ``r^F_j = alpha_j v_j prod_{k>j} beta_k`` and
+    ``r^F_+ = sum_j alpha_j e_j (prod_{k>j} chi_k - prod_{k>j} beta_k)`` (the NTK coefficients with fan-in ``N_j``
+    instead of ``sigma_w^2``); they are a fraction ``nonzero_fraction = n / P`` of the ``P`` eigenvalues. For a
+    non-centred activation (``depth = 1``) the outlier is Karakida's ``lambda_max`` (:func:`meanfield.fisher_statistics`
+    at this width and sample size).
+
+    Examples
+    --------
+    >>> from meanfield import Network
+    >>> from meanfield.spectra import fisher_spectrum
+    >>> sp = fisher_spectrum(Network("tanh", depth=2, weight_var=1.5), width=400, n_samples=200, n_points=64)
+    >>> round(sp.nonzero_fraction, 6)
+    0.001248
+    """
+    width = check_int("width", width, 1)
+    n_samples = check_int("n_samples", n_samples, 1)
+    spw = n_samples / width
+    st = _layer_statistics(network, spw, inputs)
+    n_points = check_int("n_points", n_points, 16)
+    n_moments = check_int("n_moments", n_moments, 1)
+    alphas = np.asarray(network.alphas, dtype=float)
+    v, e, chi, beta = st["v"], st["e"], st["chi"], st["beta"]
+    L = len(chi)
+    r, rplus = [], 0.0
+    for j in range(L + 1):
+        Q, P = float(np.prod(chi[j:])), float(np.prod(beta[j:]))
+        r.append(alphas[j] * v[j] * P)
+        rplus += alphas[j] * e[j] * (Q - P)
+    r = np.array(r)
+    chain, rp, c = _chain_coefficients(st, rplus, r)
+    scale = width / n_samples
+    res = _spectrum_of_combination(chain, rp, c, scale, n_points, n_moments)
+    m1, m2 = _moments_closed_form(chain, rp, c)
+    widths = [int(round(a * width)) for a in alphas] + [1]
+    n_params = sum(widths[l] * widths[l + 1] for l in range(L + 1))
+    outl = ()
+    if abs(float(st["mean"][-1])) > 1e-10 * math.sqrt(float(st["e"][-1])):
+        from ..fisher import fisher_statistics
+        outl = (float(fisher_statistics(network, width=width, n_samples=n_samples).lambda_max),)
+    params = dict(network=network.to_dict(), width=width, n_samples=n_samples, inputs=inputs, r_plus=rplus,
+                  r=r.tolist(), n_params=n_params, closed_form_m1=m1 * scale, closed_form_m2=m2 * scale ** 2)
+    return KernelSpectrum(kind="fisher", x=res["x"], density=res["density"], weights=res["weights"],
+                          atoms=res["atoms"], moments=res["moments"], edges=res["edges"],
+                          error_estimate=res["error_estimate"], method=_METHOD, parameters=params, outliers=outl,
+                          nonzero_fraction=n_samples / n_params)

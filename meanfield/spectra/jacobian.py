@@ -73,6 +73,18 @@ class JacobianSpectrum(Spectrum):
     def mass(self) -> float:
         return float(np.sum(self.weights * self.density_log_x) + sum(m for _, m in self.atoms))
 
+    def cdf(self, x):
+        """Cumulative distribution function at ``x`` (accumulated over the grid in log x, plus atoms)."""
+        x = np.asarray(x, dtype=float)
+        c = np.cumsum(self.weights * self.density_log_x)
+        with np.errstate(divide="ignore"):
+            s = np.log(np.maximum(x, 0.0))
+        F = np.interp(s, self.log_x, c, left=0.0, right=c[-1])
+        tol = 1e-9 * max([abs(self.edges[1])] + [abs(a) for a, _ in self.atoms] + [1e-300])
+        for a, m in self.atoms:   # an atom counts from a - tol: rounding puts exact eigenvalues a hair either side
+            F = F + m * (x >= a - tol)
+        return np.clip(F, 0.0, 1.0)
+
     def moment_from_density(self, k: int) -> float:
         """``m_k`` from the density of ``log x`` and the atoms (computed in logarithms: no overflow before the end)."""
         s = self.log_x
@@ -120,13 +132,17 @@ def _check_network(network):
         raise ValueError("network.dropout_keep must be 1.0 for the Jacobian spectrum")
 
 
-def _fixed_point_q(network):
+def _fixed_point_q(network, any_q_if_homogeneous=True):
     from ..forward import qstar as _qstar
 
     act = network.activations[0]
-    if act.homogeneous:
+    if act.homogeneous and any_q_if_homogeneous:
         return 1.0   # phi' of a positively homogeneous activation has the same law at every q > 0
-    q = float(_qstar(act, network.weight_vars[0], network.bias_vars[0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = float(_qstar(act, network.weight_vars[0], network.bias_vars[0]))
+    if act.homogeneous and np.isfinite(q) and q == 0.0:
+        q = 1.0   # no bias and chi < 1: the scale is free
     if not np.isfinite(q):
         raise ValueError("the network has no finite fixed point q* (its length map diverges); reduce weight_var")
     return q

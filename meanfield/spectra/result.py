@@ -68,6 +68,17 @@ class Spectrum:
         """``int x^k dmu`` from the density on the grid and the atoms (an independent check of ``moments``)."""
         return float(np.sum(self.weights * self.density * self.x ** k) + sum(m * a ** k for a, m in self.atoms))
 
+    def cdf(self, x):
+        """Cumulative distribution function at ``x``: atoms at or below x plus the integral of the density (its
+        quadrature weights accumulated, linearly interpolated between grid points)."""
+        x = np.asarray(x, dtype=float)
+        c = np.cumsum(self.weights * self.density)
+        F = np.interp(x, self.x, c, left=0.0, right=c[-1] if len(c) else 0.0)
+        tol = 1e-9 * max([abs(self.edges[1])] + [abs(a) for a, _ in self.atoms] + [1e-300])
+        for a, m in self.atoms:   # an atom counts from a - tol: rounding puts exact eigenvalues a hair either side
+            F = F + m * (x >= a - tol)
+        return np.clip(F, 0.0, 1.0)
+
     def to_dict(self) -> dict:
         return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
 

@@ -175,15 +175,7 @@ def single_input_fisher_spectrum(network: Network, weights: str = "orthogonal", 
     n_moments = check_int("n_moments", n_moments, 1)
     act = network.activations[0]
     wv, bv = network.weight_vars[0], network.bias_vars[0]
-    q = _fixed_point_q(network)
-    if act.homogeneous:   # the fixed point of a homogeneous activation: q* = sigma_b^2 / (1 - chi) or any q at chi = 1
-        from ..forward import qstar as _qstar
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            qq = float(_qstar(act, wv, bv))
-        if not np.isfinite(qq):
-            raise ValueError("the network has no finite fixed point q* (its length map diverges); reduce weight_var")
-        q = qq if qq > 0 else 1.0
+    q = _fixed_point_q(network, any_q_if_homogeneous=False)
     law = derivative_law(act, q)
     L = network.depth + 1
     chi = wv * law.mean

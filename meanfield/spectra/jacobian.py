@@ -216,9 +216,9 @@ def jacobian_spectrum(network: Network, weights: str = "gaussian", *, n_points: 
     >>> from meanfield import Network
     >>> from meanfield.spectra import jacobian_spectrum
     >>> sp = jacobian_spectrum(Network("linear", depth=2, weight_var=1.0), "gaussian", n_points=200)
-    >>> [round(m, 8) for m in sp.moments[:3]]      # Fuss-Catalan numbers binom(3k, k) / (2k + 1)
+    >>> [round(float(m), 8) for m in sp.moments[:3]]   # Fuss-Catalan numbers binom(3k, k) / (2k + 1)
     [1.0, 3.0, 12.0]
-    >>> round(sp.edges[1], 8)                      # (L+1)^(L+1) / L^L
+    >>> round(float(sp.edges[1]), 8)               # (L+1)^(L+1) / L^L
     6.75
     """
     _check_network(network)

@@ -217,9 +217,10 @@ def single_input_fisher_spectrum(network: Network, weights: str = "orthogonal", 
     b_in, b_out = xc[on[-1]], (xc[on[-1] + 1] if on[-1] + 1 < len(xc) else X)
     out = np.array([a_out, b_out])
     inn = np.array([a_in, b_in])
-    for _ in range(24):
+    thr = 1e-9 * max(pc.max(), 1e-300)
+    for _ in range(24):   # at height 1e-14 X: outside the support the density is O(height)
         mid = 0.5 * (out + inn)
-        pm, _ = dens(mid)
+        pm, _ = dens(mid, 1e-14 * X)
         pos = pm > thr
         inn = np.where(pos, mid, inn)
         out = np.where(pos, out, mid)

@@ -268,3 +268,35 @@ def test_bad_input():
         conjugate_kernel_spectrum(Network("tanh", depth=1), -1.0)
     with pytest.raises(ValueError, match="n_points"):
         jacobian_spectrum(Network("tanh", depth=2), n_points=3)
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=6, deadline=None, derandomize=True)
+@given(act=st.sampled_from(["relu", "hard_tanh", "tanh", "erf", "linear"]), depth=st.integers(1, 40),
+       weight_var=st.floats(0.5, 2.5), weights=st.sampled_from(["gaussian", "orthogonal"]))
+def test_jacobian_invariants(act, depth, weight_var, weights):
+    """m_1 = chi_1^L, variance additivity, Cauchy-Schwarz on the series moments, a normalised CDF."""
+    if weights == "orthogonal" and depth == 1 and act in ("tanh", "erf"):
+        with pytest.raises(ValueError, match="depth"):
+            jacobian_spectrum(Network(act, depth=depth, weight_var=weight_var, bias_var=0.1), weights)
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sp = jacobian_spectrum(Network(act, depth=depth, weight_var=weight_var, bias_var=0.1), weights, n_points=48,
+                               error_estimate=False)
+    nm = sp.normalized_moments
+    assert nm[0] == pytest.approx(1.0, rel=1e-12)
+    assert nm[1] >= nm[0] ** 2 * (1 - 1e-12) and nm[2] * nm[0] >= nm[1] ** 2 * (1 - 1e-10)
+    d2, d4 = [float(np.dot(*_law_moments(act, sp.qstar, k))) for k in (1, 2)]
+    v = depth * ((1.0 if weights == "gaussian" else 0.0) + d4 / d2 ** 2 - 1.0)
+    assert sp.variance_ratio == pytest.approx(v, rel=1e-9, abs=1e-12)
+    F = sp.cdf(np.array([0.0, np.inf]))
+    assert 0.0 <= F[0] <= F[1] and F[1] == pytest.approx(1.0, abs=5e-3)
+
+
+def _law_moments(act, q, k):
+    from meanfield.spectra._law import derivative_law
+    law = derivative_law(get_activation(act), q)
+    return law.weights, law.values ** k

@@ -47,7 +47,12 @@ def jacobian_figure(rows):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     sp = jacobian_spectrum(Network(depth=L, **kw), weights, n_points=600)
-                sp.plot(ax=ax, singular_values=True, log=False, label=f"L={L}")
+                line = sp.plot(ax=ax, singular_values=True, log=False, label=f"L={L}").lines[-1]
+                for a, m in sp.atoms:          # point masses: a marker at the top with the mass
+                    if a > 0:
+                        ax.plot([np.sqrt(a)], [2.85 - 0.2 * DEPTHS.index(L)], "v", color=line.get_color(), ms=5)
+                        ax.annotate(f"{m:.2f}", (np.sqrt(a), 2.85 - 0.2 * DEPTHS.index(L)), xytext=(5, -3),
+                                    textcoords="offset points", fontsize=7, color=line.get_color())
                 if L == 32:
                     e = jacobian_eigenvalues(Network(depth=L, **kw), weights, 400, n_networks=2, seed=7)
                     sv = np.sqrt(np.clip(e.ravel(), 0, None))
@@ -59,7 +64,8 @@ def jacobian_figure(rows):
             ax.set_ylim(0, 3)
             ax.set_xlabel("singular value of J")
             ax.legend(fontsize=7)
-    fig.suptitle("Jacobian singular values at criticality (chi_1 = 1): theory (lines) vs torch networks")
+    fig.suptitle("Jacobian singular values at criticality (chi_1 = 1): theory (lines; triangles = point masses with "
+                 "their mass) vs torch networks")
     fig.savefig(os.path.join(HERE, "spectra_jacobian.png"), dpi=130)
     plt.close(fig)
     # KS against width

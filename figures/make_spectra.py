@@ -64,8 +64,7 @@ def jacobian_figure(rows):
             ax.set_ylim(0, 3)
             ax.set_xlabel("singular value of J")
             ax.legend(fontsize=7)
-    fig.suptitle("Jacobian singular values at criticality (chi_1 = 1): theory (lines; triangles = point masses with "
-                 "their mass) vs torch networks")
+    fig.suptitle("Jacobian singular values at chi_1 = 1: theory (lines; triangles: point masses) vs torch networks")
     fig.savefig(os.path.join(HERE, "spectra_jacobian.png"), dpi=130)
     plt.close(fig)
     # KS against width

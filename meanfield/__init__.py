@@ -25,6 +25,9 @@ from .validation.fisher_sim import FiniteWidthSpectrum, finite_width_fisher   # 
 from .phase import (CriticalLine, DepthScaleCurve, MapDynamics, PhaseDiagram, critical_line, depth_scale_curve,
                     map_dynamics, phase_diagram)
 from .finite_width import FiniteWidthCorrections, finite_width_corrections   # 1/width corrections (RYH 2022)
+
+from .spectra import (JacobianSpectrum, KernelSpectrum, Spectrum, conjugate_kernel_spectrum, fisher_spectrum,
+                      jacobian_spectrum, ntk_spectrum, single_input_fisher_spectrum)
 from .deep_linear import (BPKRResult, DeepLinearPosteriorResult, DeepLinearPriorResult, bpkr, bpkr_u0,
                           deep_linear_posterior, deep_linear_prior, deep_linear_prior_density, hz_saddle_point,
                           log_meijer_g, meijer_g, nngp_linear_posterior)
@@ -64,6 +67,10 @@ __all__ = [
     "DistributedKernels", "distributed_kernels", "KernelSolve", "kernel_solve", "DistributedPrediction",
     "distributed_nngp_regression", "distributed_ntk_regression", "distributed_map", "distributed_phase_diagram",
     "distributed_critical_line", "distributed_depth_scale_curve",
+
+    # spectra (free probability, linear-width random-matrix theory)
+    "Spectrum", "JacobianSpectrum", "KernelSpectrum", "jacobian_spectrum", "conjugate_kernel_spectrum", "ntk_spectrum",
+    "fisher_spectrum", "single_input_fisher_spectrum",
 ]
 
 # kernel regression as neural-tangents and scikit-learn users expect it: NTK-GP mean and covariance, kernel derivatives,

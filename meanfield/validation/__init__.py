@@ -36,6 +36,8 @@ _LAZY = {
                      "pair_inputs", "train_gd"], "measure"),
     **dict.fromkeys(["ValidationConfig", "ValidationReport", "default_configs", "run_validation"], "report"),
     "fit_series": "fitting",
+    **dict.fromkeys(["jacobian_eigenvalues", "kernel_eigenvalues", "single_input_fisher_eigenvalues", "ks_distance",
+                     "wasserstein_distance"], "spectra_sim"),
     **dict.fromkeys(["FiniteWidthSpectrum", "finite_width_fisher"], "fisher_sim"),
 }
 #: submodules that need only numpy

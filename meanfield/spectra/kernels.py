@@ -1,0 +1,393 @@
+r"""Limiting spectra of the conjugate kernel (CK), the neural tangent kernel (NTK) and the Fisher information in the
+linear-width regime (Fan & Wang, "Spectra of the conjugate kernel and neural tangent kernel for linear-width neural
+networks", NeurIPS 2020).
+
+Setting: ``n`` inputs ``x ~ N(0, I_d)`` (or exactly orthonormal ones), hidden widths ``N_l = alpha_l M``, input dimension
+``d = alpha_0 M``, with ``n / M = samples_per_width`` fixed as everything grows; NTK parameterization
+``h^l = sigma_w W^l x^{l-1} / sqrt(N_{l-1})`` (no bias), scalar readout. Per layer, at the variance ``q^l`` of the
+library's forward sweep, ``e_l = E[phi(h)^2]``, ``v_l = Var phi(h)`` and the Fan-Wang slope
+``b_l^2 = q^l E[phi'(h)]^2 / v_l``. With ``K_l = G_l / v_l`` (``G_l = phi(H_l)^T phi(H_l) / N_l``, ``K_0 = X^T X / d``),
+
+- CK (Fan & Wang Thm 3.4): ``K_l`` has the law of a sample covariance, ratio ``gamma_l = n / N_l``, of population
+  ``(1 - b_l^2) I + b_l^2 K_{l-1}``: ``mu_l = rho^MP_{gamma_l} [x] ((1 - b_l^2) + b_l^2 mu_{l-1})``.
+- NTK (Fan & Wang Thm 3.7): ``Theta ~ r_+ I + sum_{j=0}^{L} r_j K_j`` with ``r_j = sigma_w^2 v_j prod_{k>j} beta_k``,
+  ``r_+ = sigma_w^2 sum_j e_j (prod_{k>j} chi_k - prod_{k>j} beta_k)``, ``chi_k = sigma_w^2 E[phi'^2]``,
+  ``beta_k = sigma_w^2 E[phi']^2`` (the backward kernel is ``chi`` on the diagonal and ``beta`` off it). The joint law
+  of the nested ``K_j`` enters through the recursion of :mod:`meanfield.spectra._linear_width`.
+- FIM (standard parameterization, ``F = J^T J / n``, as in :mod:`meanfield.fisher`): its non-zero eigenvalues are those
+  of ``(M / (n sigma_w^2)) Theta`` (bias-free network of equal widths), a fraction ``n / P`` of all ``P`` eigenvalues.
+
+Fan & Wang need a centred activation (``E[phi(h)] = 0``: tanh, erf, sin, linear, hard_tanh, odd custom ones) and no
+bias, so that distinct inputs stay (nearly) orthogonal through the layers. A non-centred activation adds, in one hidden
+layer, a rank-one spike ``n E[phi]^2`` to the CK; its bulk is that of the centred activation: ``depth = 1`` is
+supported, with the outlier placed by Karakida's ``lambda_max`` (:func:`meanfield.fisher_statistics`). Deeper
+non-centred networks feed the spike into the next layer as a random per-unit offset, which this recursion does not
+cover (ValueError).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._checks import check_int, check_positive
+from ..errors import PrecisionWarning
+from ..network import Network
+from ._linear_width import Chain, stieltjes
+from .result import Spectrum
+
+__all__ = ["KernelSpectrum", "conjugate_kernel_spectrum", "ntk_spectrum", "fisher_spectrum"]
+
+_INPUTS = ("gaussian", "orthonormal")
+MAX_KERNEL_DEPTH = 20
+
+
+@dataclass(frozen=True)
+class KernelSpectrum(Spectrum):
+    """Spectrum of an n x n kernel matrix (or of the FIM) in the linear-width regime; see :class:`Spectrum`.
+
+    Attributes
+    ----------
+    outliers : tuple of float
+        Eigenvalues outside the bulk that grow with the width (non-centred networks), in the units of ``x``; each
+        carries mass 1/n -> 0 (not in ``atoms``).
+    nonzero_fraction : float
+        For the FIM: the fraction ``n / P`` of its eigenvalues the bulk describes (the others are 0); 1 otherwise.
+    """
+
+    outliers: tuple = ()
+    nonzero_fraction: float = 1.0
+
+
+def _layer_statistics(network, samples_per_width, inputs):
+    """Per level j = 0..L: gamma_j, b_j^2, v_j, e_j, chi_j, beta_j (level 0 = input Gram; chi/beta of hidden layers)."""
+    from ..forward import forward
+    from ..gaussian import gaussian_expectation
+
+    if not isinstance(network, Network):
+        raise TypeError(f"network must be a meanfield.Network, got {type(network).__name__}")
+    if network.depth > MAX_KERNEL_DEPTH:
+        raise ValueError(f"network.depth must be <= {MAX_KERNEL_DEPTH} for the kernel spectra (the nested system has "
+                         f"depth + 2 unknowns), got {network.depth}")
+    if network.dropout_keep != 1.0:
+        raise ValueError("network.dropout_keep must be 1.0 for the kernel spectra")
+    if any(b != 0.0 for b in network.bias_vars):
+        raise ValueError("network.bias_var must be 0: Fan & Wang's linear-width spectra need inputs that stay nearly "
+                         "orthogonal through the layers (a bias correlates them)")
+    if len(set(network.weight_vars)) != 1:
+        raise ValueError("network.weight_var must be the same for every layer")
+    spw = check_positive("samples_per_width", samples_per_width)
+    if inputs not in _INPUTS:
+        raise ValueError(f"inputs must be one of {_INPUTS}, got {inputs!r}")
+    wv = network.weight_vars[0]
+    if not wv > 0:
+        raise ValueError("weight_var must be > 0")
+    fr = forward(network, input_norm=1.0, input_overlap=0.0)
+    q = np.asarray(fr.q1, dtype=float)[:network.depth]           # pre-activation variances of hidden layers 1..L
+    if not np.all(np.isfinite(q)) or not np.all(q > 0):
+        raise ValueError("the forward variances q^l are not finite and positive for this network")
+    L = network.depth
+    gamma = [spw / network.alphas[0]] + [spw / network.alphas[l] for l in range(1, L + 1)]
+    b2, v, e, chi, beta, mean = [1.0], [1.0], [1.0], [], [], []
+    for l in range(L):
+        act = network.activations[l]
+        kw = dict(scale=act.scale, kinks=act.kinks, graded=act.graded)
+        m1 = float(gaussian_expectation(act.phi, q[l], **kw))
+        e2 = float(gaussian_expectation(lambda u, a=act: a.phi(u) ** 2, q[l], **kw))
+        d1 = float(gaussian_expectation(act.dphi, q[l], **kw))
+        d2 = float(gaussian_expectation(lambda u, a=act: a.dphi(u) ** 2, q[l], **kw))
+        var = e2 - m1 * m1
+        if not var > 0:
+            raise ValueError(f"phi(h) is constant at layer {l + 1}: the conjugate kernel is degenerate")
+        if abs(m1) > 1e-10 * math.sqrt(e2) and L > 1:
+            raise ValueError(f"the activation is not centred (E[phi(h)] = {m1:.3g} at layer {l + 1}): Fan & Wang's "
+                             "recursion covers centred activations at any depth and non-centred ones for depth = 1")
+        mean.append(m1)
+        e.append(e2)
+        v.append(var)
+        b2.append(min(q[l] * d1 * d1 / var, 1.0))
+        chi.append(wv * d2)
+        beta.append(wv * d1 * d1)
+    if inputs == "orthonormal":
+        # K_0 = I exactly: drop level 0 (the first hidden level then sits on K_{-1} = I)
+        gamma, b2 = gamma[1:], b2[1:]
+    return dict(gamma=np.array(gamma), b2=np.array(b2), v=np.array(v), e=np.array(e), chi=np.array(chi),
+                beta=np.array(beta), mean=np.array(mean), weight_var=wv, q=q, inputs=inputs)
+
+
+def _ntk_coefficients(st):
+    """(r_+, r_0, ..., r_L) of Theta ~ r_+ I + sum_j r_j K_j (NTK parameterization, bias-free, scalar readout)."""
+    wv, v, e, chi, beta = st["weight_var"], st["v"], st["e"], st["chi"], st["beta"]
+    L = len(chi)
+    r, rplus = [], 0.0
+    for j in range(L + 1):
+        Q = float(np.prod(chi[j:]))     # prod over hidden layers k = j+1..L (chi index k-1)
+        P = float(np.prod(beta[j:]))
+        r.append(wv * v[j] * P)
+        rplus += wv * e[j] * (Q - P)
+    return rplus, np.array(r)
+
+
+def _chain_coefficients(st, rplus, r):
+    """Levels of the chain (level 0 = input Gram for Gaussian inputs, else hidden layer 1 on K_0 = I) and the
+    coefficient vector (r_+, c_0, ...) over them."""
+    if st["inputs"] == "orthonormal":
+        return Chain(st["gamma"], st["b2"]), rplus + r[0], np.asarray(r[1:], dtype=float)
+    return Chain(st["gamma"], st["b2"]), rplus, np.asarray(r, dtype=float)
+
+
+def _moments_closed_form(chain, rplus, c):
+    """m_1, m_2 of r_+ I + sum_j c_j K_j (every K_j of mean 1) by the second-moment recursion, an independent route:
+    E tr K_j^2 / n = 1 + gamma_j + b_j^4 (E tr K_{j-1}^2 / n - 1) (level 0: 1 + gamma_0) and, for j > i,
+    E tr(K_j K_i) / n = (1 - b_j^2) + b_j^2 E tr(K_{j-1} K_i) / n."""
+    g, b2 = chain.gamma, chain.b2
+    n = chain.n
+    C = np.empty((n, n))
+    for j in range(n):
+        C[j, j] = 1.0 + g[0] if j == 0 else 1.0 + g[j] + b2[j] ** 2 * (C[j - 1, j - 1] - 1.0)
+        for i in range(j):
+            C[j, i] = C[i, j] = (1.0 - b2[j]) + b2[j] * C[j - 1, i] if j - 1 != i else (1.0 - b2[j]) + b2[j] * C[i, i]
+    m1 = rplus + float(np.sum(c))
+    m2 = rplus ** 2 + 2 * rplus * float(np.sum(c)) + float(c @ C @ c)
+    return m1, m2
+
+
+def _norm_bound(chain, rplus, c):
+    bound, kn = abs(rplus), 1.0
+    for j in range(chain.n):
+        pop = kn if j > 0 else 1.0
+        pop = max(1.0, pop) if j > 0 else 1.0
+        kn = (1.0 + math.sqrt(chain.gamma[j])) ** 2 * pop
+        bound += abs(c[j]) * kn
+    return bound
+
+
+def _solve_points(chain, coef, x, eta, eta_start):
+    m, ok = stieltjes(chain, coef, np.asarray(x, dtype=float) + 1j * eta, eta_start=eta_start)
+    return np.maximum(m.imag / np.pi, 0.0), m, ok
+
+
+def _spectrum_of_combination(chain, rplus, c, scale, n_points, n_moments):
+    """Density (grid, weights), atom at the bottom of the support, edges, moments (contour) and error estimate of
+    scale * (r_+ I + sum_j c_j K_j)."""
+    coef = np.concatenate([[rplus], c])
+    X = 1.2 * _norm_bound(chain, rplus, c) + 1e-3
+    eta = 1e-10 * X
+    top = 2.0 * X
+    # atom at the bottom of the support (r_+; K_j all psd): mass = lim eta Im m(r_+ + i eta)
+    eta_a = 1e-9 * X
+    _, ma, _ = _solve_points(chain, coef, [rplus], eta_a, top)
+    mass0 = float(eta_a * ma[0].imag)
+    mass0 = mass0 if mass0 > 1e-6 else 0.0
+
+    def dens(x, h=eta):   # continuous part: the atom's Lorentzian removed
+        p, m, ok = _solve_points(chain, coef, x, h, top)
+        x = np.asarray(x, dtype=float)
+        return np.maximum(p - mass0 * h / np.pi / ((x - rplus) ** 2 + h * h), 0.0), ok
+
+    xc = np.linspace(rplus, X, 601)[1:]
+    pc, _ = dens(xc)
+    thr = 1e-7 * max(pc.max(), 1e-300)
+    on = pc > thr
+    brackets = []       # (outside, inside) pairs for every edge
+    for i in range(len(xc)):
+        if on[i] and (i == 0 or not on[i - 1]):
+            brackets.append((xc[i - 1] if i > 0 else rplus, xc[i]))
+        if on[i] and (i + 1 == len(xc) or not on[i + 1]):
+            brackets.append((xc[i + 1] if i + 1 < len(xc) else X, xc[i]))
+    out = np.array([b[0] for b in brackets], dtype=float)
+    inn = np.array([b[1] for b in brackets], dtype=float)
+    thr = 1e-9 * max(pc.max(), 1e-300)
+    for _ in range(24):   # all edges at once, at height 1e-15 X (outside the support the density is O(height))
+        mid = 0.5 * (out + inn)
+        pm, _ = dens(mid, 1e-15 * X)
+        pos = pm > thr
+        inn = np.where(pos, mid, inn)
+        out = np.where(pos, out, mid)
+    e = 0.5 * (out + inn)
+    edges = [(e[k], e[k + 1]) for k in range(0, len(e) - 1, 2)]
+    total = sum(b - a for a, b in edges)
+    xs, ws = [], []
+    for a, b in edges:
+        k = max(16, int(round(n_points * (b - a) / total)))
+        t = np.linspace(0.0, 1.0, k)
+        xs.append(a + (b - a) * (1.0 - np.cos(np.pi * t)) / 2.0)
+        w = (b - a) * np.pi * np.sin(np.pi * t) / 2.0 * (t[1] - t[0])
+        w[0] = w[-1] = 0.0
+        ws.append(w)
+    x = np.concatenate(xs)
+    wts = np.concatenate(ws)
+    p, ok = dens(x)
+    p2, _ = dens(x, 1e3 * eta)
+    err = float(np.max(np.abs(p - p2)))
+    if not np.all(ok):
+        warnings.warn(f"the nested equations did not converge at {np.count_nonzero(~ok)} of {len(x)} grid points",
+                      PrecisionWarning, stacklevel=3)
+    atoms = ((rplus * scale, min(mass0, 1.0)),) if mass0 > 0 else ()
+    # moments from a contour integral of m around the support: m_k = -(1/2 pi i) oint zeta^k m(zeta) d zeta
+    lo_s = rplus
+    hi_s = edges[-1][1] if edges else rplus
+    cen, rad = 0.5 * (lo_s + hi_s), 0.75 * (hi_s - lo_s) + 1e-3 * max(hi_s, 1.0)
+    nth = 128
+    th = (np.arange(nth // 2) + 0.5) * 2 * np.pi / nth
+    zeta = cen + rad * np.exp(1j * th)
+    mz, okz = stieltjes(chain, coef, zeta, eta_start=top + rad)
+    moments = []
+    for k in range(1, n_moments + 1):
+        f = zeta ** k * mz * rad * np.exp(1j * th)
+        mk = -(2.0 * np.sum(f).real) / nth    # lower half circle = complex conjugate of the upper half
+        moments.append(mk * scale ** k)
+    lower = edges[0][0] * scale if edges else rplus * scale
+    upper = edges[-1][1] * scale if edges else rplus * scale
+    return dict(x=x * scale, density=p / scale, weights=wts * scale, atoms=atoms, moments=np.array(moments),
+                edges=(float(lower), float(upper)), error_estimate=err / scale)
+
+
+_METHOD = ("Fan-Wang nested deterministic equivalents solved by Newton's method (finite-difference Jacobian, "
+           "|residual| <= 1e-13) along a continuation in Im zeta; density = Im m(x + i 1e-10 X)/pi on cosine grids over "
+           "the support intervals (found on a 600-point pass, edges by 24 bisections at height 1e-15 X); error_estimate = max change of "
+           "the density between heights 1e-10 X and 1e-7 X; moments from the trapezoid rule for the contour integral "
+           "of zeta^k m(zeta) on a circle around the support (256 points, exponentially convergent)")
+
+
+def conjugate_kernel_spectrum(network: Network, samples_per_width: float, *, inputs: str = "gaussian",
+                              n_points: int = 300, n_moments: int = 4) -> KernelSpectrum:
+    r"""Limiting eigenvalue density of the conjugate kernel ``G_L = phi(H_L)^T phi(H_L) / N_L`` (n x n) of the last
+    hidden layer, n / M = ``samples_per_width`` (Fan & Wang 2020, Theorem 3.4; see the module docstring).
+
+    Parameters
+    ----------
+    network : Network
+        Bias-free network (``bias_var = 0``), one weight variance; widths ``N_l = alpha_l M`` from ``width_ratios``
+        (``alpha_0 M`` = input dimension). Centred activation, or any activation with ``depth = 1``.
+    samples_per_width : float
+        n / M.
+    inputs : {"gaussian", "orthonormal"}
+        ``x ~ N(0, I_d)`` (input Gram Marchenko-Pastur with ratio n/d) or exactly orthonormal inputs (``K_0 = I``).
+    n_points, n_moments : int
+        Grid size and number of moments.
+
+    Returns
+    -------
+    KernelSpectrum
+        In the units of ``G_L``; for a non-centred activation ``outliers`` holds the spike ``n E[phi]^2`` per unit
+        ``M`` (``outliers[0] / M`` is returned as a value per width: multiply by M).
+
+    Examples
+    --------
+    >>> from meanfield import Network
+    >>> from meanfield.spectra import conjugate_kernel_spectrum
+    >>> sp = conjugate_kernel_spectrum(Network("linear", depth=1), 0.5, inputs="orthonormal")
+    >>> [round(float(m), 8) for m in sp.moments[:2]]     # Marchenko-Pastur, ratio 1/2: 1, 1 + 1/2
+    [1.0, 1.5]
+    """
+    st = _layer_statistics(network, samples_per_width, inputs)
+    n_points = check_int("n_points", n_points, 16)
+    n_moments = check_int("n_moments", n_moments, 1)
+    L = network.depth
+    r = np.zeros(L + 1)
+    r[-1] = 1.0
+    chain, rplus, c = _chain_coefficients(st, 0.0, r)
+    scale = float(st["v"][-1])
+    res = _spectrum_of_combination(chain, rplus, c, scale, n_points, n_moments)
+    m1, m2 = _moments_closed_form(chain, rplus, c)
+    outl = ()
+    mu = float(st["mean"][-1])
+    if abs(mu) > 1e-10 * math.sqrt(float(st["e"][-1])):
+        outl = (samples_per_width * mu * mu,)
+    params = dict(network=network.to_dict(), samples_per_width=float(samples_per_width), inputs=inputs,
+                  b2=st["b2"].tolist(), gamma=st["gamma"].tolist(), q=st["q"].tolist(),
+                  closed_form_m1=m1 * scale, closed_form_m2=m2 * scale ** 2, outlier_units="per width M")
+    return KernelSpectrum(kind="conjugate_kernel", x=res["x"], density=res["density"], weights=res["weights"],
+                          atoms=res["atoms"], moments=res["moments"], edges=res["edges"],
+                          error_estimate=res["error_estimate"], method=_METHOD, parameters=params, outliers=outl)
+
+
+def ntk_spectrum(network: Network, samples_per_width: float, *, inputs: str = "gaussian", n_points: int = 300,
+                 n_moments: int = 4) -> KernelSpectrum:
+    r"""Limiting eigenvalue density of the NTK ``Theta`` (n x n, NTK parameterization, scalar readout) in the
+    linear-width regime (Fan & Wang 2020, Theorem 3.7): ``Theta ~ r_+ I + sum_j r_j K_j`` (module docstring).
+
+    Parameters are those of :func:`conjugate_kernel_spectrum`. The diagonal of ``Theta`` is the library's
+    :func:`meanfield.ntk_kernel` at ``x.x/d = 1``, and the first moment equals it.
+
+    Examples
+    --------
+    >>> from meanfield import Network
+    >>> from meanfield.spectra import ntk_spectrum
+    >>> sp = ntk_spectrum(Network("linear", depth=1), 0.5, inputs="orthonormal")
+    >>> round(float(sp.moments[0]), 8)                 # Theta = K_0 + K_1 with K_0 = I: mean 2
+    2.0
+    """
+    st = _layer_statistics(network, samples_per_width, inputs)
+    n_points = check_int("n_points", n_points, 16)
+    n_moments = check_int("n_moments", n_moments, 1)
+    rplus, r = _ntk_coefficients(st)
+    chain, rp, c = _chain_coefficients(st, rplus, r)
+    res = _spectrum_of_combination(chain, rp, c, 1.0, n_points, n_moments)
+    m1, m2 = _moments_closed_form(chain, rp, c)
+    outl = ()
+    mu = float(st["mean"][-1])
+    if abs(mu) > 1e-10 * math.sqrt(float(st["e"][-1])):
+        outl = (samples_per_width * st["weight_var"] * mu * mu,)
+    params = dict(network=network.to_dict(), samples_per_width=float(samples_per_width), inputs=inputs,
+                  r_plus=rplus, r=r.tolist(), b2=st["b2"].tolist(), gamma=st["gamma"].tolist(), q=st["q"].tolist(),
+                  closed_form_m1=m1, closed_form_m2=m2, outlier_units="per width M")
+    return KernelSpectrum(kind="ntk", x=res["x"], density=res["density"], weights=res["weights"], atoms=res["atoms"],
+                          moments=res["moments"], edges=res["edges"], error_estimate=res["error_estimate"],
+                          method=_METHOD, parameters=params, outliers=outl)
+
+
+def fisher_spectrum(network: Network, width: int, n_samples: int, *, inputs: str = "gaussian", n_points: int = 300,
+                    n_moments: int = 4) -> KernelSpectrum:
+    r"""Limiting density of the non-zero eigenvalues of the empirical FIM ``F = J^T J / n`` (standard parameterization,
+    scalar linear output, MSE; the convention of :func:`meanfield.fisher_statistics`) in the linear-width regime.
+
+    ``F`` has the non-zero eigenvalues of ``J J^T / n = (1/n) sum_l N_{l-1} G_{l-1} o B_l``, i.e. of
+    ``(M / n) (r^F_+ I + sum_j r^F_j K_j)`` with ``r^F_j = alpha_j v_j prod_{k>j} beta_k`` and
+    ``r^F_+ = sum_j alpha_j e_j (prod_{k>j} chi_k - prod_{k>j} beta_k)`` (the NTK coefficients with fan-in ``N_j``
+    instead of ``sigma_w^2``); they are a fraction ``nonzero_fraction = n / P`` of the ``P`` eigenvalues. For a
+    non-centred activation (``depth = 1``) the outlier is Karakida's ``lambda_max`` (:func:`meanfield.fisher_statistics`
+    at this width and sample size).
+
+    Examples
+    --------
+    >>> from meanfield import Network
+    >>> from meanfield.spectra import fisher_spectrum
+    >>> sp = fisher_spectrum(Network("tanh", depth=2, weight_var=1.5), width=400, n_samples=200, n_points=32)
+    >>> sp.parameters["n_params"], round(sp.nonzero_fraction, 6)      # 400 x 400 x 2 + 400 weights
+    (320400, 0.000624)
+    """
+    width = check_int("width", width, 1)
+    n_samples = check_int("n_samples", n_samples, 1)
+    spw = n_samples / width
+    st = _layer_statistics(network, spw, inputs)
+    n_points = check_int("n_points", n_points, 16)
+    n_moments = check_int("n_moments", n_moments, 1)
+    alphas = np.asarray(network.alphas, dtype=float)
+    v, e, chi, beta = st["v"], st["e"], st["chi"], st["beta"]
+    L = len(chi)
+    r, rplus = [], 0.0
+    for j in range(L + 1):
+        Q, P = float(np.prod(chi[j:])), float(np.prod(beta[j:]))
+        r.append(alphas[j] * v[j] * P)
+        rplus += alphas[j] * e[j] * (Q - P)
+    r = np.array(r)
+    chain, rp, c = _chain_coefficients(st, rplus, r)
+    scale = width / n_samples
+    res = _spectrum_of_combination(chain, rp, c, scale, n_points, n_moments)
+    m1, m2 = _moments_closed_form(chain, rp, c)
+    widths = [int(round(a * width)) for a in alphas] + [1]
+    n_params = sum(widths[l] * widths[l + 1] for l in range(L + 1))
+    outl = ()
+    if abs(float(st["mean"][-1])) > 1e-10 * math.sqrt(float(st["e"][-1])):
+        from ..fisher import fisher_statistics
+        outl = (float(fisher_statistics(network, width=width, n_samples=n_samples).lambda_max),)
+    params = dict(network=network.to_dict(), width=width, n_samples=n_samples, inputs=inputs, r_plus=rplus,
+                  r=r.tolist(), n_params=n_params, closed_form_m1=m1 * scale, closed_form_m2=m2 * scale ** 2)
+    return KernelSpectrum(kind="fisher", x=res["x"], density=res["density"], weights=res["weights"],
+                          atoms=res["atoms"], moments=res["moments"], edges=res["edges"],
+                          error_estimate=res["error_estimate"], method=_METHOD, parameters=params, outliers=outl,
+                          nonzero_fraction=n_samples / n_params)

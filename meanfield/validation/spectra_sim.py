@@ -1,0 +1,158 @@
+r"""Finite random networks (torch) for the spectral theory of :mod:`meanfield.spectra`: eigenvalues of ``J J^T``, of
+the conjugate kernel and NTK of ``n`` inputs, and of the single-input Fisher information, plus the distances
+(Kolmogorov-Smirnov, Wasserstein-1) between an empirical spectrum and a predicted one. CPU by default, CUDA when
+available (``device="auto"``); float64.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .networks import resolve_device
+
+__all__ = ["jacobian_eigenvalues", "kernel_eigenvalues", "single_input_fisher_eigenvalues", "ks_distance",
+           "wasserstein_distance"]
+
+
+def _phi(act, x):
+    return torch.from_numpy(np.asarray(act.phi(x.cpu().numpy()), dtype=np.float64)).to(x.device)
+
+
+def _dphi(act, x):
+    return torch.from_numpy(np.asarray(act.dphi(x.cpu().numpy()), dtype=np.float64)).to(x.device)
+
+
+def _weight(n_out, n_in, weight_var, weights, gen, device):
+    """sigma_w W / sqrt(n_in) (Gaussian) or sigma_w Q (Haar orthogonal, square)."""
+    g = torch.randn(n_out, n_in, generator=gen, dtype=torch.float64, device="cpu").to(device)
+    if weights == "gaussian":
+        return math.sqrt(weight_var / n_in) * g
+    q, r = torch.linalg.qr(g)
+    q = q * torch.sign(torch.diagonal(r))[None, :]
+    return math.sqrt(weight_var) * q
+
+
+def jacobian_eigenvalues(network, weights: str, width: int, n_networks: int = 1, seed: int = 0, device=None):
+    """Eigenvalues of ``J J^T``, ``J = prod_l D_l W_l``, for ``n_networks`` random networks of ``width`` units, the
+    input's pre-activation ``h^0 ~ N(0, q*)`` (so every layer sits at the fixed point). Returns an array
+    ``(n_networks, width)``."""
+    from ..spectra.jacobian import _check_network, _fixed_point_q
+
+    _check_network(network)
+    dev = resolve_device(device)
+    act = network.activations[0]
+    wv, bv = network.weight_vars[0], network.bias_vars[0]
+    q = _fixed_point_q(network)
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n_networks):
+        h = math.sqrt(q) * torch.randn(width, generator=gen, dtype=torch.float64).to(dev)
+        J = torch.eye(width, dtype=torch.float64, device=dev)
+        for _l in range(network.depth):
+            W = _weight(width, width, wv, weights, gen, dev)
+            b = math.sqrt(bv) * torch.randn(width, generator=gen, dtype=torch.float64).to(dev)
+            h = W @ _phi(act, h) + b
+            J = (_dphi(act, h)[:, None] * W) @ J
+        out.append(torch.linalg.eigvalsh(J @ J.T).cpu().numpy())
+    return np.array(out)
+
+
+def kernel_eigenvalues(network, n_samples: int, width: int, inputs: str = "gaussian", seed: int = 0, device=None):
+    """Eigenvalues of the conjugate kernel ``G_L`` and of the NTK ``Theta`` (NTK parameterization, no bias, scalar
+    readout) of one random network with hidden widths ``alpha_l width`` on ``n_samples`` inputs ``x ~ N(0, I_d)``
+    (``d = alpha_0 width``) or orthonormal ones. Returns ``(ck, ntk)``."""
+    dev = resolve_device(device)
+    gen = torch.Generator().manual_seed(seed)
+    wv = network.weight_vars[0]
+    widths = [max(1, int(round(a * width))) for a in network.alphas]
+    d, n = widths[0], n_samples
+    if inputs == "orthonormal":
+        if d < n:
+            raise ValueError("orthonormal inputs need input dimension >= n_samples")
+        Qm, _ = torch.linalg.qr(torch.randn(d, n, generator=gen, dtype=torch.float64))
+        X = (math.sqrt(d) * Qm).to(dev)                       # columns of norm^2 = d
+    else:
+        X = torch.randn(d, n, generator=gen, dtype=torch.float64).to(dev)
+    xs, hs, Ws = [X], [], []
+    for l in range(network.depth):
+        W = torch.randn(widths[l + 1], widths[l], generator=gen, dtype=torch.float64).to(dev)
+        h = math.sqrt(wv / widths[l]) * W @ xs[-1]
+        Ws.append(W)
+        hs.append(h)
+        xs.append(_phi(network.activations[l], h))
+    v = torch.randn(widths[-1], generator=gen, dtype=torch.float64).to(dev)
+    G = [x.T @ x / x.shape[0] for x in xs]
+    ck = torch.linalg.eigvalsh(G[-1]).cpu().numpy()
+    # backward: delta_l = d f / d h^l (N_l x n)
+    theta = wv * G[-1]                                        # readout layer (B = 1 1^T)
+    delta = math.sqrt(wv / widths[-1]) * v[:, None] * _dphi(network.activations[-1], hs[-1])
+    for l in range(network.depth - 1, -1, -1):
+        theta = theta + wv * G[l] * (delta.T @ delta)
+        if l > 0:
+            delta = _dphi(network.activations[l - 1], hs[l - 1]) * (math.sqrt(wv / widths[l]) * Ws[l].T @ delta)
+    ntk = torch.linalg.eigvalsh(theta).cpu().numpy()
+    return ck, ntk
+
+
+def single_input_fisher_eigenvalues(network, weights: str, width: int, seed: int = 0, device=None):
+    """Eigenvalues of ``Theta_L = J J^T`` (M x M) for one input at the fixed point, output layer of width M, NTK
+    parameterization: ``Theta_{l+1} = (sigma_w^2 |phi(h^l)|^2 / M + sigma_b^2) I + W D_l Theta_l D_l W^T``."""
+    from ..spectra.jacobian import _check_network, _fixed_point_q
+
+    _check_network(network)
+    dev = resolve_device(device)
+    gen = torch.Generator().manual_seed(seed)
+    act = network.activations[0]
+    wv, bv = network.weight_vars[0], network.bias_vars[0]
+    q = _fixed_point_q(network, any_q_if_homogeneous=False)
+    M = width
+    z = torch.randn(M, generator=gen, dtype=torch.float64)
+    x = _phi(act, (math.sqrt(q * M) * z / torch.linalg.norm(z)).to(dev))      # empirical q of the input exactly q*
+    W = _weight(M, M, wv, weights, gen, dev)
+    h = W @ x + math.sqrt(bv) * torch.randn(M, generator=gen, dtype=torch.float64).to(dev)
+    theta = (wv * float(x @ x) / M + bv) * torch.eye(M, dtype=torch.float64, device=dev)
+    for _l in range(network.depth):
+        x = _phi(act, h)
+        D = _dphi(act, h)
+        W = _weight(M, M, wv, weights, gen, dev)
+        theta = (wv * float(x @ x) / M + bv) * torch.eye(M, dtype=torch.float64, device=dev) + \
+            (W * D[None, :]) @ theta @ (W * D[None, :]).T
+        h = W @ x + math.sqrt(bv) * torch.randn(M, generator=gen, dtype=torch.float64).to(dev)
+    return torch.linalg.eigvalsh(theta).cpu().numpy()
+
+
+def ks_distance(eigenvalues, spectrum) -> float:
+    """sup_x |F_empirical(x) - F_theory(x)| (Kolmogorov-Smirnov) against ``spectrum.cdf``, both one-sided limits
+    compared at every eigenvalue. Eigenvalues within 1e-9 (relative to the spectrum's scale) of an atom are placed on
+    it. Eigenvalues below 1e-12 of the largest one are rounding noise of ``eigvalsh`` (absolute error ~1e-16 of the
+    norm): they are compared as one block at that floor, with the theory's mass below it (its atom at 0 included)."""
+    e = np.sort(np.asarray(eigenvalues, dtype=float).ravel())
+    scale = max([abs(spectrum.edges[1])] + [abs(a) for a, _ in spectrum.atoms] + [1e-300])
+    floor = 1e-12 * max(float(np.max(np.abs(e))), 1e-300)
+    for a, _ in spectrum.atoms:
+        if abs(a) > floor:
+            e = np.where(np.abs(e - a) <= 1e-9 * scale, a, e)
+    e = np.where(e < floor, floor, e)
+    e = np.sort(e)
+    n = len(e)
+    xs = np.unique(e)
+    fe_r = np.searchsorted(e, xs, side="right") / n
+    fe_l = np.searchsorted(e, xs, side="left") / n
+    ft_r = spectrum.cdf(xs)
+    ft_l = ft_r.copy()          # left limits: the theory jumps only at its atoms
+    for a, m in spectrum.atoms:
+        ft_l = ft_l - m * (xs == a)
+    ft_l = np.where(xs == floor, 0.0, ft_l)     # the floor block: everything below it on both sides
+    return float(max(np.max(np.abs(fe_r - ft_r)), np.max(np.abs(fe_l - ft_l))))
+
+
+def wasserstein_distance(eigenvalues, spectrum) -> float:
+    """W_1 = int |F_empirical - F_theory| dx over the range of both."""
+    e = np.sort(np.asarray(eigenvalues, dtype=float).ravel())
+    xs = np.union1d(e, spectrum.x)
+    xs = np.union1d(xs, [a for a, _ in spectrum.atoms])
+    Fe = np.searchsorted(e, xs, side="right") / len(e)
+    Ft = spectrum.cdf(xs)
+    return float(np.sum(np.abs(Fe - Ft)[:-1] * np.diff(xs)))

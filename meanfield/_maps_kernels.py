@@ -255,10 +255,11 @@ def cmap_eval(mode, ev, code, p0, p1, kinks, scale, qs, wv, bv, rho, c, acoef, b
 
 
 @nb.njit(cache=True)
-def cmap_setup(ev, code, p0, p1, kinks, scale, qs, acoef, bcoef, rtol):
+def cmap_setup(ev, code, p0, p1, kinks, scale, qs, acoef, bcoef, ea, eb, rtol):
     """Choose the evaluation mode of the correlation map at q* and what it needs: (mode, acoef, bcoef, cmax_a, cmax_b),
     see cmap_eval. ``acoef``, ``bcoef``: Hermite coefficients of phi and phi' at qs (from
-    :func:`meanfield.gaussian.hermite_table`; empty where none were computed: then the nested quadrature)."""
+    :func:`meanfield.gaussian.hermite_table`; empty where none were computed: then the nested quadrature); ``ea``,
+    ``eb``: E[phi^2], E[phi'^2] on the coefficients' own rule (< 0: not given, the 1-D quadrature's)."""
     if math.isinf(qs):
         ap, am = asymptotic_slopes(ev, code, p0, p1)
         a = np.array([ap, am])
@@ -267,8 +268,8 @@ def cmap_setup(ev, code, p0, p1, kinks, scale, qs, acoef, bcoef, rtol):
         z = np.zeros(1)
         return 0, z, z, ALL_C, ALL_C
     if kinks.size == 0 and acoef.size > 0 and bcoef.size > 0:
-        ca = mehler_cmax(acoef, mean_sq(ev, code, p0, p1, kinks, scale, qs, 0), rtol)
-        cb = mehler_cmax(bcoef, mean_sq(ev, code, p0, p1, kinks, scale, qs, 1), rtol)
+        ca = mehler_cmax(acoef, ea if ea >= 0.0 else mean_sq(ev, code, p0, p1, kinks, scale, qs, 0), rtol)
+        cb = mehler_cmax(bcoef, eb if eb >= 0.0 else mean_sq(ev, code, p0, p1, kinks, scale, qs, 1), rtol)
         return 1, acoef, bcoef, ca, cb
     z = np.zeros(1)
     return 2, z, z, ALL_C, ALL_C
@@ -286,7 +287,7 @@ def cmap_slope1_scalar(ev, code, p0, p1, kinks, scale, qs, wv, rho, chi):
 
 
 @nb.njit(cache=True)
-def cstar_scalar(ev, code, p0, p1, kinks, scale, qs, wv, bv, rho, max_iter, acoef, bcoef, rtol):
+def cstar_scalar(ev, code, p0, p1, kinks, scale, qs, wv, bv, rho, max_iter, acoef, bcoef, ea, eb, rtol):
     """Stable fixed point c* of the correlation map in [0, 1] and chi_c = C'(c*). Returns (c*, chi_c, status).
 
     On [0, 1] the map is C(c) = (sigma_w^2 sum_k a_k^2 c^k + sigma_b^2) / q* with a_k >= 0 squares (Mehler), so
@@ -316,7 +317,7 @@ def cstar_scalar(ev, code, p0, p1, kinks, scale, qs, wv, bv, rho, max_iter, acoe
         if (wv * m0 * m0 + bv) / qs <= 4.0 * EPS:
             m1 = e1d(ev, code, p0, p1, kinks, scale, qs, 1, -1, 0)
             return 0.0, wv * m1 * m1, OK
-    mode, a, b, ca, cb = cmap_setup(ev, code, p0, p1, kinks, scale, qs, acoef, bcoef, rtol)
+    mode, a, b, ca, cb = cmap_setup(ev, code, p0, p1, kinks, scale, qs, acoef, bcoef, ea, eb, rtol)
     C1, D1 = cmap_eval(mode, ev, code, p0, p1, kinks, scale, qs, wv, bv, rho, 1.0, a, b, ca, cb)
     if rho == 1.0 and D1 <= 1.0:
         return 1.0, D1, OK
@@ -377,8 +378,16 @@ def _row(table, rows, i):
     return table[rows[i]]
 
 
+@nb.njit(cache=True)
+def _entry(values, rows, i):
+    """values[rows[i]] (-1 for rows[i] < 0)."""
+    if rows[i] < 0:
+        return -1.0
+    return values[rows[i]]
+
+
 @row_kernel(8)
-def cstar_many(ev, code, p0, p1, kinks, scale, qs, wv, bv, rho, max_iter, A, B, rows, rtol):
+def cstar_many(ev, code, p0, p1, kinks, scale, qs, wv, bv, rho, max_iter, A, B, EA, EB, rows, rtol):
     """c* and chi_c at each q*[i]; A[rows[i]], B[rows[i]]: Hermite coefficients of phi, phi' at qs[i] (rows[i] < 0:
     none, the nested quadrature is used where the series would be)."""
     n = qs.size
@@ -387,7 +396,7 @@ def cstar_many(ev, code, p0, p1, kinks, scale, qs, wv, bv, rho, max_iter, A, B, 
     st_c = np.zeros(n, dtype=np.int64)
     for i in nb.prange(n):
         c, d, sc = cstar_scalar(ev, code, p0, p1, kinks, scale, qs[i], wv[i], bv[i], rho, max_iter,
-                                _row(A, rows, i), _row(B, rows, i), rtol)
+                                _row(A, rows, i), _row(B, rows, i), _entry(EA, rows, i), _entry(EB, rows, i), rtol)
         cs[i] = c
         chic[i] = d
         st_c[i] = sc
@@ -403,7 +412,7 @@ def length_map_many(ev, code, p0, p1, kinks, scale, q, wv, bv, rho):
 
 
 @nb.njit(cache=True)
-def correlation_map_many(ev, code, p0, p1, kinks, scale, c, q, wv, bv, rho, A, B, rows, rtol):
+def correlation_map_many(ev, code, p0, p1, kinks, scale, c, q, wv, bv, rho, A, B, EA, EB, rows, rtol):
     """C(c) and C'(c) at the given q; A[rows[i]], B[rows[i]] the Hermite coefficients at q[i] (see cstar_many); the
     setup is redone only when q changes between entries."""
     out = np.empty(c.size)
@@ -417,7 +426,7 @@ def correlation_map_many(ev, code, p0, p1, kinks, scale, c, q, wv, bv, rho, A, B
     for i in range(c.size):
         if q[i] != qlast:
             mode, a, b, ca, cb = cmap_setup(ev, code, p0, p1, kinks, scale, q[i], _row(A, rows, i), _row(B, rows, i),
-                                            rtol)
+                                            _entry(EA, rows, i), _entry(EB, rows, i), rtol)
             qlast = q[i]
         out[i], dout[i] = cmap_eval(mode, ev, code, p0, p1, kinks, scale, q[i], wv[i], bv[i], rho, c[i], a, b, ca, cb)
     return out, dout

@@ -197,8 +197,8 @@ def _fixed_points(activation, weight_var, bias_var, dropout_keep, q_init, need_c
     st_c = np.zeros(qs.size, dtype=np.int64)
     if need_c:
         # the Mehler series where the c-solve needs it (not at c* = 1: rho = 1 and chi_1 <= 1)
-        rows, A, B = mehler_rows(act, qs, ~((rho == 1.0) & (chi <= 1.0)), rtol)
-        cs, chic, st_c = _mk.cstar_many(*act.kernel_args, qs, wv, bv, rho, _MAX_ITER, A, B, rows, rtol)
+        rows, A, B, EA, EB = mehler_rows(act, qs, ~((rho == 1.0) & (chi <= 1.0)), rtol)
+        cs, chic, st_c = _mk.cstar_many(*act.kernel_args, qs, wv, bv, rho, _MAX_ITER, A, B, EA, EB, rows, rtol)
     div = st_q == _mk.DIVERGED
     if np.any(div):
         warnings.warn(f"q diverges (q* = inf) at {int(div.sum())} of {div.size} points, e.g. {_where(div, wv, bv)}: "
@@ -326,8 +326,8 @@ def correlation_map(activation: ActivationLike, c: ArrayLike, weight_var: ArrayL
         raise ValueError("the correlation map needs q > 0, and these weight_var, bias_var give q* = 0 (C(c; q*) is "
                          "0/0 there): pass q explicitly, e.g. a small positive q")
     rtol = _check_rtol(rtol)
-    rows, A, B = mehler_rows(act, qf, np.ones(qf.size, dtype=bool), rtol)
-    out, dout = _mk.correlation_map_many(*act.kernel_args, cf, qf, wv, bv, rho, A, B, rows, rtol)
+    rows, A, B, EA, EB = mehler_rows(act, qf, np.ones(qf.size, dtype=bool), rtol)
+    out, dout = _mk.correlation_map_many(*act.kernel_args, cf, qf, wv, bv, rho, A, B, EA, EB, rows, rtol)
     _warn_overflow("C(c)", out, wv, bv)
     if return_derivative:
         _warn_overflow("dC/dc", dout, wv, bv)

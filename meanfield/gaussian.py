@@ -257,20 +257,24 @@ def hermite_coefficients(activation: ActivationLike, q: float, n_terms: Optional
 
 def mehler_rows(act: Activation, q: np.ndarray, need: np.ndarray, rtol: float):
     """Hermite tables of phi and phi' at the distinct variances ``q[need]`` for the compiled correlation-map kernels:
-    ``(rows, A, B)`` with ``A[rows[i]]``, ``B[rows[i]]`` the coefficients at ``q[i]`` (``rows[i] = -1`` where not
-    needed or not a smooth activation without closed forms: those use closed forms or the nested quadrature)."""
+    ``(rows, A, B, EA, EB)`` with ``A[rows[i]]``, ``B[rows[i]]`` the coefficients at ``q[i]`` and ``EA``, ``EB`` the
+    ``E[phi^2]``, ``E[phi'^2]`` of the same quadrature rule (``rows[i] = -1`` where not needed or not a smooth activation
+    without closed forms: those use closed forms or the nested quadrature). The series' truncation test
+    (``_maps_kernels.mehler_cmax``) compares the coefficients with the E of their own rule: by discrete Parseval the
+    difference is then the dropped tail alone, not the rule's error (~1e-14 for Gauss-Hermite)."""
     rows = np.full(q.size, -1, dtype=np.int64)
     empty = np.zeros((0, 1))
+    none = np.zeros(0)
     if act.closed_form or not act.smooth:
-        return rows, empty, empty
+        return rows, empty, empty, none, none
     need = need & np.isfinite(q) & (q > 0)
     if not need.any():
-        return rows, empty, empty
+        return rows, empty, empty, none, none
     qu, inv = np.unique(q[need], return_inverse=True)
     rows[need] = inv.ravel()
-    A = hermite_table(act, qu, False, rtol, rule="per_row")[0]
-    B = hermite_table(act, qu, True, rtol, rule="per_row")[0]
-    return rows, np.ascontiguousarray(A), np.ascontiguousarray(B)
+    A, _, EA = hermite_table(act, qu, False, rtol, rule="per_row")[:3]
+    B, _, EB = hermite_table(act, qu, True, rtol, rule="per_row")[:3]
+    return rows, np.ascontiguousarray(A), np.ascontiguousarray(B), EA, EB
 
 
 # --------------------------------------------------------------------------------------------- Hermite coefficients
@@ -332,10 +336,10 @@ def hermite_table(act: Activation, q: np.ndarray, derivative: bool, rtol: float,
 
     * ``"shared"`` (the kernels): one Gauss-Hermite rule for all rows (smooth activations), sized on the extreme
       variances; rows it does not resolve, and activations with kinks, get the composite rule.
-    * ``"per_row"`` (the correlation map and fixed points): each row sized on its own variance; Gauss-Hermite while
-      the predicted size stays below ``_N_NODES_MAX`` (where the 4096-node rule still resolves ``phi(sqrt(q) z)``
-      with margin; measured against the composite rule: <= 2e-14 in every coefficient for tanh, gelu, sigmoid,
-      softplus and mish up to q = 10), the composite rule beyond and for kinks.
+    * ``"per_row"`` (the correlation map and fixed points): each row on its own; smooth activations climb
+      Gauss-Hermite rules from ``n_start`` up to twice the size the strip of analyticity predicts (below
+      ``_N_NODES_MAX``), then take the composite rule (measured against the composite rule: C(c) = sum a_k^2 c^k
+      agrees to <= 6e-14 relative for tanh, gelu, sigmoid and mish up to q = 50); kinks take the composite rule.
     * ``"composite"`` (:func:`hermite_coefficients`, :func:`mehler_terms`): each row on its own, composite rule only.
 
     In the per-row schemes each variance is treated on its own (so its coefficients do not depend on the other rows,
@@ -363,19 +367,23 @@ def hermite_table(act: Activation, q: np.ndarray, derivative: bool, rtol: float,
     with np.errstate(divide="ignore", over="ignore"):
         guess = np.where(np.isfinite(act.scale), 450.0 * q / act.scale ** 2 + 30.0, n_start / 2)
     # (in multiples of 64, so that rows of similar variance share a compiled batch; a row's size depends on its q only)
-    n_row = (64 * np.ceil(np.minimum(2.0 * guess, _N_NODES_MAX) / 64)).astype(np.int64)
-    n_row = np.clip(n_row, n_start, _N_NODES_MAX)
+    n_guess = (64 * np.ceil(np.minimum(2.0 * guess, _N_NODES_MAX) / 64)).astype(np.int64)
+    n_guess = np.clip(n_guess, n_start, _N_NODES_MAX)
+    # per_row: smooth activations climb Gauss-Hermite rules from n_start (cheap, and the strip estimate is far too
+    # pessimistic for entire functions such as gelu) and switch to the composite rule at the strip estimate's size
+    gh = np.full(m, rule == "per_row" and act.smooth)
+    n_row = np.where(gh, n_start, n_guess)
     pending = np.arange(m)
     n_used = int(n_row.max()) if m else n_start
     while pending.size:
         n = int(n_row[pending].min())
-        sel = pending[n_row[pending] == n]
+        gauss_hermite = bool(gh[pending][n_row[pending] == n].any())
+        sel = pending[(n_row[pending] == n) & (gh[pending] == gauss_hermite)]
         kt = n // 2
-        gauss_hermite = rule == "per_row" and act.smooth and n < _N_NODES_MAX
         A, Ep = _coefficients(act, q[sel], n, kt, order, not gauss_hermite)
         tail = _tails(A)
         first, good = _first_below(tail, Ep, rtol, kt)
-        done = good | (n >= _N_NODES_MAX)
+        done = good | ((n >= _N_NODES_MAX) & (not gauss_hermite))
         for j in np.flatnonzero(done):
             i = sel[j]
             K = max(int(first[j]), 1) if good[j] else kt
@@ -383,7 +391,17 @@ def hermite_table(act: Activation, q: np.ndarray, derivative: bool, rtol: float,
             R[i] = tail[j, K] if K < kt else max(Ep[j] - float(np.sum(A[j] * A[j])), tail[j, -1])
             E[i] = Ep[j]
             conv[i] = bool(good[j])
-        n_row[sel[~done]] *= 2
+        failed = sel[~done]
+        if gauss_hermite:
+            # Gauss-Hermite up to twice the strip estimate's size (phi' needs ~1.4 times phi's terms) and below
+            # _N_NODES_MAX, then the composite rule at that size
+            cap = np.minimum(2 * n_guess[failed], _N_NODES_MAX - 64)
+            to_composite = failed[n_row[failed] >= cap]
+            n_row[failed] = np.minimum(2 * n_row[failed], cap)
+            gh[to_composite] = False
+            n_row[to_composite] = np.minimum(2 * n_guess[to_composite], _N_NODES_MAX)
+        else:
+            n_row[failed] *= 2
         n_used = max(n_used, n)
         pending = np.setdiff1d(pending, sel[done], assume_unique=True)
     K = max(r.size for r in rows) if m else 1

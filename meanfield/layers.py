@@ -102,6 +102,7 @@ class Dense(Layer):
     weight_var: float = 1.0
     bias_var: float = 0.0
     width_ratio: float = 1.0
+    _fresh_weights = True     # (class attribute) ends a residual block: zero-mean output, no skip/block cross term
 
     def __post_init__(self):
         object.__setattr__(self, "weight_var", _scalar("weight_var", self.weight_var, check_nonneg))
@@ -333,9 +334,9 @@ class Residual(Layer):
             blk = Serial((blk,))
         if not isinstance(blk, Serial):
             raise TypeError(f"block must be a layer or a serial chain, got {type(self.block).__name__}")
-        if not isinstance(blk.layers[-1], Dense) if len(blk) else True:
-            raise ValueError("block must end with a Dense layer (its zero-mean output makes the skip/block cross "
-                             "terms vanish)")
+        if not getattr(blk.layers[-1], "_fresh_weights", False) if len(blk) else True:
+            raise ValueError("block must end with a Dense or Conv layer (its zero-mean output makes the skip/block "
+                             "cross terms vanish)")
         object.__setattr__(self, "block", blk)
         if np.ndim(self.alpha) != 0 or not np.isfinite(float(self.alpha)) or isinstance(self.alpha, bool):
             raise ValueError(f"alpha must be a finite number, got {self.alpha!r}")

@@ -174,8 +174,10 @@ def kernels(network, x1, x2=None, *, parameterization: str = "ntk", width: Optio
         A :class:`~meanfield.Network` (activation(s), depth, per-layer ``weight_var`` / ``bias_var``;
         ``width_ratios`` enter the standard parameterization only; ``dropout_keep < 1`` is supported for the NNGP
         only: the same-input map uses ``weight_var / rho``, so it acts on the diagonal of a symmetric kernel), or a
-        chain of :mod:`meanfield.layers` (Dense, Nonlinearity, Dropout, Residual).
-    x1 : array_like, shape (n1, M_0)
+        chain of :mod:`meanfield.layers` (Dense, Nonlinearity, Dropout, Residual) and :mod:`meanfield.spatial`
+        (Conv, AvgPool, GlobalAvgPool, Flatten, LayerNorm; then ``x1`` holds images, see
+        :func:`meanfield.spatial.spatial_kernels`).
+    x1 : array_like, shape (n1, M_0), or (n1, H, W, C) / (n1, L, C) for a convolutional chain
     x2 : array_like, shape (n2, M_0), optional
         ``None`` gives the symmetric kernel of ``x1`` with itself (upper triangle computed, then mirrored).
     parameterization : {"ntk", "standard"}
@@ -205,8 +207,12 @@ def kernels(network, x1, x2=None, *, parameterization: str = "ntk", width: Optio
     """
     from .trace import _has_dropout, _tile_forward, _walk, as_chain
     from .layers import Nonlinearity
+    from .spatial import is_spatial, spatial_kernels
 
     chain = as_chain(network)
+    if np.ndim(x1) in (3, 4) or is_spatial(chain):     # images (N, H, W, C) / sequences (N, L, C): meanfield.spatial
+        return spatial_kernels(chain, x1, x2, parameterization=parameterization, width=width,
+                               compute_ntk=compute_ntk, rtol=rtol)
     x1, x2 = _check_inputs(x1, x2)
     if parameterization not in ("ntk", "standard"):
         raise ValueError(f"parameterization must be 'ntk' or 'standard', got {parameterization!r}")

@@ -71,7 +71,7 @@ _PADDINGS = ("SAME", "VALID", "CIRCULAR")
 
 
 def _int_tuple(name, value, ndim=None):
-    t = (value,) if np.ndim(value) == 0 else tuple(value)
+    t = ((value,) * (ndim or 1)) if np.ndim(value) == 0 else tuple(value)
     if len(t) == 0 or (ndim is not None and len(t) != ndim):
         raise ValueError(f"{name} must be a positive integer or a tuple of {ndim or 'one or more'} positive integers, "
                          f"got {value!r}")

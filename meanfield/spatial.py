@@ -446,12 +446,16 @@ def _check_full(shape, n, where):
                          "practical; use fewer inputs, Flatten instead of GlobalAvgPool/AvgPool, or smaller inputs")
 
 
-def _compile(layers, S, form, shape, fan_in, ctx, needs_after, path, n):
+def _compile(layers, S, form, shape, fan_in, ctx, needs_after, path, n, gaussian=False):
     """Row pass over ``layers`` on the same-input states ``S`` (one block per input). Returns the nodes and the
     output ``(S, form, shape, fan_in)``. ``needs_after[k]`` says whether layer k's output must stay full."""
     nodes = []
     for k, lay in enumerate(layers):
         node = _SNode(lay, f"{path}{'.' if path else ''}{k}")
+        if isinstance(lay, Nonlinearity) and not gaussian:
+            raise ValueError(f"layer {node.path} (Nonlinearity) acts on a signal that is not Gaussian (the inputs, or "
+                             "the output of another Nonlinearity): the kernel rule needs a Conv or Dense layer "
+                             "before it (as in neural-tangents)")
         node.form_in, node.shape_in, node.fan_in = form, shape, fan_in
         if isinstance(lay, _SPATIAL_TYPES[:4]) and form == "flat":
             raise ValueError(f"layer {node.path} ({type(lay).__name__}) needs spatial axes, but its input has none "
@@ -511,7 +515,7 @@ def _compile(layers, S, form, shape, fan_in, ctx, needs_after, path, n):
             sub_needs, _ = _need_full(lay.block.layers, needs_after[k])
             sub_needs = sub_needs[1:] + [needs_after[k]]
             node.sub, Sb, fb, shb, _ = _compile(lay.block.layers, S, form, shape, fan_in, ctx, sub_needs,
-                                                node.path + ".block", n)
+                                                node.path + ".block", n, gaussian)
             if fb == "diag" and form == "full":
                 S, form = _to_diag(S, 1), "diag"
             if fb != form or shb != shape:
@@ -531,6 +535,12 @@ def _compile(layers, S, form, shape, fan_in, ctx, needs_after, path, n):
             raise ValueError(f"x: the variance overflowed at layer {node.path} ({type(lay).__name__}); reduce the "
                              "inputs' norms, weight_var or depth")
         node.form_out, node.shape_out, node.self_out = form, shape, S
+        # Gaussian after a Conv / Dense; kept by the linear maps, by LayerNorm (a per-input rescaling at infinite
+        # width) and by a Residual whose skip is Gaussian (its block ends in a Conv or Dense)
+        if isinstance(lay, (Dense, Conv)):
+            gaussian = True
+        elif isinstance(lay, Nonlinearity):
+            gaussian = False
         nodes.append(node)
     return nodes, S, form, shape, fan_in
 

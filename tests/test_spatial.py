@@ -226,6 +226,11 @@ def test_errors_are_clear():
         mf.kernels(serial(Conv(1.0), Residual(Conv(1.0, 0.0, (3, 3), strides=2)), Flatten(), Dense(1.0)), x)
     with pytest.raises(ValueError, match=r"\(N, H, W, C\)"):
         spatial_kernels(serial(Conv(1.0), Flatten(), Dense(1.0)), np.ones((2, 4)))
+    with pytest.raises(ValueError, match="not Gaussian"):
+        mf.kernels(serial(Conv(1.0), Nonlinearity("relu"), Residual(serial(Nonlinearity("relu"), Conv(1.0))),
+                          Flatten(), Dense(1.0)), x)
+    with pytest.raises(ValueError, match="not Gaussian"):
+        mf.kernels(serial(Nonlinearity("relu"), Conv(1.0), Flatten(), Dense(1.0)), x)
     with pytest.raises(ValueError, match="use meanfield.kernels"):
         mf.trace(serial(Conv(1.0), Flatten(), Dense(1.0)), gram=np.eye(2))
     # the full spatial covariance is refused above 2^22 entries per pair (46 x 46 images), the diagonal form is not

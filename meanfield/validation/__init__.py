@@ -35,6 +35,8 @@ _LAZY = {
                      "fisher_statistics", "gaussian_inputs", "gram_layerwise", "measure_order_parameters",
                      "pair_inputs", "train_gd"], "measure"),
     **dict.fromkeys(["ValidationConfig", "ValidationReport", "default_configs", "run_validation"], "report"),
+    **dict.fromkeys(["SpatialEnsemble", "sample_spatial_chain"], "spatial_networks"),
+    "haar_orthogonal": "networks",
     "fit_series": "fitting",
     **dict.fromkeys(["FiniteWidthSpectrum", "finite_width_fisher"], "fisher_sim"),
 }
@@ -57,6 +59,9 @@ def __getattr__(name):
 
 __all__ = [
     "ChainEnsemble",
+    "SpatialEnsemble",
+    "sample_spatial_chain",
+    "haar_orthogonal",
     "FiniteWidthSpectrum",
     "FisherSample",
     "NetworkEnsemble",

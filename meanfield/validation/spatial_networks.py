@@ -27,27 +27,9 @@ import torch
 import torch.nn.functional as tF
 
 from .._checks import check_int
-from .networks import _network_seed, resolve_device, resolve_dtype, torch_activation
+from .networks import _network_seed, haar_orthogonal, resolve_device, resolve_dtype, torch_activation
 
-__all__ = ["SpatialEnsemble", "sample_spatial_chain", "haar_orthogonal"]
-
-
-def haar_orthogonal(rows: int, cols: int, generator, dtype=torch.float64, device="cpu") -> torch.Tensor:
-    """A ``(rows, cols)`` matrix with orthonormal rows (rows <= cols) or columns, Haar distributed (QR of a Gaussian
-    matrix with the signs of R's diagonal absorbed; Mezzadri 2007).
-
-    Examples
-    --------
-    >>> g = torch.Generator().manual_seed(0)
-    >>> O = haar_orthogonal(3, 3, g)
-    >>> bool(torch.allclose(O @ O.T, torch.eye(3, dtype=O.dtype)))
-    True
-    """
-    n, m = max(rows, cols), min(rows, cols)
-    A = torch.empty((n, m), dtype=dtype, device=device).normal_(generator=generator)
-    Qm, R = torch.linalg.qr(A)
-    Qm = Qm * torch.sign(torch.diagonal(R)).unsqueeze(0)
-    return Qm if rows >= cols else Qm.T
+__all__ = ["SpatialEnsemble", "sample_spatial_chain"]
 
 
 def _geometry(n, k, s, padding):

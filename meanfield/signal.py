@@ -27,7 +27,7 @@ basis of Xiao et al.'s 10,000-layer CNNs. :func:`cnn_mode_depth_scales` gives th
 
 Examples
 --------
->>> r = residual_signal("tanh", 1.0, 0.05, depth=100, alpha=1.0)
+>>> r = residual_signal("erf", 1.0, 0.05, depth=100, alpha=1.0)
 >>> bool(r.q[-1] > r.q[0]) and bool(np.all(r.chi1 >= 1.0))
 True
 """

@@ -376,7 +376,7 @@ def _avg_pool(A, shape, lay, lead):
 
 
 def _to_diag(A, lead):
-    return np.ascontiguousarray(np.diagonal(A, axis1=lead, axis2=lead + 1))
+    return np.diagonal(A, axis1=lead, axis2=lead + 1).copy()     # a writable copy (the tile pass writes into it)
 
 
 def _reduce(A, form, kind, lead):

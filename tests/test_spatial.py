@@ -328,3 +328,24 @@ def test_against_neural_tangents(name, act, par):
         assert np.abs(mine - theirs)[off].max() < 1e-10 * scale
         diag_tol = 1e-8 if (act == "relu" and mine is res.ntk) else 1e-10
         assert np.abs(np.diag(mine) - np.diag(theirs)).max() < diag_tol * scale
+
+
+@settings(max_examples=int(os.environ.get("MEANFIELD_SPATIAL_EXAMPLES", "25")), deadline=None, derandomize=True)
+@given(st.integers(1, 2), st.integers(3, 6), st.integers(1, 4), st.integers(1, 3),
+       st.sampled_from(["SAME", "VALID", "CIRCULAR"]), st.sampled_from(["SAME", "VALID", "CIRCULAR"]),
+       st.sampled_from(["flat", "gap"]), st.sampled_from(["ntk", "standard"]))
+def test_random_geometry_against_bruteforce(ndim, n, k, s, pad1, pad2, head, par):
+    """Random filter sizes, strides, paddings and spatial sizes (1-D and 2-D) against the brute-force reference."""
+    k, s = min(k, n), min(s, n)
+    shape = (n,) * ndim + (2,)
+    filt, strides = (k,) * ndim, (s,) * ndim
+    n_out = (n - k) // s + 1 if pad1 == "VALID" else -(-n // s)
+    spec = [("conv", 1.7, 0.1, filt, strides, pad1), ("act",)]
+    if n_out >= 2:
+        spec.append(("pool", (2,) * ndim, (1,) * ndim, pad2))
+    spec += [("conv", 1.3, 0.2, (1,) * ndim, (1,) * ndim, pad2), ("act",), (head,), ("dense", 1.1, 0.1)]
+    x = np.random.default_rng(n + k).standard_normal((2,) + shape)
+    width = 8.0 if par == "standard" else None
+    K, T = reference(spec, x, "relu", par, width)
+    res = mf.kernels(mf_chain(spec, "relu"), x, parameterization=par, width=width)
+    assert _rel(res.nngp, K) < 1e-12 and _rel(res.ntk, T) < 1e-12

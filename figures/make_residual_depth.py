@@ -9,8 +9,11 @@ fully connected net, exp(O(sqrt(l))) for the residual net (a straight line again
 Right: per-layer factor chi_c |lambda_k| of the spatial Fourier modes k of a CIRCULAR 3-tap 1-D tanh CNN on 16
 positions at its fixed point: with a uniform filter every k != 0 mode decays faster than the uniform mode; with the
 delta-orthogonal kernel all modes share the fully connected rate (Xiao et al.'s dynamical isometry for CNNs).
+Fourth: phase diagram over (sigma_w^2, sigma_b^2): the residual net's log squared gradient at depth 100 is positive
+everywhere (chi_1^l >= 1: no ordered, vanishing-gradient phase), while the fully connected net has its order-chaos
+line chi_1 = 1 (dashed).
 
-Run:  python figures/make_residual_depth.py      (writes figures/residual_depth.png; ~1 minute on 2 cores)
+Run:  python figures/make_residual_depth.py      (writes figures/residual_depth.png; ~2 minutes on 2 cores)
 """
 from __future__ import annotations
 
@@ -58,7 +61,7 @@ def main():
     q_fc, g_fc = fully_connected(60)
     depths = [1, 4, 16, 64, 128]
     q_torch = torch_residual_q(depths)
-    fig, ax = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, ax = plt.subplots(1, 4, figsize=(20, 4.2))
     l = res.depth
     ax[0].loglog(l[1:], res.q[1:], label="residual: theory")
     ax[0].loglog(depths, q_torch, "o", label="residual: torch, width 512")
@@ -81,6 +84,9 @@ def main():
     ax[2].set_ylabel("per-layer factor chi_c |lambda_k|")
     ax[2].set_title("CNN, tanh, sigma_w^2=2, sigma_b^2=0.05")
     ax[2].legend(fontsize=8)
+    d = mf.residual_phase_diagram("erf", np.linspace(0.5, 4.0, 8), np.linspace(0.0, 0.5, 6), depth=100)
+    d.plot(ax=ax[3])
+    ax[3].set_title("residual erf: log grad^2 at depth 100\n(dashed: fully connected chi_1 = 1)")
     fig.tight_layout()
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "residual_depth.png")
     fig.savefig(path, dpi=110)

@@ -17,7 +17,8 @@ from .network import Network
 from .layers import Dense, Dropout, Layer, Nonlinearity, Residual, Serial, serial
 from .trace import Trace, TraceStep, trace
 from .spatial import AvgPool, Conv, Flatten, GlobalAvgPool, LayerNorm, spatial_kernels, spatial_variances
-from .signal import (ResidualSignal, cnn_mode_depth_scales, residual_signal)
+from .signal import (CNNModes, ResidualPhaseDiagram, ResidualSignal, cnn_mode_depth_scales, residual_phase_diagram,
+                     residual_signal)
 from .gaussian import gaussian_expectation, gaussian_rule, hermite_coefficients, mehler_terms, pair_expectation
 from .kernels import KernelResult, kernels, nngp_diagonal, nngp_kernel, ntk_kernel
 from .regression import (GPPosterior, NTKPrediction, gp_posterior, nngp_regression, ntk_condition_number,
@@ -37,7 +38,8 @@ __all__ = [
     "Layer", "Dense", "Nonlinearity", "Dropout", "Residual", "Serial", "serial", "Trace", "TraceStep", "trace",
     # convolutional / pooling / layer-norm layers, their kernels, and signal propagation beyond fully connected
     "Conv", "AvgPool", "GlobalAvgPool", "Flatten", "LayerNorm", "spatial_kernels", "spatial_variances",
-    "ResidualSignal", "residual_signal", "cnn_mode_depth_scales",
+    "ResidualSignal", "residual_signal", "ResidualPhaseDiagram", "residual_phase_diagram", "CNNModes",
+    "cnn_mode_depth_scales",
     "length_map", "correlation_map", "qstar", "cstar", "chi1", "c_map_slope", "chi_c", "depth_scales", "fixed_point",
     "critical_weight_var", "forward", "backward",
     "DepthScales", "FixedPoint", "ForwardResult", "BackwardResult",

@@ -40,7 +40,8 @@ import numpy as np
 
 from ._checks import check_in_range, check_int, check_nonneg, check_positive
 
-__all__ = ["ResidualSignal", "residual_signal", "CNNModes", "cnn_mode_depth_scales"]
+__all__ = ["ResidualSignal", "residual_signal", "ResidualPhaseDiagram", "residual_phase_diagram", "CNNModes",
+           "cnn_mode_depth_scales"]
 
 
 @dataclass(frozen=True)
@@ -216,3 +217,72 @@ def cnn_mode_depth_scales(activation, weight_var, bias_var, filter_shape, spatia
     with np.errstate(divide="ignore"):
         xi = np.where(mult >= 1.0, np.inf, np.where(mult <= 0, 0.0, -1.0 / np.log(np.where(mult > 0, mult, 1.0))))
     return CNNModes(modes=modes, eigenvalues=lam, chi_c=chi, multipliers=mult, depth_scales=xi)
+
+
+@dataclass(frozen=True)
+class ResidualPhaseDiagram:
+    """Residual-network depth behaviour over a (weight_var, bias_var) grid (:func:`residual_phase_diagram`).
+
+    Attributes
+    ----------
+    weight_vars, bias_vars : ndarray
+        Grid axes (rows: bias_var, columns: weight_var).
+    depth : int
+    log_grad_sq : ndarray (B, W)
+        ``log prod_{l <= L} chi1_l``: the log squared gradient at the input of ``depth`` blocks (0 would be
+        isometry; it is positive everywhere, as every ``chi1_l >= 1``).
+    q_exponent : ndarray (B, W)
+        Log-log slope of ``q^l`` over the last half of the depth (1 for bounded activations: linear growth).
+    fc_chi1 : ndarray (B, W)
+        ``chi_1`` of the fully connected network with the same (weight_var, bias_var), for contrast: its order-chaos
+        boundary ``chi_1 = 1`` has no residual counterpart.
+    """
+
+    weight_vars: np.ndarray
+    bias_vars: np.ndarray
+    depth: int
+    log_grad_sq: np.ndarray
+    q_exponent: np.ndarray
+    fc_chi1: np.ndarray
+
+    def to_dict(self) -> dict:
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()}
+
+    def plot(self, ax=None):
+        """Heat map of the log squared gradient with the fully connected chi_1 = 1 line; returns the Axes."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots()
+        m = ax.pcolormesh(self.weight_vars, self.bias_vars, self.log_grad_sq, shading="auto")
+        plt.colorbar(m, ax=ax, label=f"log squared gradient, residual, depth {self.depth}")
+        ax.contour(self.weight_vars, self.bias_vars, self.fc_chi1, levels=[1.0], colors="w", linestyles="--")
+        ax.set_xlabel("weight_var")
+        ax.set_ylabel("bias_var")
+        return ax
+
+
+def residual_phase_diagram(activation, weight_vars, bias_vars, *, depth: int = 100,
+                           alpha: float = 1.0) -> ResidualPhaseDiagram:
+    """:func:`residual_signal` over a grid, beside the fully connected ``chi_1`` (Yang & Schoenholz 2017, Fig. 1).
+
+    Examples
+    --------
+    >>> d = residual_phase_diagram("erf", [0.5, 2.0], [0.0, 0.1], depth=20)
+    >>> bool(np.all(d.log_grad_sq > 0)), d.log_grad_sq.shape
+    (True, (2, 2))
+    """
+    from .forward import chi1
+
+    wv = np.atleast_1d(np.asarray(weight_vars, dtype=float))
+    bv = np.atleast_1d(np.asarray(bias_vars, dtype=float))
+    g = np.empty((len(bv), len(wv)))
+    e = np.empty_like(g)
+    for i, b in enumerate(bv):
+        for j, w in enumerate(wv):
+            r = residual_signal(activation, w, b, depth=depth, alpha=alpha)
+            g[i, j] = np.log(r.grad_sq[-1])
+            e[i, j] = r.q_exponent
+    W, B = np.meshgrid(wv, bv)
+    return ResidualPhaseDiagram(weight_vars=wv, bias_vars=bv, depth=int(depth), log_grad_sq=g, q_exponent=e,
+                                fc_chi1=np.asarray(chi1(activation, W, B), dtype=float))

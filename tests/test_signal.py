@@ -89,3 +89,14 @@ def test_layernorm_pins_q():
     v = spatial_variances(ch, x)
     np.testing.assert_allclose(v.q[1], 1.0, rtol=1e-10)
     assert np.ptp(v.q[3]) < 1e-10      # eps / q <= 1e-10 for q >= 0.01
+
+
+def test_residual_phase_diagram_has_no_ordered_phase():
+    """Where the fully connected erf net is ordered (chi_1 < 1, vanishing gradients) the residual net's gradient still
+    grows (every chi_1^l >= 1), and it grows with weight_var at fixed bias_var."""
+    d = mf.residual_phase_diagram("erf", [0.5, 1.5, 3.0], [0.0, 0.3], depth=30)
+    assert np.any(d.fc_chi1 < 1) and np.any(d.fc_chi1 > 1)
+    assert np.all(d.log_grad_sq > 0)
+    assert np.all(np.diff(d.log_grad_sq, axis=1) > 0)
+    r = mf.residual_signal("erf", 1.5, 0.3, depth=30)
+    assert d.log_grad_sq[1, 1] == pytest.approx(np.log(np.prod(r.chi1)), rel=1e-12)

@@ -98,3 +98,36 @@ def test_cnn_twin_error_shrinks_with_width():
         errs.append(_close(emp["ntk"], th.ntk, M, 8, f"ntk M={M}"))
     print("relative NTK deviation at M = 16, 64, 256:", errs)
     assert errs[2] < errs[0]
+
+
+def test_cnn_chi1_approaches_theory_with_width():
+    """chi_1 of a CIRCULAR Conv layer after tanh: the mean of |J v|^2 / |v|^2 over random directions v, with
+    J = d conv(tanh(u)) / du at a finite network's own pre-activations u, tends to w E[tanh'(u)^2], u ~ N(0, q)
+    (q from the single-input pass; the expectation by scipy quadrature). Its seed-to-seed spread falls like
+    1/sqrt(M P) and the mean stays within 5 standard errors + 2/M."""
+    from scipy import integrate
+    from meanfield.validation.spatial_networks import _run
+
+    w, b = 1.7, 0.1
+    ch = serial(Conv(1.0, 0.0, (3, 3), padding="CIRCULAR"), Nonlinearity("tanh"),
+                Conv(w, b, (3, 3), padding="CIRCULAR"))
+    x = np.random.default_rng(4).standard_normal((1, 6, 6, 4))
+    x *= 2.0 / np.linalg.norm(x, axis=-1, keepdims=True)             # every position: |x|^2 / C = 1
+    q = spatial_variances(ch, x).q[0]
+    assert np.ptp(q) < 1e-12
+    q = float(q.ravel()[0])
+    d2 = integrate.quad(lambda z: (1 - math.tanh(math.sqrt(q) * z) ** 2) ** 2 * math.exp(-z * z / 2)
+                        / math.sqrt(2 * math.pi), -12, 12, epsabs=1e-14)[0]
+    chi1 = w * d2
+    spreads = []
+    for M in (16, 128):
+        ens = sample_spatial_chain(ch, x.shape[1:], M, 16, seed=5, device="cpu")
+        params = ens.parameters()
+        u = _run(ens.twins[:1], torch.as_tensor(x).expand(16, *x.shape), params, ens, None)
+        v = torch.randn(u.shape, generator=torch.Generator().manual_seed(6), dtype=u.dtype)
+        _, Jv = torch.func.jvp(lambda h: _run(ens.twins[1:], h, params, ens, None), (u,), (v,))
+        ratio = ((Jv ** 2).sum(dim=(1, 2, 3, 4)) / (v ** 2).sum(dim=(1, 2, 3, 4))).numpy()
+        _close(ratio[:, None], np.array([chi1]), M, 2, f"chi_1 at M={M}")
+        spreads.append(ratio.std())
+        print(f"M={M}: chi_1 measured {ratio.mean():.4f} +- {ratio.std() / 4:.4f}, theory {chi1:.4f}")
+    assert spreads[1] < spreads[0] / 2          # ~ sqrt(8) smaller

@@ -349,3 +349,25 @@ def test_random_geometry_against_bruteforce(ndim, n, k, s, pad1, pad2, head, par
     K, T = reference(spec, x, "relu", par, width)
     res = mf.kernels(mf_chain(spec, "relu"), x, parameterization=par, width=width)
     assert _rel(res.nngp, K) < 1e-12 and _rel(res.ntk, T) < 1e-12
+
+
+@pytest.mark.parametrize("act", sorted(mf.ACTIVATIONS))
+def test_one_by_one_convolutions_equal_the_mlp_on_positions(act):
+    """Every activation: a chain of 1 x 1 convolutions acts on each position as an MLP acts on a vector, so the full
+    spatial covariance before GlobalAvgPool is the MLP kernel (meanfield.kernels on the N P position vectors, the
+    vector code path) and the GAP kernel is its mean over position pairs. Same engine, different sweep: rounding only
+    (1e-12; the quadrature route of kinked activations is deterministic in its inputs, so equal too)."""
+    x = np.random.default_rng(8).standard_normal((2, 1, 2, 3))
+    w1, b1, w2, b2, wr, br = 1.6, 0.1, 1.3, 0.05, 1.2, 0.02
+    conv = serial(Conv(w1, b1, (1, 1)), Nonlinearity(act), Conv(w2, b2, (1, 1)), Nonlinearity(act),
+                  GlobalAvgPool(), Dense(wr, br))
+    mlp = serial(Dense(w1, b1), Nonlinearity(act), Dense(w2, b2), Nonlinearity(act), Dense(1.0, 0.0))
+    r = mf.kernels(conv, x)
+    m = mf.kernels(mlp, x.reshape(4, 3))
+    # the MLP's last Dense(1, 0) has K = qhat and Theta = qdot-weighted Theta + qhat: subtract to get the hidden ones
+    qhat = m.nngp.reshape(2, 2, 2, 2).mean(axis=(1, 3))
+    theta_hidden = (m.ntk - m.nngp).reshape(2, 2, 2, 2).mean(axis=(1, 3))
+    K = wr * qhat + br
+    T = wr * theta_hidden + K
+    assert _rel(r.nngp, K) < 1e-12
+    assert _rel(r.ntk, T) < 1e-12

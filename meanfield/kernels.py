@@ -156,8 +156,11 @@ def nngp_diagonal(network, x, rtol: float = 1e-14) -> np.ndarray:
     array([2., 2.])
     """
     from .trace import as_chain
+    from .spatial import is_spatial, spatial_variances
 
     chain = as_chain(network)
+    if np.ndim(x) in (3, 4) or is_spatial(chain):      # images: the single-input pass of meanfield.spatial
+        return spatial_variances(chain, x, rtol=rtol).q[-1]
     x, _ = _check_inputs(x, None, "x")
     return _rows(chain, x, False, check_positive("rtol", rtol, scalar=True), xname="x")[1]
 

@@ -106,6 +106,7 @@ def test_exact_symmetry_and_tiling():
     np.testing.assert_allclose(c.nngp, a.nngp[:3, 3:], rtol=1e-14)
     v = spatial_variances(ch, x)
     np.testing.assert_allclose(np.diag(a.nngp), v.q[-1], rtol=1e-15)
+    np.testing.assert_array_equal(mf.nngp_diagonal(ch, x), v.q[-1])
     # spatial output in full form is symmetric under (input, position) <-> (input', position')
     s = mf.kernels(mf_chain(*ARCHS["spatial-output"][:1], "erf"), x[:, :, 0, :])
     assert np.array_equal(s.nngp, s.nngp.transpose(1, 0, 3, 2))

@@ -649,7 +649,7 @@ def _tile_forward(nodes, Q, T, ri, rj, diag, ctx):
     return Q, T
 
 
-def _set_self(A, blocks, form):
+def _set_self(A, blocks, form=None):
     """Write the same-input blocks ``blocks`` (a, ...) on the diagonal of a square tile ``A`` (a, a, ...)."""
     for k in range(A.shape[0]):
         A[k, k] = blocks[k]
@@ -758,14 +758,14 @@ def spatial_kernels(network, x1, x2=None, *, parameterization: str = "ntk", widt
         tile = max(1, int(math.sqrt(_TILE_ENTRIES / per_pair)))
     else:
         tile = check_int("tile", tile, 1)
-    out_tail = () if form_out == "flat" else (tuple(shape_out) if form_out == "diag" else
-                                              tuple(shape_out) * 2)
+    # output: (n, n) without spatial axes; (n, n, *S) diagonal form; (n, n, *S, *S) full form (stored (n, n, P, P))
+    P_last = int(np.prod(shape_out)) if form_out != "flat" else 1
+    tail = {"flat": (), "diag": (P_last,), "full": (P_last, P_last)}[form_out]
+    out_tail = {"flat": (), "diag": tuple(shape_out), "full": tuple(shape_out) * 2}[form_out]
     from ._io import check_alloc
 
-    P_out = int(np.prod(out_tail)) if out_tail else 1
-    check_alloc("x1, x2", 8.0 * n * n * P_out * (1 + compute_ntk), f"the ({n}, {n}, ...) kernel arrays")
-    K = np.empty((n, n) + (() if form_out == "flat" else ((P_out,) if form_out == "diag" else
-                                                           (int(np.prod(shape_out)),) * 2)))
+    check_alloc("x1, x2", 8.0 * n * n * int(np.prod(tail)) * (1 + compute_ntk), f"the ({n}, {n}, ...) kernel arrays")
+    K = np.empty((n, n) + tail)
     Th = np.empty_like(K) if compute_ntk else None
     F = X.reshape(n, P, C)
     for i0 in range(0, n, tile):
@@ -787,16 +787,18 @@ def spatial_kernels(network, x1, x2=None, *, parameterization: str = "ntk", widt
     if not np.all(np.isfinite(K)) or (compute_ntk and not np.all(np.isfinite(Th))):
         raise ValueError("x1, x2: kernel entries are not finite (overflow); reduce the inputs' norms, weight_var or "
                          "depth")
-    if form_out == "full":
-        K = K.reshape((n, n) + out_tail)
-        Th = None if Th is None else Th.reshape((n, n) + out_tail)
-    elif form_out == "diag":
-        K = K.reshape((n, n) + out_tail)
-        Th = None if Th is None else Th.reshape((n, n) + out_tail)
+    K = K.reshape((n, n) + out_tail)
+    Th = None if Th is None else Th.reshape((n, n) + out_tail)
     if x2 is not None:
         K = np.ascontiguousarray(K[:n1, n1:])
         Th = None if Th is None else np.ascontiguousarray(Th[:n1, n1:])
     plans = [nd.plan for nd in _walk(nodes) if isinstance(nd.layer, Nonlinearity)]
+    excess = max((p.max_c_excess for p in plans), default=0.0)
+    if excess > 1e-8:
+        import warnings
+
+        warnings.warn(f"correlations exceeded 1 by up to {excess:.2e} and were clipped (inconsistent covariances)",
+                      RuntimeWarning, stacklevel=2)
     return KernelResult(nngp=K, ntk=Th, parameterization=parameterization, width=width,
                         n_terms=tuple(p.n_terms for p in plans), truncation_bound=tuple(p.bound for p in plans),
                         truncation_bound_dot=tuple(p.bound_dot for p in plans),

@@ -56,7 +56,7 @@ from typing import Optional
 import numpy as np
 
 from ._checks import check_finite_array, check_int, check_nonneg, check_positive
-from .layers import Dense, Dropout, Layer, Nonlinearity, Residual, Serial, _pair_plan, _scalar
+from .layers import Dense, Dropout, Layer, Nonlinearity, Residual, _pair_plan, _scalar
 
 __all__ = ["Conv", "AvgPool", "GlobalAvgPool", "Flatten", "LayerNorm", "spatial_kernels", "spatial_variances",
            "is_spatial", "MAX_PAIR_ENTRIES", "MAX_SELF_ENTRIES"]

@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from meanfield.layers import Dense, Nonlinearity, Residual, serial  # noqa: E402
-from meanfield.spatial import AvgPool, Conv, Flatten, GlobalAvgPool, LayerNorm, spatial_kernels, spatial_variances  # noqa: E402,E501
+from meanfield.spatial import AvgPool, Conv, GlobalAvgPool, LayerNorm, spatial_kernels, spatial_variances  # noqa: E402
 from meanfield.validation.spatial_networks import sample_spatial_chain  # noqa: E402
 
 

@@ -16,6 +16,9 @@ from .forward import (DepthScales, FixedPoint, ForwardResult, c_map_slope, chi1,
 from .network import Network
 from .layers import Dense, Dropout, Layer, Nonlinearity, Residual, Serial, serial
 from .trace import Trace, TraceStep, trace
+from .spatial import AvgPool, Conv, Flatten, GlobalAvgPool, LayerNorm, spatial_kernels, spatial_variances
+from .signal import (CNNModes, ResidualPhaseDiagram, ResidualSignal, cnn_mode_depth_scales, residual_phase_diagram,
+                     residual_signal)
 from .gaussian import gaussian_expectation, gaussian_rule, hermite_coefficients, mehler_terms, pair_expectation
 from .kernels import KernelResult, kernels, nngp_diagonal, nngp_kernel, ntk_kernel
 from .regression import (GPPosterior, NTKPrediction, gp_posterior, nngp_regression, ntk_condition_number,
@@ -41,6 +44,10 @@ __all__ = [
     "Network",
     # composable network description and its layer sweep
     "Layer", "Dense", "Nonlinearity", "Dropout", "Residual", "Serial", "serial", "Trace", "TraceStep", "trace",
+    # convolutional / pooling / layer-norm layers, their kernels, and signal propagation beyond fully connected
+    "Conv", "AvgPool", "GlobalAvgPool", "Flatten", "LayerNorm", "spatial_kernels", "spatial_variances",
+    "ResidualSignal", "residual_signal", "ResidualPhaseDiagram", "residual_phase_diagram", "CNNModes",
+    "cnn_mode_depth_scales",
     "length_map", "correlation_map", "qstar", "cstar", "chi1", "c_map_slope", "chi_c", "depth_scales", "fixed_point",
     "critical_weight_var", "forward", "backward",
     "DepthScales", "FixedPoint", "ForwardResult", "BackwardResult",

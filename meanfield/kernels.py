@@ -191,8 +191,11 @@ def nngp_diagonal(network: NetworkLike, x: ArrayLike, rtol: float = 1e-14) -> np
     array([2., 2.])
     """
     from .trace import as_chain
+    from .spatial import is_spatial, spatial_variances
 
     chain = as_chain(network)
+    if np.ndim(x) in (3, 4) or is_spatial(chain):      # images: the single-input pass of meanfield.spatial
+        return spatial_variances(chain, x, rtol=rtol).q[-1]
     x, _ = _check_inputs(x, None, "x")
     return _rows(chain, x, False, check_positive("rtol", rtol, scalar=True), xname="x")[1]
 
@@ -211,8 +214,10 @@ def kernels(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayLike] = None,
         ``width_ratios`` enter the standard parameterization only; ``dropout_keep < 1``: the same-input entries of
         the NNGP and the NTK are divided by rho at each dropout layer (one mask per input), so dropout acts on the
         diagonal of a symmetric kernel only; see :class:`~meanfield.layers.Dropout` and docs/regression.md), or a
-        chain of :mod:`meanfield.layers` (Dense, Nonlinearity, Dropout, Residual).
-    x1 : array_like, shape (n1, M_0)
+        chain of :mod:`meanfield.layers` (Dense, Nonlinearity, Dropout, Residual) and :mod:`meanfield.spatial`
+        (Conv, AvgPool, GlobalAvgPool, Flatten, LayerNorm; then ``x1`` holds images, see
+        :func:`meanfield.spatial.spatial_kernels`).
+    x1 : array_like, shape (n1, M_0), or (n1, H, W, C) / (n1, L, C) for a convolutional chain
     x2 : array_like, shape (n2, M_0), optional
         ``None`` gives the symmetric kernel of ``x1`` with itself (upper triangle computed, then mirrored).
     parameterization : {"ntk", "standard"}
@@ -240,6 +245,12 @@ def kernels(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayLike] = None,
     >>> float(r.nngp[0, 0])   # relu at weight_var = 2 preserves q = 2 |x|^2 / M_0
     0.6666666666666666
     """
+    from .spatial import is_spatial, spatial_kernels
+    from .trace import as_chain
+
+    if np.ndim(x1) in (3, 4) or is_spatial(as_chain(network)):   # images (N, H, W, C) / sequences (N, L, C)
+        return spatial_kernels(as_chain(network), x1, x2, parameterization=parameterization, width=width,
+                               compute_ntk=compute_ntk, rtol=rtol)
     chain, x1, x2, parameterization, width, rtol, tile, compute_ntk = _check_options(
         network, x1, x2, parameterization, width, compute_ntk, rtol, tile_size)
     sym = x2 is None

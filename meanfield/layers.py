@@ -103,6 +103,10 @@ class Dense(Layer):
     width_ratio : float
         Output width over M (> 0): Karakida's ``alpha_l = M_l / M``. Ignored for the last Dense layer of a chain
         (the readout), whose output count is ``C = n_outputs``.
+    orthogonal : bool
+        Haar-orthogonal weights ``sqrt(weight_var / fan_in) sqrt(max(fan_in, fan_out)) O`` in the finite-width twins
+        (Saxe et al. 2014, Pennington et al. 2017). The infinite-width rules above are unchanged (the forward order
+        parameters of orthogonal and Gaussian weights agree as M -> infinity); only the spectra at finite width differ.
 
     Examples
     --------
@@ -113,11 +117,16 @@ class Dense(Layer):
     weight_var: float = 1.0
     bias_var: float = 0.0
     width_ratio: float = 1.0
+    orthogonal: bool = field(default=False, repr=False)
+    _fresh_weights = True     # (class attribute) ends a residual block: zero-mean output, no skip/block cross term
 
     def __post_init__(self):
         object.__setattr__(self, "weight_var", _scalar("weight_var", self.weight_var, check_nonneg))
         object.__setattr__(self, "bias_var", _scalar("bias_var", self.bias_var, check_nonneg))
         object.__setattr__(self, "width_ratio", _scalar("width_ratio", self.width_ratio, check_positive))
+        if not isinstance(self.orthogonal, (bool, np.bool_)):
+            raise TypeError(f"orthogonal must be True or False, got {self.orthogonal!r}")
+        object.__setattr__(self, "orthogonal", bool(self.orthogonal))
 
     def _row(self, node, q):
         return self.weight_var * q + self.bias_var
@@ -157,7 +166,7 @@ class Dense(Layer):
 
     def to_dict(self) -> dict:
         return {"layer": "Dense", "weight_var": self.weight_var, "bias_var": self.bias_var,
-                "width_ratio": self.width_ratio}
+                "width_ratio": self.width_ratio, "orthogonal": self.orthogonal}
 
 
 @dataclass(frozen=True)
@@ -399,9 +408,9 @@ class Residual(Layer):
             blk = Serial((blk,))
         if not isinstance(blk, Serial):
             raise TypeError(f"block must be a layer or a serial chain, got {type(self.block).__name__}")
-        if not isinstance(blk.layers[-1], Dense) if len(blk) else True:
-            raise ValueError("block must end with a Dense layer (its zero-mean output makes the skip/block cross "
-                             "terms vanish)")
+        if not getattr(blk.layers[-1], "_fresh_weights", False) if len(blk) else True:
+            raise ValueError("block must end with a Dense or Conv layer (its zero-mean output makes the skip/block "
+                             "cross terms vanish)")
         object.__setattr__(self, "block", blk)
         if np.ndim(self.alpha) != 0 or not np.isfinite(float(self.alpha)) or isinstance(self.alpha, bool):
             raise ValueError(f"alpha must be a finite number, got {self.alpha!r}")

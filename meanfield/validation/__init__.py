@@ -35,6 +35,8 @@ _LAZY = {
                      "fisher_statistics", "gaussian_inputs", "gram_layerwise", "measure_order_parameters",
                      "pair_inputs", "train_gd"], "measure"),
     **dict.fromkeys(["ValidationConfig", "ValidationReport", "default_configs", "run_validation"], "report"),
+    **dict.fromkeys(["SpatialEnsemble", "sample_spatial_chain"], "spatial_networks"),
+    "haar_orthogonal": "networks",
     "fit_series": "fitting",
     **dict.fromkeys(["jacobian_eigenvalues", "kernel_eigenvalues", "single_input_fisher_eigenvalues", "ks_distance",
                      "wasserstein_distance"], "spectra_sim"),
@@ -59,6 +61,9 @@ def __getattr__(name):
 
 __all__ = [
     "ChainEnsemble",
+    "SpatialEnsemble",
+    "sample_spatial_chain",
+    "haar_orthogonal",
     "FiniteWidthSpectrum",
     "FisherSample",
     "NetworkEnsemble",

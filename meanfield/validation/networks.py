@@ -36,6 +36,7 @@ __all__ = [
     "TorchNonlinearity",
     "TorchResidual",
     "TorchActivation",
+    "haar_orthogonal",
     "layer_widths",
     "resolve_device",
     "resolve_dtype",
@@ -443,6 +444,24 @@ def sample_ensemble(network: Network, width: int, n_seeds: int, *, n_outputs: in
                            tuple(range(first_index, first_index + n_seeds)), widths, tuple(ws), tuple(bs))
 
 
+def haar_orthogonal(rows: int, cols: int, generator, dtype=torch.float64, device="cpu") -> torch.Tensor:
+    """A ``(rows, cols)`` matrix with orthonormal rows (rows <= cols) or columns, Haar distributed: QR of a Gaussian
+    matrix with the signs of R's diagonal moved into Q (Mezzadri 2007).
+
+    Examples
+    --------
+    >>> g = torch.Generator().manual_seed(0)
+    >>> O = haar_orthogonal(3, 5, g)
+    >>> bool(torch.allclose(O @ O.T, torch.eye(3, dtype=O.dtype)))
+    True
+    """
+    n, m = max(rows, cols), min(rows, cols)
+    A = torch.empty((n, m), dtype=dtype, device=device).normal_(generator=generator)
+    Qm, R = torch.linalg.qr(A)
+    Qm = Qm * torch.sign(torch.diagonal(R)).unsqueeze(0)
+    return Qm if rows >= cols else Qm.T
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # torch twins of the layers of meanfield.layers: a finite-width network from any chain
 # --------------------------------------------------------------------------------------------------------------------
@@ -698,8 +717,11 @@ def sample_chain(chain, width: int, n_seeds: int, *, n_outputs: int = 1, paramet
     gen = torch.Generator(device=dev)
     for i in range(n_seeds):
         gen.manual_seed(_network_seed(seed, first_index + i))
-        for k in range(len(dense)):
-            ws[k][i].normal_(generator=gen)
+        for k, d in enumerate(dense):
+            if d.layer.orthogonal:     # Haar-orthogonal, entries of unit variance like the Gaussian draws
+                ws[k][i] = math.sqrt(max(d.fan_in, d.fan_out)) * haar_orthogonal(d.fan_out, d.fan_in, gen, dt, dev)
+            else:
+                ws[k][i].normal_(generator=gen)
             bs[k][i].normal_(generator=gen)
     return ChainEnsemble(ch, width, n_outputs, parameterization, seed,
                          tuple(range(first_index, first_index + n_seeds)), tuple(twins), m0, tuple(ws), tuple(bs))

@@ -1,0 +1,133 @@
+"""Finite-width torch twins of convolutional chains against the infinite-width theory (meanfield.spatial).
+
+Monte Carlo error analysis (as tests/test_layers.py): each per-network value is the infinite-width value plus a
+fluctuation O(1/sqrt(M)) and a bias O(1/M) per layer, so |mean - theory| <= 5 standard errors (estimated from the
+seeds) + n_layers / M times the largest entry.
+"""
+import math
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from meanfield.layers import Dense, Nonlinearity, Residual, serial  # noqa: E402
+from meanfield.spatial import AvgPool, Conv, GlobalAvgPool, LayerNorm, spatial_kernels, spatial_variances  # noqa: E402
+from meanfield.validation.spatial_networks import sample_spatial_chain  # noqa: E402
+
+
+def cnn(orthogonal=False):
+    return serial(Conv(2.0, 0.1, (3, 3), padding="SAME"), LayerNorm(), Nonlinearity("relu"),
+                  Conv(1.2, 0.1, (3, 3), padding="CIRCULAR", orthogonal=orthogonal),
+                  Residual(serial(Nonlinearity("tanh"), Conv(1.5, 0.1, (3, 3), padding="SAME")), alpha=0.7),
+                  Nonlinearity("erf"), AvgPool((2, 2), (1, 1), "SAME"), Conv(1.3, 0.0, (2, 2), (2, 2), "VALID"),
+                  Nonlinearity("relu"), GlobalAvgPool(), Dense(1.3, 0.1))
+
+
+def _close(sample, theory, M, n_layers, what):
+    mean = sample.mean(axis=0)
+    se = sample.std(axis=0, ddof=1) / math.sqrt(sample.shape[0])
+    tol = 5 * se + n_layers / M * np.abs(theory).max()
+    bad = np.abs(mean - theory) > tol
+    assert not bad.any(), f"{what}: torch {mean[bad]} vs theory {theory[bad]} (tol {tol[bad]})"
+    return float(np.max(np.abs(mean - theory)) / np.abs(theory).max())
+
+
+def _measure(ch, x, M, S, par="ntk"):
+    ens = sample_spatial_chain(ch, x.shape[1:], M, S, n_outputs=2, parameterization=par, seed=11, device="cpu")
+    return ens.order_parameters(x)
+
+
+@pytest.mark.parametrize("par", ["ntk", "standard"])
+def test_cnn_twin_nngp_ntk_and_q_per_layer(par):
+    """Every layer type at once (Conv SAME/CIRCULAR/VALID with stride, LayerNorm, Residual, AvgPool, GAP, Dense),
+    width 48, 24 networks."""
+    M, S = 48, 24
+    ch = cnn()
+    x = np.random.default_rng(0).standard_normal((3, 6, 6, 2))
+    emp = _measure(ch, x, M, S, par)
+    th = spatial_kernels(ch, x, parameterization=par, width=float(M))
+    _close(emp["nngp"], th.nngp, M, 8, "nngp")
+    _close(emp["ntk"], th.ntk, M, 8, "ntk")
+    v = spatial_variances(ch, x)
+    theory_q = [q for q, name in zip(v.q, v.layers) if name in ("Conv", "Dense")][:-1]   # not the readout
+    assert len(theory_q) == len(emp["q"])
+    for k, ((tw, q), tq) in enumerate(zip(emp["q"], theory_q)):
+        _close(q, tq, M, k + 1, f"q of layer {k}")
+
+
+def test_delta_orthogonal_and_haar_twins():
+    """Delta-orthogonal Conv and Haar-orthogonal Dense: the forward order parameters agree with the Gaussian-weight
+    theory (which does not depend on orthogonality at infinite width)."""
+    from meanfield.validation.networks import sample_chain
+
+    M, S = 48, 24
+    ch = cnn(orthogonal=True)
+    x = np.random.default_rng(1).standard_normal((3, 6, 6, 2))
+    emp = _measure(ch, x, M, S)
+    th = spatial_kernels(ch, x)
+    _close(emp["nngp"], th.nngp, M, 8, "nngp (delta-orthogonal)")
+    _close(emp["ntk"], th.ntk, M, 8, "ntk (delta-orthogonal)")
+    W = emp and sample_spatial_chain(ch, x.shape[1:], M, 1, device="cpu").raw["W2"][0]
+    np.testing.assert_allclose((W @ W.T).numpy(), M * np.eye(M), atol=1e-10)      # sqrt(M) O, O orthogonal
+    # Haar Dense chain (vector inputs) through meanfield.trace
+    import meanfield as mf
+
+    dch = serial(Dense(1.5, 0.1, orthogonal=True), Nonlinearity("tanh"), Dense(1.5, 0.1, orthogonal=True),
+                 Nonlinearity("tanh"), Dense(1.0, orthogonal=True))
+    xv = np.random.default_rng(2).standard_normal((3, M))
+    parts = sample_chain(dch, M, S, n_outputs=2, parameterization="ntk", seed=3, device="cpu")
+    assert np.allclose(parts.raw_weights[1][0] @ parts.raw_weights[1][0].T, M * np.eye(M))
+    op = parts.order_parameters(torch.as_tensor(xv))
+    tr = mf.trace(dch, xv)
+    for k in range(3):
+        _close(op["q"][k], tr.q[k], M, k + 1, f"q^{k + 1} (Haar)")
+    _close(op["ntk"], tr.ntk, M, 3, "ntk (Haar)")
+
+
+@pytest.mark.skipif(os.environ.get("MEANFIELD_SLOW") != "1", reason="slow: set MEANFIELD_SLOW=1")
+def test_cnn_twin_error_shrinks_with_width():
+    """The deviation of the mean over 64 networks from theory falls with width (O(1/M) bias + O(1/sqrt(M S)))."""
+    ch = cnn()
+    x = np.random.default_rng(0).standard_normal((3, 6, 6, 2))
+    th = spatial_kernels(ch, x)
+    errs = []
+    for M in (16, 64, 256):
+        emp = _measure(ch, x, M, 64)
+        errs.append(_close(emp["ntk"], th.ntk, M, 8, f"ntk M={M}"))
+    print("relative NTK deviation at M = 16, 64, 256:", errs)
+    assert errs[2] < errs[0]
+
+
+def test_cnn_chi1_approaches_theory_with_width():
+    """chi_1 of a CIRCULAR Conv layer after tanh: the mean of |J v|^2 / |v|^2 over random directions v, with
+    J = d conv(tanh(u)) / du at a finite network's own pre-activations u, tends to w E[tanh'(u)^2], u ~ N(0, q)
+    (q from the single-input pass; the expectation by scipy quadrature). Its seed-to-seed spread falls like
+    1/sqrt(M P) and the mean stays within 5 standard errors + 2/M."""
+    from scipy import integrate
+    from meanfield.validation.spatial_networks import _run
+
+    w, b = 1.7, 0.1
+    ch = serial(Conv(1.0, 0.0, (3, 3), padding="CIRCULAR"), Nonlinearity("tanh"),
+                Conv(w, b, (3, 3), padding="CIRCULAR"))
+    x = np.random.default_rng(4).standard_normal((1, 6, 6, 4))
+    x *= 2.0 / np.linalg.norm(x, axis=-1, keepdims=True)             # every position: |x|^2 / C = 1
+    q = spatial_variances(ch, x).q[0]
+    assert np.ptp(q) < 1e-12
+    q = float(q.ravel()[0])
+    d2 = integrate.quad(lambda z: (1 - math.tanh(math.sqrt(q) * z) ** 2) ** 2 * math.exp(-z * z / 2)
+                        / math.sqrt(2 * math.pi), -12, 12, epsabs=1e-14)[0]
+    chi1 = w * d2
+    spreads = []
+    for M in (16, 128):
+        ens = sample_spatial_chain(ch, x.shape[1:], M, 16, seed=5, device="cpu")
+        params = ens.parameters()
+        u = _run(ens.twins[:1], torch.as_tensor(x).expand(16, *x.shape), params, ens, None)
+        v = torch.randn(u.shape, generator=torch.Generator().manual_seed(6), dtype=u.dtype)
+        _, Jv = torch.func.jvp(lambda h: _run(ens.twins[1:], h, params, ens, None), (u,), (v,))
+        ratio = ((Jv ** 2).sum(dim=(1, 2, 3, 4)) / (v ** 2).sum(dim=(1, 2, 3, 4))).numpy()
+        _close(ratio[:, None], np.array([chi1]), M, 2, f"chi_1 at M={M}")
+        spreads.append(ratio.std())
+        print(f"M={M}: chi_1 measured {ratio.mean():.4f} +- {ratio.std() / 4:.4f}, theory {chi1:.4f}")
+    assert spreads[1] < spreads[0] / 2          # ~ sqrt(8) smaller

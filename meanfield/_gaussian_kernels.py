@@ -124,6 +124,13 @@ def _next_width(x, hi, h, graded, centre, cap):
         w = cap
     if w < HMIN and not graded:
         w = HMIN
+    # no panel narrower than the spacing of floats at x: at huge q the graded width scale/sqrt(q) falls below
+    # eps |x| (selu at q = 1e50 next to its kink at z = -1), x + w == x, and the rule never ended. Such a panel is
+    # below the resolution of z itself (sqrt(q) z varies by more than the activation's scale within one ulp of z);
+    # its share of the integral is O(1e-15).
+    floor = 8.9e-16 * max(1.0, abs(x))   # 4 eps
+    if w < floor:
+        w = floor
     if x + w > hi or hi - (x + w) < 0.25 * w:
         w = hi - x
     return w
@@ -298,8 +305,10 @@ def e2d(ev, code, p0, p1, kinks, scale, qu, qv, quv, a, b):
         c = 1.0
     if c < -1.0:
         c = -1.0
-    det = qu * qv - quv * quv
-    s = math.sqrt(det) / (su * sv) if det > 0.0 else 0.0
+    # sqrt(1 - c^2) from the scaled covariance: qu qv overflows for q > 1.3e154 (the old inf - inf gave s = 0, a
+    # wrong number, or NaN) and cancels near |c| = 1
+    _, sa, sb, _, sdet = _scaled_cov(qu, qv, quv)
+    s = math.sqrt(sdet) / (math.sqrt(sa) * math.sqrt(sb)) if sdet > 0.0 else 0.0
     sd = sv * s
     ascale = abs(scale)
     h = 1.0

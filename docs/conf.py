@@ -41,7 +41,7 @@ numpydoc_attributes_as_param_list = False
 sphinx_gallery_conf = {
     "examples_dirs": "../examples",
     "gallery_dirs": "auto_examples",
-    "filename_pattern": r"/plot_",            # run every tutorial
+    "filename_pattern": r"/plot_",   # run the plot_*.py tutorials; the others (minutes of torch training) are shown unrun
     "download_all_examples": False,
     "remove_config_comments": True,
     "abort_on_example_error": True,

@@ -1,8 +1,12 @@
-"""NNGP and NTK regression / classification on scikit-learn's digits (shipped with scikit-learn: no download), against
+"""
+Digits: kernel accuracy against depth, next to trained torch networks (not run in the docs build)
+=================================================================================================
+
+NNGP and NTK regression / classification on scikit-learn's digits (shipped with scikit-learn: no download), against
 depth and weight_var around the critical line of erf networks (bias_var = 0.05), next to finite torch networks trained
 by gradient descent.
 
-Data: the 1797 8x8 digits, centred per pixel and scaled to |x|^2 / M_0 = 1; 500 training and 500 test images (fixed
+Data: the 1797 8x8 digits, centred per pixel and scaled to ``|x|^2 / M_0 = 1``; 500 training and 500 test images (fixed
 seed); targets one-hot (10 outputs, MSE), prediction = argmax. Infinite-width predictors (meanfield): the NNGP
 posterior mean K_*X (K + s I)^{-1} Y and the NTK-GP mean at the end of training Theta_*X (Theta + s I)^{-1} Y, with a
 small ridge s = 1e-4 x mean diagonal (neural-tangents' diag_reg convention). All depths 0..32 for one weight_var come

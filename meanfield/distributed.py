@@ -41,6 +41,18 @@ True
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from typing import Iterable, Sequence, Union
+
+    import dask.array
+    from distributed import Client
+
+    from ._typing import ActivationLike, ArrayLike, NetworkLike
+    from .kernels import KernelResult
+    from .phase import CriticalLine, DepthScaleCurve, PhaseDiagram
+
 import math
 import uuid
 import warnings
@@ -136,7 +148,7 @@ class DistributedKernels:
     budget: Any = field(repr=False)
     _nodes: Any = field(repr=False, compare=False, default=None)
 
-    def compute(self, **compute_kwargs):
+    def compute(self, **compute_kwargs: Any) -> KernelResult:
         """Compute everything into memory: the :class:`~meanfield.kernels.KernelResult` that
         :func:`meanfield.kernels` gives for the same arguments, with the same checks and warnings."""
         dask, _ = _dask()
@@ -187,7 +199,8 @@ def _merge_budgets(budgets):
     return out
 
 
-def distributed_kernels(network, x1, x2=None, *, chunks: int = 4096, client=None, parameterization: str = "ntk",
+def distributed_kernels(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayLike] = None, *, chunks: int = 4096,
+                        client: Optional[Client] = None, parameterization: str = "ntk",
                         width: Optional[float] = None, compute_ntk: bool = True, rtol: float = 1e-14,
                         tile_size: int = 512) -> DistributedKernels:
     r"""NNGP and NTK of ``network`` between the rows of ``x1`` and ``x2`` as dask arrays, block by block on a cluster.
@@ -379,7 +392,7 @@ def _cholesky_solve(da, K, s, Y2):
     return coef
 
 
-def kernel_solve(kernel, y, ridge: float = 0.0, *, method: str = "cg", rtol: float = 1e-10,
+def kernel_solve(kernel: Union[dask.array.Array, ArrayLike], y: ArrayLike, ridge: float = 0.0, *, method: str = "cg", rtol: float = 1e-10,
                  max_iter: Optional[int] = None) -> KernelSolve:
     r"""Solve ``(K + ridge I) coef = y`` for a symmetric positive (semi-)definite kernel held as a dask array.
 
@@ -507,9 +520,10 @@ def _regression(network, x_train, y_train, x_test, ridge, which, chunks, client,
     return DistributedPrediction(mean=mean, solve=sol)
 
 
-def distributed_nngp_regression(network, x_train, y_train, x_test, noise_var: float = 0.0, *, chunks: int = 4096,
-                                client=None, method: str = "cg", rtol: float = 1e-10, max_iter: Optional[int] = None,
-                                **kernel_options) -> DistributedPrediction:
+def distributed_nngp_regression(network: NetworkLike, x_train: ArrayLike, y_train: ArrayLike, x_test: ArrayLike,
+                                noise_var: float = 0.0, *, chunks: int = 4096, client: Optional[Client] = None,
+                                method: str = "cg", rtol: float = 1e-10, max_iter: Optional[int] = None,
+                                **kernel_options: Any) -> DistributedPrediction:
     r"""NNGP posterior mean ``mu_* = K_* (K + sigma_n^2 I)^{-1} Y`` (Lee et al. 2018) with the kernels and the solve on
     a dask cluster (:func:`distributed_kernels`, :func:`kernel_solve`; the posterior variance is not computed).
 
@@ -530,9 +544,10 @@ def distributed_nngp_regression(network, x_train, y_train, x_test, noise_var: fl
                        kernel_options)
 
 
-def distributed_ntk_regression(network, x_train, y_train, x_test, ridge: float = 0.0, *, chunks: int = 4096,
-                               client=None, method: str = "cg", rtol: float = 1e-10, max_iter: Optional[int] = None,
-                               **kernel_options) -> DistributedPrediction:
+def distributed_ntk_regression(network: NetworkLike, x_train: ArrayLike, y_train: ArrayLike, x_test: ArrayLike,
+                               ridge: float = 0.0, *, chunks: int = 4096, client: Optional[Client] = None,
+                               method: str = "cg", rtol: float = 1e-10, max_iter: Optional[int] = None,
+                               **kernel_options: Any) -> DistributedPrediction:
     r"""Mean output of an infinitely wide network trained to ``t = inf`` by gradient flow on the MSE loss plus a ridge:
     ``f_inf(X_*) = Theta_* (Theta + ridge I)^{-1} Y`` (Jacot et al. 2018; Lee et al. 2019), on a dask cluster.
 
@@ -572,7 +587,7 @@ def _as_call(task):
     return (task,), {}
 
 
-def distributed_map(function: Callable, tasks, *, client=None, retries: int = 2,
+def distributed_map(function: Callable, tasks: Iterable, *, client: Optional[Client] = None, retries: int = 2,
                     on_result: Optional[Callable[[int, Any], None]] = None,
                     timeout: Optional[float] = None) -> list:
     """``[function(task) for task in tasks]`` on a dask cluster, each result kept on the client as soon as it arrives.
@@ -645,8 +660,9 @@ def _n_tasks(cl, n_items: int, per_task: Optional[int], name: str) -> int:
     return max(1, math.ceil(n_items / (4 * n_workers)))
 
 
-def distributed_phase_diagram(activation, weight_vars, bias_vars, *, client=None, rows_per_task: Optional[int] = None,
-                              activation_params: Optional[dict] = None, retries: int = 2):
+def distributed_phase_diagram(activation: ActivationLike, weight_vars: ArrayLike, bias_vars: ArrayLike, *,
+                              client: Optional[Client] = None, rows_per_task: Optional[int] = None,
+                              activation_params: Optional[dict] = None, retries: int = 2) -> PhaseDiagram:
     """:func:`meanfield.phase_diagram` with its rows (bias values) split across a dask cluster.
 
     Each task is ``phase_diagram(activation, weight_vars, bias_vars[rows])``; every grid point is computed
@@ -671,9 +687,10 @@ def distributed_phase_diagram(activation, weight_vars, bias_vars, *, client=None
                         **{k: _readonly(np.concatenate([getattr(p, k) for p in parts], axis=0)) for k in QUANTITIES})
 
 
-def distributed_critical_line(activation, bias_vars, *, offsets=(1e-3, 1e-2, 1e-1), client=None,
+def distributed_critical_line(activation: ActivationLike, bias_vars: ArrayLike, *,
+                              offsets: Sequence[float] = (1e-3, 1e-2, 1e-1), client: Optional[Client] = None,
                               points_per_task: Optional[int] = None, activation_params: Optional[dict] = None,
-                              retries: int = 2):
+                              retries: int = 2) -> CriticalLine:
     """:func:`meanfield.critical_line` with its bias values split across a dask cluster (equal bit for bit to the
     single-process line: each bias is solved on its own). See :func:`distributed_map`."""
     from .phase import CriticalLine, _activation_fields, _readonly, _resolve_activation, critical_line
@@ -692,9 +709,9 @@ def distributed_critical_line(activation, bias_vars, *, offsets=(1e-3, 1e-2, 1e-
     return CriticalLine(**_activation_fields(act), offsets=parts[0].offsets, **cat)
 
 
-def distributed_depth_scale_curve(activation, weight_vars, bias_var: float = 0.05, *, client=None,
-                                  points_per_task: Optional[int] = None, activation_params: Optional[dict] = None,
-                                  retries: int = 2):
+def distributed_depth_scale_curve(activation: ActivationLike, weight_vars: ArrayLike, bias_var: float = 0.05, *,
+                                  client: Optional[Client] = None, points_per_task: Optional[int] = None,
+                                  activation_params: Optional[dict] = None, retries: int = 2) -> DepthScaleCurve:
     """:func:`meanfield.depth_scale_curve` with its weight variances split across a dask cluster (equal bit for bit
     to the single-process curve). See :func:`distributed_map`."""
     from .phase import DepthScaleCurve, QUANTITIES, _grid_axis, _readonly, _resolve_activation, phase_diagram

@@ -45,6 +45,15 @@ Examples
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from typing import Optional
+
+    from matplotlib.axes import Axes
+
+    from ._typing import ArrayLike, NetworkLike
+
 import math
 import warnings
 from dataclasses import dataclass
@@ -224,7 +233,7 @@ class FiniteWidthCorrections:
                 "ntk_correction": self.ntk_correction.tolist(),
                 "output_kurtosis": self.output_kurtosis.tolist()}
 
-    def plot(self, ax=None, input_index: int = 0):
+    def plot(self, ax: Optional[Axes] = None, input_index: int = 0) -> Axes:
         """Per-layer ``M Var(G)/K^2``, ``K1/K`` and ``M Var(Theta)/Theta^2`` of input ``input_index``; returns the
         Axes."""
         import matplotlib.pyplot as plt
@@ -280,7 +289,8 @@ def _plan(chain):
     return out
 
 
-def finite_width_corrections(network, x=None, *, gram=None) -> FiniteWidthCorrections:
+def finite_width_corrections(network: NetworkLike, x: Optional[ArrayLike] = None, *,
+                             gram: Optional[ArrayLike] = None) -> FiniteWidthCorrections:
     r"""Leading 1/width corrections at initialization: four-point vertex, mean-kernel correction, output kurtosis and
     NTK variance, per Dense layer.
 

@@ -40,6 +40,14 @@ Examples
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from typing import Sequence, Tuple
+
+    from ._typing import ArrayLike, NetworkLike
+    from .network import Network
+
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -106,7 +114,7 @@ def _check_chain(chain, check):
             _check_chain(lay.block, check)
 
 
-def kernel_derivatives(network, x1, x2=None, *, compute_ntk: bool = True, parameterization: str = "ntk",
+def kernel_derivatives(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayLike] = None, *, compute_ntk: bool = True, parameterization: str = "ntk",
                        width: Optional[float] = None, rtol: float = 1e-14) -> KernelDerivatives:
     r"""NNGP and NTK between the rows of ``x1`` and ``x2`` and their derivatives with respect to every weight_var and
     bias_var, by forward-mode differentiation of the layer sweep (module docstring).
@@ -233,7 +241,7 @@ def _lml(K, dK, y, s):
     return value, grad, 0.5 * float(np.trace(W))
 
 
-def nngp_log_marginal_likelihood(network, x, y, noise_var: float) -> MarginalLikelihood:
+def nngp_log_marginal_likelihood(network: NetworkLike, x: ArrayLike, y: ArrayLike, noise_var: float) -> MarginalLikelihood:
     r"""Log marginal likelihood of ``y`` under the NNGP of ``network`` with observation noise, and its gradient with
     respect to every layer's weight_var, bias_var and the noise variance (module docstring for the formulas).
 
@@ -282,7 +290,7 @@ class NNGPFit:
     n_evaluations : int
     """
 
-    network: object
+    network: Network
     weight_var: float
     bias_var: float
     noise_var: float
@@ -299,7 +307,8 @@ class NNGPFit:
                 "message": self.message, "n_evaluations": self.n_evaluations}
 
 
-def fit_nngp(network, x, y, noise_var: float = 0.1, *, bounds=((1e-3, 1e2), (1e-6, 1e1), (1e-8, 1e2)),
+def fit_nngp(network: Network, x: ArrayLike, y: ArrayLike, noise_var: float = 0.1, *,
+             bounds: Sequence[Tuple[float, float]] = ((1e-3, 1e2), (1e-6, 1e1), (1e-8, 1e2)),
              fit_noise: bool = True, maxiter: int = 200) -> NNGPFit:
     r"""Maximize the NNGP log marginal likelihood over ``(weight_var, bias_var, noise_var)`` (one weight_var and one
     bias_var shared by all layers) with L-BFGS-B in log coordinates, using the analytic gradient

@@ -440,8 +440,9 @@ def _gram(F):
     return 0.5 * (C + C.T)          # exactly symmetric (the two triangles of F F^T may differ in the last bit)
 
 
-def gaussian_prediction(nngp_train, nngp_cross, nngp_test, y_train, t=np.inf, *, ntk_train=None, ntk_cross=None,
-                        get: str = "ntk", learning_rate: float = 1.0, diag_reg: float = 0.0,
+def gaussian_prediction(nngp_train: ArrayLike, nngp_cross: ArrayLike, nngp_test: ArrayLike, y_train: ArrayLike,
+                        t: ArrayLike = np.inf, *, ntk_train: Optional[ArrayLike] = None,
+                        ntk_cross: Optional[ArrayLike] = None, get: str = "ntk", learning_rate: float = 1.0, diag_reg: float = 0.0,
                         diag_reg_absolute_scale: bool = False, loss: str = "sum") -> GaussianPrediction:
     r"""Mean and covariance of an infinite ensemble of infinitely wide networks trained by gradient flow on the MSE.
 
@@ -566,9 +567,10 @@ def gaussian_prediction(nngp_train, nngp_cross, nngp_test, y_train, t=np.inf, *,
     return GaussianPrediction(times=times, mean=mean, covariance=np.array(covs), get=get, diag_reg=absolute)
 
 
-def ntk_gp_regression(network, x_train, y_train, x_test, t=np.inf, *, get: str = "ntk", learning_rate: float = 1.0,
-                      diag_reg: float = 0.0, diag_reg_absolute_scale: bool = False, loss: str = "sum",
-                      **kernel_options) -> GaussianPrediction:
+def ntk_gp_regression(network: NetworkLike, x_train: ArrayLike, y_train: ArrayLike, x_test: ArrayLike,
+                      t: ArrayLike = np.inf, *, get: str = "ntk", learning_rate: float = 1.0, diag_reg: float = 0.0,
+                      diag_reg_absolute_scale: bool = False, loss: str = "sum",
+                      **kernel_options: Any) -> GaussianPrediction:
     """:func:`gaussian_prediction` with the kernels of ``network``: one symmetric kernel computation on the test
     and training inputs together gives ``K``, ``Theta`` on train-train, test-train and test-test.
 

@@ -20,6 +20,14 @@ True
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from typing import Optional, Tuple, Union
+
+    from ._typing import ArrayLike, FloatArray, Pair
+    from .network import Network
+
 import numpy as np
 
 try:
@@ -33,8 +41,9 @@ __all__ = ["NNGPKernel", "NTKKernel"]
 class _NetworkKernel(Kernel):
     _ntk = False
 
-    def __init__(self, activation="relu", depth=2, weight_var=1.0, bias_var=0.1, weight_var_bounds=(1e-2, 1e2),
-                 bias_var_bounds=(1e-5, 1e1)):
+    def __init__(self, activation: str = "relu", depth: int = 2, weight_var: float = 1.0, bias_var: float = 0.1,
+                 weight_var_bounds: Union[Tuple[float, float], str] = (1e-2, 1e2),
+                 bias_var_bounds: Union[Tuple[float, float], str] = (1e-5, 1e1)) -> None:
         self.activation = activation
         self.depth = depth
         self.weight_var = weight_var
@@ -43,20 +52,21 @@ class _NetworkKernel(Kernel):
         self.bias_var_bounds = bias_var_bounds
 
     @property
-    def hyperparameter_weight_var(self):
+    def hyperparameter_weight_var(self) -> Hyperparameter:
         return Hyperparameter("weight_var", "numeric", self.weight_var_bounds)
 
     @property
-    def hyperparameter_bias_var(self):
+    def hyperparameter_bias_var(self) -> Hyperparameter:
         return Hyperparameter("bias_var", "numeric", self.bias_var_bounds)
 
-    def _network(self):
+    def _network(self) -> Network:
         from .network import Network
 
         return Network(self.activation, int(self.depth), weight_var=float(self.weight_var),
                        bias_var=float(self.bias_var))
 
-    def __call__(self, X, Y=None, eval_gradient=False):
+    def __call__(self, X: ArrayLike, Y: Optional[ArrayLike] = None,
+                 eval_gradient: bool = False) -> Union[FloatArray, Pair]:
         from .hyperparameters import kernel_derivatives
         from .kernels import kernels
 
@@ -80,10 +90,10 @@ class _NetworkKernel(Kernel):
         grad = np.stack(grads, axis=-1) if grads else np.empty(K.shape + (0,))
         return K, grad
 
-    def is_stationary(self):
+    def is_stationary(self) -> bool:
         return False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"{type(self).__name__}(activation={self.activation!r}, depth={self.depth}, "
                 f"weight_var={float(self.weight_var):.3g}, bias_var={float(self.bias_var):.3g})")
 
@@ -110,7 +120,7 @@ class NNGPKernel(_NetworkKernel):
     ((3, 3), (3, 3, 2), [-2.303, 0.693])
     """
 
-    def diag(self, X):
+    def diag(self, X: ArrayLike) -> FloatArray:
         from .kernels import nngp_diagonal
 
         return nngp_diagonal(self._network(), np.atleast_2d(np.asarray(X, dtype=np.float64)))
@@ -131,7 +141,7 @@ class NTKKernel(_NetworkKernel):
 
     _ntk = True
 
-    def diag(self, X):
+    def diag(self, X: ArrayLike) -> FloatArray:
         from .kernels import kernels
 
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))

@@ -37,6 +37,15 @@ Examples
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from typing import List, Optional, Tuple
+
+    from matplotlib.axes import Axes
+
+    from ._typing import ActivationLike, ArrayLike, FloatArray
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,7 +92,7 @@ class DepthMetrics:
     def to_dict(self) -> dict:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()}
 
-    def plot(self, ax=None, which: str = "condition_number"):
+    def plot(self, ax: Optional[Axes] = None, which: str = "condition_number") -> Axes:
         """Exact (markers) and asymptotic (line) ``kappa^l`` (``which="condition_number"``) or ratio against depth;
         returns the Axes."""
         import matplotlib.pyplot as plt
@@ -100,7 +109,8 @@ class DepthMetrics:
         return ax
 
 
-def kernels_by_depth(activation, weight_var: float, bias_var: float, x, max_depth: int, *, rtol: float = 1e-14):
+def kernels_by_depth(activation: ActivationLike, weight_var: float, bias_var: float, x: ArrayLike, max_depth: int, *,
+                     rtol: float = 1e-14) -> Tuple[List[FloatArray], List[FloatArray]]:
     r"""NNGP ``K^l`` and NTK ``Theta^l`` on the rows of ``x`` of the networks with ``l = 0..max_depth`` hidden layers
     (all layers alike), from one sweep of the deepest chain: the output of its (l+1)-th Dense layer is the output of
     the depth-``l`` network.
@@ -158,8 +168,9 @@ def _solve_live(Th, Ts, Y, train_steps=None):
     return kappa, (Ts @ U) @ (g[:, None] * (U.T @ Y.reshape(n, -1)))
 
 
-def depth_metrics(activation, weight_var: float, bias_var: float, x_train, y_train, x_test, max_depth: int = 50,
-                  diag_reg: float = 0.0, train_steps=None) -> DepthMetrics:
+def depth_metrics(activation: ActivationLike, weight_var: float, bias_var: float, x_train: ArrayLike,
+                  y_train: ArrayLike, x_test: ArrayLike, max_depth: int = 50, diag_reg: float = 0.0,
+                  train_steps: Optional[float] = None) -> DepthMetrics:
     r"""Condition number of ``Theta^l`` and mean predictor ``P(Theta^l) Y`` for ``l = 0..max_depth`` hidden layers,
     with their large-depth forms (module docstring; Xiao et al. 2020).
 

@@ -14,6 +14,15 @@ with ``S_W(z) = 1 / (sigma_w^2 (1 + z))`` for Gaussian ``W_ij ~ N(0, sigma_w^2/N
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from typing import Any, Optional
+
+    from matplotlib.axes import Axes
+
+    from .._typing import ArrayLike, FloatOrArray
+
 import math
 import warnings
 from dataclasses import dataclass
@@ -73,7 +82,7 @@ class JacobianSpectrum(Spectrum):
     def mass(self) -> float:
         return float(np.sum(self.weights * self.density_log_x) + sum(m for _, m in self.atoms))
 
-    def cdf(self, x):
+    def cdf(self, x: ArrayLike) -> FloatOrArray:
         """Cumulative distribution function at ``x`` (accumulated over the grid in log x, plus atoms)."""
         x = np.asarray(x, dtype=float)
         c = np.cumsum(self.weights * self.density_log_x)
@@ -93,7 +102,8 @@ class JacobianSpectrum(Spectrum):
         cont = math.exp(mx) * float(np.sum(np.exp(lw - mx))) if np.isfinite(mx) else 0.0
         return cont + sum(m * a ** k for a, m in self.atoms)
 
-    def plot(self, ax=None, *, label=None, log: bool = None, singular_values: bool = False, **kwargs):
+    def plot(self, ax: Optional[Axes] = None, *, label: Optional[str] = None, log: Optional[bool] = None,
+             singular_values: bool = False, **kwargs: Any) -> Axes:
         """Density of ``x`` (``log=False``), of ``log x`` (``log=True``; default when x spans > 30 e-folds), or of the
         singular values ``sqrt(x)`` (``singular_values=True``). Returns the Axes."""
         from ..plotting import _new_ax

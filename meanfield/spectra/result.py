@@ -1,6 +1,15 @@
 """Result objects of the spectral theory: a density on a grid, atoms, moments and edges."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+if _TYPE_CHECKING:
+    from typing import Any, Optional
+
+    from matplotlib.axes import Axes
+
+    from .._typing import ArrayLike, FloatOrArray
+
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
@@ -68,7 +77,7 @@ class Spectrum:
         """``int x^k dmu`` from the density on the grid and the atoms (an independent check of ``moments``)."""
         return float(np.sum(self.weights * self.density * self.x ** k) + sum(m * a ** k for a, m in self.atoms))
 
-    def cdf(self, x):
+    def cdf(self, x: ArrayLike) -> FloatOrArray:
         """Cumulative distribution function at ``x``: atoms at or below x plus the integral of the density (its
         quadrature weights accumulated, linearly interpolated between grid points)."""
         x = np.asarray(x, dtype=float)
@@ -82,7 +91,8 @@ class Spectrum:
     def to_dict(self) -> dict:
         return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
 
-    def plot(self, ax=None, *, label=None, atoms: bool = True, **kwargs):
+    def plot(self, ax: Optional[Axes] = None, *, label: Optional[str] = None, atoms: bool = True,
+             **kwargs: Any) -> Axes:
         """Density against x (atoms as vertical markers with their mass); returns the Axes."""
         from ..plotting import _new_ax
 

@@ -326,3 +326,22 @@ def test_erf_closed_form_at_tiny_variances_vs_mpmath(q):
         ref1 = 4 / _mp.pi / _mp.sqrt(A * B - 4 * _mp.mpf(quv) ** 2)
     assert mf.pair_expectation("erf", qu, qv, quv) == pytest.approx(float(ref0), rel=1e-14)
     assert mf.pair_expectation("erf", qu, qv, quv, derivative=True) == pytest.approx(float(ref1), rel=1e-14)
+
+
+@pytest.mark.parametrize("q", [1e50, 1e160, 1e300])
+@pytest.mark.parametrize("name, lam", [("elu", 1.0), ("selu", 1.0507009873554805), ("softplus", 1.0), ("gelu", 1.0)])
+def test_pair_expectation_huge_variance_matches_relu_limit(name, lam, q):
+    """At q >> 1 these activations are lam * relu(u) up to O(1) (elu, selu tend to the constant -lam alpha on the
+    left, softplus and gelu to relu within O(1) of 0), so E[phi(u) phi(v)] = lam^2 R(qu, qv, quv) (1 + O(q^-1/2)):
+    the arc-cosine closed form R is an independent route, and q^-1/2 <= 1e-25 is far below the 1e-12 tolerance.
+    Regression: q_u q_v overflowed for q > 1.3e154 (elu/selu pairs 16% off or NaN, silently), and selu's pair at
+    q = 1e50 never returned (a panel narrower than one ulp of z)."""
+    qu, qv, quv = q, 0.9 * q, 0.5 * q
+    c = 0.5 / math.sqrt(0.9)
+    t = math.acos(c)
+    relu = math.sqrt(0.9) * q / (2 * math.pi) * (math.sin(t) + (math.pi - t) * c)
+    got = mf.pair_expectation(name, qu, qv, quv)
+    assert got == pytest.approx(lam ** 2 * relu, rel=1e-12)
+    # derivative pair: lam^2 (pi - t) / (2 pi) (+ the left slope's share, which vanishes for these at q -> inf)
+    gotd = mf.pair_expectation(name, qu, qv, quv, derivative=True)
+    assert gotd == pytest.approx(lam ** 2 * (math.pi - t) / (2 * math.pi), rel=1e-12)

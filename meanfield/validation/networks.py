@@ -18,6 +18,7 @@ is the same whatever chunking or device order is used to draw the others.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -292,26 +293,24 @@ class NetworkEnsemble:
             return (1.0,) * self.n_layers, (1.0,) * self.n_layers
         return self.weight_scales, self.bias_scales
 
+    @functools.cached_property
+    def chain_ensemble(self) -> "ChainEnsemble":
+        """The same networks as a :class:`ChainEnsemble` of ``network.to_layers()`` (the same draws): the layer twins
+        compute the forward pass, which is written once there."""
+        ch = self.network.to_layers()
+        twins, _ = _twins(ch.layers, self.width, self.widths[0], [0], True, self.n_outputs)
+        return ChainEnsemble(ch, self.width, self.n_outputs, self.parameterization, self.seed, self.seeds,
+                             tuple(twins), self.widths[0], self.raw_weights, self.raw_biases)
+
     def apply(self, params: dict, x: torch.Tensor) -> torch.Tensor:
         """Network outputs ``f`` for the parameters ``params`` (as from :meth:`parameters`, batched or a single
         network's slice) at inputs ``x`` of shape ``(T, M_0)`` (shared) or ``(S, T, M_0)``; differentiable by
         autograd and torch.func. Returns shape ``(..., T, C)``."""
-        sw, sb = self._scales()
-        acts = self.activations
-        h = x
-        L = self.n_layers
-        for l in range(1, L + 1):
-            W, b = params[f"W{l}"], params[f"b{l}"]
-            u = sw[l - 1] * torch.matmul(h, W.transpose(-1, -2)) + sb[l - 1] * b.unsqueeze(-2)
-            if l < L:
-                act = acts[l - 1]
-                if not act.differentiable:
-                    raise ValueError(f"activation {act.name!r} is custom (numpy); autograd/torch.func need a built-in "
-                                     "activation")
-                h = act.phi(u)
-            else:
-                h = u
-        return h
+        for act in self.activations:
+            if not act.differentiable:
+                raise ValueError(f"activation {act.name!r} is custom (numpy); autograd/torch.func need a built-in "
+                                 "activation")
+        return self.chain_ensemble._propagate(x, params)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Outputs ``f(x)`` of every network: shape ``(S, T, C)``."""
@@ -331,15 +330,8 @@ class NetworkEnsemble:
         ``hs[l] = h^l`` (l = 0..L-1, ``hs[0]`` the input broadcast to ``(S, T, M_0)``). ``params`` (optional)
         replaces the initial parameters (same layout as :meth:`parameters`)."""
         x = self._check_input(x)
-        acts = self.activations
-        hs = [x.expand(self.n_seeds, *x.shape[-2:])]
-        us = []
-        for l, (w, sw, b, sb) in enumerate(self._layer_tensors(params), start=1):
-            u = sw * torch.matmul(hs[-1], w.transpose(-1, -2)) + sb * b.unsqueeze(-2)
-            us.append(u)
-            if l < self.n_layers:
-                hs.append(acts[l - 1].phi(u))
-        return us, hs
+        _, record = self.chain_ensemble.forward_pass(x, params)
+        return [u.detach() for _, _, u in record], [h.detach() for _, h, _ in record]
 
     def backward_pass(self, us, params: Optional[dict] = None) -> list:
         r"""Backpropagated signals ``delta^l[s, t, k, i] = d f_k(x_t) / d u^l_i`` for every output unit k.
@@ -625,12 +617,17 @@ class ChainEnsemble:
 
     def _run(self, x, params, record, generator):
         x = torch.as_tensor(x, dtype=self.dtype, device=self.device)
-        if x.ndim != 2 or x.shape[-1] != self.input_width:
-            raise ValueError(f"x must have shape (T, {self.input_width}), got {tuple(x.shape)}")
+        if x.ndim not in (2, 3) or x.shape[-1] != self.input_width or (x.ndim == 3 and x.shape[0] != self.n_seeds):
+            raise ValueError(f"x must have shape (T, {self.input_width}) or ({self.n_seeds}, T, {self.input_width}), "
+                             f"got {tuple(x.shape)}")
         if generator is None:
             generator = torch.Generator(device=self.device)
             generator.manual_seed(_network_seed(self.seed, 2 ** 40 + self.seeds[0]))   # dropout masks
-        h = x.expand(self.n_seeds, *x.shape)
+        return self._propagate(x.expand(self.n_seeds, *x.shape[-2:]), params, record, generator)
+
+    def _propagate(self, h, params, record=None, generator=None):
+        """The layer twins applied to ``h`` as it is (any leading shape the parameters broadcast against: the whole
+        ensemble, or one network's slice under torch.func)."""
         for tw in self.twins:
             h = tw.apply(h, params, self, record, generator)
         return h

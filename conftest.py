@@ -13,4 +13,4 @@ if importlib.util.find_spec("sklearn") is None:
     collect_ignore_glob.append("meanfield/sklearn_kernels.py")
 
 if importlib.util.find_spec("dask") is None or importlib.util.find_spec("distributed") is None:
-    collect_ignore_glob.append("meanfield/distributed.py")   # optional extra meanfield[dask]
+    collect_ignore_glob.append("meanfield/distributed.py")   # optional extra meanfield-theory[dask]

@@ -1,6 +1,6 @@
 """Speed-up of 2 dask workers over 1 on a kernel larger than one worker's memory limit, and peak memory per worker.
 
-Run from the repository root (needs the extra ``meanfield[dask]``)::
+Run from the repository root (needs the extra ``meanfield-theory[dask]``)::
 
     python benchmarks/distributed_kernels.py            # N = 10240: NNGP + NTK = 1.56 GiB, worker limit 1 GiB
     python benchmarks/distributed_kernels.py --n 16384 --memory-limit 2GiB --chunks 2048

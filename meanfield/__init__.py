@@ -70,7 +70,7 @@ __all__ = [
     # leading 1/width corrections: four-point vertex, kernel correction, output kurtosis, NTK variance
     "FiniteWidthCorrections", "finite_width_corrections",
 
-    # on a dask cluster (optional extra meanfield[dask])
+    # on a dask cluster (optional extra meanfield-theory[dask])
     "DistributedKernels", "distributed_kernels", "KernelSolve", "kernel_solve", "DistributedPrediction",
     "distributed_nngp_regression", "distributed_ntk_regression", "distributed_map", "distributed_phase_diagram",
     "distributed_critical_line", "distributed_depth_scale_curve",

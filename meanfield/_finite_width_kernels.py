@@ -17,7 +17,7 @@ import math
 import numba as nb
 import numpy as np
 
-from ._gaussian_kernels import _LAYER, ZMAX, _INV_SQRT_2PI, _rule, _scaled_rule, _sorted_edges
+from ._gaussian_kernels import ZMAX, _INV_SQRT_2PI, _scaled_rule, outer_rule
 
 __all__ = ["pair_nodes"]
 
@@ -27,35 +27,7 @@ def pair_nodes(kinks, scale, qu, qv, quv):
     """Nodes ``u, v`` and weights ``w`` (density included) with ``sum(w g(u, v)) ~= E[g(u, v)]`` for
     ``(u, v) ~ N(0, [[qu, quv], [quv, qv]])``, ``qu, qv > 0`` and ``|c| < 1``; ``g`` smooth away from the lines where
     ``u`` or ``v`` is a kink."""
-    su = math.sqrt(qu)
-    sv = math.sqrt(qv)
-    c = quv / (su * sv)
-    if c > 1.0:
-        c = 1.0
-    if c < -1.0:
-        c = -1.0
-    s = math.sqrt(max(1.0 - c * c, 0.0))
-    sd = sv * s
-    ascale = abs(scale)
-    h = 1.0
-    if ascale / su < h:
-        h = ascale / su
-    if abs(c) > 0.0 and ascale / (sv * abs(c)) < h:
-        h = ascale / (sv * abs(c))
-    nk = kinks.size
-    npts = nk
-    if abs(c) > 0.0:
-        npts += nk * _LAYER.size
-    pts = np.empty(npts)
-    for i in range(nk):
-        pts[i] = kinks[i] / su
-    if abs(c) > 0.0:
-        width = s / abs(c)
-        for i in range(nk):
-            centre = kinks[i] / (sv * c)
-            for j in range(_LAYER.size):
-                pts[nk + i * _LAYER.size + j] = centre + _LAYER[j] * width
-    z1, w1 = _rule(_sorted_edges(-ZMAX, ZMAX, pts, npts), h, scale < 0.0, 0.0, 1.0)
+    z1, w1, su, sv, c, sd = outer_rule(kinks, scale, qu, qv, quv)
     total = 0
     for j in range(z1.size):
         zi, _ = _scaled_rule(kinks, scale, sd, sv * c * z1[j], ZMAX, 1.0)

@@ -289,15 +289,11 @@ _LAYER = np.array([-8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0])
 
 
 @nb.njit(cache=True)
-def e2d(ev, code, p0, p1, kinks, scale, qu, qv, quv, a, b):
-    """E[phi^(a)(u) phi^(b)(v)] for (u, v) ~ N(0, [[qu, quv], [quv, qv]]) by the nested composite rule."""
-    if qu <= 0.0 and qv <= 0.0:
-        return e1d(ev, code, p0, p1, kinks, scale, 0.0, a, b, 0)       # u = v = 0: the c = 1 limit
-    if qu <= 0.0:
-        # one variance 0 (so q_uv = 0): the c = 0 limit, phi^(a)(0) averaged over the two sides of a kink at 0
-        return _limit0(ev, code, p0, p1, kinks, a, -1) * e1d(ev, code, p0, p1, kinks, scale, qv, b, -1, 0)
-    if qv <= 0.0:
-        return _limit0(ev, code, p0, p1, kinks, b, -1) * e1d(ev, code, p0, p1, kinks, scale, qu, a, -1, 0)
+def outer_rule(kinks, scale, qu, qv, quv):
+    """The outer rule of the nested 2-D rule for ``(u, v) ~ N(0, [[qu, quv], [quv, qv]])`` (``qu, qv > 0``), with
+    ``u = su z``, ``v = sv c z + sd z'``: nodes ``z`` and plain weights ``w`` (panel edges at the kinks of
+    ``phi(su z)`` and at the boundary layers of the inner integral around ``sv c z = kink``), and
+    ``(su, sv, c, sd)``. Written once for :func:`e2d` and the finite-width pair nodes."""
     su = math.sqrt(qu)
     sv = math.sqrt(qv)
     c = quv / (su * sv)
@@ -331,6 +327,20 @@ def e2d(ev, code, p0, p1, kinks, scale, qu, qv, quv, a, b):
             for j in range(_LAYER.size):
                 pts[nk + i * _LAYER.size + j] = layer_centre + _LAYER[j] * width
     z, w = _rule(_sorted_edges(-ZMAX, ZMAX, pts, npts), h, scale < 0.0, 0.0, 1.0)
+    return z, w, su, sv, c, sd
+
+
+@nb.njit(cache=True)
+def e2d(ev, code, p0, p1, kinks, scale, qu, qv, quv, a, b):
+    """E[phi^(a)(u) phi^(b)(v)] for (u, v) ~ N(0, [[qu, quv], [quv, qv]]) by the nested composite rule."""
+    if qu <= 0.0 and qv <= 0.0:
+        return e1d(ev, code, p0, p1, kinks, scale, 0.0, a, b, 0)       # u = v = 0: the c = 1 limit
+    if qu <= 0.0:
+        # one variance 0 (so q_uv = 0): the c = 0 limit, phi^(a)(0) averaged over the two sides of a kink at 0
+        return _limit0(ev, code, p0, p1, kinks, a, -1) * e1d(ev, code, p0, p1, kinks, scale, qv, b, -1, 0)
+    if qv <= 0.0:
+        return _limit0(ev, code, p0, p1, kinks, b, -1) * e1d(ev, code, p0, p1, kinks, scale, qu, a, -1, 0)
+    z, w, su, sv, c, sd = outer_rule(kinks, scale, qu, qv, quv)
     acc = 0.0
     for j in range(z.size):
         fz = _pw(ev, code, p0, p1, su * z[j], a)

@@ -23,7 +23,7 @@ deployment the client points at (a ``LocalCluster``, a scheduler address, a batc
   The sweeps evaluate every grid point independently of the others, so the split results equal the single-process
   ones bit for bit.
 
-dask is optional: ``pip install "meanfield[dask]"`` (dask and distributed); it is imported only when one of these
+dask is optional: ``pip install "meanfield-theory[dask]"`` (dask and distributed); it is imported only when one of these
 functions is called.
 
 Examples
@@ -78,7 +78,7 @@ __all__ = [
     "distributed_depth_scale_curve",
 ]
 
-_MISSING = ("meanfield.distributed needs dask and distributed, an optional extra: pip install 'meanfield[dask]' "
+_MISSING = ("meanfield.distributed needs dask and distributed, an optional extra: pip install 'meanfield-theory[dask]' "
             "(or pip install dask distributed)")
 
 

@@ -33,7 +33,7 @@ import numpy as np
 try:
     from sklearn.gaussian_process.kernels import Hyperparameter, Kernel
 except ImportError as exc:   # pragma: no cover - depends on the environment
-    raise ImportError("meanfield.sklearn_kernels needs scikit-learn: pip install 'meanfield[sklearn]'") from exc
+    raise ImportError("meanfield.sklearn_kernels needs scikit-learn: pip install 'meanfield-theory[sklearn]'") from exc
 
 __all__ = ["NNGPKernel", "NTKKernel"]
 

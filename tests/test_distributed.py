@@ -290,7 +290,7 @@ def test_import_meanfield_without_dask():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          cwd=os.path.join(os.path.dirname(__file__), ".."))
     assert out.returncode == 0, out.stderr
-    assert "pip install 'meanfield[dask]'" in out.stdout
+    assert "pip install 'meanfield-theory[dask]'" in out.stdout
 
 
 @slow

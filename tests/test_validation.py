@@ -261,6 +261,7 @@ def test_bad_input():
 
 
 # ----------------------------------------------------------------------------------------------- CLI
+@pytest.mark.slow   # ~1 min on 2 cores: the whole quick ladder through the command line (MEANFIELD_SLOW=1)
 def test_cli_end_to_end(tmp_path):
     out = tmp_path / "val"
     cmd = [sys.executable, "-m", "meanfield.validation", "run", "--quick", "--device", "cpu", "--out", str(out),

@@ -127,8 +127,9 @@ def _next_width(x, hi, h, graded, centre, cap):
     # no panel narrower than the spacing of floats at x: at huge q the graded width scale/sqrt(q) falls below
     # eps |x| (selu at q = 1e50 next to its kink at z = -1), x + w == x, and the rule never ended. Such a panel is
     # below the resolution of z itself (sqrt(q) z varies by more than the activation's scale within one ulp of z);
-    # its share of the integral is O(1e-15).
-    floor = 8.9e-16 * max(1.0, abs(x))   # 4 eps
+    # its share of the integral is O(1e-15). Near z = 0 the floats are dense and no floor applies (tanh' at
+    # q = 1e300 lives on |z| < 1e-150).
+    floor = 8.9e-16 * abs(x)   # 4 ulp
     if w < floor:
         w = floor
     if x + w > hi or hi - (x + w) < 0.25 * w:

@@ -35,6 +35,12 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional, Sequence
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from ._typing import ActivationLike, ArrayLike
 
 import numpy as np
 
@@ -78,7 +84,7 @@ class ResidualSignal:
     def to_dict(self) -> dict:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()}
 
-    def plot(self, ax=None):
+    def plot(self, ax: Optional["Axes"] = None) -> "Axes":
         """q, 1 - c and the squared gradient against depth on log-log axes; returns the Axes."""
         import matplotlib.pyplot as plt
 
@@ -102,7 +108,7 @@ def _slope(x, y):
     return float(np.polyfit(x[ok], y[ok], 1)[0])
 
 
-def residual_signal(activation, weight_var, bias_var, *, depth: int, alpha: float = 1.0, q0: float = 1.0,
+def residual_signal(activation: ActivationLike, weight_var: float, bias_var: float, *, depth: int, alpha: float = 1.0, q0: float = 1.0,
                     c0: float = 0.5, rtol: float = 1e-12) -> ResidualSignal:
     r"""q, c, chi_1 and gradient recursions of a residual network of ``depth`` blocks (Yang & Schoenholz 2017).
 
@@ -191,7 +197,8 @@ def filter_eigenvalues(filter_shape, spatial_shape, orthogonal=False):
     return modes.astype(int), lam
 
 
-def cnn_mode_depth_scales(activation, weight_var, bias_var, filter_shape, spatial_shape, *,
+def cnn_mode_depth_scales(activation: ActivationLike, weight_var: float, bias_var: float,
+                          filter_shape: Sequence[int], spatial_shape: Sequence[int], *,
                           orthogonal: bool = False) -> CNNModes:
     r"""Per spatial Fourier mode, the multiplier ``chi_c |lambda_k|`` and depth scale of a CIRCULAR CNN at its
     spatially uniform fixed point (Xiao et al. 2018; module docstring).
@@ -248,7 +255,7 @@ class ResidualPhaseDiagram:
     def to_dict(self) -> dict:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()}
 
-    def plot(self, ax=None):
+    def plot(self, ax: Optional["Axes"] = None) -> "Axes":
         """Heat map of the log squared gradient with the fully connected chi_1 = 1 line; returns the Axes."""
         import matplotlib.pyplot as plt
 
@@ -262,7 +269,7 @@ class ResidualPhaseDiagram:
         return ax
 
 
-def residual_phase_diagram(activation, weight_vars, bias_vars, *, depth: int = 100,
+def residual_phase_diagram(activation: ActivationLike, weight_vars: ArrayLike, bias_vars: ArrayLike, *, depth: int = 100,
                            alpha: float = 1.0) -> ResidualPhaseDiagram:
     """:func:`residual_signal` over a grid, beside the fully connected ``chi_1`` (Yang & Schoenholz 2017, Fig. 1).
 

@@ -51,7 +51,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from ._typing import ArrayLike, NetworkLike
+    from .kernels import KernelResult
 
 import numpy as np
 
@@ -701,8 +705,9 @@ def _run_rows(ch, X, ctx):
     return nodes, form, shape_out, need_in
 
 
-def spatial_kernels(network, x1, x2=None, *, parameterization: str = "ntk", width: Optional[float] = None,
-                    compute_ntk: bool = True, rtol: float = 1e-14, tile: Optional[int] = None):
+def spatial_kernels(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayLike] = None, *,
+                    parameterization: str = "ntk", width: Optional[float] = None, compute_ntk: bool = True,
+                    rtol: float = 1e-14, tile: Optional[int] = None) -> "KernelResult":
     r"""NNGP and NTK of a chain with convolutional / pooling / layer-norm layers on images (rules in the module
     docstring; Novak et al. 2019, Arora et al. 2019, Xiao et al. 2018).
 
@@ -837,7 +842,7 @@ class SpatialVariances:
         return {"paths": list(self.paths), "layers": list(self.layers), "q": [v.tolist() for v in self.q]}
 
 
-def spatial_variances(network, x, rtol: float = 1e-14) -> SpatialVariances:
+def spatial_variances(network: NetworkLike, x: ArrayLike, rtol: float = 1e-14) -> SpatialVariances:
     """The single-input pass only: every layer's output variance per input and position (O(N P) or O(N P^2) work).
 
     Examples

@@ -91,7 +91,7 @@ def test_missing_dask_names_the_extra(monkeypatch):
     import meanfield.distributed as md
 
     monkeypatch.setitem(sys.modules, "dask", None)   # import dask -> ImportError
-    with pytest.raises(ImportError, match=r"meanfield\[dask\]"):
+    with pytest.raises(ImportError, match=r"meanfield-theory\[dask\]"):
         md.distributed_kernels(_NETS["relu-closed"], np.ones((3, 2)))
 
 

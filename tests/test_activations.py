@@ -151,3 +151,11 @@ def test_custom_activation_nan_is_reported():
         mf.custom_activation("k", lambda x: x, kinks=[1j])
     with pytest.raises(ValueError, match="kinks"):
         mf.custom_activation("k", lambda x: x, kinks=[math.nan])
+
+
+@pytest.mark.parametrize("scale", [1e-3, 5e-324, 0.0, -1.0, float("nan"), True])
+def test_custom_activation_scale_has_a_floor(scale):
+    """A scale below 0.1 made the nested 2-D rule place ~1e11 nodes per pair (the thorough hostile hunt hung in
+    fixed_point of a custom activation with a subnormal scale): refused up front, naming the parameter."""
+    with pytest.raises(ValueError, match="scale"):
+        mf.custom_activation("fast", lambda x: math.tanh(x), scale=scale)

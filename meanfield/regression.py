@@ -76,6 +76,21 @@ __all__ = [
 _SYMMETRY_RTOL = 1e-10
 
 
+
+def _kernels(network, *inputs, **options):
+    """:func:`meanfield.kernels` on ``x_train`` / ``x_test``: its errors about the inputs name these parameters (the
+    kernel's own names are ``x1, x2``)."""
+    from .kernels import kernels
+
+    try:
+        return kernels(network, *inputs, **options)
+    except ValueError as exc:
+        msg = str(exc)
+        for own in ("x1, x2", "x1", "x2"):
+            if msg.startswith(own):
+                raise ValueError("x_train, x_test" + msg[len(own):]) from exc
+        raise
+
 def _square(name, a):
     a = check_array(name, a, 2)
     if a.shape[0] != a.shape[1]:
@@ -91,7 +106,8 @@ def _square(name, a):
 def _targets(y, n, name="y_train"):
     y = check_array(name, y, (1, 2))
     if y.shape[0] != n:
-        raise ValueError(f"{name} must have shape ({n},) or ({n}, n_outputs), got {y.shape}")
+        raise ValueError(f"{name} must have shape ({n},) or ({n}, n_outputs), {n} being the number of training "
+                         f"inputs (rows of x_train / the kernel), got {y.shape}")
     return y
 
 
@@ -283,6 +299,9 @@ def ntk_gradient_flow(theta_train: ArrayLike, theta_cross: ArrayLike, y_train: A
         raise ValueError(f"f0_test must have shape {(Ts.shape[0],) + y.shape[1:]}, got {f0s.shape}")
     reg = check_nonneg("diag_reg", diag_reg, scalar=True)
     lam, U = np.linalg.eigh(0.5 * (Th + Th.T) + reg * np.eye(n))
+    if not np.all(np.isfinite(lam)):
+        raise ValueError("theta_train (in ntk_regression: the NTK of x_train) is too large for its "
+                         "eigendecomposition (overflow); rescale the inputs or the kernel")
     cond = ntk_condition_number(Th, _eigvals=lam)
     tol = n * np.finfo(float).eps * max(abs(lam).max(), 1e-300)
     if np.any(lam < -tol):
@@ -356,12 +375,11 @@ def nngp_regression(network: NetworkLike, x_train: ArrayLike, y_train: ArrayLike
     >>> bool(np.allclose(post.mean, X[:, 0] ** 2, atol=1e-4))
     True
     """
-    from .kernels import kernels
     x_train, y_train, x_test = _regression_inputs(x_train, y_train, x_test)
-    k = kernels(network, x_train, compute_ntk=False, **kernel_options).nngp
-    k_cross = kernels(network, x_test, x_train, compute_ntk=False, **kernel_options).nngp
+    k = _kernels(network, x_train, compute_ntk=False, **kernel_options).nngp
+    k_cross = _kernels(network, x_test, x_train, compute_ntk=False, **kernel_options).nngp
     if full_covariance:
-        k_test = kernels(network, x_test, compute_ntk=False, **kernel_options).nngp
+        k_test = _kernels(network, x_test, compute_ntk=False, **kernel_options).nngp
     else:
         from .kernels import nngp_diagonal
         k_test = nngp_diagonal(network, x_test, **{k: v for k, v in kernel_options.items() if k == "rtol"})
@@ -384,10 +402,9 @@ def ntk_regression(network: NetworkLike, x_train: ArrayLike, y_train: ArrayLike,
     >>> bool(np.allclose(p.test[-1], X[:, 0]))
     True
     """
-    from .kernels import kernels
     x_train, y_train, x_test = _regression_inputs(x_train, y_train, x_test)
-    th = kernels(network, x_train, **kernel_options).ntk
-    th_cross = kernels(network, x_test, x_train, **kernel_options).ntk
+    th = _kernels(network, x_train, **kernel_options).ntk
+    th_cross = _kernels(network, x_test, x_train, **kernel_options).ntk
     return ntk_gradient_flow(th, th_cross, y_train, t, learning_rate=learning_rate, diag_reg=diag_reg)
 
 
@@ -536,7 +553,6 @@ def gaussian_prediction(nngp_train: ArrayLike, nngp_cross: ArrayLike, nngp_test:
     live = lam > tol
     safe = np.where(live, lam, 1.0)
     yy = y.reshape(n, -1)
-    UtY = U.T @ yy
     TsU = Ts @ U
     # factor of the joint NNGP (test rows first); the NTK-GP covariance is B^T K_joint B
     F = _psd_factor(np.block([[Kss, Ks], [Ks.T, K]]))
@@ -584,10 +600,9 @@ def ntk_gp_regression(network: NetworkLike, x_train: ArrayLike, y_train: ArrayLi
     >>> bool(np.allclose(p.mean[-1], X[:, 0], atol=1e-6)), bool(np.allclose(p.covariance[-1], 0, atol=1e-6))
     (True, True)
     """
-    from .kernels import kernels
     x_train, y_train, x_test = _regression_inputs(x_train, y_train, x_test)
     m = x_test.shape[0]
-    r = kernels(network, np.vstack([x_test, x_train]), compute_ntk=(get == "ntk"), **kernel_options)
+    r = _kernels(network, np.vstack([x_test, x_train]), compute_ntk=(get == "ntk"), **kernel_options)
     K, T = r.nngp, r.ntk
     return gaussian_prediction(K[m:, m:], K[:m, m:], K[:m, :m], y_train, t,
                                ntk_train=None if T is None else T[m:, m:], ntk_cross=None if T is None else T[:m, m:],

@@ -339,6 +339,13 @@ def is_homogeneous(code):
 _ALIASES = {"identity": "linear", "swish": "silu", "hardtanh": "hard_tanh", "leakyrelu": "leaky_relu"}
 
 
+def _param_float(name: str, value) -> float:
+    """An activation parameter as a float, or a TypeError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
 def get_activation(spec: ActivationLike, **params: float) -> Activation:
     """Return the :class:`Activation` for a name (or pass an Activation through).
 
@@ -373,11 +380,11 @@ def get_activation(spec: ActivationLike, **params: float) -> Activation:
     if unknown:
         raise ValueError(f"activation {name!r} takes no parameter(s) {sorted(unknown)}; allowed: {sorted(allowed) or 'none'}")
     if name == "leaky_relu":
-        p0 = float(params.get("slope", 0.01))
+        p0 = _param_float("slope", params.get("slope", 0.01))
         if not math.isfinite(p0):
             raise ValueError(f"slope must be finite, got {p0}")
     elif name == "elu":
-        p0 = float(params.get("alpha", 1.0))
+        p0 = _param_float("alpha", params.get("alpha", 1.0))
         if not (math.isfinite(p0) and p0 >= 0):
             raise ValueError(f"alpha must be finite and >= 0, got {p0}")
     kinks = info["kinks"]

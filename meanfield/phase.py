@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import numpy as np
 
-from ._checks import check_finite_array, check_in_range, check_int, check_nonneg, check_positive
+from ._checks import as_float_array, check_finite_array, check_in_range, check_int, check_nonneg, check_positive
 from ._interop import Table, progress_callback, require, short_repr, to_dataframe, to_xarray
 from ._io import atomic_open, check_alloc, deferred_sigint
 
@@ -722,7 +722,7 @@ def critical_line(
     bias_vars : float or array_like
         ``sigma_b^2 >= 0`` (any order).
     offsets : sequence of float, optional
-        Relative offsets ``> 0`` into the chaotic phase (default 1e-3, 1e-2, 1e-1); ``()`` skips the branch.
+        Relative offsets in ``(0, 1e6]`` into the chaotic phase (default 1e-3, 1e-2, 1e-1); ``()`` skips the branch.
     activation_params : dict, optional
         Parameters for :func:`~meanfield.activations.get_activation`.
 
@@ -740,9 +740,10 @@ def critical_line(
 
     act = _resolve_activation(activation, activation_params)
     b = np.atleast_1d(check_nonneg("bias_vars", bias_vars)).astype(np.float64).ravel()
-    off = np.atleast_1d(np.asarray(offsets, dtype=np.float64)).ravel() if len(np.atleast_1d(offsets)) else np.empty(0)
-    if off.size:
-        check_positive("offsets", off)
+    off = as_float_array("offsets", offsets)
+    off = np.atleast_1d(off).ravel() if off.size else np.empty(0)
+    if off.size:   # relative distances from the critical weight_var: w_c (1 + offset) must stay a usable variance
+        check_in_range("offsets", off, 0.0, 1e6, lo_open=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         wc = _critical_weight_vars(act, b)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 
 import numba as nb
+
+from . import _numba_cache  # noqa: F401  (installs the per-user kernel cache before any kernel below is defined)
 import numpy as np
 
 from ._gaussian_kernels import ZMAX, _INV_SQRT_2PI, _scaled_rule, outer_rule

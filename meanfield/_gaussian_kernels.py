@@ -24,6 +24,8 @@ import math
 import types
 
 import numba as nb
+
+from . import _numba_cache  # noqa: F401  (installs the per-user kernel cache before any kernel below is defined)
 import numpy as np
 
 from .activations import ERF, LEAKY_RELU, LINEAR, RELU, SIN, has_closed_form, phi_eval
@@ -61,7 +63,10 @@ class _RowKernel:
     """A compiled loop over rows, built twice: with threads (``prange``) when the call carries at least ``min_work``
     (by default: rows, the entries of the 7th argument), serial below, where starting the threads costs more than it
     saves (~0.1 ms on an idle machine, tens of ms on a busy one). Both builds are cached; the serial one has its own
-    qualified name, so the two never share a cache entry."""
+    qualified name, so the two never share a cache entry. ``compile_both`` (set only by :mod:`meanfield._precompile`)
+    runs the other build too, so that the install-time warm-up on tiny inputs compiles both."""
+
+    compile_both = False
 
     def __init__(self, py_func, min_work, work=None):
         serial = types.FunctionType(py_func.__code__, py_func.__globals__, py_func.__name__ + "_serial",
@@ -75,6 +80,8 @@ class _RowKernel:
 
     def __call__(self, *args):
         threads = self.work(args) >= self.min_work and nb.config.NUMBA_NUM_THREADS > 1
+        if _RowKernel.compile_both:
+            (self.serial if threads else self.parallel)(*args)
         return (self.parallel if threads else self.serial)(*args)
 
 
@@ -401,67 +408,87 @@ def _scaled_cov(qu, qv, quv):
 
 @nb.njit(cache=True)
 def pair_closed(code, p0, qu, qv, quv, deriv):
-    """Closed forms of E[phi(u)phi(v)] (deriv=0) and E[phi'(u)phi'(v)] (deriv=1).
+    """Closed form of E[phi(u)phi(v)] (deriv=0) or E[phi'(u)phi'(v)] (deriv=1): one of the pair that
+    :func:`pair_closed_both` computes (the formulas are there)."""
+    e, d = pair_closed_both(code, p0, qu, qv, quv, deriv == 0, deriv == 1)
+    return e if deriv == 0 else d
+
+
+@nb.njit(cache=True, inline="always")
+def pair_closed_both(code, p0, qu, qv, quv, want_e, want_d):
+    """Closed forms of (E[phi(u)phi(v)], E[phi'(u)phi'(v)]), sharing the scaled covariance and the angle between
+    the two (a kernel tile needs both at every entry); ``want_e``/``want_d`` False skips that one (returned as 0).
 
     relu (Cho & Saul arc-cosine): sqrt(qu qv)/(2 pi) (sin t + (pi - t) cos t), (pi - t)/(2 pi), t = angle;
     leaky_relu with slope a = a x + (1-a) relu(x): a quv + (1-a)^2 R, a + (1-a)^2 (pi - t)/(2 pi);
     erf (Williams): (2/pi) arcsin(2 quv / sqrt((1+2qu)(1+2qv))), (4/pi) / sqrt((1+2qu)(1+2qv) - 4 quv^2);
-    linear: quv, 1; sin: e^(-(qu+qv)/2) sinh(quv), e^(-(qu+qv)/2) cosh(quv). Everything is evaluated on the covariance scaled by a power of two S (so no product overflows
-    for q up to 1e308 or underflows for q down to 1e-308) with det = qu qv - quv^2 computed free of cancellation
-    (``_scaled_cov``); the angle t = atan2(sqrt(det), quv) is then accurate to a few ulps also near c = +-1, and
-    (1+2qu)(1+2qv) - 4 quv^2 = 1 + 2(qu + qv) + 4 det has no cancellation either.
+    linear: quv, 1; sin: e^(-(qu+qv)/2) sinh(quv), e^(-(qu+qv)/2) cosh(quv). Everything is evaluated on the
+    covariance scaled by a power of two S (so no product overflows for q up to 1e308 or underflows for q down to
+    1e-308) with det = qu qv - quv^2 computed free of cancellation (``_scaled_cov``); the angle t = atan2(sqrt(det),
+    quv) is then accurate to a few ulps also near c = +-1, and (1+2qu)(1+2qv) - 4 quv^2 = 1 + 2(qu + qv) + 4 det has
+    no cancellation either.
     Degenerate variances: qu = qv = 0 is the c = 1 limit (u = v = 0); one zero variance gives t = pi/2 (c = 0).
     """
+    e = 0.0
+    d = 0.0
     if code == LINEAR:
-        return quv if deriv == 0 else 1.0
+        return quv, 1.0
     if code == SIN:
         # E[sin u sin v] = e^(-s) sinh(quv), E[cos u cos v] = e^(-s) cosh(quv), s = (qu + qv)/2 >= |quv|. For large
         # arguments the exponents are combined, e^(-s) sinh(x) = (e^(x-s) - e^(-x-s))/2 with both exponents <= 0, so
         # nothing overflows (q up to 1e308); with |x| >= 1 the difference loses at most a factor coth(1) ~ 1.3.
         s = 0.5 * qu + 0.5 * qv
         if s < 700.0 or abs(quv) < 1.0:
-            return math.exp(-s) * (math.sinh(quv) if deriv == 0 else math.cosh(quv))
-        sign = -1.0 if deriv == 0 else 1.0
-        return 0.5 * (math.exp(quv - s) + sign * math.exp(-quv - s))
+            g = math.exp(-s)
+            return g * math.sinh(quv), g * math.cosh(quv)
+        ep = math.exp(quv - s)
+        em = math.exp(-quv - s)
+        return 0.5 * (ep - em), 0.5 * (ep + em)
     S, a, b, c, det = _scaled_cov(qu, qv, quv)
     if code == ERF:
         # scaled by S: (1+2qu)(1+2qv) - 4quv^2 = S^2 (1/S^2 + 2(a+b)/S + 4 det)
         if S == 0.0:
-            return 0.0 if deriv == 0 else 4.0 / math.pi
+            return 0.0, 4.0 / math.pi
         if S < 1e-100:
             # tiny variances: unscaled, g = 1 + 2(qu + qv) + 4 det (1/S^2 would overflow for S < 1e-154; S^2 det
             # underflows, harmlessly next to 1)
             g1 = 1.0 + 2.0 * (qu + qv) + 4.0 * (S * S * det)
-            if deriv == 0:
-                return (2.0 / math.pi) * math.atan2(2.0 * quv, math.sqrt(g1))
-            return (4.0 / math.pi) / math.sqrt(g1)
+            sg1 = math.sqrt(g1)
+            if want_e:
+                e = (2.0 / math.pi) * math.atan2(2.0 * quv, sg1)
+            return e, (4.0 / math.pi) / sg1
         inv = 1.0 / S
-        g = inv * inv + 2.0 * (a + b) * inv + 4.0 * det
-        if deriv == 0:
+        sg = math.sqrt(inv * inv + 2.0 * (a + b) * inv + 4.0 * det)
+        if want_e:
             # (2/pi) asin(2 quv / sqrt(A B)) = (2/pi) atan2(2 quv, sqrt(A B - 4 quv^2)), divided through by S
-            return (2.0 / math.pi) * math.atan2(2.0 * c, math.sqrt(g))
-        return (4.0 / math.pi) / (S * math.sqrt(g))
+            e = (2.0 / math.pi) * math.atan2(2.0 * c, sg)
+        return e, (4.0 / math.pi) / (S * sg)
     # relu family
     slope = p0 if code == LEAKY_RELU else 0.0
     if S == 0.0:
         # u = v = 0: the c = 1 limit (E[phi'^2] -> (1 + slope^2) / 2)
-        return 0.0 if deriv == 0 else slope + (1.0 - slope) ** 2 * 0.5
+        return 0.0, slope + (1.0 - slope) ** 2 * 0.5
     sd = math.sqrt(det)
     if a == 0.0 or b == 0.0:
         t = 0.5 * math.pi
+        pit = 0.5 * math.pi
+    elif c < 0.0:
+        # pi - t without cancellation near c = -1 (t -> pi)
+        pit = math.atan2(sd, -c)
+        t = math.pi - pit
     else:
         t = math.atan2(sd, c)
-    if deriv == 0:
+        pit = math.pi - t
+    if want_e:
         if c < 0.0:
             # near c = -1 the two terms cancel: with x = pi - t, sqrt(det) + (pi - t) quv = sqrt(qu qv) (sin x - x cos x)
-            x = math.atan2(sd, -c)
-            r = math.sqrt(a) * math.sqrt(b) * _sin_minus_xcos(x) / (2.0 * math.pi)
+            r = math.sqrt(a) * math.sqrt(b) * _sin_minus_xcos(pit) / (2.0 * math.pi)
         else:
-            r = (sd + (math.pi - t) * c) / (2.0 * math.pi)
-        return S * (slope * c + (1.0 - slope) ** 2 * r)
-    # pi - t without cancellation near c = -1 (t -> pi)
-    pit = math.atan2(sd, -c) if (c < 0.0 and a > 0.0 and b > 0.0) else math.pi - t
-    return slope + (1.0 - slope) ** 2 * pit / (2.0 * math.pi)
+            r = (sd + pit * c) / (2.0 * math.pi)
+        e = S * (slope * c + (1.0 - slope) ** 2 * r)
+    if want_d:
+        d = slope + (1.0 - slope) ** 2 * pit / (2.0 * math.pi)
+    return e, d
 
 
 @nb.njit(cache=True)
@@ -695,9 +722,10 @@ def correlation_tile(Q, qi, qj, C):
 @nb.njit(cache=True, inline="always")
 def _closed_row(code, p0, Q, qi, qj, qhat, qdot, want_dot, ii):
     for jj in range(Q.shape[1]):
-        qhat[ii, jj] = pair_closed(code, p0, qi[ii], qj[jj], Q[ii, jj], 0)
+        e, d = pair_closed_both(code, p0, qi[ii], qj[jj], Q[ii, jj], True, want_dot)
+        qhat[ii, jj] = e
         if want_dot:
-            qdot[ii, jj] = pair_closed(code, p0, qi[ii], qj[jj], Q[ii, jj], 1)
+            qdot[ii, jj] = d
 
 
 @row_kernel(20_000, work=lambda args: args[2].size)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 
 import numba as nb
+
+from . import _numba_cache  # noqa: F401  (installs the per-user kernel cache before any kernel below is defined)
 import numpy as np
 
 from ._gaussian_kernels import (row_kernel, _two_prod, dmean_sq_dq, e1d, e1d_sq_and_slope, e2d, mean_sq,

@@ -22,13 +22,15 @@ Deleting ``<user cache dir>/meanfield`` clears the cache (it is rebuilt on the n
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
 import numba
 from numba.core import caching as _caching
 from numba.core import config as _config
+from numba.core import event as _event
 
-__all__ = ["user_cache_root", "cache_root", "install"]
+__all__ = ["user_cache_root", "cache_root", "install", "shipped_cache", "seed_from_shipped"]
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -83,8 +85,11 @@ def cache_root(version: str, environ=None, platform=None, home=None) -> str | No
     root = user_cache_root(environ, platform, home)
     if root is None:
         return None
-    tag = f"{version}-py{sys.version_info[0]}.{sys.version_info[1]}-numba{numba.__version__}"
-    return os.path.join(root, "meanfield", "numba", tag)
+    return os.path.join(root, "meanfield", "numba", _tag(version))
+
+
+def _tag(version: str) -> str:
+    return f"{version}-py{sys.version_info[0]}.{sys.version_info[1]}-numba{numba.__version__}"
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -118,20 +123,117 @@ def _make_locator(root: str, package_dir: str) -> type:
     return MeanfieldCacheLocator
 
 
+def _relative_locator(root: str, package_dir: str) -> type:
+    """Locator of the build step (``python -m meanfield._precompile --into DIR``): a relocatable layout,
+    ``<root>/<folder of the source relative to the package's parent>``, e.g. ``meanfield/spectra``."""
+    base = os.path.dirname(package_dir)
+
+    class MeanfieldBuildLocator(_caching._SourceFileBackedLocatorMixin, _caching._CacheLocator):
+        """numba cache locator writing meanfield's kernels into the cache shipped with the wheel."""
+
+        _meanfield_package_dir = package_dir
+
+        def __init__(self, py_func, py_file):
+            self._py_file = py_file
+            self._lineno = py_func.__code__.co_firstlineno
+            self._cache_path = os.path.join(root, os.path.relpath(os.path.dirname(os.path.abspath(py_file)), base))
+
+        def get_cache_path(self):
+            return self._cache_path
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if not _inside(py_file, package_dir):
+                return None
+            return super().from_function(py_func, py_file)
+
+    return MeanfieldBuildLocator
+
+
+def shipped_cache(version: str, package_dir: str = _PACKAGE_DIR) -> str:
+    """Folder of the kernel cache built at install time for this meanfield, Python and numba version."""
+    return os.path.join(package_dir, "_kernel_cache", _tag(version))
+
+
+def seed_from_shipped(root: str, version: str, package_dir: str = _PACKAGE_DIR) -> int:
+    """Copy the cache shipped with the package into the per-user cache ``root`` where that has no entry yet for a
+    source folder. Each folder is copied to a temporary name and renamed into place (atomic: a concurrent process or
+    an interrupted copy never leaves a half-filled folder). Returns the number of folders copied; any OS error
+    (read-only disk, full disk) just leaves the cache to be compiled on first use."""
+    shipped = shipped_cache(version, package_dir)
+    if not os.path.isdir(shipped):
+        return 0
+    base = os.path.dirname(package_dir)
+    copied = 0
+    for dirpath, _, files in os.walk(shipped):
+        if not any(f.endswith(".nbi") for f in files):
+            continue
+        source_folder = os.path.join(base, os.path.relpath(dirpath, shipped))
+        target = os.path.join(root, _caching._CacheLocator.get_suitable_cache_subpath(
+            os.path.join(source_folder, "__init__.py")))
+        if os.path.exists(target):
+            continue
+        tmp = f"{target}.tmp{os.getpid()}"
+        try:
+            shutil.copytree(dirpath, tmp)
+            os.replace(tmp, target)
+            copied += 1
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return copied
+
+
+class _CompileNotice(_event.Listener):
+    """Tells the user once per process, on stderr, when meanfield's kernels are compiled rather than loaded."""
+
+    told = False
+
+    def on_start(self, event):
+        if _CompileNotice.told:
+            return
+        dispatcher = event.data.get("dispatcher")
+        module = getattr(getattr(dispatcher, "py_func", None), "__module__", "") or ""
+        if module.startswith("meanfield."):
+            _CompileNotice.told = True
+            sys.stderr.write("meanfield: compiling numerical kernels, once per install (a few minutes in all on two "
+                             "cores; `python -m meanfield._precompile` does it all at once)...\n")
+
+    def on_end(self, event):
+        pass
+
+
 def install(version: str) -> None:
     """Put meanfield's locator first in numba's locator list (once); call before any kernel is compiled or loaded.
+
+    Also seeds the per-user cache from the one built at install time (:func:`seed_from_shipped`) and registers the
+    one-time "compiling" notice.
 
     Parameters
     ----------
     version : str
         meanfield's version string (part of the cache directory name).
     """
-    root = cache_root(version)
-    if root is None:
-        return   # no per-user cache directory: numba's defaults apply
     impl = getattr(_caching, "CacheImpl", None) or _caching._CacheImpl   # renamed in numba 0.59
     classes = impl._locator_classes   # one list, shared by FunctionCache and the library caches
     if any(getattr(c, "_meanfield_package_dir", None) == _PACKAGE_DIR for c in classes):
         return
+    build = os.environ.get("MEANFIELD_KERNEL_CACHE_BUILD", "")
+    if build:
+        classes.insert(0, _relative_locator(os.path.join(build, _tag(version)), _PACKAGE_DIR))
+        return
+    _event.register("numba:compile", _CompileNotice())
+    root = cache_root(version)
+    if root is None:
+        return   # no per-user cache directory: numba's defaults apply
+    if not _config.CACHE_DIR and os.environ.get("MEANFIELD_NO_PRECOMPILE", "") != "1":
+        seed_from_shipped(root, version)
     classes.insert(0, _make_locator(root, _PACKAGE_DIR))
 
+def _install_once() -> None:
+    from ._version import __version__
+    install(__version__)
+
+
+# Importing this module installs the locator: every module that defines compiled kernels imports it first (the
+# package itself imports nothing heavy, see meanfield/__init__.py, so ``import meanfield.forward`` also lands here).
+_install_once()

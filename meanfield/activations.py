@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numba as nb
+
+from . import _numba_cache  # noqa: F401  (installs the per-user kernel cache before any kernel below is defined)
 import numpy as np
 
 __all__ = [

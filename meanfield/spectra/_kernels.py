@@ -1,5 +1,7 @@
 """Compiled kernels of the spectral theory (user-facing validation lives in the public modules)."""
 import numba as nb
+
+from .. import _numba_cache  # noqa: F401  (installs the per-user kernel cache before any kernel below is defined)
 import numpy as np
 
 

@@ -25,6 +25,8 @@ from .regression import (GPPosterior, NTKPrediction, gp_posterior, nngp_regressi
                          ntk_gradient_flow, ntk_regression)
 from .fisher import FeatureMetricStatistics, FisherStatistics, feature_metric_statistics, fisher_statistics
 from .validation.fisher_sim import FiniteWidthSpectrum, finite_width_fisher   # numpy only: no torch needed
+from .normalization import BatchNormBound, batch_norm_lambda_max_bound, layer_norm_fisher_statistics
+from .learning_rate import LearningRateThresholds, learning_rate_thresholds
 from .phase import (CriticalLine, DepthScaleCurve, MapDynamics, PhaseDiagram, critical_line, depth_scale_curve,
                     map_dynamics, phase_diagram)
 from .finite_width import FiniteWidthCorrections, finite_width_corrections   # 1/width corrections (RYH 2022)
@@ -60,6 +62,8 @@ __all__ = [
     # Fisher information
     "FisherStatistics", "FeatureMetricStatistics", "FiniteWidthSpectrum", "fisher_statistics",
     "feature_metric_statistics", "finite_width_fisher",
+    "BatchNormBound", "batch_norm_lambda_max_bound", "layer_norm_fisher_statistics",
+    "LearningRateThresholds", "learning_rate_thresholds",
     # phase diagrams
     "PhaseDiagram", "phase_diagram", "CriticalLine", "critical_line", "DepthScaleCurve", "depth_scale_curve",
     "MapDynamics", "map_dynamics",

@@ -163,7 +163,7 @@ def batch_norm_lambda_max_bound(network: Network, width: int, n_samples: int, n_
     mu2 = np.asarray(act.phi(z), dtype=np.float64).mean(axis=1) ** 2
     e_mu2 = float(mu2.mean())
     se = float(mu2.std(ddof=1) / np.sqrt(n_mc))
-    mean_phi = float(gaussian_expectation(act.phi, 1.0))
+    mean_phi = float(np.asarray(gaussian_expectation(act.phi, 1.0), dtype=np.float64).reshape(-1)[0])
     m_last = max(int(round(network.alphas[-1] * M)), 1)
     lam0 = fisher_statistics(network, M, T, C).lambda_max
     return BatchNormBound(network=network, width=M, n_samples=T, n_outputs=C, last_hidden_width=m_last,

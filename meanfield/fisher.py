@@ -41,6 +41,12 @@ and the critical learning rate of full-batch gradient descent on ``(1/2T) sum_t 
 (the linearised dynamics diverge); a finite nonlinear network may instead 'catapult' to a flatter region and
 re-converge, diverging only at larger learning rates (docs/fisher.md sec. 7).
 
+Mean subtraction in the last layer (``mean_subtraction=True``; batch normalization of the outputs, Karakida et al.
+2021 eq. 22) projects the dual by ``I_C (x) (I - 11^T/T)``: the ``C`` outliers vanish and every other non-zero
+eigenvalue is ``alpha M (kappa_1 - kappa_2) / T`` (NTK parameterization: ``kappa'_1 - kappa'_2``, independent of
+``M`` and ``T``); docs/fisher_normalization.md, which also covers batch / layer normalization in the hidden layers
+(:mod:`meanfield.normalization`) and the learning-rate thresholds (:mod:`meanfield.learning_rate`).
+
 Finite-width accuracy: the neglected part of ``F*`` has entries ``O(sqrt(M))`` against ``O(M)``, so a single network's
 statistics deviate from these values by a relative ``O(1/sqrt(M))`` (for ``lambda_max`` the ``C``-fold outlier is also
 split by ``O(sqrt(M))``, which biases the single largest eigenvalue upwards at that order). The formulas need a

@@ -93,6 +93,9 @@ def normalized_fisher_spectrum(network: Network, width: int, n_samples: int, n_o
         raise ValueError(f"n_samples must be >= 2 for batch statistics, got {T}")
     seed = check_int("seed", seed, 0)
     widths = layer_widths(network, M, C)
+    if normalization == "layer" and min(widths[1:-1]) < 2:
+        raise ValueError(f"width must give every hidden layer >= 2 units for layer normalization, got widths "
+                         f"{widths[1:-1]}")
     L = network.n_layers
     acts = [torch_activation(a) for a in network.activations]
     if not all(a.differentiable for a in acts):

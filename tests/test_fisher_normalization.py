@@ -190,8 +190,8 @@ def test_batch_norm_bound_against_torch_networks():
     net = network("relu")
     ratios = []
     for M in (64, 256):
-        b = batch_norm_lambda_max_bound(net, M, T, C)
-        sd = b.mean_square_batch_mean_stderr * np.sqrt(20000) / b.mean_square_batch_mean
+        b = batch_norm_lambda_max_bound(net, M, T, C, n_mc=20000)
+        sd = b.mean_square_batch_mean_stderr * np.sqrt(20000) / b.mean_square_batch_mean   # SD(mu^2) / E[mu^2]
         for s in range(2):
             sp = normalized_fisher_spectrum(net, M, T, C, normalization="batch", seed=s)
             assert sp.lambda_max >= sp.batch_mean_bound * (1 - 1e-10)

@@ -41,6 +41,12 @@ and the critical learning rate of full-batch gradient descent on ``(1/2T) sum_t 
 (the linearised dynamics diverge); a finite nonlinear network may instead 'catapult' to a flatter region and
 re-converge, diverging only at larger learning rates (docs/fisher.md sec. 7).
 
+Mean subtraction in the last layer (``mean_subtraction=True``; batch normalization of the outputs, Karakida et al.
+2021 eq. 22) projects the dual by ``I_C (x) (I - 11^T/T)``: the ``C`` outliers vanish and every other non-zero
+eigenvalue is ``alpha M (kappa_1 - kappa_2) / T`` (NTK parameterization: ``kappa'_1 - kappa'_2``, independent of
+``M`` and ``T``); docs/fisher_normalization.md, which also covers batch / layer normalization in the hidden layers
+(:mod:`meanfield.normalization`) and the learning-rate thresholds (:mod:`meanfield.learning_rate`).
+
 Finite-width accuracy: the neglected part of ``F*`` has entries ``O(sqrt(M))`` against ``O(M)``, so a single network's
 statistics deviate from these values by a relative ``O(1/sqrt(M))`` (for ``lambda_max`` the ``C``-fold outlier is also
 split by ``O(sqrt(M))``, which biases the single largest eigenvalue upwards at that order). The formulas need a
@@ -148,6 +154,18 @@ def _validate(network, width, n_samples, n_outputs, parameterization, loss, allo
     if loss == "cross_entropy" and n_outputs < 2:
         raise ValueError("n_outputs must be >= 2 for loss='cross_entropy' (a 1-class softmax is constant)")
     return width, n_samples, n_outputs
+
+
+def _check_mean_subtraction(mean_subtraction, loss, n_samples):
+    if not isinstance(mean_subtraction, (bool, np.bool_)):
+        raise TypeError(f"mean_subtraction must be True or False, got {type(mean_subtraction).__name__}")
+    if mean_subtraction and loss != "mse":
+        raise ValueError("mean_subtraction=True needs loss='mse' (the mean-subtracted statistics are derived for the "
+                         f"squared loss), got loss={loss!r}")
+    if mean_subtraction and n_samples < 2:
+        raise ValueError(f"n_samples must be >= 2 with mean_subtraction=True (one mean-subtracted output is 0), "
+                         f"got {n_samples}")
+    return bool(mean_subtraction)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -307,6 +325,9 @@ class FisherStatistics(_ToDict):
         Monte-Carlo standard errors of the cross-entropy quantities (same keys as the statistics).
     order_parameters : dict
         ``q1, q2, qhat1, qhat2, qtilde1, qtilde2`` used.
+    mean_subtraction : bool
+        Whether the statistics are those of the mean-subtracted outputs ``f_k(x_t) - (1/T) sum_s f_k(x_s)``
+        (batch normalization's mean subtraction in the last layer; see :func:`fisher_statistics`).
     """
 
     network: Network
@@ -339,6 +360,7 @@ class FisherStatistics(_ToDict):
     softmax_moments: Optional[dict]
     mc_stderr: Optional[dict]
     order_parameters: dict
+    mean_subtraction: bool = False
 
     __repr__ = short_repr
 
@@ -377,6 +399,7 @@ class FeatureMetricStatistics(_ToDict):
     layer_lambda_max: np.ndarray
     outliers: Optional[np.ndarray]
     mc_stderr: Optional[dict]
+    mean_subtraction: bool = False
 
     __repr__ = short_repr
     _first_layer = 0
@@ -385,12 +408,19 @@ class FeatureMetricStatistics(_ToDict):
 # ----------------------------------------------------------------------------------------------------------------------
 # the generic dual-Gram statistics
 # ----------------------------------------------------------------------------------------------------------------------
-def _mse_stats(scale, k1, k2, N, T, C):
+def _mse_stats(scale, k1, k2, N, T, C, mean_subtraction=False):
     """Statistics of the eigenvalues of a matrix whose dual is ``scale * I_C (x) [k1 I + k2 (11^T - I)]`` (T x T).
 
     ``bulk`` is the smallest eigenvalue of the dual: ``scale (k1 - k2)`` (``C (T-1)``-fold) for ``T > 1``; for
     ``T = 1`` the dual is ``scale k1 I_C``, there is no separate bulk and its smallest eigenvalue is ``lmax``.
+
+    ``mean_subtraction``: the dual projected by ``I_C (x) P``, ``P = I - 11^T/T`` (output mean over the batch
+    subtracted, Karakida et al. 2021 eq. 22): ``P K P = (k1 - k2) P``, so the ``C`` outliers (eigenvector ``1_T``) go
+    to 0 and every other eigenvalue is ``scale (k1 - k2)`` (``C (T-1)``-fold): ``lmax = bulk = scale (k1 - k2)``.
     """
+    if mean_subtraction:
+        lev = scale * (k1 - k2)
+        return C * (T - 1) * lev / N, C * (T - 1) * lev ** 2 / N, lev, lev
     mean = scale * C * T * k1 / N
     second = scale ** 2 * C * T * (k1 ** 2 + (T - 1) * k2 ** 2) / N
     lmax = scale * (k1 + (T - 1) * k2)
@@ -444,7 +474,7 @@ class _SoftmaxMC:
 
 def fisher_statistics(network: Network, width: int, n_samples: int, n_outputs: int = 1,
                       parameterization: str = "standard", loss: str = "mse", *, n_mc: int = 400,
-                      seed: int = 0) -> FisherStatistics:
+                      seed: int = 0, mean_subtraction: bool = False) -> FisherStatistics:
     r"""Asymptotic (large-width) eigenvalue statistics of the empirical Fisher information matrix.
 
     Karakida, Akaho & Amari (2019, 2021), Theorems 3.1 (MSE), 3.3-3.4 (softmax), sec. 3.2 (diagonal blocks) and 4.1
@@ -471,6 +501,22 @@ def fisher_statistics(network: Network, width: int, n_samples: int, n_outputs: i
     ``C - 1`` outliers (``Q_t 1 = 0`` removes the ``C``-th), degenerate only as ``T -> inf``, where they tend to
     ``scale T kappa_2 (1 - C E[g_1^2]) / (C - 1)``.
 
+    Mean subtraction in the last layer (``mean_subtraction=True``; Karakida, Akaho & Amari 2021 sec. 4.2 eq. 22, and
+    "The normalization method for alleviating pathological sharpness in wide neural networks", NeurIPS 2019: batch
+    normalization's mean subtraction applied to the outputs, ``fbar_k(x_t) = f_k(x_t) - (1/T) sum_s f_k(x_s)``):
+    the Jacobian becomes ``(I_C (x) P) J`` with ``P = I_T - 1 1^T / T`` and the dual ``(I_C (x) P) F* (I_C (x) P)``.
+    ``P K P = (kappa_1 - kappa_2) P`` removes the ``C`` outliers (eigenvector ``1_T``) entirely; all other non-zero
+    eigenvalues are equal at leading order::
+
+        lambda_max = bulk = scale (kappa_1 - kappa_2)      (C (T-1)-fold; condition number 1)
+        m_lambda   = C (T-1) scale (kappa_1 - kappa_2) / N,   s_lambda = C (T-1) scale^2 (kappa_1 - kappa_2)^2 / N
+
+    i.e. SP ``lambda_max = alpha (M/T) (kappa_1 - kappa_2)`` (``O(1)`` for ``T ~ M``: Karakida's ``rho = M/T``), NTK
+    parameterization ``lambda_max(Theta) = kappa'_1 - kappa'_2``, independent of both the width and ``T``. Since the
+    trace is exact, ``lambda_max >= Tr / (C (T-1))`` = this value holds for every finite network too (the lower bound
+    of Karakida et al. 2019); at finite width the ``C (T-1)`` levels spread by a relative ``~ sqrt(T/M)``
+    (docs/fisher_normalization.md). MSE only; needs ``n_samples >= 2``.
+
     The expectations over the softmax outputs use the infinite-width output distribution (the NNGP: logits i.i.d. over
     the ``C`` outputs, variance ``q_1^L``, covariance ``q_2^L`` between inputs) by plain Monte Carlo with ``n_mc`` draws
     of all ``T x C`` logits (seeded, reproducible); ``mc_stderr`` gives the standard error of each quantity (relative
@@ -496,6 +542,9 @@ def fisher_statistics(network: Network, width: int, n_samples: int, n_outputs: i
         Monte-Carlo draws for the cross-entropy expectations.
     seed : int
         Seed of those draws.
+    mean_subtraction : bool
+        Statistics of the FIM of the batch-mean-subtracted outputs (batch normalization's mean subtraction in the last
+        layer); MSE only, ``n_samples >= 2``.
 
     Returns
     -------
@@ -511,6 +560,7 @@ def fisher_statistics(network: Network, width: int, n_samples: int, n_outputs: i
     """
     M, T, C = _validate(network, width, n_samples, n_outputs, parameterization, loss, allow_chain=True)
     n_mc = check_int("n_mc", n_mc, 2)
+    mean_subtraction = _check_mean_subtraction(mean_subtraction, loss, T)
     op = _order_parameters(network)
     L = op.q1.size                                       # Dense layers (weight layers)
     alphas = tuple(op.alphas.tolist()) + (C / M,)        # alpha_0..alpha_{L-1} (fan-in ratios), alpha_L = C/M
@@ -539,16 +589,16 @@ def fisher_statistics(network: Network, width: int, n_samples: int, n_outputs: i
         matrix = "Theta = Q^1/2 J J^T Q^1/2 (CT x CT)" if loss == "cross_entropy" else "Theta = J J^T (CT x CT)"
         to_F = 1.0 / T   # eigenvalues of F = J^T J / T are those of Theta divided by T
 
-    if T > 1 and not k2 > 1e-12 * abs(k1):
+    if T > 1 and not mean_subtraction and not k2 > 1e-12 * abs(k1):
         warnings.warn("kappa2 = 0: the network is centred (no bias and an activation with zero Gaussian mean); the "
                       "largest-eigenvalue formulas then miss O(sqrt(M)) terms of the same order (Karakida et al. assume "
                       "a non-centred network)", RuntimeWarning, stacklevel=2)
 
     outliers = outliers_T = sm = se = None
     if loss == "mse":
-        mean, second, lmax, bulk = _mse_stats(scale, k1, k2, N, T, C)
-        mult = C
-        lay = [_mse_stats(layer_scale[l], lk1[l], lk2[l], layer_N[l], T, C) for l in range(L)]
+        mean, second, lmax, bulk = _mse_stats(scale, k1, k2, N, T, C, mean_subtraction)
+        mult = C * (T - 1) if mean_subtraction else C
+        lay = [_mse_stats(layer_scale[l], lk1[l], lk2[l], layer_N[l], T, C, mean_subtraction) for l in range(L)]
         lay_mean = np.array([x[0] for x in lay])
         lay_second = np.array([x[1] for x in lay])
         lay_lmax = np.array([x[2] for x in lay])
@@ -580,11 +630,13 @@ def fisher_statistics(network: Network, width: int, n_samples: int, n_outputs: i
         layer_mean_eigenvalue=lay_mean, layer_second_moment=lay_second, layer_lambda_max=lay_lmax,
         outliers=outliers, outliers_large_T=outliers_T, softmax_moments=sm, mc_stderr=se,
         order_parameters={k: getattr(op, k).tolist() for k in ("q1", "q2", "qhat1", "qhat2", "qtilde1", "qtilde2")},
+        mean_subtraction=mean_subtraction,
     )
 
 
 def feature_metric_statistics(network: Network, width: int, n_samples: int, n_outputs: int = 1, loss: str = "mse",
-                              *, n_mc: int = 400, seed: int = 0) -> FeatureMetricStatistics:
+                              *, n_mc: int = 400, seed: int = 0,
+                              mean_subtraction: bool = False) -> FeatureMetricStatistics:
     r"""Eigenvalue statistics of the metric of the input and feature spaces (Karakida et al. 2021, Theorem 5.1).
 
     ``A = (1/T) sum_t sum_k grad_h f_k(x_t) grad_h f_k(x_t)^T`` with ``h = (h^0 = x, h^1, ..., h^{L-1})`` (dimension
@@ -599,6 +651,11 @@ def feature_metric_statistics(network: Network, width: int, n_samples: int, n_ou
     Diagonal block ``A_ll`` (``h^l`` alone, ``l = 0..L-1``; ``l = 0`` is the input metric): the ``l+1`` term only and
     dimension ``M_l``. Cross-entropy: as in :func:`fisher_statistics` (Monte Carlo over the Gaussian outputs).
 
+    ``mean_subtraction=True`` (MSE, ``T >= 2``): the metric of the batch-mean-subtracted outputs; as for the FIM the
+    dual becomes ``(1/T) I_C (x) (kappa_1 - kappa_2) P``, so ``lambda_max = (kappa_1 - kappa_2) / T``
+    (``C (T-1)``-fold), ``m = C (T-1)(kappa_1 - kappa_2) / (T alpha' M)``,
+    ``s = C (T-1) (kappa_1 - kappa_2)^2 / (T^2 alpha' M)``.
+
     Examples
     --------
     >>> from meanfield import Network, feature_metric_statistics
@@ -608,6 +665,7 @@ def feature_metric_statistics(network: Network, width: int, n_samples: int, n_ou
     """
     M, T, C = _validate(network, width, n_samples, n_outputs, "standard", loss, allow_chain=True)
     n_mc = check_int("n_mc", n_mc, 2)
+    mean_subtraction = _check_mean_subtraction(mean_subtraction, loss, T)
     op = _order_parameters(network)
     L = op.q1.size
     a = op.alphas                   # alpha_0..alpha_{L-1}, the fan-in ratios of the Dense layers
@@ -618,16 +676,16 @@ def feature_metric_statistics(network: Network, width: int, n_samples: int, n_ou
     lk1 = sw * op.qtilde1          # block of h^{l-1} (index l-1)
     lk2 = sw * op.qtilde2
     k1, k2 = float(lk1.sum()), float(lk2.sum())
-    if T > 1 and not k2 > 1e-12 * abs(k1):
+    if T > 1 and not mean_subtraction and not k2 > 1e-12 * abs(k1):
         warnings.warn("kappa2 = 0: the network is centred; the largest-eigenvalue formula misses terms of the same order",
                       RuntimeWarning, stacklevel=2)
     scale, N = 1.0 / T, alpha_p * M
     layer_N = a * M
     outliers = se = None
     if loss == "mse":
-        mean, second, lmax, _ = _mse_stats(scale, k1, k2, N, T, C)
-        mult = C
-        lay = [_mse_stats(scale, lk1[l], lk2[l], layer_N[l], T, C) for l in range(L)]
+        mean, second, lmax, _ = _mse_stats(scale, k1, k2, N, T, C, mean_subtraction)
+        mult = C * (T - 1) if mean_subtraction else C
+        lay = [_mse_stats(scale, lk1[l], lk2[l], layer_N[l], T, C, mean_subtraction) for l in range(L)]
         lay_lmax = np.array([x[2] for x in lay])
     else:
         mc = _SoftmaxMC(op.q1[-1], op.q2[-1], T, C, n_mc, seed)
@@ -640,4 +698,4 @@ def feature_metric_statistics(network: Network, width: int, n_samples: int, n_ou
         kappa1=k1, kappa2=k2, mean_eigenvalue=float(mean), second_moment=float(second), lambda_max=float(lmax),
         lambda_max_multiplicity=int(mult), layer_kappa1=lk1, layer_kappa2=lk2,
         layer_mean_eigenvalue=np.array([x[0] for x in lay]), layer_second_moment=np.array([x[1] for x in lay]),
-        layer_lambda_max=lay_lmax, outliers=outliers, mc_stderr=se)
+        layer_lambda_max=lay_lmax, outliers=outliers, mc_stderr=se, mean_subtraction=mean_subtraction)

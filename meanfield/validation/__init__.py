@@ -11,6 +11,10 @@ Needs torch: ``pip install "meanfield-theory[validation]"`` (or ``pip install to
   inputs, and the output covariance (empirical NNGP); :func:`empirical_ntk` contracts Jacobians with ``torch.func``;
   :func:`fisher_statistics` gives the FIM mean eigenvalue, second moment and largest eigenvalue through the dual
   ``C T x C T`` Gram matrix ``J J^T / T``; :func:`train_gd` runs full-batch gradient descent on the MSE loss.
+* :func:`normalized_fisher_spectrum` (FIM spectrum with batch / layer normalization in the hidden layers or the
+  output mean subtracted, by autograd through the whole batch) and :func:`catapult_scan` (lazy / catapult / divergent
+  phases of gradient descent against ``eta lambda_max / 2``): the simulations of :mod:`meanfield.normalization` and
+  :mod:`meanfield.learning_rate`.
 * :func:`run_validation` (``python -m meanfield.validation run``) compares every theory quantity of the library with
   the simulation on a ladder of widths and writes JSON, a markdown report and plots. Its parts: ``theory`` (the
   library's values), ``simulate`` (the random networks), ``fitting`` (records and fits against width), ``report``
@@ -41,6 +45,8 @@ _LAZY = {
     **dict.fromkeys(["jacobian_eigenvalues", "kernel_eigenvalues", "single_input_fisher_eigenvalues", "ks_distance",
                      "wasserstein_distance"], "spectra_sim"),
     **dict.fromkeys(["FiniteWidthSpectrum", "finite_width_fisher"], "fisher_sim"),
+    **dict.fromkeys(["CatapultScan", "catapult_scan"], "catapult"),
+    **dict.fromkeys(["NormalizedSpectrum", "normalized_fisher_spectrum"], "normalization_sim"),
 }
 #: submodules that need only numpy
 _NUMPY_ONLY = ("fitting", "fisher_sim")
@@ -60,7 +66,11 @@ def __getattr__(name):
 
 
 __all__ = [
+    "CatapultScan",
     "ChainEnsemble",
+    "NormalizedSpectrum",
+    "catapult_scan",
+    "normalized_fisher_spectrum",
     "SpatialEnsemble",
     "sample_spatial_chain",
     "haar_orthogonal",

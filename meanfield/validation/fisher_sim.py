@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from .._interop import short_repr
-from ..fisher import _sqrtm_psd, _validate
+from ..fisher import _check_mean_subtraction, _sqrtm_psd, _validate
 from ..network import Network
 
 __all__ = ["FiniteWidthSpectrum", "finite_width_fisher"]
@@ -55,7 +55,8 @@ class FiniteWidthSpectrum:
 
 def finite_width_fisher(network: Network, width: int, n_samples: int, n_outputs: int = 1,
                         parameterization: str = "standard", loss: str = "mse", metric: str = "fisher",
-                        seed: Union[int, np.random.Generator, None] = None) -> FiniteWidthSpectrum:
+                        seed: Union[int, np.random.Generator, None] = None,
+                        mean_subtraction: bool = False) -> FiniteWidthSpectrum:
     """Spectrum of the FIM / NTK / feature metric of one random network of the given width (numpy, float64).
 
     Draws ``W^l ~ N(0, sigma_w^2/M_{l-1})``, ``b^l ~ N(0, sigma_b^2)`` and ``x_t ~ N(0, I_{M_0})``, back-propagates
@@ -68,6 +69,10 @@ def finite_width_fisher(network: Network, width: int, n_samples: int, n_outputs:
         ``"fisher"``: ``F = J^T Q J / T`` (SP) or ``Theta = Q^1/2 J J^T Q^1/2`` (NTK parameterization);
         ``"feature"``: ``A`` of :func:`feature_metric_statistics`.
     seed : int, Generator or None
+    mean_subtraction : bool
+        Spectrum for the batch-mean-subtracted outputs ``f_k(x_t) - (1/T) sum_s f_k(x_s)``: every block of the dual
+        is projected by ``I_C (x) (I_T - 1 1^T / T)`` (the mean subtraction is linear, so the Jacobian rows are
+        projected; MSE only, ``n_samples >= 2``). ``n_eigenvalues`` is unchanged.
 
     Examples
     --------
@@ -77,6 +82,7 @@ def finite_width_fisher(network: Network, width: int, n_samples: int, n_outputs:
     (16,)
     """
     M, T, C = _validate(network, width, n_samples, n_outputs, parameterization, loss)
+    mean_subtraction = _check_mean_subtraction(mean_subtraction, loss, T)
     if metric not in ("fisher", "feature"):
         raise ValueError(f"metric must be 'fisher' or 'feature', got {metric!r}")
     rng = np.random.default_rng(seed)
@@ -124,6 +130,9 @@ def finite_width_fisher(network: Network, width: int, n_samples: int, n_outputs:
             idx = np.arange(C) * T + t
             Rbig[np.ix_(idx, idx)] = R[t]
         blocks = [Rbig @ B @ Rbig for B in blocks]
+    if mean_subtraction:
+        proj = np.kron(np.eye(C), np.eye(T) - 1.0 / T)   # rows (k, t): per output, remove the mean over t
+        blocks = [proj @ B @ proj for B in blocks]
     dual = sum(blocks)
     n_tot = int(sum(ns)) if (metric == "feature" or parameterization == "standard") else C * T
     ev = np.linalg.eigvalsh(dual)

@@ -361,7 +361,7 @@ def gaussian_inputs(ensemble: NetworkEnsemble, n_samples: int, seed: int = 0) ->
 
 
 def fisher_statistics(ensemble: NetworkEnsemble, x=None, *, n_samples: int = 32, seed: int = 0,
-                      params: Optional[dict] = None) -> FisherSample:
+                      params: Optional[dict] = None, mean_subtraction: bool = False) -> FisherSample:
     r"""Eigenvalue statistics of the empirical FIM ``F = (1/T) sum_t sum_k grad f_k(x_t) grad f_k(x_t)^T`` (MSE).
 
     Computed through the dual ``F* = J J^T / T`` (``C T x C T``; :func:`gram_layerwise`), never the P x P matrix:
@@ -377,6 +377,10 @@ def fisher_statistics(ensemble: NetworkEnsemble, x=None, *, n_samples: int = 32,
         Inputs; default ``n_samples`` Gaussian inputs per network (:func:`gaussian_inputs`).
     params : dict, optional
         Parameters replacing the initial ones (e.g. during training; see :meth:`NetworkEnsemble.parameters`).
+    mean_subtraction : bool
+        FIM of the batch-mean-subtracted outputs ``f_k(x_t) - (1/T) sum_s f_k(x_s)`` (batch normalization's mean
+        subtraction in the last layer): the dual is projected by ``(I_T - 1 1^T / T) (x) I_C``;
+        :func:`meanfield.fisher_statistics` with ``mean_subtraction=True`` is the theory.
 
     Examples
     --------
@@ -393,7 +397,15 @@ def fisher_statistics(ensemble: NetworkEnsemble, x=None, *, n_samples: int = 32,
     x = ensemble._check_input(x)
     T = x.shape[-2]
     C = ensemble.n_outputs
+    if not isinstance(mean_subtraction, (bool, np.bool_)):
+        raise TypeError(f"mean_subtraction must be True or False, got {type(mean_subtraction).__name__}")
+    if mean_subtraction and T < 2:
+        raise ValueError(f"n_samples (T) must be >= 2 with mean_subtraction=True, got {T}")
     g = gram_layerwise(ensemble, x, params=params).reshape(ensemble.n_seeds, T * C, T * C) / T
+    if mean_subtraction:   # rows (t, k): project out the mean over t of every output
+        proj = torch.kron(torch.eye(T, dtype=g.dtype, device=g.device) - 1.0 / T,
+                          torch.eye(C, dtype=g.dtype, device=g.device))
+        g = proj @ g @ proj
     g = 0.5 * (g + g.transpose(1, 2))
     P = ensemble.n_params
     ev = torch.linalg.eigvalsh(g)

@@ -37,6 +37,7 @@ _LAZY = {
     **dict.fromkeys(["ValidationConfig", "ValidationReport", "default_configs", "run_validation"], "report"),
     **dict.fromkeys(["SpatialEnsemble", "sample_spatial_chain"], "spatial_networks"),
     "haar_orthogonal": "networks",
+    **dict.fromkeys(["NGDRun", "train_ngd"], "natural_gradient"),
     "fit_series": "fitting",
     **dict.fromkeys(["jacobian_eigenvalues", "kernel_eigenvalues", "single_input_fisher_eigenvalues", "ks_distance",
                      "wasserstein_distance"], "spectra_sim"),
@@ -67,6 +68,7 @@ __all__ = [
     "FiniteWidthSpectrum",
     "FisherSample",
     "NetworkEnsemble",
+    "NGDRun",
     "OrderParameterSample",
     "TorchActivation",
     "TrainingRun",
@@ -90,4 +92,5 @@ __all__ = [
     "sample_ensemble",
     "torch_activation",
     "train_gd",
+    "train_ngd",
 ]

@@ -38,6 +38,7 @@ _LAZY = {
     **dict.fromkeys(["SpatialEnsemble", "sample_spatial_chain"], "spatial_networks"),
     "haar_orthogonal": "networks",
     **dict.fromkeys(["NGDRun", "train_ngd"], "natural_gradient"),
+    **dict.fromkeys(["CrossEntropyRun", "train_gd_cross_entropy"], "softmax_training"),
     "fit_series": "fitting",
     **dict.fromkeys(["jacobian_eigenvalues", "kernel_eigenvalues", "single_input_fisher_eigenvalues", "ks_distance",
                      "wasserstein_distance"], "spectra_sim"),
@@ -62,6 +63,7 @@ def __getattr__(name):
 
 __all__ = [
     "ChainEnsemble",
+    "CrossEntropyRun",
     "SpatialEnsemble",
     "sample_spatial_chain",
     "haar_orthogonal",
@@ -93,4 +95,5 @@ __all__ = [
     "torch_activation",
     "train_gd",
     "train_ngd",
+    "train_gd_cross_entropy",
 ]

@@ -54,6 +54,18 @@ def _softmax(f: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _softmax_fisher_dual(theta: np.ndarray, g: np.ndarray) -> tuple:
+    """``(Q, F*)``: ``Q_n = diag(g_n) - g_n g_n^T`` (B, N, C, C) and the dual ``(1/N) [Q_n^{1/2} Theta_nm Q_m^{1/2}]``
+    (B, NC, NC, symmetrised) of the softmax FIM for softmax outputs ``g`` (B, N, C) and a class-shared NTK."""
+    from .fisher import _softmax_moments, _sqrtm_psd
+
+    N, C = g.shape[-2:]
+    Q = _softmax_moments(g)[0]
+    R = _sqrtm_psd(Q)
+    B = np.einsum("bnij,nm,bmjk->bnimk", R, theta, R).reshape(-1, N * C, N * C) / N
+    return Q, 0.5 * (B + np.swapaxes(B, 1, 2))
+
+
 def softmax_fisher_lambda_max(theta: ArrayLike, g: ArrayLike, kappa1: Optional[float] = None,
                               kappa2: Optional[float] = None) -> tuple:
     r"""Largest eigenvalue of the softmax FIM ``F = (1/N) sum_n J_n^T Q_n J_n`` and Karakida's bounds on it.
@@ -83,8 +95,6 @@ def softmax_fisher_lambda_max(theta: ArrayLike, g: ArrayLike, kappa1: Optional[f
     >>> [round(float(v), 12) for v in (lam, lo, up)]   # Q = [[1, -1], [-1, 1]]/4: Theta (x) Q / N, top 4 (1/2) / 3
     [0.666666666667, 0.5, 0.666666666667]
     """
-    from .fisher import _softmax_moments, _sqrtm_psd
-
     Th = check_array("theta", theta, 2)
     G = check_array("g", g)
     if G.ndim < 2 or Th.shape != (G.shape[-2], G.shape[-2]):
@@ -93,11 +103,8 @@ def softmax_fisher_lambda_max(theta: ArrayLike, g: ArrayLike, kappa1: Optional[f
         raise ValueError("g must hold softmax outputs: non-negative rows summing to 1")
     N, C = G.shape[-2:]
     batch = G.shape[:-2]
-    Gf = G.reshape(-1, N, C)
-    Q = _softmax_moments(Gf)[0]                                    # (B, N, C, C)
-    R = _sqrtm_psd(Q)
-    B = np.einsum("bnij,nm,bmjk->bnimk", R, Th, R).reshape(-1, N * C, N * C) / N
-    lam = np.linalg.eigvalsh(0.5 * (B + np.swapaxes(B, 1, 2)))[:, -1]
+    Q, B = _softmax_fisher_dual(Th, G.reshape(-1, N, C))
+    lam = np.linalg.eigvalsh(B)[:, -1]
     off = Th[~np.eye(N, dtype=bool)]
     k1 = float(np.mean(np.diagonal(Th))) if kappa1 is None else float(kappa1)
     k2 = (float(np.mean(off)) if N > 1 else 0.0) if kappa2 is None else float(kappa2)

@@ -39,6 +39,7 @@ _LAZY = {
     "haar_orthogonal": "networks",
     **dict.fromkeys(["NGDRun", "train_ngd"], "natural_gradient"),
     **dict.fromkeys(["CrossEntropyRun", "train_gd_cross_entropy"], "softmax_training"),
+    **dict.fromkeys(["FisherTrack", "track_fisher"], "fisher_tracking"),
     "fit_series": "fitting",
     **dict.fromkeys(["jacobian_eigenvalues", "kernel_eigenvalues", "single_input_fisher_eigenvalues", "ks_distance",
                      "wasserstein_distance"], "spectra_sim"),
@@ -69,6 +70,7 @@ __all__ = [
     "haar_orthogonal",
     "FiniteWidthSpectrum",
     "FisherSample",
+    "FisherTrack",
     "NetworkEnsemble",
     "NGDRun",
     "OrderParameterSample",
@@ -96,4 +98,5 @@ __all__ = [
     "train_gd",
     "train_ngd",
     "train_gd_cross_entropy",
+    "track_fisher",
 ]

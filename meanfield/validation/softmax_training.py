@@ -1,7 +1,8 @@
 r"""Gradient descent on the softmax cross-entropy loss for finite torch networks, with the FIM tracked along training.
 
-The finite-width twin of :mod:`meanfield.softmax_dynamics` (Karakida, Akaho & Amari 2021, Fig. 5). Every network of
-a :class:`~meanfield.validation.networks.NetworkEnsemble` is trained by full-batch gradient descent on
+The finite-width twin of :mod:`meanfield.softmax_dynamics` (Karakida, Akaho & Amari 2021, Fig. 5). A view of
+:func:`~meanfield.validation.fisher_tracking.track_fisher`: every network of a
+:class:`~meanfield.validation.networks.NetworkEnsemble` is trained by full-batch gradient descent on
 ``L = (1/N) sum_n CE(y_n, softmax(f(x_n)))``; at the recorded steps the empirical NTK ``Theta`` (``NC x NC``, exact,
 layer by layer: :func:`~meanfield.validation.measure.gram_layerwise`) gives the largest eigenvalue of the softmax FIM
 ``F = (1/N) sum_n J_n^T Q_n J_n`` through its dual ``(1/N) Q^{1/2} Theta Q^{1/2}`` and that of the MSE FIM
@@ -12,10 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from .._checks import check_int, check_positive
-from .measure import _check_ensemble, _np, gram_layerwise
+from .fisher_tracking import track_fisher
 from .networks import NetworkEnsemble
 
 __all__ = ["CrossEntropyRun", "train_gd_cross_entropy"]
@@ -52,20 +51,6 @@ class CrossEntropyRun:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()}
 
 
-def _fisher_top(theta: torch.Tensor, f: torch.Tensor) -> tuple:
-    """``lambda_max`` of ``(1/N) Q^{1/2} Theta Q^{1/2}`` and of ``Theta / N`` for every network."""
-    S, N, C = f.shape
-    g = torch.softmax(f, -1)
-    Q = torch.diag_embed(g) - g[..., :, None] * g[..., None, :]
-    w, V = torch.linalg.eigh(Q)
-    R = (V * w.clamp_min(0).sqrt()[..., None, :]) @ V.transpose(-1, -2)       # (S, N, C, C)
-    B = torch.einsum("snij,snjmk,smkl->sniml", R, theta, R).reshape(S, N * C, N * C) / N
-    th = theta.reshape(S, N * C, N * C) / N
-    top = torch.linalg.eigvalsh(0.5 * (B + B.transpose(1, 2)))[:, -1]
-    mse = torch.linalg.eigvalsh(0.5 * (th + th.transpose(1, 2)))[:, -1]
-    return _np(top), _np(mse)
-
-
 def train_gd_cross_entropy(ensemble: NetworkEnsemble, x, y, learning_rate: float, n_steps: int = 100,
                            record_steps=None) -> CrossEntropyRun:
     r"""Full-batch gradient descent on the softmax cross-entropy loss, the softmax FIM tracked along training.
@@ -96,50 +81,7 @@ def train_gd_cross_entropy(ensemble: NetworkEnsemble, x, y, learning_rate: float
     >>> bool(run.loss[0, 1] < run.loss[0, 0])
     True
     """
-    _check_ensemble(ensemble)
-    eta = float(check_positive("learning_rate", learning_rate, scalar=True))
-    n_steps = check_int("n_steps", n_steps, 1)
-    x = ensemble._check_input(x)
-    if x.ndim != 2:
-        raise ValueError("x must have shape (N, M_0) (the same inputs for every network)")
-    N, C = x.shape[0], ensemble.n_outputs
-    if C < 2:
-        raise ValueError("the ensemble needs n_outputs >= 2 (classes) for the softmax cross-entropy loss")
-    y = torch.as_tensor(y, dtype=ensemble.dtype, device=ensemble.device)
-    if tuple(y.shape) != (N, C) or bool(torch.any(y < 0)) or not bool(torch.allclose(y.sum(1), torch.ones(N,
-                                                                                        dtype=y.dtype))):
-        raise ValueError(f"y must have shape (N, C) = ({N}, {C}) with non-negative rows summing to 1")
-    steps = list(range(n_steps + 1)) if record_steps is None else sorted({check_int("record_steps[i]", int(s), 0)
-                                                                           for s in record_steps})
-    if not steps or steps[-1] > n_steps:
-        raise ValueError(f"record_steps must be non-empty and lie in [0, n_steps={n_steps}]")
-    params = ensemble.parameters(requires_grad=True)
-    S = ensemble.n_seeds
-    logits, losses, tops, mses = [], [], [], []
-    ntk0 = None
-    for step in range(n_steps + 1):
-        f = ensemble.apply(params, x)                                        # (S, N, C)
-        loss = -(y * torch.log_softmax(f, -1)).sum((-1, -2)) / N              # (S,)
-        if not bool(torch.all(torch.isfinite(loss))):
-            raise FloatingPointError("train_gd_cross_entropy: the loss overflowed (learning_rate too large?)")
-        if step in steps:
-            with torch.no_grad():
-                theta = gram_layerwise(ensemble, x, params=params)           # (S, N, C, N, C)
-                if step == 0:
-                    ntk0 = _np(theta)
-                top, mse = _fisher_top(theta, f.detach())
-            logits.append(_np(f))
-            losses.append(_np(loss))
-            tops.append(top)
-            mses.append(mse)
-        if step == n_steps:
-            break
-        grads = torch.autograd.grad(loss.sum(), list(params.values()))
-        with torch.no_grad():
-            for p, g in zip(params.values(), grads):
-                p -= eta * g
-    if ntk0 is None:
-        with torch.no_grad():
-            ntk0 = _np(gram_layerwise(ensemble, x))
-    return CrossEntropyRun(eta, ensemble.width, np.array(steps), np.stack(logits, 1), np.stack(losses, 1),
-                           np.stack(tops, 1), np.stack(mses, 1), ntk0)
+    tr = track_fisher(ensemble, x, y, learning_rate, n_steps, loss="cross_entropy", record_steps=record_steps)
+    N = tr.outputs.shape[2]
+    return CrossEntropyRun(tr.learning_rate, tr.width, tr.steps, tr.outputs, tr.losses, tr.model_eigenvalues[..., -1],
+                           tr.ntk_eigenvalues[..., -1] / N, tr.ntk0)

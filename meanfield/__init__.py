@@ -87,6 +87,15 @@ from .hyperparameters import (KernelDerivatives, MarginalLikelihood, NNGPFit, fi
                               nngp_log_marginal_likelihood)
 from .trainability import DepthMetrics, depth_metrics, kernels_by_depth
 
+# training dynamics beyond gradient descent on MSE: natural gradient (Karakida & Osawa 2020), cross-entropy in the NTK
+# regime with the softmax FIM along training, model vs empirical Fisher along training
+from .natural_gradient import NGDDynamics, NGDKernel, layer_ntks, ngd_dynamics, ngd_kernel
+from .softmax_dynamics import CrossEntropyDynamics, cross_entropy_ntk_dynamics, softmax_fisher_lambda_max
+from .fisher_dynamics import FisherAlongTraining, empirical_fisher_eigenvalues, fisher_along_training
+
+__all__ += ["NGDKernel", "NGDDynamics", "ngd_kernel", "ngd_dynamics", "layer_ntks", "CrossEntropyDynamics",
+            "cross_entropy_ntk_dynamics", "softmax_fisher_lambda_max", "FisherAlongTraining", "fisher_along_training",
+            "empirical_fisher_eigenvalues"]
 __all__ += ["GaussianPrediction", "gaussian_prediction", "ntk_gp_regression", "KernelDerivatives", "kernel_derivatives",
             "MarginalLikelihood", "nngp_log_marginal_likelihood", "NNGPFit", "fit_nngp", "DepthMetrics",
             "depth_metrics", "kernels_by_depth"]

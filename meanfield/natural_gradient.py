@@ -402,20 +402,22 @@ def ngd_dynamics(network: "Network", x_train: ArrayLike, y_train: ArrayLike, lea
                          "rows are parallel across outputs and the kernel is not isotropic")
     k = ngd_kernel(network, X, x_test, method=method, damping=damping, width=width)
     f0 = np.zeros_like(y) if f0_train is None else check_array("f0_train", f0_train).reshape(y.shape)
-    nt = 0 if x_test is None else k.test.shape[0]
-    if x_test is not None:
-        g0 = np.zeros((nt, y.shape[1])) if f0_test is None else check_array("f0_test", f0_test).reshape(nt, -1)
-        if g0.shape != (nt, y.shape[1]):
-            raise ValueError(f"f0_test must have shape ({nt}, {y.shape[1]}), got {np.shape(f0_test)}")
+    kt = k.test
+    test: Optional[list] = None
+    if kt is not None:
+        nt = kt.shape[0]
+        g0 = np.zeros((nt, y.shape[1])) if f0_test is None else check_array("f0_test", f0_test)
+        if g0.size != nt * y.shape[1]:
+            raise ValueError(f"f0_test must have shape ({nt}, {y.shape[1]}), got {np.shape(g0)}")
+        test = [g0.reshape(nt, y.shape[1]).copy()]
     if eta * k.eigenvalues[-1] >= 2.0:
         warnings.warn(f"learning_rate = {eta:g} is at or above the critical 2 / lambda_max(Theta_bar) = "
                       f"{k.critical_learning_rate:.4g}: the linearised dynamics diverge", RuntimeWarning, stacklevel=2)
     r = f0 - y
     train = [f0.copy()]
-    test = [g0.copy()] if x_test is not None else None
     for _ in range(n_steps):
-        if test is not None:
-            test.append(test[-1] - eta * k.test @ r)
+        if test is not None and kt is not None:
+            test.append(test[-1] - eta * kt @ r)
         r = r - eta * k.train @ r
         train.append(y + r)
     train_a = np.array(train)

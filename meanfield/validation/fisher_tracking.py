@@ -16,6 +16,7 @@ recorded steps the exact empirical NTK ``Theta = J J^T`` (``NC x NC``, layer by 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Dict
 
 import numpy as np
 import torch
@@ -132,8 +133,8 @@ def track_fisher(ensemble: NetworkEnsemble, x, y, learning_rate: float, n_steps:
     if not steps or steps[-1] > n_steps:
         raise ValueError(f"record_steps must be non-empty and lie in [0, n_steps={n_steps}]")
     params = ensemble.parameters(requires_grad=True)
-    rec = {k: [] for k in ("f", "loss", "ntk", "model", "emp")}
-    ntk0 = None
+    rec: Dict[str, list] = {k: [] for k in ("f", "loss", "ntk", "model", "emp")}
+    ntk0 = np.empty(0)
     for step in range(steps[-1] + 1):
         f = ensemble.apply(params, x)                                        # (S, N, C)
         if loss == "mse":
@@ -145,7 +146,7 @@ def track_fisher(ensemble: NetworkEnsemble, x, y, learning_rate: float, n_steps:
         if step in steps:
             with torch.no_grad():
                 theta = gram_layerwise(ensemble, x, params=params)           # (S, N, C, N, C)
-                if ntk0 is None:
+                if ntk0.size == 0:
                     ntk0 = _np(theta)
                 a, b, c = _spectra(theta, f.detach(), y, loss)
             for k, v in zip(rec, (_np(f), _np(L), a, b, c)):
@@ -156,4 +157,5 @@ def track_fisher(ensemble: NetworkEnsemble, x, y, learning_rate: float, n_steps:
         with torch.no_grad():
             for p, g in zip(params.values(), grads):
                 p -= eta * g
-    return FisherTrack(loss, eta, ensemble.width, np.array(steps), *[np.stack(rec[k], 1) for k in rec], ntk0)
+    out = [np.stack(rec[k], 1) for k in ("f", "loss", "ntk", "model", "emp")]
+    return FisherTrack(loss, eta, ensemble.width, np.array(steps), out[0], out[1], out[2], out[3], out[4], ntk0)

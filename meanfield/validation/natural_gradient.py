@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -132,7 +132,7 @@ class _Step:
 
     def response(self, coefs: list) -> torch.Tensor:
         """Change of the training outputs per unit ``-eta``: ``(J Delta theta)`` for each residual, (S, B, N, C)."""
-        tot = 0
+        tot: Any = 0
         for l, Z in enumerate(coefs):
             if self.method == "unit_wise":
                 di = self.d[l][:, :, 0, :]                                         # (S, N, M)
@@ -229,7 +229,7 @@ def train_ngd(ensemble: NetworkEnsemble, x, y, learning_rate: float, n_steps: in
     params = ensemble.parameters()
     S = ensemble.n_seeds
     trains, tests = [], []
-    kernel0 = None
+    kernel0 = np.empty(0)
     for step in range(n_steps + 1):
         st = _Step(ensemble, x, params, method, rho)
         trains.append(st.f)

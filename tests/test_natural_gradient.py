@@ -287,3 +287,18 @@ def test_trainer_bad_input():
     with pytest.raises(ValueError, match="damping"):
         train_ngd(ens, x, torch.zeros(3, 2), 0.1, damping=-1)
     assert set(METHODS) == {"gd", "full", "block_diagonal", "kfac", "unit_wise"}
+
+
+def test_finite_width_kernels_are_exactly_isotropic_with_several_outputs():
+    # with N C <= M and N <= M_0 the projectors of full / block-diagonal / K-FAC are exact at finite width: the
+    # measured Theta_bar equals alpha I_{NC} (alpha = 1, L, N(L-1)+1) to round-off, for C = 2 outputs too
+    torch = pytest.importorskip("torch")
+    from meanfield.validation import sample_ensemble, train_ngd
+
+    N, C, L = 5, 2, 3
+    ens = sample_ensemble(TANH, 48, 2, n_outputs=C, parameterization="ntk", device="cpu", seed=4)
+    x = torch.as_tensor(np.random.default_rng(8).standard_normal((N, 48)))
+    for method, alpha in (("full", 1.0), ("block_diagonal", L), ("kfac", N * (L - 1) + 1)):
+        run = train_ngd(ens, x, torch.zeros(N, C, dtype=torch.float64), 1e-3, 1, method=method)
+        for s in range(2):
+            np.testing.assert_allclose(run.kernel0[s], alpha * np.eye(N * C), atol=1e-8 * alpha)

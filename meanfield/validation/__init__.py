@@ -11,6 +11,11 @@ Needs torch: ``pip install "meanfield-theory[validation]"`` (or ``pip install to
   inputs, and the output covariance (empirical NNGP); :func:`empirical_ntk` contracts Jacobians with ``torch.func``;
   :func:`fisher_statistics` gives the FIM mean eigenvalue, second moment and largest eigenvalue through the dual
   ``C T x C T`` Gram matrix ``J J^T / T``; :func:`train_gd` runs full-batch gradient descent on the MSE loss.
+* :func:`train_ngd` trains by natural gradient with the exact, block-diagonal, K-FAC or unit-wise Fisher matrix (dual
+  form; Karakida & Osawa 2020); :func:`track_fisher` trains by gradient descent (MSE or cross-entropy) recording the
+  spectra of the NTK, the model FIM and the empirical FIM; :func:`train_gd_cross_entropy` is its cross-entropy view
+  with the softmax FIM's largest eigenvalue (Karakida et al. Fig. 5). Theory: :mod:`meanfield.natural_gradient`,
+  :mod:`meanfield.softmax_dynamics`, :mod:`meanfield.fisher_dynamics`.
 * :func:`run_validation` (``python -m meanfield.validation run``) compares every theory quantity of the library with
   the simulation on a ladder of widths and writes JSON, a markdown report and plots. Its parts: ``theory`` (the
   library's values), ``simulate`` (the random networks), ``fitting`` (records and fits against width), ``report``

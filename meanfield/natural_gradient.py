@@ -25,15 +25,15 @@ augmented-input Gram ``K^h_l = sum_j s_w^2 h^{l-1}_j h'^{l-1}_j + s_b^2 -> q^l``
 ``K^delta_l = sum_i delta^l_i delta'^l_i -> qtilde^l`` (``Theta_l = K^delta_l o K^h_l``, ``o`` the Hadamard product),
 push-through identities give per method (``eps = sqrt(rho)``; ``+`` the pseudo-inverse, the limit ``rho -> 0``)
 
-=================  ======================================================  ===============================
-method             ``Theta_bar``                                            ``alpha`` (``rho = 0``)
-=================  ======================================================  ===============================
-``gd``             ``Theta / N`` (plain gradient descent, for comparison)   not isotropic
-``full``           ``Theta (Theta + N rho I)^+``                            ``1``
-``block_diagonal`` ``sum_l Theta_l (Theta_l + N rho I)^+``                  ``L`` (weight layers)
-``kfac``           ``N sum_l [K^h_l (K^h_l + N eps)^+] o [K^delta_l (K^delta_l + N eps)^+]``  ``N (L-1) + 1``
-``unit_wise``      ``sum_{l,i} P_{l,i}``, ``P_{l,i} = diag(1[delta^l_{n,i} != 0])``  ``sum_{l<L} M_l p_l + 1``
-=================  ======================================================  ===============================
+* ``gd`` (plain gradient descent, for comparison): ``Theta_bar = Theta / N``, not isotropic;
+* ``full``: ``Theta_bar = Theta (Theta + N rho I)^+``, ``alpha = 1`` at ``rho = 0``;
+* ``block_diagonal``: ``Theta_bar = sum_l Theta_l (Theta_l + N rho I)^+``, ``alpha = L`` (weight layers);
+* ``kfac``: ``Theta_bar = N sum_l [K^h_l (K^h_l + N eps I)^+] o [K^delta_l (K^delta_l + N eps I)^+]``,
+  ``alpha = N (L-1) + 1``;
+* ``unit_wise``: ``Theta_bar = sum_{l,i} P_{l,i}``, ``P_{l,i} = diag(1[delta^l_{n,i} != 0])``,
+  ``alpha = sum_{l<L} M_l p_l + 1``.
+
+Why:
 
 * ``full``: ``J (J^T J)^+ J^T`` is the projector on the range of ``J``: the identity when ``Theta`` is non-singular.
 * ``block_diagonal`` (layer-wise FIM): each layer's projector is the identity when ``Theta_l`` is non-singular, which
@@ -54,6 +54,9 @@ method             ``Theta_bar``                                            ``al
   derivative vanishes only on a null set (tanh, erf, gelu, leaky_relu, ...), ``1/2`` for relu (isotropic, ``alpha =
   M(L-1)/2 + 1`` as in the paper), ``erf(1/sqrt(2 q^l_nn))`` for hard_tanh (input dependent: not isotropic). The
   finite-width sum fluctuates by ``O(sqrt(M))`` around it (relative ``O(1/sqrt M)``). Theory for ``rho = 0`` only.
+  Caveat (measured, docs/natural_gradient.md): the kernel at initialization is right, but finite unit-wise NGD does
+  not follow the linearised curves as the width grows -- a unit's update ``-eta r_n / delta_{n,i}`` is large where
+  ``delta_{n,i}`` is near zero, so the NTK-regime (local Lipschitz) condition fails.
 
 Examples
 --------
@@ -196,6 +199,8 @@ def _check_method(method, damping):
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     rho = float(check_nonneg("damping", damping, scalar=True))
+    if method == "gd" and rho > 0:
+        raise ValueError("damping must be 0 for method='gd' (plain gradient descent has no Fisher matrix to damp)")
     if method == "unit_wise" and rho > 0:
         raise ValueError("damping must be 0 for method='unit_wise' (its infinite-width kernel is derived for the "
                          "pseudo-inverse only: with rho > 0 it depends on rho M)")

@@ -212,6 +212,8 @@ def train_ngd(ensemble: NetworkEnsemble, x, y, learning_rate: float, n_steps: in
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     rho = float(check_nonneg("damping", damping, scalar=True))
+    if method == "gd" and rho > 0:
+        raise ValueError("damping must be 0 for method='gd' (plain gradient descent has no Fisher matrix to damp)")
     eta = float(check_positive("learning_rate", learning_rate, scalar=True))
     n_steps = check_int("n_steps", n_steps, 1)
     x = ensemble._check_input(x)

@@ -304,3 +304,19 @@ def test_finite_width_kernels_are_exactly_isotropic_with_several_outputs():
         run = train_ngd(ens, x, torch.zeros(N, C, dtype=torch.float64), 1e-3, 1, method=method)
         for s in range(2):
             np.testing.assert_allclose(run.kernel0[s], alpha * np.eye(N * C), atol=1e-8 * alpha)
+
+
+def test_kfac_non_isotropic_kernel_on_a_network_with_few_inputs_dims():
+    # N = 6 > M_0 + 1 = 3: the finite network's K-FAC kernel (hidden projectors exact at N <= M) is the predicted
+    # N (L - 2 + P0_nn) + 1 on the diagonal, 0 off it, to round-off
+    torch = pytest.importorskip("torch")
+    from meanfield.validation import sample_ensemble, train_ngd
+
+    M = 64
+    net = Network("tanh", 2, 1.5, 0.1, width_ratios=[2 / M, 1, 1])
+    ens = sample_ensemble(net, M, 1, parameterization="ntk", device="cpu")
+    x = np.random.default_rng(0).standard_normal((6, 2))
+    run = train_ngd(ens, torch.as_tensor(x), torch.zeros(6, 1, dtype=torch.float64), 1e-3, 1, method="kfac")
+    k = ngd_kernel(net, x, method="kfac")
+    assert not k.is_isotropic
+    np.testing.assert_allclose(run.kernel0[0], k.train, atol=1e-8 * k.alpha)

@@ -177,7 +177,8 @@ def fisher_along_training(theta: ArrayLike, y: ArrayLike, steps: ArrayLike, lear
             raise ValueError("theta must be positive semi-definite")
         lam, U = np.linalg.eigh(0.5 * (Th + Th.T))
         r0 = U.T @ (F0 - Y)
-        out = np.array([Y + U @ ((1.0 - eta * lam / N)[:, None] ** int(t) * r0) for t in st])
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.array([Y + U @ ((1.0 - eta * lam / N)[:, None] ** int(t) * r0) for t in st])
         if not np.all(np.isfinite(out)):
             raise FloatingPointError("fisher_along_training: the outputs overflowed (learning_rate above "
                                      "2 N / lambda_max(theta)?)")

@@ -406,7 +406,10 @@ def ngd_dynamics(network: "Network", x_train: ArrayLike, y_train: ArrayLike, lea
         raise ValueError("method='unit_wise' needs one output (y_train of shape (N,) or (N, 1)): with C > 1 a unit's "
                          "rows are parallel across outputs and the kernel is not isotropic")
     k = ngd_kernel(network, X, x_test, method=method, damping=damping, width=width)
-    f0 = np.zeros_like(y) if f0_train is None else check_array("f0_train", f0_train).reshape(y.shape)
+    f0 = np.zeros_like(y) if f0_train is None else check_array("f0_train", f0_train)
+    if f0.size != y.size:
+        raise ValueError(f"f0_train must have the shape of y_train {y.shape}, got {f0.shape}")
+    f0 = f0.reshape(y.shape)
     kt = k.test
     test: Optional[list] = None
     if kt is not None:

@@ -35,6 +35,10 @@ from .fisher import (FisherStatistics as FisherStatistics, FeatureMetricStatisti
     fisher_statistics as fisher_statistics, feature_metric_statistics as feature_metric_statistics)
 from .validation.fisher_sim import (FiniteWidthSpectrum as FiniteWidthSpectrum,
     finite_width_fisher as finite_width_fisher)
+from .normalization import (BatchNormBound as BatchNormBound, batch_norm_lambda_max_bound as batch_norm_lambda_max_bound,
+    layer_norm_fisher_statistics as layer_norm_fisher_statistics)
+from .learning_rate import (LearningRateThresholds as LearningRateThresholds,
+    learning_rate_thresholds as learning_rate_thresholds)
 from .phase import (PhaseDiagram as PhaseDiagram, phase_diagram as phase_diagram, CriticalLine as CriticalLine,
     critical_line as critical_line, DepthScaleCurve as DepthScaleCurve, depth_scale_curve as depth_scale_curve,
     MapDynamics as MapDynamics, map_dynamics as map_dynamics)
@@ -61,3 +65,9 @@ from .hyperparameters import (KernelDerivatives as KernelDerivatives, kernel_der
 from .trainability import (DepthMetrics as DepthMetrics, depth_metrics as depth_metrics,
     kernels_by_depth as kernels_by_depth)
 
+from .natural_gradient import (NGDKernel as NGDKernel, NGDDynamics as NGDDynamics, ngd_kernel as ngd_kernel,
+    ngd_dynamics as ngd_dynamics, layer_ntks as layer_ntks)
+from .softmax_dynamics import (CrossEntropyDynamics as CrossEntropyDynamics,
+    cross_entropy_ntk_dynamics as cross_entropy_ntk_dynamics, softmax_fisher_lambda_max as softmax_fisher_lambda_max)
+from .fisher_dynamics import (FisherAlongTraining as FisherAlongTraining, fisher_along_training as fisher_along_training,
+    empirical_fisher_eigenvalues as empirical_fisher_eigenvalues)

@@ -15,6 +15,11 @@ Needs torch: ``pip install "meanfield-theory[validation]"`` (or ``pip install to
   output mean subtracted, by autograd through the whole batch) and :func:`catapult_scan` (lazy / catapult / divergent
   phases of gradient descent against ``eta lambda_max / 2``): the simulations of :mod:`meanfield.normalization` and
   :mod:`meanfield.learning_rate`.
+* :func:`train_ngd` trains by natural gradient with the exact, block-diagonal, K-FAC or unit-wise Fisher matrix (dual
+  form; Karakida & Osawa 2020); :func:`track_fisher` trains by gradient descent (MSE or cross-entropy) recording the
+  spectra of the NTK, the model FIM and the empirical FIM; :func:`train_gd_cross_entropy` is its cross-entropy view
+  with the softmax FIM's largest eigenvalue (Karakida et al. Fig. 5). Theory: :mod:`meanfield.natural_gradient`,
+  :mod:`meanfield.softmax_dynamics`, :mod:`meanfield.fisher_dynamics`.
 * :func:`run_validation` (``python -m meanfield.validation run``) compares every theory quantity of the library with
   the simulation on a ladder of widths and writes JSON, a markdown report and plots. Its parts: ``theory`` (the
   library's values), ``simulate`` (the random networks), ``fitting`` (records and fits against width), ``report``
@@ -41,6 +46,9 @@ _LAZY = {
     **dict.fromkeys(["ValidationConfig", "ValidationReport", "default_configs", "run_validation"], "report"),
     **dict.fromkeys(["SpatialEnsemble", "sample_spatial_chain"], "spatial_networks"),
     "haar_orthogonal": "networks",
+    **dict.fromkeys(["NGDRun", "train_ngd"], "natural_gradient"),
+    **dict.fromkeys(["CrossEntropyRun", "train_gd_cross_entropy"], "softmax_training"),
+    **dict.fromkeys(["FisherTrack", "track_fisher"], "fisher_tracking"),
     "fit_series": "fitting",
     **dict.fromkeys(["jacobian_eigenvalues", "kernel_eigenvalues", "single_input_fisher_eigenvalues", "ks_distance",
                      "wasserstein_distance"], "spectra_sim"),
@@ -71,12 +79,15 @@ __all__ = [
     "NormalizedSpectrum",
     "catapult_scan",
     "normalized_fisher_spectrum",
+    "CrossEntropyRun",
     "SpatialEnsemble",
     "sample_spatial_chain",
     "haar_orthogonal",
     "FiniteWidthSpectrum",
     "FisherSample",
+    "FisherTrack",
     "NetworkEnsemble",
+    "NGDRun",
     "OrderParameterSample",
     "TorchActivation",
     "TrainingRun",
@@ -100,4 +111,7 @@ __all__ = [
     "sample_ensemble",
     "torch_activation",
     "train_gd",
+    "train_ngd",
+    "train_gd_cross_entropy",
+    "track_fisher",
 ]

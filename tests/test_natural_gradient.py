@@ -1,0 +1,322 @@
+"""Tests of meanfield.natural_gradient (NGD in the NTK regime, Karakida & Osawa 2020) and its torch twin.
+
+Independent routes:
+
+1. closed forms of the isotropic methods (``Theta_bar = alpha I``: full 1, block-diagonal L, K-FAC N(L-1)+1,
+   unit-wise ``sum M_l p_l + 1``), the K-FAC first-layer projector ``P_0`` computed here from the inputs with numpy,
+   and the dynamics ``(1 - eta alpha)^t`` / the eigen-decomposition ``U (1 - eta lambda)^t U^T`` of plain GD;
+2. the explicit P x P matrices of a tiny torch network: its Jacobian by ``torch.func.jacrev``, the Fisher matrix and
+   its block-diagonal, Kronecker-factored and unit-wise approximations built entry by entry, inverted with
+   ``numpy.linalg.pinv`` / ``inv`` -- against the dual (N C-sized) formulas of ``train_ngd`` (agreement to round-off);
+3. trained wide torch networks at widths 64, 256, 1024 against the predicted curves.
+
+Error analysis for 3. The prediction linearises the step around initialization. In the NTK parameterization the
+Jacobian moves by O(1/sqrt(M)) relative over training (Jacot 2018; Lee et al. 2019), so the curves of one network
+differ from the prediction by ``err(M) <= K / sqrt(M)`` of the initial residual; measured K: ~0.05 (full,
+block-diagonal), ~0.2 (K-FAC: its steps are larger in parameter space) on these 6-point problems. The tests require
+``err(M) < 1 / sqrt(M)`` (a >= 5x margin) at each width for the rms over 4 networks, and that it shrinks: ``err(1024) < err(64) / 2``
+(the 1/sqrt(M) law predicts 1/4). Plain GD also differs through the finite-width NTK, ``Theta_M - Theta_inf =
+O(1/sqrt(M))`` (measured K ~ 1 for the curve), so GD gets ``3 / sqrt(M)``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from meanfield import Network, ntk_kernel
+from meanfield.natural_gradient import METHODS, ngd_dynamics, ngd_kernel
+
+TANH = Network("tanh", depth=2, weight_var=1.5, bias_var=0.1)
+RELU = Network("relu", depth=2, weight_var=2.0, bias_var=0.1)
+RNG = np.random.default_rng(3)
+X = RNG.standard_normal((5, 7))
+Y = RNG.standard_normal((5, 2))
+
+
+# ----------------------------------------------------------------------------------------------- theory: closed forms
+@pytest.mark.parametrize("net", [TANH, RELU], ids=["tanh", "relu"])
+def test_isotropic_constants(net):
+    N, L = X.shape[0], net.depth + 1
+    for method, alpha in [("full", 1.0), ("block_diagonal", L), ("kfac", N * (L - 1) + 1)]:
+        k = ngd_kernel(net, X, method=method)
+        assert k.is_isotropic and k.isotropy_error < 1e-9
+        assert k.alpha == pytest.approx(alpha, rel=1e-12)
+    p = 0.5 if net.activations[0].name == "relu" else 1.0
+    k = ngd_kernel(net, X, method="unit_wise", width=300)
+    assert k.alpha == pytest.approx(2 * 300 * p + 1, rel=1e-14) and k.is_isotropic
+
+
+def test_gd_kernel_is_ntk_over_n():
+    k = ngd_kernel(TANH, X, X[:2], method="gd")
+    th = ntk_kernel(TANH, X)
+    np.testing.assert_allclose(k.train, th / 5, rtol=1e-12)
+    np.testing.assert_allclose(k.test, th[:2] / 5, rtol=1e-12)
+    assert not k.is_isotropic
+
+
+def test_kfac_first_layer_projector_when_n_exceeds_input_dim():
+    # N = 6 > M_0 + 1 = 3: the augmented inputs (sigma_w x / sqrt(M_0), sigma_b) span 3 dimensions only; the K-FAC
+    # kernel is N (L - 2 + P0_nn) + 1 on the diagonal (module docstring), P0 computed here from the inputs directly
+    x = RNG.standard_normal((6, 2))
+    net = TANH
+    xa = np.hstack([np.sqrt(net.weight_vars[0] / 2) * x, np.full((6, 1), np.sqrt(net.bias_vars[0]))])
+    P0 = xa @ np.linalg.pinv(xa)                       # projector on the column space of x~ (6 x 6, rank 3)
+    k = ngd_kernel(net, x, method="kfac")
+    L = net.depth + 1
+    np.testing.assert_allclose(np.diagonal(k.train), 6 * (L - 2 + np.diagonal(P0)) + 1, rtol=1e-9)
+    np.testing.assert_allclose(k.train - np.diag(np.diagonal(k.train)), 0.0, atol=1e-9)
+    assert not k.is_isotropic
+    # the layer-wise (block-diagonal) kernel stays isotropic (Schur product theorem)
+    assert ngd_kernel(net, x, method="block_diagonal").is_isotropic
+
+
+def test_test_kernels_reduce_to_train_kernels():
+    # Theta_bar(X', X) at X' = X is Theta_bar(X, X)
+    for method in ("full", "block_diagonal", "kfac", "gd"):
+        k = ngd_kernel(TANH, X, X, method=method, damping=0.0 if method == "gd" else 1e-3)
+        np.testing.assert_allclose(k.test, k.train, atol=1e-10)
+
+
+def test_damping_eigenmodes():
+    # full NGD with damping: eigenvalues lambda_i / (lambda_i + N rho) of the NTK's eigenvalues lambda_i
+    rho = 0.05
+    lam = np.linalg.eigvalsh(ntk_kernel(TANH, X))
+    k = ngd_kernel(TANH, X, method="full", damping=rho)
+    np.testing.assert_allclose(k.eigenvalues, np.sort(lam / (lam + 5 * rho)), rtol=1e-10)
+
+
+def test_dynamics_closed_forms():
+    f0 = RNG.standard_normal(Y.shape)
+    for method, alpha in [("full", 1.0), ("block_diagonal", 3.0), ("kfac", 11.0)]:
+        eta = 0.7 / alpha
+        d = ngd_dynamics(TANH, X, Y, eta, 6, method=method, f0_train=f0)
+        expect = Y + (1 - eta * alpha) ** np.arange(7)[:, None, None] * (f0 - Y)
+        np.testing.assert_allclose(d.train, expect, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(d.loss, 0.5 * ((expect - Y) ** 2).sum((1, 2)) / 5, rtol=1e-9)
+    # GD: r_t = U (1 - eta lambda / N)^t U^T r_0
+    th = ntk_kernel(TANH, X)
+    lam, U = np.linalg.eigh(th)
+    eta = 1.5
+    d = ngd_dynamics(TANH, X, Y, eta, 4, method="gd", f0_train=f0)
+    for t in range(5):
+        np.testing.assert_allclose(d.train[t] - Y, U @ ((1 - eta * lam / 5)[:, None] ** t * (U.T @ (f0 - Y))),
+                                   atol=1e-12)
+    # test outputs: f_t(x') = f_0(x') + Theta(x', X) Theta^{-1} (1 - (1 - eta)^t) (y - f_0) for exact NGD
+    xt = RNG.standard_normal((3, 7))
+    d = ngd_dynamics(TANH, X, Y, 0.5, 3, method="full", f0_train=f0, x_test=xt)
+    K = ntk_kernel(TANH, np.vstack([X, xt]))
+    proj = K[5:, :5] @ np.linalg.inv(K[:5, :5])
+    for t in range(4):
+        np.testing.assert_allclose(d.test[t], proj @ (Y - f0) * (1 - 0.5 ** t), atol=1e-10)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="method"):
+        ngd_kernel(TANH, X, method="newton")
+    with pytest.raises(ValueError, match="damping"):
+        ngd_kernel(TANH, X, method="full", damping=-1.0)
+    with pytest.raises(ValueError, match="width"):
+        ngd_kernel(TANH, X, method="unit_wise")
+    with pytest.raises(ValueError, match="damping"):
+        ngd_kernel(TANH, X, method="unit_wise", width=10, damping=0.1)
+    with pytest.raises(ValueError, match="damping"):
+        ngd_kernel(TANH, X, method="gd", damping=0.1)
+    with pytest.raises(ValueError, match="singular"):
+        ngd_kernel(TANH, RNG.standard_normal((6, 2)), method="unit_wise", width=10)
+    with pytest.raises(ValueError, match="y_train"):
+        ngd_dynamics(TANH, X, np.ones(4), 0.1, 2)
+    with pytest.raises(ValueError, match="one output"):
+        ngd_dynamics(TANH, X, Y, 0.1, 2, method="unit_wise", width=10)
+    with pytest.raises(ValueError, match="learning_rate"):
+        ngd_dynamics(TANH, X, Y, 0.0, 2)
+    with pytest.raises(TypeError, match="network"):
+        ngd_kernel("tanh", X)
+    with pytest.warns(RuntimeWarning, match="critical"):
+        ngd_dynamics(TANH, X, Y, 2.5, 2, method="full")
+
+
+# ------------------------------------------------------------------------------------------- torch: explicit matrices
+def _explicit_kernel(ens, x, method, rho):
+    """J (G~ + rho I)^+ J^T / N from the explicit P x P matrices of network 0 (torch.func.jacrev + numpy)."""
+    import torch
+    from torch.func import jacrev
+
+    params = {k: v[0] for k, v in ens.parameters().items()}
+    N, C = x.shape[0], ens.n_outputs
+    jac = jacrev(lambda p: ens.apply(p, x).reshape(-1))(params)
+    L = ens.n_layers
+    sw, sb = ens._scales()
+    # numpy forward pass of the same network for the layer inputs h^{l-1} (effective SP weights)
+    h = x.numpy()
+    hs = []
+    for l in range(L):
+        hs.append(h)
+        W = ens.effective_weights()[l][0].numpy()
+        b = ens.effective_biases()[l][0].numpy()
+        u = h @ W.T + b
+        h = np.tanh(u)
+    out = np.zeros((N * C, N * C))
+    Jall = []
+    blocks = []
+    for l in range(1, L + 1):
+        JW = jac[f"W{l}"].numpy()                      # (NC, M_l, M_{l-1})
+        Jb = jac[f"b{l}"].numpy()                      # (NC, M_l)
+        Jt = np.concatenate([JW, Jb[:, :, None]], axis=2)     # (NC, M_l, M_{l-1} + 1): theta~ = [W | b] row-major
+        Jl = Jt.reshape(N * C, -1)
+        Jall.append(Jl)
+        Ml = Jt.shape[1]
+        if method == "block_diagonal":
+            G = Jl.T @ Jl / N
+            blocks.append((Jl, np.linalg.pinv(G + rho * np.eye(G.shape[0]), hermitian=True, rcond=1e-10)))
+        elif method == "kfac":
+            delta = Jb / sb[l - 1]                                  # (NC, M_l): df/du^l
+            ha = np.hstack([sw[l - 1] * hs[l - 1], np.full((N, 1), sb[l - 1])])   # (N, M_{l-1} + 1)
+            A = ha.T @ ha / N
+            B = delta.T @ delta / N
+            eps = np.sqrt(rho)
+            Ginv = np.kron(np.linalg.pinv(B + eps * np.eye(Ml), hermitian=True, rcond=1e-10),
+                           np.linalg.pinv(A + eps * np.eye(A.shape[0]), hermitian=True, rcond=1e-10))
+            blocks.append((Jl, Ginv))
+        elif method == "unit_wise":
+            for i in range(Ml):
+                Ji = Jt[:, i, :]
+                G = Ji.T @ Ji / N
+                blocks.append((Ji, np.linalg.pinv(G + rho * np.eye(G.shape[0]), hermitian=True, rcond=1e-10)))
+    if method == "full":
+        J = np.hstack(Jall)
+        G = J.T @ J / N
+        return J @ np.linalg.pinv(G + rho * np.eye(G.shape[0]), hermitian=True, rcond=1e-10) @ J.T / N
+    if method == "gd":
+        J = np.hstack(Jall)
+        return J @ J.T / N
+    for Jl, Ginv in blocks:
+        out += Jl @ Ginv @ Jl.T / N
+    return out
+
+
+@pytest.mark.parametrize("method,rho,C", [("gd", 0.0, 2), ("full", 0.0, 2), ("full", 1e-2, 2),
+                                          ("block_diagonal", 0.0, 2), ("block_diagonal", 1e-2, 1),
+                                          ("kfac", 0.0, 2), ("kfac", 1e-2, 1), ("unit_wise", 0.0, 1),
+                                          ("unit_wise", 1e-2, 1)])
+def test_dual_updates_match_explicit_matrices(method, rho, C):
+    torch = pytest.importorskip("torch")
+    from meanfield.validation import sample_ensemble, train_ngd
+
+    ens = sample_ensemble(TANH, 6, 1, n_outputs=C, parameterization="ntk", device="cpu")
+    x = torch.as_tensor(np.random.default_rng(5).standard_normal((4, 6)))
+    y = torch.zeros(4, C, dtype=torch.float64)
+    run = train_ngd(ens, x, y, 0.1, 1, method=method, damping=rho)
+    np.testing.assert_allclose(run.kernel0[0], _explicit_kernel(ens, x, method, rho), atol=1e-8, rtol=1e-7)
+
+
+def test_update_moves_outputs_by_the_kernel():
+    # one small step: f_1 - f_0 = -eta Theta_bar r_0 + O(eta^2) (the parameter update is the one the kernel describes)
+    torch = pytest.importorskip("torch")
+    from meanfield.validation import sample_ensemble, train_ngd
+
+    ens = sample_ensemble(TANH, 32, 1, n_outputs=2, parameterization="ntk", device="cpu")
+    x = torch.as_tensor(np.random.default_rng(6).standard_normal((4, 32)))
+    y = torch.as_tensor(np.random.default_rng(7).standard_normal((4, 2)))
+    for method in ("full", "kfac", "block_diagonal"):
+        e1, e2 = 1e-4, 2e-4
+        r1 = train_ngd(ens, x, y, e1, 1, method=method)
+        r2 = train_ngd(ens, x, y, e2, 1, method=method)
+        res = (r1.train[0, 0] - y.numpy()).reshape(-1)
+        pred = -(r1.kernel0[0] @ res).reshape(4, 2)
+        # Richardson: (2 (f1(e1) - f0) - (f1(e2) - f0) / 2) / e1 ... first derivative to O(eta^2)
+        d1 = (r1.train[0, 1] - r1.train[0, 0]) / e1
+        d2 = (r2.train[0, 1] - r2.train[0, 0]) / e2
+        np.testing.assert_allclose(2 * d1 - d2, pred, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------- torch: wide networks
+@pytest.mark.parametrize("method", ["gd", "full", "block_diagonal", "kfac"])
+def test_training_curves_against_wide_networks(method):
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    from meanfield.validation import sample_ensemble, train_ngd
+
+    N, L = 6, 3
+    eta = {"gd": 1.0, "full": 0.5, "block_diagonal": 0.5 / L, "kfac": 0.5 / (N * (L - 1) + 1)}[method]
+    k_tol = 3.0 if method == "gd" else 1.0
+    y = np.random.default_rng(2).standard_normal((N, 1))
+    errs = {}
+    for M in (64, 256, 1024):
+        ens = sample_ensemble(TANH, M, 4, parameterization="ntk", device="cpu", seed=11)
+        x = np.random.default_rng(1).standard_normal((N, ens.widths[0]))
+        run = train_ngd(ens, torch.as_tensor(x), torch.as_tensor(y), eta, 5, method=method)
+        e = []
+        for s in range(4):
+            th = ngd_dynamics(TANH, x, y, eta, 5, method=method, f0_train=run.train[s, 0])
+            e.append(np.abs(run.train[s] - th.train).max() / np.abs(run.train[s, 0] - y).max())
+        errs[M] = float(np.sqrt(np.mean(np.square(e))))   # rms over 4 networks
+        assert errs[M] < k_tol / np.sqrt(M), (M, errs)
+    assert errs[1024] < errs[64] / 2, errs
+
+
+def test_unit_wise_kernel_on_wide_networks():
+    # tanh: every delta != 0, Theta_bar = (2M + 1) I exactly; relu: diag(#active units + 1), whose mean over the
+    # samples is M (L-1)/2 + 1 up to the binomial fluctuation sqrt(2 M / 4) per sample (4 sigma tolerance)
+    torch = pytest.importorskip("torch")
+    from meanfield.validation import sample_ensemble, train_ngd
+
+    N = 5
+    for net, M in ((TANH, 256), (RELU, 256)):
+        ens = sample_ensemble(net, M, 1, parameterization="ntk", device="cpu", seed=3)
+        x = torch.as_tensor(np.random.default_rng(1).standard_normal((N, ens.widths[0])))
+        run = train_ngd(ens, x, torch.zeros(N, 1, dtype=torch.float64), 1e-3, 1, method="unit_wise")
+        k = ngd_kernel(net, x.numpy(), method="unit_wise", width=M)
+        K0 = run.kernel0[0]
+        np.testing.assert_allclose(K0 - np.diag(np.diagonal(K0)), 0.0, atol=1e-8 * k.alpha)
+        if net is TANH:
+            np.testing.assert_allclose(np.diagonal(K0), k.alpha, rtol=1e-8)
+        else:
+            assert np.all(np.abs(np.diagonal(K0) - k.alpha) < 4 * np.sqrt(2 * M / 4))
+
+
+def test_trainer_bad_input():
+    torch = pytest.importorskip("torch")
+    from meanfield.validation import sample_ensemble, train_ngd
+
+    ens = sample_ensemble(TANH, 8, 1, n_outputs=2, parameterization="ntk", device="cpu")
+    x = torch.zeros(3, 8, dtype=torch.float64)
+    with pytest.raises(ValueError, match="method"):
+        train_ngd(ens, x, torch.zeros(3, 2), 0.1, method="adam")
+    with pytest.raises(ValueError, match="n_outputs"):
+        train_ngd(ens, x, torch.zeros(3, 2), 0.1, method="unit_wise")
+    with pytest.raises(ValueError, match="y must have shape"):
+        train_ngd(ens, x, torch.zeros(3, 1), 0.1)
+    with pytest.raises(ValueError, match="damping"):
+        train_ngd(ens, x, torch.zeros(3, 2), 0.1, damping=-1)
+    assert set(METHODS) == {"gd", "full", "block_diagonal", "kfac", "unit_wise"}
+
+
+def test_finite_width_kernels_are_exactly_isotropic_with_several_outputs():
+    # with N C <= M and N <= M_0 the projectors of full / block-diagonal / K-FAC are exact at finite width: the
+    # measured Theta_bar equals alpha I_{NC} (alpha = 1, L, N(L-1)+1) to round-off, for C = 2 outputs too
+    torch = pytest.importorskip("torch")
+    from meanfield.validation import sample_ensemble, train_ngd
+
+    N, C, L = 5, 2, 3
+    ens = sample_ensemble(TANH, 48, 2, n_outputs=C, parameterization="ntk", device="cpu", seed=4)
+    x = torch.as_tensor(np.random.default_rng(8).standard_normal((N, 48)))
+    for method, alpha in (("full", 1.0), ("block_diagonal", L), ("kfac", N * (L - 1) + 1)):
+        run = train_ngd(ens, x, torch.zeros(N, C, dtype=torch.float64), 1e-3, 1, method=method)
+        for s in range(2):
+            np.testing.assert_allclose(run.kernel0[s], alpha * np.eye(N * C), atol=1e-8 * alpha)
+
+
+def test_kfac_non_isotropic_kernel_on_a_network_with_few_inputs_dims():
+    # N = 6 > M_0 + 1 = 3: the finite network's K-FAC kernel (hidden projectors exact at N <= M) is the predicted
+    # N (L - 2 + P0_nn) + 1 on the diagonal, 0 off it, to round-off
+    torch = pytest.importorskip("torch")
+    from meanfield.validation import sample_ensemble, train_ngd
+
+    M = 64
+    net = Network("tanh", 2, 1.5, 0.1, width_ratios=[2 / M, 1, 1])
+    ens = sample_ensemble(net, M, 1, parameterization="ntk", device="cpu")
+    x = np.random.default_rng(0).standard_normal((6, 2))
+    run = train_ngd(ens, torch.as_tensor(x), torch.zeros(6, 1, dtype=torch.float64), 1e-3, 1, method="kfac")
+    k = ngd_kernel(net, x, method="kfac")
+    assert not k.is_isotropic
+    np.testing.assert_allclose(run.kernel0[0], k.train, atol=1e-8 * k.alpha)

@@ -109,9 +109,10 @@ def qstar_scalar(ev, code, p0, p1, kinks, scale, wv, bv, rho, q0, max_iter):
     if F > 0.0:
         lo = q
         hi = q
+        Fhi = F
         while True:
             it += 1
-            Vhi = length_map_scalar(ev, code, p0, p1, kinks, scale, hi, wv, bv, rho)
+            Vhi = Fhi + hi      # V(hi) from F(hi) = V(hi) - hi, already evaluated (inf / NaN carry through)
             nxt = max(2.0 * hi, Vhi, 1e-300)
             if not nxt <= qmax:     # also NaN (V overflowing to inf - inf): no finite fixed point
                 return math.inf, DIVERGED, it
@@ -124,6 +125,7 @@ def qstar_scalar(ev, code, p0, p1, kinks, scale, wv, bv, rho, q0, max_iter):
                 break
             hi = nxt
             lo = nxt
+            Fhi = Fn
     else:
         hi = q
         lo = q

@@ -25,7 +25,7 @@ from scipy import integrate
 from meanfield import Network, feature_metric_statistics, finite_width_fisher, fisher_statistics
 from meanfield.learning_rate import LearningRateThresholds, learning_rate_thresholds
 from meanfield.normalization import BatchNormBound, batch_norm_lambda_max_bound, layer_norm_fisher_statistics
-from test_fisher import CASES, K_MEAN, K_OTHER, make_net, network, rms
+from tests.test_fisher import CASES, K_MEAN, K_OTHER, make_net, network, rms
 
 T, C = 16, 2
 

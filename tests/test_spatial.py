@@ -22,7 +22,7 @@ import meanfield as mf
 from meanfield.layers import Dense, Nonlinearity, Residual, serial
 from meanfield.spatial import (AvgPool, Conv, Flatten, GlobalAvgPool, LayerNorm, spatial_kernels, spatial_variances)
 
-from _spatial_reference import reference
+from tests._spatial_reference import reference
 
 # architectures as tuples, shared by the meanfield, brute-force and neural-tangents builders
 ARCHS = {
@@ -185,7 +185,7 @@ def test_gelu_against_mpmath():
     """gelu (no closed form in neural-tangents): each pair is a 1-D mpmath integral at 20 digits (the inner Gaussian
     integral of gelu is closed, tests/_reference.mp_gelu_pair), accurate to ~1e-18; meanfield's Mehler route is
     accurate to rtol = 1e-14 per expectation, two layers of O(1) gain: 1e-12."""
-    from _reference import mp_gelu_pair
+    from tests._reference import mp_gelu_pair
 
     ch, x, w2, b2, Q = _circular_chain_and_covariances("gelu", 2)
     _check_against_pairs(ch, x, w2, b2, Q, lambda q, c, o: float(mp_gelu_pair(q, min(c, 1.0), o)))
@@ -195,7 +195,7 @@ def test_gelu_against_mpmath():
 def test_tanh_against_mpmath():
     """tanh: nested 2-D mpmath quadrature at 20 digits (~1e-18), one position (L = 1) so four pairs; 1e-12 as above."""
     import mpmath as mp
-    from _reference import MP_PHI
+    from tests._reference import MP_PHI
 
     ch, x, w2, b2, Q = _circular_chain_and_covariances("tanh", 1)
     f = MP_PHI["tanh"]

@@ -11,6 +11,8 @@ Needs torch: ``pip install "meanfield-theory[validation]"`` (or ``pip install to
   inputs, and the output covariance (empirical NNGP); :func:`empirical_ntk` contracts Jacobians with ``torch.func``;
   :func:`fisher_statistics` gives the FIM mean eigenvalue, second moment and largest eigenvalue through the dual
   ``C T x C T`` Gram matrix ``J J^T / T``; :func:`train_gd` runs full-batch gradient descent on the MSE loss.
+* :data:`CAPABILITIES` (:mod:`~meanfield.validation.capabilities`) registers what is validated, each capability a
+  check of :mod:`~meanfield.validation.checks` (``python -m meanfield.validation run --only NAME,...``).
 * :func:`run_validation` (``python -m meanfield.validation run``) compares every theory quantity of the library with
   the simulation on a ladder of widths and writes JSON, a markdown report and plots. Its parts: ``theory`` (the
   library's values), ``simulate`` (the random networks), ``fitting`` (records and fits against width), ``report``
@@ -37,6 +39,8 @@ _LAZY = {
     **dict.fromkeys(["ValidationConfig", "ValidationReport", "default_configs", "run_validation"], "report"),
     **dict.fromkeys(["SpatialEnsemble", "sample_spatial_chain"], "spatial_networks"),
     "haar_orthogonal": "networks",
+    **dict.fromkeys(["Capability", "CAPABILITIES", "capability_names"], "capabilities"),
+    **dict.fromkeys(["CheckContext", "gram_inputs"], "checks"),
     "fit_series": "fitting",
     **dict.fromkeys(["jacobian_eigenvalues", "kernel_eigenvalues", "single_input_fisher_eigenvalues", "ks_distance",
                      "wasserstein_distance"], "spectra_sim"),
@@ -60,6 +64,11 @@ def __getattr__(name):
 
 
 __all__ = [
+    "CAPABILITIES",
+    "Capability",
+    "CheckContext",
+    "capability_names",
+    "gram_inputs",
     "ChainEnsemble",
     "SpatialEnsemble",
     "sample_spatial_chain",

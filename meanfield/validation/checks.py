@@ -28,7 +28,7 @@ from .fitting import make_record
 from .measure import _combine_gram, _layer_grams
 from .networks import layer_widths, sample_chain, sample_ensemble
 
-__all__ = ["CheckContext", "gram_inputs", "check_softmax_fisher", "check_diagonal_blocks", "check_feature_metric",
+__all__ = ["CheckContext", "gram_inputs", "cross_entropy_dual", "feature_gradients", "check_softmax_fisher", "check_diagonal_blocks", "check_feature_metric",
            "check_dropout", "check_depth_scales", "check_gp_posterior", "check_ntk_dynamics",
            "check_kernel_regression", "check_residual", "check_cnn", "check_jacobian_spectrum",
            "check_finite_width"]
@@ -148,6 +148,17 @@ def _psd_sqrt(Q):
     return (v * e.clamp(min=0).sqrt().unsqueeze(-2)) @ v.transpose(-1, -2)
 
 
+def cross_entropy_dual(gram, outputs) -> torch.Tensor:
+    r"""Dual ``(1/T) [Q_t^{1/2} (J J^T)_{tt'} Q_{t'}^{1/2}]`` (``S x CT x CT``) of the cross-entropy FIM
+    ``F = (1/T) sum_t J_t^T Q_t J_t`` from ``gram = J J^T`` of shape ``(S, T, C, T, C)`` and the logits ``outputs``
+    ``(S, T, C)``; ``Q_t = diag(g_t) - g_t g_t^T`` with ``g_t`` the softmax. Same non-zero spectrum as F."""
+    S, T, C = outputs.shape
+    g = torch.softmax(outputs, -1)
+    R = _psd_sqrt(torch.diag_embed(g) - g.unsqueeze(-1) * g.unsqueeze(-2))          # (S, T, C, C)
+    D = torch.einsum("stab,stbuc,sucd->staud", R, gram, R).reshape(S, T * C, T * C) / T
+    return 0.5 * (D + D.transpose(1, 2))
+
+
 def check_softmax_fisher(ctx: CheckContext) -> list:
     r"""Cross-entropy FIM ``F = (1/T) sum_t J_t^T Q_t J_t`` (``Q_t = diag(g_t) - g_t g_t^T``, softmax ``g_t`` of the
     network's own outputs) in standard parameterization: mean ``tr F / P``, second moment ``tr F^2 / P`` and the
@@ -163,29 +174,26 @@ def check_softmax_fisher(ctx: CheckContext) -> list:
     out = []
     for M in widths:
         ths = fisher_statistics(net, M, T, C, loss="cross_entropy", n_mc=n_mc, seed=ctx.seed)
-        means, seconds, outs = [], [], []
+        parts = []
         for ens, x, f, deltas, dd, hh in _fisher_pass(ctx, net, M, S, T, C):
-            G = _combine_gram(ens, dd, hh, "standard")                     # (S, T, C, T, C) = J J^T
-            g = torch.softmax(f, -1)                                        # (S, T, C)
-            Q = torch.diag_embed(g) - g.unsqueeze(-1) * g.unsqueeze(-2)
-            R = _psd_sqrt(Q)                                                # (S, T, C, C)
-            D = torch.einsum("stab,stbuc,sucd->staud", R, G, R).reshape(ens.n_seeds, T * C, T * C) / T
-            D = 0.5 * (D + D.transpose(1, 2))
+            D = cross_entropy_dual(_combine_gram(ens, dd, hh, "standard"), f)
             ev = torch.linalg.eigvalsh(D)
             P = ens.n_params
-            means.append(_np(torch.diagonal(D, dim1=1, dim2=2).sum(-1) / P))
-            seconds.append(_np(D.pow(2).sum((1, 2)) / P))
-            outs.append(_np(ev[:, -(C - 1):].flip(-1)))
-        means, seconds, outs = np.concatenate(means), np.concatenate(seconds), np.concatenate(outs)
+            parts.append(np.concatenate([_np(torch.diagonal(D, dim1=1, dim2=2).sum(-1) / P)[:, None],
+                                         _np(D.pow(2).sum((1, 2)) / P)[:, None], _np(ev[:, -(C - 1):].flip(-1))], 1))
+        a = np.concatenate(parts)
+        means, seconds, outs = a[:, 0], a[:, 1], a[:, 2:]
         src = "meanfield.fisher.fisher_statistics(loss='cross_entropy')"
-        se = ths.mc_stderr or {}
+        se: dict = ths.mc_stderr or {}
         out.append(_rec("softmax_fisher", "m_lambda (CE)", M, ths.mean_eigenvalue, src, means, _ENS, "ensemble",
                         float(se.get("mean_eigenvalue", 0.0))))
         out.append(_rec("softmax_fisher", "s_lambda (CE)", M, ths.second_moment, src, seconds, _ENS, "ensemble",
                         float(se.get("second_moment", 0.0))))
         ose = np.atleast_1d(se.get("outliers", np.zeros(C - 1)))
         for k in range(C - 1):
-            out.append(_rec("softmax_fisher", f"outlier {k + 1} of C-1 (CE)", M, float(ths.outliers[k]), src,
+            out.append(_rec("softmax_fisher", f"outlier {k + 1} of C-1 (CE)", M,
+                            float(ths.outliers[k]),  # type: ignore[index]
+                            src,
                             outs[:, k], _ENS, "ensemble", float(ose[k]) if ose.size > k else 0.0))
     return out
 
@@ -206,7 +214,7 @@ def check_diagonal_blocks(ctx: CheckContext) -> list:
     for M in widths:
         ths = fisher_statistics(net, M, T, C)
         L = net.n_layers
-        acc = {k: [] for k in range(L)}
+        acc: dict = {k: [] for k in range(L)}
         for ens, x, f, deltas, dd, hh in _fisher_pass(ctx, net, M, S, T, C):
             for l in range(L):
                 G = (dd[l] * (hh[l][:, :, None, :, None] + 1.0)).reshape(ens.n_seeds, T * C, T * C) / T
@@ -223,6 +231,16 @@ def check_diagonal_blocks(ctx: CheckContext) -> list:
             if l > 0:
                 out.append(_rec("diagonal_blocks", f"lambda_max(F_{l + 1}{l + 1})", M, ths.layer_lambda_max[l], src,
                                 a[:, 2], "-1/2 to -1 (top of C near-degenerate outliers)"))
+    return out
+
+
+def feature_gradients(ensemble, deltas) -> list:
+    r"""``grad_{h^{l-1}} f_k(x_t) = W^{l T} delta^l_k(x_t)`` for l = 1..L: tensors ``(S, T C, M_{l-1})`` (rows ``(t, k)``,
+    t major) from the backward signals of :meth:`NetworkEnsemble.backward_pass` and the effective (SP) weights."""
+    out = []
+    for d, W in zip(deltas, ensemble.effective_weights()):
+        S, T, C, _ = d.shape
+        out.append(torch.bmm(d.reshape(S, T * C, -1), W))
     return out
 
 
@@ -243,13 +261,8 @@ def check_feature_metric(ctx: CheckContext) -> list:
         L = net.n_layers
         rows = []
         for ens, x, f, deltas, dd, hh in _fisher_pass(ctx, net, M, S, T, C):
-            Ws = ens.effective_weights()
-            blocks = []
-            for l in range(L):
-                d = deltas[l].reshape(ens.n_seeds, T * C, -1)
-                g = torch.bmm(d, Ws[l])                                       # (S, TC, M_{l-1})
-                blocks.append(torch.bmm(g, g.transpose(1, 2)) / T)
-            A = sum(blocks)
+            blocks = [torch.bmm(g, g.transpose(1, 2)) / T for g in feature_gradients(ens, deltas)]
+            A = torch.stack(blocks).sum(0)
             A = 0.5 * (A + A.transpose(1, 2))
             D = sum(ens.widths[:L])
             cols = [_np(torch.diagonal(A, dim1=1, dim2=2).sum(-1) / D), _np(A.pow(2).sum((1, 2)) / D),
@@ -339,7 +352,7 @@ def check_depth_scales(ctx: CheckContext) -> list:
     net = Network("tanh", depth=depth, weight_var=sw2, bias_var=sb2)
     fp = fixed_point("tanh", sw2, sb2)
     xs = depth_scales("tanh", sw2, sb2)
-    qs, cs = float(fp.q_star), float(fp.c_star)
+    qs, cs = float(fp.q_star), float(fp.c_star)  # type: ignore[arg-type]
     nq = lambda q: (q - sb2) / sw2                                          # noqa: E731  qhat^0 giving q^1 = q
     n0, np_, nm = nq(qs), nq(qs * (1 + eps)), nq(qs * (1 - eps))
     ovp, ovm = nq(qs * (cs + eps)), nq(qs * (cs - eps))
@@ -373,9 +386,8 @@ def check_depth_scales(ctx: CheckContext) -> list:
             deltas = ens.backward_pass([u[:, :1] for u in us])
             qt = np.stack([_np((d[:, 0, 0] ** 2).sum(-1)) for d in deltas[:-1]], 1)
             rg.append(_slope_over_layers(np.log(qt)))
-        out.append(_rec("depth_scales", "1/xi_q", M, 1.0 / xs.xi_q, src, np.concatenate(rq), _SELF))
-        out.append(_rec("depth_scales", "1/xi_c", M, 1.0 / xs.xi_c, src, np.concatenate(rc), _SELF))
-        out.append(_rec("depth_scales", "1/xi_grad", M, 1.0 / xs.xi_grad, src, np.concatenate(rg), _SELF))
+        for name, xi, r in (("1/xi_q", xs.xi_q, rq), ("1/xi_c", xs.xi_c, rc), ("1/xi_grad", xs.xi_grad, rg)):
+            out.append(_rec("depth_scales", name, M, 1.0 / float(xi), src, np.concatenate(r), _SELF))  # type: ignore
     return out
 
 
@@ -485,9 +497,9 @@ def check_ntk_dynamics(ctx: CheckContext) -> list:
     thx = np.asarray(kernels(net, Xt, X, parameterization="ntk").ntk)
     lmax = float(np.linalg.eigvalsh(th)[-1])
     lr = 0.01 / lmax
-    n_steps = 400 if ctx.scale == "quick" else 1000
+    n_steps = {"quick": 400, "cpu": 600, "gpu": 1000}[ctx.scale]
     steps = (n_steps // 4, n_steps)
-    widths, S = ctx.ladder(((32, 64, 128), 16), ((64, 128, 256), 32), ((256, 512, 1024, 2048, 4096), 128))
+    widths, S = ctx.ladder(((32, 64, 128), 16), ((32, 64, 128, 256), 24), ((256, 512, 1024, 2048, 4096), 128))
     out = []
     src = "meanfield.regression.ntk_gradient_flow"
     for M in widths:
@@ -518,7 +530,7 @@ def check_kernel_regression(ctx: CheckContext) -> list:
     lr = 1.0 / ev[-1]
     n_steps = int(math.ceil(math.log(1e-12) / math.log(1.0 - ev[0] / ev[-1])))
     theory = ntk_regression(net, X, y, Xt).test[-1]
-    widths, S = ctx.ladder(((32, 64, 128), 16), ((64, 128, 256, 512), 32), ((256, 512, 1024, 2048, 4096), 128))
+    widths, S = ctx.ladder(((32, 64, 128), 16), ((32, 64, 128, 256), 24), ((256, 512, 1024, 2048, 4096), 128))
     out = []
     for M in widths:
         f0, f0t, ft = _train_ntk(ctx, net, M, S, X, y, Xt, lr, (n_steps,))
@@ -585,7 +597,7 @@ def check_cnn(ctx: CheckContext) -> list:
                    Conv(1.5, 0.1, (3, 3), padding="CIRCULAR"), Nonlinearity("erf"), GlobalAvgPool(), Dense(1.3, 0.1))
     x = np.random.default_rng(0).standard_normal((2, 6, 6, 2))
     th = spatial_kernels(chain, x, parameterization="ntk")
-    widths, S = ctx.ladder(((16, 32, 64), 16), ((32, 64, 128, 256), 32), ((64, 128, 256, 512, 1024), 128))
+    widths, S = ctx.ladder(((16, 32, 64), 16), ((16, 32, 64, 128), 16), ((64, 128, 256, 512, 1024), 128))
     out = []
     for M in widths:
         per = max(1, min(S, ctx.chunk_bytes // (8 * 3 * 9 * M * M * 40)))

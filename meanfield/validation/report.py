@@ -325,13 +325,18 @@ class ValidationReport:
 
         def math(t):
             t = t.replace("lambda_max", r"\lambda_{\max}").replace("m_lambda", r"m_\lambda")
-            t = t.replace("s_lambda", r"s_\lambda").replace("lambda^", r"\lambda^").replace("eta", r"\eta")
+            t = t.replace("s_lambda", r"s_\lambda").replace("lambda^", r"\lambda^")
             t = t.replace("qtilde", r"\tilde q").replace("Theta", r"\Theta").replace("chi", r"\chi")
+            t = re.sub(r"(?<![A-Za-z\\])eta", r"\\eta", t)
+            t = t.replace("_SP", r"_{\mathrm{SP}}").replace("Var", r"\mathrm{Var}")
             t = t.replace("xi_", r"\xi_").replace("*", r"^{*}")
+            t = re.sub(r"_(\d\d+)", r"_{\1}", t)
             return "$" + re.sub(r"\^(\d+)", r"^{\1}", t) + "$"
 
         symbolic = re.compile(r"[\^_()\[\]/=]|^(Theta|M|x|t|Var|eta|C-1|lambda_max|[0-9.]+)$")
-        return " ".join(math(tok) if symbolic.search(tok) else tok for tok in quantity.split(" "))
+        words = re.compile(r"^\([A-Za-z -]+\)$")                         # "(orthogonal)", "(CE)": text
+        return " ".join(r"$\times$" if tok == "x" else math(tok) if symbolic.search(tok) and not words.match(tok)
+                        else tok for tok in quantity.split(" "))
 
     def plot(self, out_dir: str, dpi: int = 100) -> list:
         """Write PNG figures into ``out_dir``: per network, theory vs simulation against width for a
@@ -439,8 +444,11 @@ class ValidationReport:
                 ax.set_xlabel("width $M$")
                 ax.set_title(ttl, fontsize=10)
             axes[0].set_ylabel("relative error")
+            axes[0].legend(handles=[axes[0].lines[-1]], fontsize=7, loc="lower left")
             axes[1].set_ylabel(r"std / |theory|")
             axes[1].legend(fontsize=6, ncol=2)
+            if any("batch" in str(r.get("expected", "")) for r in self.records if r["config"] == cap["name"]):
+                axes[1].set_title("relative std of one batch estimate (ensemble statistics)", fontsize=10)
             fig.suptitle(f"{cap['name']}: {cap['title']} ({self.meta['device']}, {self.meta['dtype']})", fontsize=10)
             finish(fig, f"{cap['name']}_error_scaling.png")
         if self.training:

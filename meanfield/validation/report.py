@@ -293,8 +293,18 @@ class ValidationReport:
             fits = [f for f in self.fits if f["config"] == cap["name"]]
             if not fits:
                 continue
-            lines += [f"## Capability `{cap['name']}`: {cap['title']}", "", cap["description"], "",
-                      f"Widths {fits[0]['widths']}; {cap['elapsed_s']:.1f} s.", "",
+            import re
+
+            desc = re.sub(r":\w+:`~?", "`", cap["description"]).replace("``", "`")
+            z = [abs(r["relative_error"]) / r["relative_standard_error"]
+                 for f in fits for r in self._series(cap["name"], f["quantity"]) if r["relative_standard_error"] > 0]
+            nb = sum(f["regime"] == "bias" for f in fits)
+            lines += [f"## Capability `{cap['name']}`: {cap['title']}", "", desc, "",
+                      f"Widths {fits[0]['widths']}; {cap['elapsed_s']:.1f} s. {len(fits)} rows, {nb} with a resolved "
+                      f"bias (|error| > 2 SE at every width); of the {len(z)} (row, width) comparisons "
+                      f"{sum(v > 2 for v in z)} differ from theory by more than 2 SE and {sum(v > 3 for v in z)} by "
+                      f"more than 3 SE (noise alone: about {0.0455 * len(z):.1f} and {0.0027 * len(z):.2f}; the rows "
+                      "of one capability share networks, so their deviations are correlated).", "",
                       "| quantity | theory | sim. mean (largest M) | SE | rel. error | err/SE | error exp. | regime | "
                       "expected exp. | a (rel. err = a/M) | single-net rel. std | single-net exp. |",
                       "|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -465,3 +465,24 @@ def test_gpu_scale_code_paths_on_cpu():
     assert {r["width"] for r in rows} == {16, 32} and all(r["n_networks"] == 3 for r in rows)
     with pytest.raises(ValueError, match="cuda"):
         resolve_device("cuda") if not torch.cuda.is_available() else (_ for _ in ()).throw(ValueError("cuda"))
+
+
+def test_check_context_and_record_options():
+    with pytest.raises(ValueError, match="scale"):
+        _checks.CheckContext("huge", torch.device("cpu"), torch.float64)
+    with pytest.raises(ValueError, match="dtype"):
+        _checks.CheckContext("cpu", torch.device("cpu"), torch.float16)
+    with pytest.raises(ValueError, match="widths"):
+        _checks.CheckContext("cpu", torch.device("cpu"), torch.float64, widths=(1, 64))
+    with pytest.raises(ValueError, match="n_seeds"):
+        _checks.CheckContext("cpu", torch.device("cpu"), torch.float64, n_seeds=1)
+    with pytest.raises(TypeError, match="device"):
+        _checks.CheckContext("cpu", "cpu", torch.float64)
+    from meanfield.validation.fitting import make_record
+    x = np.array([1.0, 2.0, 3.0, 4.0])                              # SE of the mean: std(ddof=1)/2 = 0.6455
+    r = make_record("c", "q", 8, 2.0, "src", x, kind="ensemble", theory_se=0.5, expected="-1")
+    assert r["standard_error"] == pytest.approx(math.hypot(np.std(x, ddof=1) / 2, 0.5), rel=1e-14)
+    assert r["kind"] == "ensemble" and r["expected"] == "-1"
+    assert fit_series([r, dict(r, width=16)])["expected"] == "-1"
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        make_record("c", "q", 8, 2.0, "src", [1.0, np.nan])

@@ -39,8 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="replace an existing report in --out")
     r.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     r.add_argument("--seed", type=int, default=0, help="master seed (>= 0)")
-    r.add_argument("--widths", default=None, help="comma-separated widths overriding the ladder, e.g. 64,128,256")
-    r.add_argument("--n-seeds", type=int, default=None, help="networks per width (>= 2) overriding the default")
+    r.add_argument("--widths", default=None, help="comma-separated widths overriding the width ladder ('ladder' "
+                   "capability only), e.g. 64,128,256")
+    r.add_argument("--n-seeds", type=int, default=None, help="networks per width (>= 2) overriding the width "
+                   "ladder's ('ladder' capability only)")
     r.add_argument("--configs", default=None, help="comma-separated subset of the validation networks (tanh,relu)")
     r.add_argument("--no-train", action="store_true", help="skip the gradient-descent experiment")
     r.add_argument("--no-deep-linear", action="store_true", help="skip the deep-linear comparison")

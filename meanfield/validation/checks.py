@@ -28,7 +28,8 @@ from .fitting import make_record
 from .measure import _combine_gram, _layer_grams
 from .networks import layer_widths, sample_chain, sample_ensemble
 
-__all__ = ["CheckContext", "gram_inputs", "cross_entropy_dual", "feature_gradients", "check_softmax_fisher", "check_diagonal_blocks", "check_feature_metric",
+__all__ = ["CheckContext", "gram_inputs", "cross_entropy_dual", "feature_gradients", "check_softmax_fisher",
+           "check_diagonal_blocks", "check_feature_metric",
            "check_dropout", "check_depth_scales", "check_gp_posterior", "check_ntk_dynamics",
            "check_kernel_regression", "check_residual", "check_cnn", "check_jacobian_spectrum",
            "check_finite_width"]
@@ -47,6 +48,21 @@ class CheckContext:
     widths: Optional[tuple] = None
     n_seeds: Optional[int] = None
     chunk_bytes: int = 2 ** 27
+
+    def __post_init__(self):
+        if self.scale not in ("quick", "cpu", "gpu"):
+            raise ValueError(f"scale must be 'quick', 'cpu' or 'gpu', got {self.scale!r}")
+        if not isinstance(self.device, torch.device):
+            raise TypeError(f"device must be a torch.device, got {type(self.device).__name__}")
+        if self.dtype not in (torch.float64, torch.float32):
+            raise ValueError(f"dtype must be torch.float64 or torch.float32, got {self.dtype}")
+        if self.widths is not None and (len(self.widths) < 1 or not all(
+                isinstance(w, (int, np.integer)) and w >= 2 for w in self.widths)):
+            raise ValueError(f"widths must be integers >= 2, got {self.widths!r}")
+        if self.n_seeds is not None and not (isinstance(self.n_seeds, (int, np.integer)) and self.n_seeds >= 2):
+            raise ValueError(f"n_seeds must be an integer >= 2, got {self.n_seeds!r}")
+        if not (isinstance(self.chunk_bytes, (int, np.integer)) and self.chunk_bytes >= 1):
+            raise ValueError(f"chunk_bytes must be a positive integer, got {self.chunk_bytes!r}")
 
     def ladder(self, quick: tuple, cpu: tuple, gpu: tuple) -> tuple:
         """``(widths, n_seeds)`` of a check at this scale (each argument a ``(widths, n_seeds)`` pair), overrides
@@ -235,8 +251,8 @@ def check_diagonal_blocks(ctx: CheckContext) -> list:
 
 
 def feature_gradients(ensemble, deltas) -> list:
-    r"""``grad_{h^{l-1}} f_k(x_t) = W^{l T} delta^l_k(x_t)`` for l = 1..L: tensors ``(S, T C, M_{l-1})`` (rows ``(t, k)``,
-    t major) from the backward signals of :meth:`NetworkEnsemble.backward_pass` and the effective (SP) weights."""
+    r"""``grad_{h^{l-1}} f_k(x_t) = W^{l T} delta^l_k(x_t)`` for l = 1..L: tensors ``(S, T C, M_{l-1})`` (rows
+    ``(t, k)``, t major) from the backward signals of :meth:`NetworkEnsemble.backward_pass` and the effective (SP) weights."""
     out = []
     for d, W in zip(deltas, ensemble.effective_weights()):
         S, T, C, _ = d.shape

@@ -634,7 +634,8 @@ def run_validation(quick: bool = False, device=None, out: Optional[str] = None, 
         if not isinstance(c, ValidationConfig):
             raise TypeError(f"configs must hold ValidationConfig objects, got {type(c).__name__}")
         if c.network.dropout_keep != 1.0:
-            raise ValueError(f"config {c.name!r}: dropout_keep must be 1 (the ladder's networks have no dropout; dropout is validated by the 'dropout' capability)")
+            raise ValueError(f"config {c.name!r}: dropout_keep must be 1 (the ladder's networks have no dropout; "
+                             "dropout is validated by the 'dropout' capability)")
     from .capabilities import CAPABILITIES, resolve_only
     from .checks import CheckContext
 

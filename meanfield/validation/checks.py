@@ -181,7 +181,16 @@ def check_softmax_fisher(ctx: CheckContext) -> list:
     ``C - 1`` outliers, through the dual ``(1/T) [Q_t^{1/2} (J J^T)_{tt'} Q_{t'}^{1/2}]``, against
     :func:`meanfield.fisher.fisher_statistics` (``loss="cross_entropy"``, Karakida et al. 2021 Theorems 3.3-3.4; its
     Monte-Carlo standard error over the Gaussian outputs is added to the row's SE). All depend on the random outputs:
-    ensemble quantities."""
+    ensemble quantities.
+
+    Examples
+    --------
+    >>> import torch
+    >>> ctx = CheckContext("quick", torch.device("cpu"), torch.float64, widths=(16, 32), n_seeds=2)
+    >>> rows = check_softmax_fisher(ctx)
+    >>> [r["quantity"] for r in rows[:3]]
+    ['m_lambda (CE)', 's_lambda (CE)', 'outlier 1 of C-1 (CE)']
+    """
     from ..fisher import fisher_statistics
 
     net, T, C = _FISHER_NET, 8, 3
@@ -220,7 +229,16 @@ def check_diagonal_blocks(ctx: CheckContext) -> list:
     ``(delta^l.delta'^l)(h^{l-1}.h'^{l-1} + 1) / T`` against ``layer_mean_eigenvalue``, ``layer_second_moment``,
     ``layer_lambda_max`` of :func:`meanfield.fisher.fisher_statistics` (Karakida et al. sec. 3.2). The first block
     has no outlier (independent inputs: its top eigenvalue sits at a Marchenko-Pastur edge), so its ``lambda_max`` is
-    not compared."""
+    not compared.
+
+    Examples
+    --------
+    >>> import torch
+    >>> ctx = CheckContext("quick", torch.device("cpu"), torch.float64, widths=(16, 32), n_seeds=2)
+    >>> rows = check_diagonal_blocks(ctx)
+    >>> rows[0]["quantity"], rows[0]["group"]
+    ('m_lambda(F_11)', 'diagonal_blocks')
+    """
     from ..fisher import fisher_statistics
 
     net, T, C = _FISHER_NET, 16, 2
@@ -265,7 +283,16 @@ def check_feature_metric(ctx: CheckContext) -> list:
     ``h^0 = x, ..., h^{L-1}``): ``grad_{h^{l-1}} f_k = W^{l T} delta^l_k`` from the backward pass, the dual
     ``C T x C T`` Gram summed over layers; mean ``tr A / D``, second moment ``tr A^2 / D``, ``lambda_max`` and the
     per-layer blocks' ``lambda_max`` against :func:`meanfield.fisher.feature_metric_statistics` (Karakida et al.
-    2021, Theorem 5.1)."""
+    2021, Theorem 5.1).
+
+    Examples
+    --------
+    >>> import torch
+    >>> ctx = CheckContext("quick", torch.device("cpu"), torch.float64, widths=(16, 32), n_seeds=2)
+    >>> rows = check_feature_metric(ctx)
+    >>> rows[2]["quantity"]
+    'lambda_max(A)'
+    """
     from ..fisher import feature_metric_statistics
 
     net, T, C = _FISHER_NET, 16, 2
@@ -304,7 +331,16 @@ def check_dropout(ctx: CheckContext) -> list:
     unit, scaled by 1/rho): ``q^l(x,x)``, ``q^l(x,x')``, ``c^l`` and ``qtilde_1^l`` (autograd through the same masks)
     of the torch twin :class:`meanfield.validation.networks.TorchDropout` against :func:`meanfield.forward.forward`
     and :func:`meanfield.backward.backward` with ``dropout_keep`` (Schoenholz et al. 2017 sec. 5:
-    ``q = sigma_w^2 E[phi^2]/rho + sigma_b^2`` on the diagonal, no 1/rho off it)."""
+    ``q = sigma_w^2 E[phi^2]/rho + sigma_b^2`` on the diagonal, no 1/rho off it).
+
+    Examples
+    --------
+    >>> import torch
+    >>> ctx = CheckContext("quick", torch.device("cpu"), torch.float64, widths=(16, 32), n_seeds=2)
+    >>> rows = check_dropout(ctx)
+    >>> rows[0]["quantity"], round(rows[0]["theory"], 12)
+    ('q^1(x,x)', 1.6)
+    """
     from ..backward import backward
     from ..forward import forward
     from .measure import pair_inputs
@@ -361,6 +397,14 @@ def check_depth_scales(ctx: CheckContext) -> list:
     * ``1/xi_grad``: the fitted slope of ``log qtilde_1^l`` (gradient norm per layer), ``qtilde^l ~ chi_1^{-l}``.
 
     Each network gives one fitted rate (least squares over its layers); its fluctuation is O(M^{-1/2}).
+
+    Examples
+    --------
+    >>> import torch
+    >>> ctx = CheckContext("quick", torch.device("cpu"), torch.float64, widths=(16, 32), n_seeds=2)
+    >>> rows = check_depth_scales(ctx)
+    >>> [r["quantity"] for r in rows[:3]]
+    ['1/xi_q', '1/xi_c', '1/xi_grad']
     """
     from ..forward import depth_scales, fixed_point
 
@@ -419,7 +463,16 @@ def check_gp_posterior(ctx: CheckContext) -> list:
     predictive mean and variance at test points are computed in weight space (``(M+1) x (M+1)`` posterior precision
     ``Phi^T Phi / s + I``) and compared with the NNGP posterior :func:`meanfield.regression.nngp_regression`, which
     the finite posterior approaches as the random-feature kernel ``Phi Phi^T`` tends to the NNGP (fluctuation
-    O(M^{-1/2}), bias O(1/M))."""
+    O(M^{-1/2}), bias O(1/M)).
+
+    Examples
+    --------
+    >>> import torch
+    >>> ctx = CheckContext("quick", torch.device("cpu"), torch.float64, widths=(16, 32), n_seeds=2)
+    >>> rows = check_gp_posterior(ctx)
+    >>> rows[0]["quantity"]
+    'posterior mean f(x*_1)'
+    """
     from ..regression import nngp_regression
 
     net, noise = _REG_NET, 0.05
@@ -503,7 +556,16 @@ def check_ntk_dynamics(ctx: CheckContext) -> list:
     ``<= 0.27 / n_steps``) against :func:`meanfield.regression.ntk_gradient_flow` with the NTK of
     :func:`meanfield.kernels.kernels` at two times. Each network's output minus the linear-model response to its own
     initial outputs (a control variate with zero mean) is compared with the mean prediction ``f_t(x*)`` (deviations:
-    the NTK's O(M^{-1/2}) fluctuation and its O(M^{-1/2}) motion during training)."""
+    the NTK's O(M^{-1/2}) fluctuation and its O(M^{-1/2}) motion during training).
+
+    Examples
+    --------
+    >>> import torch
+    >>> ctx = CheckContext("quick", torch.device("cpu"), torch.float64, widths=(16, 32), n_seeds=2)
+    >>> rows = check_ntk_dynamics(ctx)     # doctest: +SKIP  (trains by gradient descent: a few seconds)
+    >>> len(rows), rows[0]["n_networks"]     # doctest: +SKIP
+    (8, 2)
+    """
     from ..kernels import kernels
     from ..regression import ntk_gradient_flow
 
@@ -534,7 +596,16 @@ def check_kernel_regression(ctx: CheckContext) -> list:
     convergence (``eta = 1/lambda_max(Theta)``, until the linear model's slowest mode has decayed below 1e-12) against
     the NTK interpolant :func:`meanfield.regression.ntk_regression` (``t = inf``), with the same control variate as
     :func:`check_ntk_dynamics`; at convergence the step size does not matter (gradient descent and flow reach the
-    same interpolant in the linear model)."""
+    same interpolant in the linear model).
+
+    Examples
+    --------
+    >>> import torch
+    >>> ctx = CheckContext("quick", torch.device("cpu"), torch.float64, widths=(16, 32), n_seeds=2)
+    >>> rows = check_kernel_regression(ctx)     # doctest: +SKIP  (trains by gradient descent: a few seconds)
+    >>> rows[0]["quantity"]     # doctest: +SKIP
+    'f_inf(x*_1)'
+    """
     from ..kernels import kernels
     from ..regression import ntk_regression
 
@@ -572,7 +643,16 @@ def check_residual(ctx: CheckContext) -> list:
     r"""Residual network ``Dense -> 3 x Residual(tanh -> Dense, alpha = 0.7) -> tanh -> Dense`` (NTK
     parameterization): readout-averaged NNGP ``sigma_w^2 h.h'/M + sigma_b^2`` and NTK (autograd Gram) of
     :meth:`meanfield.validation.networks.ChainEnsemble.order_parameters` against :func:`meanfield.kernels.kernels`
-    on the layer chain."""
+    on the layer chain.
+
+    Examples
+    --------
+    >>> import torch
+    >>> ctx = CheckContext("quick", torch.device("cpu"), torch.float64, widths=(16, 32), n_seeds=2)
+    >>> rows = check_residual(ctx)
+    >>> rows[1]["quantity"]
+    'Theta(x,x)'
+    """
     from ..kernels import kernels
     from ..layers import Dense, Nonlinearity, Residual, serial
     from .measure import pair_inputs
@@ -604,7 +684,16 @@ def check_cnn(ctx: CheckContext) -> list:
     r"""Convolutional network ``Conv 3x3 SAME -> relu -> Conv 3x3 CIRCULAR -> erf -> GlobalAvgPool -> Dense`` on
     ``6 x 6`` images with 2 channels (NTK parameterization; width = channels): the readout-averaged NNGP and the NTK
     (autograd) of :class:`meanfield.validation.spatial_networks.SpatialEnsemble` against
-    :func:`meanfield.spatial.spatial_kernels` (width-independent at this parameterization)."""
+    :func:`meanfield.spatial.spatial_kernels` (width-independent at this parameterization).
+
+    Examples
+    --------
+    >>> import torch
+    >>> ctx = CheckContext("quick", torch.device("cpu"), torch.float64, widths=(4, 8), n_seeds=2)
+    >>> rows = check_cnn(ctx)
+    >>> sorted({r["width"] for r in rows})
+    [4, 8]
+    """
     from ..layers import Dense, Nonlinearity, serial
     from ..spatial import Conv, GlobalAvgPool, spatial_kernels
     from .spatial_networks import sample_spatial_chain
@@ -638,7 +727,16 @@ def check_jacobian_spectrum(ctx: CheckContext) -> list:
     Gaussian and Haar-orthogonal weights): the first three normalized moments ``(1/M) tr (J J^T)^k`` of each network
     (:func:`meanfield.validation.spectra_sim.jacobian_eigenvalues`) against the moments of
     :func:`meanfield.spectra.jacobian_spectrum` (free probability, Pennington et al. 2017/2018). Moments of the
-    empirical spectral distribution are self-averaging."""
+    empirical spectral distribution are self-averaging.
+
+    Examples
+    --------
+    >>> import torch
+    >>> ctx = CheckContext("quick", torch.device("cpu"), torch.float64, widths=(16, 32), n_seeds=2)
+    >>> rows = check_jacobian_spectrum(ctx)
+    >>> rows[0]["quantity"]
+    'E[lambda^1] (gaussian)'
+    """
     from ..spectra import jacobian_spectrum
     from .spectra_sim import jacobian_eigenvalues
 
@@ -664,7 +762,16 @@ def check_finite_width(ctx: CheckContext) -> list:
     ``3 Var(G^L)/E[G^L]^2`` (predicted ``3 v^L / (K^L)^2``), and ``M Var(Theta)/E[Theta]^2`` for ``Theta(x,x)`` and
     ``Theta(x,x')`` (predicted ``relative_ntk_variance``). These are statistics of the ensemble: the networks are split
     into 20 batches, each batch gives one estimate (the row's samples), and the mean of the batch estimates tends to
-    the coefficient with a relative error ``b/(a M)`` (next order), exponent -1."""
+    the coefficient with a relative error ``b/(a M)`` (next order), exponent -1.
+
+    Examples
+    --------
+    >>> import torch
+    >>> ctx = CheckContext("quick", torch.device("cpu"), torch.float64, widths=(8, 16), n_seeds=40)
+    >>> rows = check_finite_width(ctx)
+    >>> rows[0]["quantity"], rows[0]["kind"]
+    ('M x output excess kurtosis', 'ensemble')
+    """
     from .finite_width_sim import _predictions, simulate_corrections
 
     net = Network("relu", depth=3, weight_var=2.0, bias_var=0.0)
@@ -674,6 +781,8 @@ def check_finite_width(ctx: CheckContext) -> list:
     out = []
     src = "meanfield.finite_width_corrections"
     n_batch = 20
+    if S < 2 * n_batch:
+        raise ValueError(f"n_seeds must be >= {2 * n_batch} for the finite_width check (20 batch estimates), got {S}")
     for M in widths:
         s = simulate_corrections(net, M, S, inputs=inputs, seed=ctx.seed, device=ctx.device,
                                  dtype="float64" if ctx.dtype == torch.float64 else "float32",

@@ -560,9 +560,11 @@ def check_ntk_dynamics(ctx: CheckContext) -> list:
 
     Examples
     --------
+    Training takes a few seconds, so the example is not run as a doctest.
+
     >>> import torch
     >>> ctx = CheckContext("quick", torch.device("cpu"), torch.float64, widths=(16, 32), n_seeds=2)
-    >>> rows = check_ntk_dynamics(ctx)     # doctest: +SKIP  (trains by gradient descent: a few seconds)
+    >>> rows = check_ntk_dynamics(ctx)     # doctest: +SKIP
     >>> len(rows), rows[0]["n_networks"]     # doctest: +SKIP
     (8, 2)
     """
@@ -600,9 +602,11 @@ def check_kernel_regression(ctx: CheckContext) -> list:
 
     Examples
     --------
+    Training takes a few seconds, so the example is not run as a doctest.
+
     >>> import torch
     >>> ctx = CheckContext("quick", torch.device("cpu"), torch.float64, widths=(16, 32), n_seeds=2)
-    >>> rows = check_kernel_regression(ctx)     # doctest: +SKIP  (trains by gradient descent: a few seconds)
+    >>> rows = check_kernel_regression(ctx)     # doctest: +SKIP
     >>> rows[0]["quantity"]     # doctest: +SKIP
     'f_inf(x*_1)'
     """

@@ -6,6 +6,7 @@ available (``device="auto"``); float64.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,8 +54,8 @@ def jacobian_eigenvalues(network, weights: str, width: int, n_networks: int = 1,
     dev = resolve_device(device)
     act = network.activations[0]
     tact = torch_activation(act)
-    phi = tact.phi if tact.differentiable else (lambda x: _phi(act, x))
-    dphi = tact.dphi if tact.differentiable else (lambda x: _dphi(act, x))
+    phi: Any = tact.phi if tact.differentiable else (lambda x: _phi(act, x))
+    dphi: Any = tact.dphi if tact.differentiable else (lambda x: _dphi(act, x))
     wv, bv = network.weight_vars[0], network.bias_vars[0]
     q = _fixed_point_q(network)
     gen = torch.Generator().manual_seed(seed)

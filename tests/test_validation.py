@@ -320,6 +320,11 @@ def test_cli_list_and_unknown_only(tmp_path, capsys):
     assert main(["run", "--only", "dropout,bogus", "--out", str(out)]) == 2
     assert "only must name capabilities" in capsys.readouterr().err
     assert not out.exists()                                           # refused before the folder is created
+    ok = tmp_path / "ok"
+    assert main(["run", "--only", "residual", "--quick", "--device", "cpu", "--out", str(ok), "--quiet"]) == 0
+    data = json.loads((ok / "validation.json").read_text())
+    assert [c["name"] for c in data["meta"]["capabilities"]] == ["residual"]
+    assert data["meta"]["command"].endswith("--only residual") and "--quick" in data["meta"]["command"]
 
 
 def test_run_only_report_states_device_precision_time(tmp_path):

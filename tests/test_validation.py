@@ -297,7 +297,8 @@ def test_capability_registry_and_only():
     names = capability_names()
     assert names[:3] == ["ladder", "gd_threshold", "deep_linear"]
     for n in ("softmax_fisher", "diagonal_blocks", "feature_metric", "dropout", "depth_scales", "gp_posterior",
-              "ntk_dynamics", "kernel_regression", "residual", "cnn", "jacobian_spectrum", "finite_width"):
+              "ntk_dynamics", "kernel_regression", "residual", "cnn", "jacobian_spectrum", "kernel_spectrum",
+              "finite_width"):
         cap = CAPABILITIES[n]
         assert cap.run is not None and cap.description and cap.to_dict()["name"] == n
     assert resolve_only(None) == names
@@ -444,6 +445,9 @@ def test_check_gp_posterior_and_spectra_against_theory():
     _assert_rows(_checks.check_gp_posterior(_ctx([128], 48)), lambda r: 30.0)
     _assert_rows(_checks.check_jacobian_spectrum(_ctx([128], 12)), lambda r: 30.0)
     _assert_rows(_checks.check_residual(_ctx([64], 32)), lambda r: 5.0)
+    # kernel spectra (n = M/2): moments are linear eigenvalue statistics, bias O(1/M) with |a| of a few (the CPU run:
+    # relative errors ~1/M at M = 32..128): allowance 10
+    _assert_rows(_checks.check_kernel_spectrum(_ctx([128], 8)), lambda r: 10.0)
 
 
 @pytest.mark.slow   # ~40 s: trains ensembles by gradient descent and runs the CNN twins

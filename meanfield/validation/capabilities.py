@@ -55,6 +55,8 @@ def _caps():
         Capability("residual", "residual chains: NNGP and NTK", c.check_residual),
         Capability("cnn", "convolutional chains: NNGP and NTK", c.check_cnn),
         Capability("jacobian_spectrum", "input-output Jacobian singular values: moments", c.check_jacobian_spectrum),
+        Capability("kernel_spectrum", "conjugate-kernel and NTK spectra (linear width): moments",
+                   c.check_kernel_spectrum),
         Capability("finite_width", "O(1/M) corrections: output kurtosis and NTK variance", c.check_finite_width),
     ]
 

@@ -31,7 +31,7 @@ from .networks import layer_widths, sample_chain, sample_ensemble
 __all__ = ["CheckContext", "gram_inputs", "cross_entropy_dual", "feature_gradients", "check_softmax_fisher",
            "check_diagonal_blocks", "check_feature_metric",
            "check_dropout", "check_depth_scales", "check_gp_posterior", "check_ntk_dynamics",
-           "check_kernel_regression", "check_residual", "check_cnn", "check_jacobian_spectrum",
+           "check_kernel_regression", "check_residual", "check_cnn", "check_jacobian_spectrum", "check_kernel_spectrum",
            "check_finite_width"]
 
 
@@ -756,6 +756,42 @@ def check_jacobian_spectrum(ctx: CheckContext) -> list:
                 out.append(_rec("jacobian_spectrum", f"E[lambda^{k + 1}] ({weights})", M, float(mom[k]),
                                 f"meanfield.spectra.jacobian_spectrum('{weights}')", np.mean(ev ** (k + 1), 1),
                                 _SELF))
+    return out
+
+
+def check_kernel_spectrum(ctx: CheckContext) -> list:
+    r"""Spectra of the conjugate kernel ``G_L`` and of the NTK in the linear-width regime (``n = M/2`` Gaussian
+    inputs, tanh, depth 2, ``sigma_w^2 = 1.5``, no bias): the first two normalized moments ``(1/n) tr K^k`` of each
+    network's kernel (:func:`meanfield.validation.spectra_sim.kernel_eigenvalues`) against the moments of
+    :func:`meanfield.spectra.conjugate_kernel_spectrum` and :func:`meanfield.spectra.ntk_spectrum` (Fan & Wang 2020).
+    Linear statistics of the eigenvalues fluctuate by O(1/M) (not M^{-1/2}) in one network.
+
+    Examples
+    --------
+    >>> import torch
+    >>> ctx = CheckContext("quick", torch.device("cpu"), torch.float64, widths=(16, 32), n_seeds=2)
+    >>> rows = check_kernel_spectrum(ctx)
+    >>> [r["quantity"] for r in rows[:2]]
+    ['E[lambda^1] (conjugate kernel)', 'E[lambda^2] (conjugate kernel)']
+    """
+    from ..spectra import conjugate_kernel_spectrum, ntk_spectrum
+    from .spectra_sim import kernel_eigenvalues
+
+    net, ratio = Network("tanh", depth=2, weight_var=1.5, bias_var=0.0), 0.5
+    th = {"conjugate kernel": np.asarray(conjugate_kernel_spectrum(net, ratio, n_points=100).moments, float),
+          "NTK": np.asarray(ntk_spectrum(net, ratio, n_points=100).moments, float)}
+    widths, S = ctx.ladder(((32, 64, 128), 16), ((64, 128, 256, 512), 32), ((256, 512, 1024, 2048, 4096), 64))
+    out = []
+    exp = "-1 (bias O(1/M)); single network -1 (a linear statistic of the eigenvalues)"
+    for M in widths:
+        ev = [kernel_eigenvalues(net, int(round(ratio * M)), M, seed=ctx.seed * 7919 + M * 1000 + i, device=ctx.device)
+              for i in range(S)]
+        for j, name in enumerate(("conjugate kernel", "NTK")):
+            e = np.stack([v[j] for v in ev])
+            for k in range(2):
+                out.append(_rec("kernel_spectrum", f"E[lambda^{k + 1}] ({name})", M, float(th[name][k]),
+                                "meanfield.spectra." + ("conjugate_kernel_spectrum" if j == 0 else "ntk_spectrum"),
+                                np.mean(e ** (k + 1), 1), exp))
     return out
 
 

@@ -425,7 +425,7 @@ def check_depth_scales(ctx: CheckContext) -> list:
         vecs.append(a * e[0] + math.sqrt(max(n0 - a * a, 0.0)) * e[1])
     V = np.array(vecs)
     gram = V @ V.T
-    widths, S = ctx.ladder(((64, 128, 256), 24), ((64, 128, 256, 512), 48), ((256, 512, 1024, 2048, 4096, 8192), 128))
+    widths, S = ctx.ladder(((64, 128, 256), 24), ((64, 128, 256, 512), 96), ((256, 512, 1024, 2048, 4096, 8192), 128))
     out = []
     src = "meanfield.forward.depth_scales"
     for M in widths:
@@ -579,7 +579,7 @@ def check_ntk_dynamics(ctx: CheckContext) -> list:
     lr = 0.01 / lmax
     n_steps = {"quick": 400, "cpu": 600, "gpu": 1000}[ctx.scale]
     steps = (n_steps // 4, n_steps)
-    widths, S = ctx.ladder(((32, 64, 128), 16), ((32, 64, 128, 256), 24), ((256, 512, 1024, 2048, 4096), 128))
+    widths, S = ctx.ladder(((32, 64, 128), 16), ((32, 64, 128, 256), 48), ((256, 512, 1024, 2048, 4096), 128))
     out = []
     src = "meanfield.regression.ntk_gradient_flow"
     for M in widths:
@@ -621,7 +621,7 @@ def check_kernel_regression(ctx: CheckContext) -> list:
     lr = 1.0 / ev[-1]
     n_steps = int(math.ceil(math.log(1e-12) / math.log(1.0 - ev[0] / ev[-1])))
     theory = ntk_regression(net, X, y, Xt).test[-1]
-    widths, S = ctx.ladder(((32, 64, 128), 16), ((32, 64, 128, 256), 24), ((256, 512, 1024, 2048, 4096), 128))
+    widths, S = ctx.ladder(((32, 64, 128), 16), ((64, 128, 256, 512), 48), ((256, 512, 1024, 2048, 4096), 128))
     out = []
     for M in widths:
         f0, f0t, ft = _train_ntk(ctx, net, M, S, X, y, Xt, lr, (n_steps,))
@@ -706,7 +706,7 @@ def check_cnn(ctx: CheckContext) -> list:
                    Conv(1.5, 0.1, (3, 3), padding="CIRCULAR"), Nonlinearity("erf"), GlobalAvgPool(), Dense(1.3, 0.1))
     x = np.random.default_rng(0).standard_normal((2, 6, 6, 2))
     th = spatial_kernels(chain, x, parameterization="ntk")
-    widths, S = ctx.ladder(((16, 32, 64), 16), ((16, 32, 64, 128), 16), ((64, 128, 256, 512, 1024), 128))
+    widths, S = ctx.ladder(((16, 32, 64), 16), ((16, 32, 64, 128), 32), ((64, 128, 256, 512, 1024), 128))
     out = []
     for M in widths:
         per = max(1, min(S, ctx.chunk_bytes // (8 * 3 * 9 * M * M * 40)))
@@ -745,7 +745,7 @@ def check_jacobian_spectrum(ctx: CheckContext) -> list:
     from .spectra_sim import jacobian_eigenvalues
 
     net = Network("tanh", depth=3, weight_var=1.5, bias_var=0.1)
-    widths, S = ctx.ladder(((32, 64, 128), 16), ((64, 128, 256, 512), 32), ((256, 512, 1024, 2048, 4096), 64))
+    widths, S = ctx.ladder(((32, 64, 128), 16), ((64, 128, 256, 512), 48), ((256, 512, 1024, 2048, 4096), 64))
     out = []
     for weights in ("gaussian", "orthogonal"):
         sp = jacobian_spectrum(net, weights, n_points=100, error_estimate=False)
@@ -764,7 +764,8 @@ def check_kernel_spectrum(ctx: CheckContext) -> list:
     inputs, tanh, depth 2, ``sigma_w^2 = 1.5``, no bias): the first two normalized moments ``(1/n) tr K^k`` of each
     network's kernel (:func:`meanfield.validation.spectra_sim.kernel_eigenvalues`) against the moments of
     :func:`meanfield.spectra.conjugate_kernel_spectrum` and :func:`meanfield.spectra.ntk_spectrum` (Fan & Wang 2020).
-    Linear statistics of the eigenvalues fluctuate by O(1/M) (not M^{-1/2}) in one network.
+    The moments are linear statistics of the eigenvalues: the conjugate kernel's fluctuate by ~O(1/M) in one network,
+    the NTK's by O(M^{-1/2}) (its trace shares the fluctuation of the backward signals' norms).
 
     Examples
     --------
@@ -782,7 +783,7 @@ def check_kernel_spectrum(ctx: CheckContext) -> list:
           "NTK": np.asarray(ntk_spectrum(net, ratio, n_points=100).moments, float)}
     widths, S = ctx.ladder(((32, 64, 128), 16), ((64, 128, 256, 512), 32), ((256, 512, 1024, 2048, 4096), 64))
     out = []
-    exp = "-1 (bias O(1/M)); single network -1 (a linear statistic of the eigenvalues)"
+    exp = "-1 (bias O(1/M)); single network -1 (conjugate kernel) to -1/2 (NTK)"
     for M in widths:
         ev = [kernel_eigenvalues(net, int(round(ratio * M)), M, seed=ctx.seed * 7919 + M * 1000 + i, device=ctx.device)
               for i in range(S)]

@@ -30,7 +30,7 @@ import os
 import platform
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -188,8 +188,9 @@ class ValidationReport:
         ] + [f"| `{c['name']}` | {c['title']} | {c['n_records']} | {c['elapsed_s']:.1f} | {c['status']} |"
              for c in m.get("capabilities", [])] + [
             "",
-            f"Widths {m['settings']['widths']}; {m['settings']['n_seeds']} independent networks per width; "
-            f"Fisher statistics with T = {m['settings']['n_samples']} Gaussian inputs; master seed {m['seed']}.",
+            f"Width ladder (capability `ladder`): widths {m['settings']['widths']}; {m['settings']['n_seeds']} "
+            f"independent networks per width; Fisher statistics with T = {m['settings']['n_samples']} Gaussian "
+            f"inputs; master seed {m['seed']}. Each other capability has its own widths and ensemble (its section).",
             "",
             "Columns: theory (infinite width, from the library), simulated mean over the networks at the largest width "
             "and its standard error (SE), relative error `(sim - theory)/|theory|` and its ratio to the SE, the fitted "
@@ -572,7 +573,8 @@ def _deep_linear_records(quick: bool) -> tuple:
 def run_validation(quick: bool = False, device=None, out: Optional[str] = None, *, dtype="float64", seed: int = 0,
                    configs: Optional[Sequence[ValidationConfig]] = None, widths: Optional[Sequence[int]] = None,
                    n_seeds: Optional[int] = None, train: bool = True, deep_linear: bool = True,
-                   log: Optional[Callable] = print, only=None) -> ValidationReport:
+                   log: Optional[Callable] = print, only: Union[None, str, Sequence[str]] = None
+                   ) -> ValidationReport:
     r"""Compare every theory quantity of the library with random finite networks on a ladder of widths.
 
     Parameters

@@ -10,7 +10,7 @@ the MSE Fisher statistics and the NTK spectrum on the width ladder, per validati
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence, Union
 
 from . import checks
 
@@ -77,7 +77,7 @@ def capability_names() -> list:
     return list(CAPABILITIES)
 
 
-def resolve_only(only) -> list:
+def resolve_only(only: Union[None, str, Sequence[str]]) -> list:
     """Capability names to run: ``None`` -> all; a comma-separated string or a sequence of names -> those (in report
     order). Unknown names raise ValueError listing the known ones."""
     if only is None:

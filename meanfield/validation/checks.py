@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from ..network import Network
 from .fitting import make_record
 from .measure import _combine_gram, _layer_grams
-from .networks import layer_widths, sample_chain, sample_ensemble
+from .networks import NetworkEnsemble, layer_widths, sample_chain, sample_ensemble
 
 __all__ = ["CheckContext", "gram_inputs", "cross_entropy_dual", "feature_gradients", "check_softmax_fisher",
            "check_diagonal_blocks", "check_feature_metric",
@@ -86,7 +87,8 @@ def _np(t) -> np.ndarray:
     return t.detach().to("cpu", torch.float64).numpy()
 
 
-def gram_inputs(input_dim: int, gram, *, dtype=torch.float64, device="cpu", seed: int = 12345) -> torch.Tensor:
+def gram_inputs(input_dim: int, gram: ArrayLike, *, dtype: torch.dtype = torch.float64, device: Any = "cpu",
+                seed: int = 12345) -> torch.Tensor:
     r"""Inputs ``X`` (``n x input_dim``) with ``X X^T / input_dim = gram`` (an ``n x n`` positive semi-definite
     matrix): coordinates ``V diag(e)^{1/2}`` of the eigendecomposition ``gram = V diag(e) V^T`` along ``n`` Haar random
     orthonormal directions (seeded QR). The theory sees inputs only through this Gram matrix (isotropic weights).
@@ -164,7 +166,7 @@ def _psd_sqrt(Q):
     return (v * e.clamp(min=0).sqrt().unsqueeze(-2)) @ v.transpose(-1, -2)
 
 
-def cross_entropy_dual(gram, outputs) -> torch.Tensor:
+def cross_entropy_dual(gram: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
     r"""Dual ``(1/T) [Q_t^{1/2} (J J^T)_{tt'} Q_{t'}^{1/2}]`` (``S x CT x CT``) of the cross-entropy FIM
     ``F = (1/T) sum_t J_t^T Q_t J_t`` from ``gram = J J^T`` of shape ``(S, T, C, T, C)`` and the logits ``outputs``
     ``(S, T, C)``; ``Q_t = diag(g_t) - g_t g_t^T`` with ``g_t`` the softmax. Same non-zero spectrum as F."""
@@ -268,7 +270,7 @@ def check_diagonal_blocks(ctx: CheckContext) -> list:
     return out
 
 
-def feature_gradients(ensemble, deltas) -> list:
+def feature_gradients(ensemble: NetworkEnsemble, deltas: Sequence[torch.Tensor]) -> list:
     r"""``grad_{h^{l-1}} f_k(x_t) = W^{l T} delta^l_k(x_t)`` for l = 1..L: tensors ``(S, T C, M_{l-1})`` (rows
     ``(t, k)``, t major) from the backward signals of :meth:`NetworkEnsemble.backward_pass` and the effective (SP) weights."""
     out = []

@@ -582,8 +582,8 @@ def run_validation(quick: bool = False, device=None, out: Optional[str] = None, 
     quick : bool
         Small widths (16-256) and few networks: every capability in under 2 minutes on a CPU.
     device : None, "cpu" or "cuda"
-        Default CUDA when available. The full ladder is 64..512 on CPU and 64..4096 on GPU; the other checks reach
-        width 8192 on GPU.
+        Default CUDA when available. The full ladder is 64..512 on CPU and 64..8192 on GPU; most other checks
+        also reach width 8192 on GPU.
     out : str, optional
         Folder for ``validation.json``, ``README.md`` and the PNG plots (nothing is written if None).
     dtype : "float64" or "float32"

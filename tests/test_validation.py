@@ -495,3 +495,17 @@ def test_check_context_and_record_options():
     assert fit_series([r, dict(r, width=16)])["expected"] == "-1"
     with pytest.raises(FloatingPointError, match="non-finite"):
         make_record("c", "q", 8, 2.0, "src", [1.0, np.nan])
+
+
+@pytest.mark.slow   # ~1 min on 2 cores: every capability at the --quick scale
+def test_quick_run_covers_every_capability(tmp_path):
+    rep = run_validation(quick=True, device="cpu", out=str(tmp_path), log=None)
+    caps = rep.meta["capabilities"]
+    assert [c["name"] for c in caps] == capability_names()
+    assert all(c["status"].startswith("ok") for c in caps), [c for c in caps if not c["status"].startswith("ok")]
+    run = {r["config"] for r in rep.records}
+    assert {c.name for c in CAPABILITIES.values() if c.run is not None} <= run
+    assert rep.meta["scale"] == "quick" and rep.meta["elapsed_s"] > 0
+    md = (tmp_path / "README.md").read_text()
+    for c in capability_names()[3:]:
+        assert f"## Capability `{c}`" in md and (tmp_path / f"{c}_error_scaling.png").stat().st_size > 1000

@@ -69,7 +69,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     names = [n for n in CALLS if not args.only or n in args.only.split(",")]
     loc = subprocess.run([args.python, "-c", "import meanfield, os; print(os.path.dirname(meanfield.__file__))"],
-                         capture_output=True, text=True, check=True).stdout.strip()
+                         capture_output=True, text=True, check=True, cwd=tempfile.gettempdir()).stdout.strip()
     shipped = os.path.isdir(os.path.join(loc, "_kernel_cache"))
     print(f"meanfield at {loc}; kernel cache shipped with the install: {shipped}; cpus {os.cpu_count()}, "
           f"load average {os.getloadavg()[0]:.1f}")

@@ -265,7 +265,7 @@ def test_bad_input():
 def test_cli_end_to_end(tmp_path):
     out = tmp_path / "val"
     cmd = [sys.executable, "-m", "meanfield.validation", "run", "--quick", "--device", "cpu", "--out", str(out),
-           "--widths", "16,32", "--n-seeds", "6", "--configs", "relu", "--no-deep-linear", "--quiet"]
+           "--widths", "16,32", "--n-seeds", "6", "--configs", "relu", "--only", "ladder,gd_threshold", "--quiet"]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     data = json.loads((out / "validation.json").read_text())
@@ -286,3 +286,226 @@ def test_cli_end_to_end(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "meanfield.validation", "run", "--widths", "16,x", "--out",
                           str(tmp_path / "bad")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "--widths" in bad.stderr
+
+
+# ----------------------------------------------------------------------------------------------- capabilities
+from meanfield.validation import checks as _checks  # noqa: E402
+from meanfield.validation.capabilities import CAPABILITIES, capability_names, resolve_only  # noqa: E402
+
+
+def test_capability_registry_and_only():
+    names = capability_names()
+    assert names[:3] == ["ladder", "gd_threshold", "deep_linear"]
+    for n in ("softmax_fisher", "diagonal_blocks", "feature_metric", "dropout", "depth_scales", "gp_posterior",
+              "ntk_dynamics", "kernel_regression", "residual", "cnn", "jacobian_spectrum", "kernel_spectrum",
+              "finite_width"):
+        cap = CAPABILITIES[n]
+        assert cap.run is not None and cap.description and cap.to_dict()["name"] == n
+    assert resolve_only(None) == names
+    assert resolve_only("cnn, dropout") == ["dropout", "cnn"]          # report order, whitespace ignored
+    assert resolve_only(["ladder"]) == ["ladder"]
+    with pytest.raises(ValueError, match="only must name capabilities"):
+        resolve_only("dropout,nope")
+    with pytest.raises(ValueError, match="only"):
+        resolve_only("")
+    with pytest.raises(TypeError, match="only"):
+        resolve_only(3)
+
+
+def test_cli_list_and_unknown_only(tmp_path, capsys):
+    from meanfield.validation.__main__ import main
+
+    assert main(["list"]) == 0
+    assert "softmax_fisher" in capsys.readouterr().out
+    out = tmp_path / "never"
+    assert main(["run", "--only", "dropout,bogus", "--out", str(out)]) == 2
+    assert "only must name capabilities" in capsys.readouterr().err
+    assert not out.exists()                                           # refused before the folder is created
+    ok = tmp_path / "ok"
+    assert main(["run", "--only", "residual", "--quick", "--device", "cpu", "--out", str(ok), "--quiet"]) == 0
+    data = json.loads((ok / "validation.json").read_text())
+    assert [c["name"] for c in data["meta"]["capabilities"]] == ["residual"]
+    assert data["meta"]["command"].endswith("--only residual") and "--quick" in data["meta"]["command"]
+
+
+def test_run_only_report_states_device_precision_time(tmp_path):
+    """--only runs just the named capabilities; the report names device, precision, time and each capability's
+    rows, with fitted exponents, regime and the expected scaling; one figure per capability."""
+    rep = run_validation(quick=True, device="cpu", out=str(tmp_path), only="dropout,residual", log=None)
+    caps = rep.meta["capabilities"]
+    assert [c["name"] for c in caps] == ["dropout", "residual"]
+    assert all(c["status"] == "ok" and c["n_records"] > 0 and c["elapsed_s"] >= 0 for c in caps)
+    assert {r["config"] for r in rep.records} == {"dropout", "residual"} and not rep.training
+    assert rep.meta["dtype"] == "float64" and rep.meta["scale"] == "quick" and rep.meta["configs"] == []
+    for f in rep.fits:
+        assert f["expected"] and f["regime"] in ("bias", "noise-limited", "seed noise")
+        assert np.isfinite(f["error_exponent"]) and len(f["widths"]) == 3
+    md = (tmp_path / "README.md").read_text()
+    assert "**precision** float64" in md and "**Device** cpu" in md and "**time**" in md
+    assert "## Capability `dropout`" in md and "## Capability `residual`" in md and "## Network" not in md
+    assert set(rep.meta["plots"]) == {"dropout_error_scaling.png", "residual_error_scaling.png"}
+    assert "--only dropout,residual" in rep.meta["command"]
+
+
+def test_gram_inputs():
+    g = np.array([[1.0, 0.5, 0.2], [0.5, 2.0, 0.0], [0.2, 0.0, 0.7]])
+    X = _checks.gram_inputs(20, g).numpy()
+    np.testing.assert_allclose(X @ X.T / 20, g, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="input_dim"):
+        _checks.gram_inputs(2, g)
+    with pytest.raises(ValueError, match="positive semi-definite"):
+        _checks.gram_inputs(8, np.array([[1.0, 2.0], [2.0, 1.0]]))
+    with pytest.raises(ValueError, match="symmetric"):
+        _checks.gram_inputs(8, np.array([[1.0, 0.1], [0.2, 1.0]]))
+
+
+def test_cross_entropy_dual_equals_explicit_fim():
+    """Independent route: the explicit P x P FIM (1/T) sum_t J_t^T Q_t J_t of tiny networks (torch.func Jacobian,
+    Q_t = diag(g) - g g^T) has the non-zero spectrum and trace of the C T x C T dual used by the check."""
+    from meanfield.validation.measure import gram_layerwise
+
+    C, T = 3, 4
+    ens = sample_ensemble(RELU, 6, 2, n_outputs=C, device="cpu", seed=5)
+    x = gaussian_inputs(ens, T, seed=2)
+    D = _checks.cross_entropy_dual(gram_layerwise(ens, x), ens(x))
+    params = ens.parameters()
+    for s in range(2):
+        ps = {k: v[s] for k, v in params.items()}
+        f = ens.apply(ps, x[s])
+        jac = torch.func.jacrev(lambda p: ens.apply(p, x[s]))(ps)
+        J = torch.cat([j.reshape(T, C, -1) for j in jac.values()], -1)          # (T, C, P)
+        g = torch.softmax(f, -1)
+        F = sum(J[t].T @ (torch.diag(g[t]) - torch.outer(g[t], g[t])) @ J[t] for t in range(T)) / T
+        ev = torch.linalg.eigvalsh(F).numpy()
+        evd = torch.linalg.eigvalsh(D[s]).numpy()
+        np.testing.assert_allclose(np.sort(ev)[-T * C:], evd, rtol=1e-8, atol=1e-12 * ev.max())
+        assert abs(float(torch.trace(F)) - float(torch.trace(D[s]))) < 1e-10 * float(torch.trace(F))
+
+
+def test_feature_gradients_equal_autograd():
+    """grad_{h^{l-1}} f_k = W^{l T} delta^l_k (the feature-metric route) against autograd through the chain twin's
+    recorded activations."""
+    C, T = 2, 3
+    ens = sample_ensemble(TANH, 7, 2, n_outputs=C, device="cpu", seed=1)
+    x = gaussian_inputs(ens, T, seed=4)
+    us, _ = ens.forward_pass(x)
+    grads = _checks.feature_gradients(ens, ens.backward_pass(us))
+    f, rec = ens.chain_ensemble.forward_pass(x.clone().requires_grad_(True))
+    hs = [h for _, h, _ in rec]                       # inputs of the Dense layers: x, h^1, h^2
+    assert len(hs) == len(grads) == 3
+    for k in range(C):
+        auto = torch.autograd.grad(f[..., k].sum(), hs, retain_graph=True)
+        for a, g in zip(auto, grads):
+            torch.testing.assert_close(g.reshape(2, T, C, -1)[:, :, k], a, rtol=1e-10, atol=1e-13)
+
+
+def _ctx(widths, n_seeds, seed=0):
+    return _checks.CheckContext("quick", torch.device("cpu"), torch.float64, seed, widths=tuple(widths),
+                                n_seeds=n_seeds)
+
+
+def _assert_rows(rows, bias, sigmas=4.0):
+    """|mean - theory| <= sigmas SE + bias(row) |theory| / M for every row (bias: relative O(1/M) allowance)."""
+    assert rows
+    for r in rows:
+        tol = sigmas * r["standard_error"] + bias(r) * abs(r["theory"]) / r["width"]
+        assert abs(r["simulated_mean"] - r["theory"]) <= tol, (r["config"], r["quantity"], r["width"],
+                                                                r["simulated_mean"], r["theory"], tol)
+
+
+def test_check_dropout_against_theory():
+    # bias: finite-width shifts of the mean are O(L/M) per layer with coefficients |a| <= 0.4 per layer without
+    # dropout (validation/finite_width); the Bernoulli masks multiply the per-unit variance by up to 1/rho = 1.25,
+    # so |a| <= 3 for these 3 layers is generous; a wrong rho factor (1/rho on q(x,x')) would be off by 25%.
+    rows = _checks.check_dropout(_ctx([128], 64))
+    _assert_rows(rows, lambda r: 3.0)
+    assert {r["quantity"] for r in rows} >= {"q^3(x,x')", "c^3", "qtilde_1^1"}
+
+
+def test_check_depth_scales_against_theory():
+    # fitted rates over 8 layers: the slope estimator is a smooth function of ~M-unit averages, bias O(1/M); the
+    # full CPU run fits |a| <= 50 for 1/xi_c (a small rate, 0.085) and <= 25 for the others: allowance 2x that.
+    rows = _checks.check_depth_scales(_ctx([256], 32))
+    _assert_rows(rows, lambda r: 100.0 if r["quantity"] == "1/xi_c" else 50.0)
+
+
+def test_check_fisher_variants_against_karakida():
+    # self-averaging means: bias O(1/M) with |a| <= 5 (P vs alpha M^2 bookkeeping); second moments and largest
+    # eigenvalues carry the O(T/M) and O(M^{-1/2}) upward biases of the report (~T = 16 times larger): allowance
+    # 3 T for them; the softmax rows depend on the random outputs (ensemble quantities, 4 SE carries them).
+    for fn in (_checks.check_diagonal_blocks, _checks.check_feature_metric, _checks.check_softmax_fisher):
+        rows = fn(_ctx([128], 48))
+        _assert_rows(rows, lambda r: 5.0 if r["quantity"].startswith("m_lambda") else 48.0)
+
+
+def test_check_gp_posterior_and_spectra_against_theory():
+    # posterior mean/variance of the random-feature model: a smooth function of the O(M^{-1/2})-fluctuating kernel,
+    # bias O(1/M); the full run fits |a| <= 15 (variance, Jensen): allowance 30. Jacobian moments: products of L
+    # self-averaging layer factors, |a| <= 3 per power per layer: allowance 30.
+    _assert_rows(_checks.check_gp_posterior(_ctx([128], 48)), lambda r: 30.0)
+    _assert_rows(_checks.check_jacobian_spectrum(_ctx([128], 12)), lambda r: 30.0)
+    _assert_rows(_checks.check_residual(_ctx([64], 32)), lambda r: 5.0)
+    # kernel spectra (n = M/2): moments are linear eigenvalue statistics, bias O(1/M) with |a| of a few (the CPU run:
+    # relative errors ~1/M at M = 32..128): allowance 10
+    _assert_rows(_checks.check_kernel_spectrum(_ctx([128], 8)), lambda r: 10.0)
+
+
+@pytest.mark.slow   # ~40 s: trains ensembles by gradient descent and runs the CNN twins
+def test_check_training_cnn_and_finite_width():
+    # NTK dynamics and kernel regression: linearization error O(1/M) in the mean, allowance |a| <= 30 (the full run
+    # fits ~5-10); discretization of the flow <= 0.27/n_steps relative. CNN: as residual. Finite-width
+    # coefficients: next order b/M with |b/a| <= 3 in validation/finite_width (allowance 6).
+    _assert_rows(_checks.check_ntk_dynamics(_ctx([128], 24)), lambda r: 30.0)
+    _assert_rows(_checks.check_kernel_regression(_ctx([128], 24)), lambda r: 30.0)
+    _assert_rows(_checks.check_cnn(_ctx([32], 16)), lambda r: 5.0)
+    _assert_rows(_checks.check_finite_width(_ctx([32], 4000)), lambda r: 6.0)
+
+
+def test_gpu_scale_code_paths_on_cpu():
+    """The GPU ladders (scale 'gpu': widths up to 8192) and the chunking by memory budget, exercised on the CPU with
+    small overrides (the CUDA device itself cannot be tested without a GPU)."""
+    ctx = _checks.CheckContext("gpu", torch.device("cpu"), torch.float64, 0)
+    widths, n = ctx.ladder(((8,), 2), ((16,), 2), ((256, 8192), 512))
+    assert widths == (256, 8192) and n == 512
+    small = _checks.CheckContext("gpu", torch.device("cpu"), torch.float32, 0, widths=(16, 32), n_seeds=3,
+                                 chunk_bytes=3 * 4 * 1000)
+    assert small.chunks(3, 1000) == [(0, 1), (1, 1), (2, 1)]          # one network of 1000 float32 per chunk
+    rows = _checks.check_dropout(small)
+    assert {r["width"] for r in rows} == {16, 32} and all(r["n_networks"] == 3 for r in rows)
+    with pytest.raises(ValueError, match="cuda"):
+        resolve_device("cuda") if not torch.cuda.is_available() else (_ for _ in ()).throw(ValueError("cuda"))
+
+
+def test_check_context_and_record_options():
+    with pytest.raises(ValueError, match="scale"):
+        _checks.CheckContext("huge", torch.device("cpu"), torch.float64)
+    with pytest.raises(ValueError, match="dtype"):
+        _checks.CheckContext("cpu", torch.device("cpu"), torch.float16)
+    with pytest.raises(ValueError, match="widths"):
+        _checks.CheckContext("cpu", torch.device("cpu"), torch.float64, widths=(1, 64))
+    with pytest.raises(ValueError, match="n_seeds"):
+        _checks.CheckContext("cpu", torch.device("cpu"), torch.float64, n_seeds=1)
+    with pytest.raises(TypeError, match="device"):
+        _checks.CheckContext("cpu", "cpu", torch.float64)
+    from meanfield.validation.fitting import make_record
+    x = np.array([1.0, 2.0, 3.0, 4.0])                              # SE of the mean: std(ddof=1)/2 = 0.6455
+    r = make_record("c", "q", 8, 2.0, "src", x, kind="ensemble", theory_se=0.5, expected="-1")
+    assert r["standard_error"] == pytest.approx(math.hypot(np.std(x, ddof=1) / 2, 0.5), rel=1e-14)
+    assert r["kind"] == "ensemble" and r["expected"] == "-1"
+    assert fit_series([r, dict(r, width=16)])["expected"] == "-1"
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        make_record("c", "q", 8, 2.0, "src", [1.0, np.nan])
+
+
+@pytest.mark.slow   # ~1 min on 2 cores: every capability at the --quick scale
+def test_quick_run_covers_every_capability(tmp_path):
+    rep = run_validation(quick=True, device="cpu", out=str(tmp_path), log=None)
+    caps = rep.meta["capabilities"]
+    assert [c["name"] for c in caps] == capability_names()
+    assert all(c["status"].startswith("ok") for c in caps), [c for c in caps if not c["status"].startswith("ok")]
+    run = {r["config"] for r in rep.records}
+    assert {c.name for c in CAPABILITIES.values() if c.run is not None} <= run
+    assert rep.meta["scale"] == "quick" and rep.meta["elapsed_s"] > 0
+    md = (tmp_path / "README.md").read_text()
+    for c in capability_names()[3:]:
+        assert f"## Capability `{c}`" in md and (tmp_path / f"{c}_error_scaling.png").stat().st_size > 1000

@@ -20,6 +20,8 @@ Needs torch: ``pip install "meanfield-theory[validation]"`` (or ``pip install to
   spectra of the NTK, the model FIM and the empirical FIM; :func:`train_gd_cross_entropy` is its cross-entropy view
   with the softmax FIM's largest eigenvalue (Karakida et al. Fig. 5). Theory: :mod:`meanfield.natural_gradient`,
   :mod:`meanfield.softmax_dynamics`, :mod:`meanfield.fisher_dynamics`.
+* :data:`CAPABILITIES` (:mod:`~meanfield.validation.capabilities`) registers what is validated, each capability a
+  check of :mod:`~meanfield.validation.checks` (``python -m meanfield.validation run --only NAME,...``).
 * :func:`run_validation` (``python -m meanfield.validation run``) compares every theory quantity of the library with
   the simulation on a ladder of widths and writes JSON, a markdown report and plots. Its parts: ``theory`` (the
   library's values), ``simulate`` (the random networks), ``fitting`` (records and fits against width), ``report``
@@ -49,6 +51,8 @@ _LAZY = {
     **dict.fromkeys(["NGDRun", "train_ngd"], "natural_gradient"),
     **dict.fromkeys(["CrossEntropyRun", "train_gd_cross_entropy"], "softmax_training"),
     **dict.fromkeys(["FisherTrack", "track_fisher"], "fisher_tracking"),
+    **dict.fromkeys(["Capability", "CAPABILITIES", "capability_names"], "capabilities"),
+    **dict.fromkeys(["CheckContext", "gram_inputs"], "checks"),
     "fit_series": "fitting",
     **dict.fromkeys(["jacobian_eigenvalues", "kernel_eigenvalues", "single_input_fisher_eigenvalues", "ks_distance",
                      "wasserstein_distance"], "spectra_sim"),
@@ -75,6 +79,11 @@ def __getattr__(name):
 
 __all__ = [
     "CatapultScan",
+    "CAPABILITIES",
+    "Capability",
+    "CheckContext",
+    "capability_names",
+    "gram_inputs",
     "ChainEnsemble",
     "NormalizedSpectrum",
     "catapult_scan",

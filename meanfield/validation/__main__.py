@@ -1,5 +1,5 @@
-"""``python -m meanfield.validation run [--quick] [--device cuda|cpu] [--out DIR] [--overwrite]``: theory vs finite
-networks.
+"""``python -m meanfield.validation run [--only NAME,...] [--quick] [--device cuda|cpu] [--out DIR] [--overwrite]``:
+theory vs finite networks; ``python -m meanfield.validation list``: the capabilities ``--only`` accepts.
 
 Argument errors print one line ``python -m meanfield.validation run: error: ...`` and exit with status 2; the output
 folder is checked (created, writable, no existing report files unless ``--overwrite``) before any computation;
@@ -27,16 +27,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m meanfield.validation",
                 description="Compare the mean-field theory with random finite-width networks.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("list", help="list the validated capabilities (the names --only accepts)")
     r = sub.add_parser("run", help="run the width ladder and write JSON, a markdown report and plots")
-    r.add_argument("--quick", action="store_true", help="small widths and few networks (a smoke test)")
+    r.add_argument("--only", default=None,
+                   help="comma-separated capabilities to validate (default all; see 'list'), e.g. dropout,cnn")
+    r.add_argument("--quick", action="store_true", help="small widths and few networks (all capabilities in < 2 min "
+                   "on a CPU)")
     r.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
                    help="torch device (default: cuda when available, else cpu)")
     r.add_argument("--out", default="validation", help="output folder (default: ./validation)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing report in --out")
     r.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     r.add_argument("--seed", type=int, default=0, help="master seed (>= 0)")
-    r.add_argument("--widths", default=None, help="comma-separated widths overriding the ladder, e.g. 64,128,256")
-    r.add_argument("--n-seeds", type=int, default=None, help="networks per width (>= 2) overriding the default")
+    r.add_argument("--widths", default=None, help="comma-separated widths overriding the width ladder ('ladder' "
+                   "capability only), e.g. 64,128,256")
+    r.add_argument("--n-seeds", type=int, default=None, help="networks per width (>= 2) overriding the width "
+                   "ladder's ('ladder' capability only)")
     r.add_argument("--configs", default=None, help="comma-separated subset of the validation networks (tanh,relu)")
     r.add_argument("--no-train", action="store_true", help="skip the gradient-descent experiment")
     r.add_argument("--no-deep-linear", action="store_true", help="skip the deep-linear comparison")
@@ -75,10 +81,18 @@ def main(argv=None) -> int:
         from . import run_validation
     except ImportError as exc:
         return fail(_one_line(exc))
+    if args.command == "list":
+        from .capabilities import CAPABILITIES
+        for cap in CAPABILITIES.values():
+            print(f"{cap.name:18s} {cap.title}")
+        return 0
     if args.seed < 0:
         return fail("--seed must be an integer >= 0")
     widths = configs = None
     try:
+        if args.only is not None:
+            from .capabilities import resolve_only
+            resolve_only(args.only)          # unknown names fail before the output folder is touched
         out = _check_out(args.out, args.overwrite)
         if args.widths is not None:
             try:
@@ -95,7 +109,8 @@ def main(argv=None) -> int:
             configs = [known[n] for n in names]
         rep = run_validation(quick=args.quick, device=args.device, out=out, dtype=args.dtype, seed=args.seed,
                              widths=widths, n_seeds=args.n_seeds, configs=configs, train=not args.no_train,
-                             deep_linear=not args.no_deep_linear, log=None if args.quiet else print)
+                             deep_linear=not args.no_deep_linear, log=None if args.quiet else print,
+                             only=args.only)
     except (ValueError, TypeError) as exc:
         return fail(_one_line(exc))
     except OSError as exc:

@@ -30,20 +30,30 @@ def _group(q: str) -> str:
     return "other"
 
 
-def make_record(cfg_name, quantity, width, theory, source, samples) -> dict:
+def make_record(cfg_name, quantity, width, theory, source, samples, *, kind=None, theory_se: float = 0.0,
+                expected=None) -> dict:
     """One (network, quantity, width) row: theory, mean of the per-network ``samples`` and its standard error,
-    relative error, single-network relative spread."""
+    relative error, single-network relative spread.
+
+    ``kind`` ("single-network" or "ensemble") defaults to "ensemble" for the :data:`ENSEMBLE_ONLY` quantities;
+    ``theory_se`` (a Monte-Carlo standard error of the theory value itself) is added in quadrature to the SE;
+    ``expected`` (text) states the expected error scaling of the row."""
     x = np.asarray(samples, dtype=np.float64)
     S = x.size
+    if S == 0 or not np.all(np.isfinite(x)):
+        raise FloatingPointError(f"{cfg_name}: {quantity} at width {width}: {S} samples, "
+                                 f"{int(np.sum(~np.isfinite(x)))} of them non-finite")
     mean = float(x.mean())
     se = float(x.std(ddof=1) / math.sqrt(S)) if S > 1 else float("nan")
+    se = math.sqrt(se * se + float(theory_se) ** 2)
     scale = abs(theory) if theory != 0 else 1.0
     rms = float(np.sqrt(np.mean((x - theory) ** 2)))
     return dict(config=cfg_name, group=_group(quantity), quantity=quantity, width=int(width), theory=float(theory),
                 simulated_mean=mean, standard_error=se, relative_error=(mean - theory) / scale,
                 relative_standard_error=se / scale, single_network_relative_std=float(x.std(ddof=1)) / scale,
                 single_network_relative_rms=rms / scale, n_networks=int(S), theory_source=source,
-                kind="ensemble" if quantity in ENSEMBLE_ONLY else "single-network")
+                kind=kind or ("ensemble" if quantity in ENSEMBLE_ONLY else "single-network"),
+                **({} if expected is None else {"expected": str(expected)}))
 
 
 def _slope(x, y):
@@ -96,7 +106,8 @@ def fit_series(records: Sequence[dict]) -> dict:
         regime = "seed noise"
     else:
         regime = "noise-limited"
-    return dict(config=recs[0]["config"], group=recs[0]["group"], quantity=recs[0]["quantity"], kind=kind,
+    extra = {"expected": recs[0]["expected"]} if "expected" in recs[0] else {}
+    return dict(config=recs[0]["config"], group=recs[0]["group"], quantity=recs[0]["quantity"], kind=kind, **extra,
                 widths=M.astype(int).tolist(), error_exponent=slope, error_exponent_se=slope_se,
                 bias_resolved=resolved, regime=regime, fluctuation_exponent=fslope,
                 fluctuation_exponent_se=fslope_se, bias_coefficient=a, bias_coefficient_se=a_se,

@@ -28,7 +28,7 @@ def default_settings(quick: bool, device: torch.device) -> dict:
                     train_steps=30, lr_factors=(0.5, 0.9, 1.1, 2.0, 4.0),
                     lr_factors_network=(0.9, 1.1), chunk_bytes=2 ** 27)
     if gpu:
-        return dict(widths=(64, 128, 256, 512, 1024, 2048, 4096), n_seeds=256, n_func=16, n_samples=32,
+        return dict(widths=(64, 128, 256, 512, 1024, 2048, 4096, 8192), n_seeds=256, n_func=16, n_samples=32,
                     train_width=1024, train_seeds=16, train_steps=300, lr_factors=(0.5, 0.9, 1.1, 2.0, 4.0),
                     lr_factors_network=(0.9, 1.1),
                     chunk_bytes=2 ** 31)

@@ -6,6 +6,7 @@ available (``device="auto"``); float64.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,29 +35,50 @@ def _weight(n_out, n_in, weight_var, weights, gen, device):
     return math.sqrt(weight_var) * q
 
 
-def jacobian_eigenvalues(network, weights: str, width: int, n_networks: int = 1, seed: int = 0, device=None):
+def jacobian_eigenvalues(network, weights: str, width: int, n_networks: int = 1, seed: int = 0, device=None,
+                         batch: int = 16):
     """Eigenvalues of ``J J^T``, ``J = prod_l D_l W_l``, for ``n_networks`` random networks of ``width`` units, the
     input's pre-activation ``h^0 ~ N(0, q*)`` (so every layer sits at the fixed point). Returns an array
-    ``(n_networks, width)``."""
+    ``(n_networks, width)``.
+
+    The draws are made network by network from one generator seeded by ``seed`` (so the result does not depend on
+    ``batch``); the forward pass, the Jacobian products and the eigenvalues are computed for ``batch`` networks at
+    once (batched matrix products: one kernel per layer for the whole batch on a GPU).
+    """
     from ..spectra.jacobian import _check_network, _fixed_point_q
+    from .networks import torch_activation
 
     _check_network(network)
+    if not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
     dev = resolve_device(device)
     act = network.activations[0]
+    tact = torch_activation(act)
+    phi: Any = tact.phi if tact.differentiable else (lambda x: _phi(act, x))
+    dphi: Any = tact.dphi if tact.differentiable else (lambda x: _dphi(act, x))
     wv, bv = network.weight_vars[0], network.bias_vars[0]
     q = _fixed_point_q(network)
     gen = torch.Generator().manual_seed(seed)
     out = []
-    for _ in range(n_networks):
-        h = math.sqrt(q) * torch.randn(width, generator=gen, dtype=torch.float64).to(dev)
-        J = torch.eye(width, dtype=torch.float64, device=dev)
-        for _l in range(network.depth):
-            W = _weight(width, width, wv, weights, gen, dev)
-            b = math.sqrt(bv) * torch.randn(width, generator=gen, dtype=torch.float64).to(dev)
-            h = W @ _phi(act, h) + b
-            J = (_dphi(act, h)[:, None] * W) @ J
-        out.append(torch.linalg.eigvalsh(J @ J.T).cpu().numpy())
-    return np.array(out)
+    for start in range(0, n_networks, batch):
+        hs, Ws, bs = [], [], []
+        for _ in range(min(batch, n_networks - start)):        # the draws of one network, in order
+            hs.append(math.sqrt(q) * torch.randn(width, generator=gen, dtype=torch.float64).to(dev))
+            layer = []
+            for _l in range(network.depth):
+                W = _weight(width, width, wv, weights, gen, dev)
+                b = math.sqrt(bv) * torch.randn(width, generator=gen, dtype=torch.float64).to(dev)
+                layer.append((W, b))
+            Ws.append([w for w, _ in layer])
+            bs.append([b for _, b in layer])
+        h = torch.stack(hs)                                                  # (n, M)
+        J = torch.eye(width, dtype=torch.float64, device=dev).expand(h.shape[0], width, width)
+        for l in range(network.depth):
+            W = torch.stack([w[l] for w in Ws])
+            h = torch.bmm(W, phi(h).unsqueeze(-1)).squeeze(-1) + torch.stack([b[l] for b in bs])
+            J = torch.bmm(dphi(h).unsqueeze(-1) * W, J)
+        out.append(torch.linalg.eigvalsh(torch.bmm(J, J.transpose(1, 2))).cpu().numpy())
+    return np.concatenate(out)
 
 
 def kernel_eigenvalues(network, n_samples: int, width: int, inputs: str = "gaussian", seed: int = 0, device=None):

@@ -28,6 +28,8 @@ import numba as nb
 from . import _numba_cache  # noqa: F401  (installs the per-user kernel cache before any kernel below is defined)
 import numpy as np
 
+from ._cpu_share import free_cores
+
 from .activations import ERF, LEAKY_RELU, LINEAR, RELU, SIN, has_closed_form, phi_eval
 
 ZMAX = 10.0
@@ -62,7 +64,8 @@ HMIN = 1e-3       # smallest uniform panel width (non-graded activations at q > 
 class _RowKernel:
     """A compiled loop over rows, built twice: with threads (``prange``) when the call carries at least ``min_work``
     (by default: rows, the entries of the 7th argument), serial below, where starting the threads costs more than it
-    saves (~0.1 ms on an idle machine, tens of ms on a busy one). Both builds are cached; the serial one has its own
+    saves (~0.1 ms on an idle machine, tens of ms on a busy one), and serial whenever other processes keep the cores
+    busy (:func:`meanfield._cpu_share.free_cores` < 2). Both builds are cached; the serial one has its own
     qualified name, so the two never share a cache entry. ``compile_both`` (set only by :mod:`meanfield._precompile`)
     runs the other build too, so that the install-time warm-up on tiny inputs compiles both."""
 
@@ -79,7 +82,7 @@ class _RowKernel:
         functools.update_wrapper(self, py_func)
 
     def __call__(self, *args):
-        threads = self.work(args) >= self.min_work and nb.config.NUMBA_NUM_THREADS > 1
+        threads = self.work(args) >= self.min_work and nb.config.NUMBA_NUM_THREADS > 1 and free_cores() > 1
         if _RowKernel.compile_both:
             (self.serial if threads else self.parallel)(*args)
         return (self.parallel if threads else self.serial)(*args)

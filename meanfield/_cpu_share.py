@@ -17,7 +17,7 @@ import time
 __all__ = ["free_cores"]
 
 _INTERVAL = 0.2     # seconds between two readings
-_state = {"t": None, "busy": 0.0, "own": 0.0, "free": None}
+_state: dict = {"t": None, "busy": 0.0, "own": 0.0, "free": None}
 
 
 def _read():
@@ -41,7 +41,7 @@ def free_cores() -> int:
     now = time.monotonic()
     last = _state["t"]
     if last is not None and now - last < _INTERVAL and _state["free"] is not None:
-        return _state["free"]
+        return int(_state["free"])
     reading = _read()
     if reading is None:
         return n

@@ -106,7 +106,9 @@ def track_fisher(ensemble: NetworkEnsemble, x, y, learning_rate: float, n_steps:
     >>> from meanfield import Network
     >>> from meanfield.validation import sample_ensemble, track_fisher
     >>> ens = sample_ensemble(Network("tanh", 2, 1.5, 0.1), 32, 1, parameterization="ntk", device="cpu")
-    >>> x, y = torch.randn(4, 32, dtype=torch.float64), torch.randn(4, 1, dtype=torch.float64)
+    >>> gen = torch.Generator().manual_seed(0)
+    >>> x = torch.randn(4, 32, dtype=torch.float64, generator=gen)
+    >>> y = torch.randn(4, 1, dtype=torch.float64, generator=gen)
     >>> tr = track_fisher(ens, x, y, 1.0, n_steps=30, record_steps=[0, 30])
     >>> bool(tr.empirical_eigenvalues[0, 1, -1] < tr.empirical_eigenvalues[0, 0, -1])
     True

@@ -76,7 +76,8 @@ def train_gd_cross_entropy(ensemble: NetworkEnsemble, x, y, learning_rate: float
     >>> from meanfield import Network
     >>> from meanfield.validation import sample_ensemble, train_gd_cross_entropy
     >>> ens = sample_ensemble(Network("tanh", 2, 1.5, 0.1), 32, 1, n_outputs=3, parameterization="ntk", device="cpu")
-    >>> x, y = torch.randn(6, 32, dtype=torch.float64), torch.eye(3, dtype=torch.float64)[[0, 1, 2, 0, 1, 2]]
+    >>> x = torch.randn(6, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    >>> y = torch.eye(3, dtype=torch.float64)[[0, 1, 2, 0, 1, 2]]
     >>> run = train_gd_cross_entropy(ens, x, y, 2.0, n_steps=20, record_steps=[0, 20])
     >>> bool(run.loss[0, 1] < run.loss[0, 0])
     True

@@ -141,6 +141,16 @@ def run_case(name, wv, bv, depth, data, times, diag_reg, repeat, deg, have_nt):
     xj = np.vstack([x_test, x_train])
     k = kf(xj, None, get=("nngp", "ntk"))
     line["kernels"] = kernel_diffs(mf_k, (np.asarray(k.nngp), np.asarray(k.ntk)))
+    if name == "relu":
+        # which diagonal is right: on the same input relu has qhat = q/2, qdot = 1/2 exactly, so the diagonal NTK
+        # follows q' = w q/2 + b, Theta' = q' + w Theta/2 (no arccos)
+        q = wv * np.sum(xj * xj, axis=1) / xj.shape[1] + bv
+        th = q.copy()
+        for _ in range(depth):
+            q = wv * q / 2 + bv
+            th = q + wv * th / 2
+        line["relu_diag"] = (float(np.max(np.abs(np.diag(mf_k[1]) - th)) / th.max()),
+                             float(np.max(np.abs(np.diag(np.asarray(k.ntk)) - th)) / th.max()))
     line["pred"] = {key: (rel_diff(mf[key][0], nt_out[key][0]), rel_diff(mf[key][1], nt_out[key][1]))
                     for key in mf}
     return line
@@ -184,6 +194,9 @@ def main(argv=None):
         print(f"  time ratio neural-tangents / meanfield = {r['ratio']:.2f}")
         for k, (off, dg) in r["kernels"].items():
             print(f"  {k.upper():5s} matrix: max |diff| / max entry  off-diagonal {off:.1e}, diagonal {dg:.1e}")
+        if "relu_diag" in r:
+            print("  NTK diagonal against the exact same-input recursion (q' = w q/2 + b, Theta' = q' + w Theta/2): "
+                  f"meanfield {r['relu_diag'][0]:.1e}, neural-tangents {r['relu_diag'][1]:.1e}")
         for (get, t), (dm, dc) in r["pred"].items():
             print(f"  {get:4s} t={t:<8g}  mean {dm:.1e}   covariance {dc:.1e}")
 

@@ -154,8 +154,9 @@ def test_series_partials_against_nested_quadrature(name):
     """An independent algorithm for the partials: Price's theorem d qhat/dQ = qdot, d qdot/dQ = E[phi''(u) phi''(v)],
     and the heat equation d qhat/dq_u = E[phi''(u) phi(v)] / 2, evaluated by the engine's nested 2-D quadrature
     (kink-aware Gauss-Legendre, ~1e-15) against the Mehler-series partials (measured 2e-14 relative to the tile's
-    largest qhat / qdot; tolerance 1e-12). The same-input slope d E[phi'^2]/dq against a 4th-order central difference
-    of E[phi'(u)^2] (step 1e-3: truncation ~1e-12 h^4-scaled, rounding ~1e-13; tolerance 1e-9)."""
+    largest qhat / qdot; tolerance 1e-12); all five partials also against the quadrature route of the kinked
+    activations (Stein's identity for d qdot/dq). The same-input slope d E[phi'^2]/dq against a 4th-order central
+    difference of E[phi'(u)^2] (step 1e-3: truncation ~1e-12 h^4-scaled, rounding ~1e-13; tolerance 1e-9)."""
     from meanfield import _gaussian_kernels as gk
     from meanfield import get_activation
     from meanfield.gaussian import PairPlan
@@ -174,6 +175,12 @@ def test_series_partials_against_nested_quadrature(name):
                 assert abs(a_i[i, j] - 0.5 * gk.e2d(*args, q[i], q[j], Q[i, j], 2, 0)) <= 1e-12 * np.max(qhat)
                 assert abs(a_j[i, j] - 0.5 * gk.e2d(*args, q[i], q[j], Q[i, j], 0, 2)) <= 1e-12 * np.max(qhat)
                 assert abs(bQ[i, j] - gk.e2d(*args, q[i], q[j], Q[i, j], 2, 2)) <= 1e-12 * np.max(qdot)
+    # d qdot/dq_i, d qdot/dq_j: the quadrature route's Stein identity (E[u phi''(u) phi'(v)] - Q E[phi'' phi'']) /
+    # (2 q_i) on the nested rule (the route of kinked activations, here without kinks): measured 2e-14
+    quad = plan._kinked_partials(Q.copy(), r, r, True)
+    off = ~np.eye(3, dtype=bool)
+    for k, (mine, other) in enumerate(zip((a_i, a_j, bQ, b_i, b_j), quad)):
+        assert np.max(np.abs(mine - other)[off]) <= 1e-12 * (np.max(qhat) if k < 2 else np.max(qdot)), k
     dE2, dD2 = plan.row_slopes()
     h = 1e-3
     for i in range(3):

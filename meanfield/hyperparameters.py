@@ -148,7 +148,8 @@ def kernel_derivatives(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayLi
         For an activation that jumps at a kink (a custom one: derivatives of delta functions would enter).
     ValueError
         For bad inputs (as :func:`meanfield.kernels`) or non-finite derivatives (a kinked activation at correlation
-        -1 or at a zero variance, where the derivative is unbounded; overflow).
+        -1, at correlation +1 between inputs of different variance (proportional inputs without bias) or at a zero
+        variance, where the derivative is unbounded; overflow).
 
     Examples
     --------
@@ -200,7 +201,8 @@ def kernel_derivatives(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayLi
     for name, arr in (("NNGP", dQ), ("NTK", dT)):
         if arr is not None and not np.all(np.isfinite(arr)):
             raise ValueError(f"x1, x2: derivatives of the {name} are not finite (a kinked activation at correlation "
-                             "-1 or at a zero variance, or overflow)")
+                             "-1, at correlation +1 between inputs of different variance, or at a zero variance; or "
+                             "overflow)")
     params = []
     for node in _walk(nodes):
         if node.param is not None:

@@ -309,7 +309,7 @@ def test_kinked_degenerate_pairs():
     qdot (like relu's arc-cosine) varies like sqrt(1 - c) there; the forward NTK of such a pair differs from the
     diagonal by the same ~3e-8 (measured 2.8e-8 for the NTK and for its derivative here; relu's closed form 2.7e-9);
     tolerance 1e-6. Inputs x and -x without bias (correlation -1, where qdot is not differentiable for a kinked
-    activation) raise ValueError naming the inputs."""
+    activation), and x and 2 x without bias, raise ValueError naming the inputs."""
     rng = np.random.default_rng(7)
     x = rng.standard_normal((3, 4))
     net = Network("hard_tanh", depth=2, weight_var=1.7, bias_var=0.2)
@@ -320,6 +320,9 @@ def test_kinked_degenerate_pairs():
         assert np.max(np.abs(np.diagonal(arr, axis1=1, axis2=2) - np.diagonal(ref, axis1=1, axis2=2))) <= tol * scale
     with pytest.raises(ValueError, match="x1, x2"):
         kernel_derivatives(Network("selu", depth=2, weight_var=1.0, bias_var=0.0), x[:1], -x[:1])
+    # x and 2 x without bias: correlation +1 at different variances, which a bias variance moves off the line
+    with pytest.raises(ValueError, match="x1, x2"):
+        kernel_derivatives(Network("hard_tanh", depth=2, weight_var=1.0, bias_var=0.0), x[:1], 2 * x[:1])
 
 
 def test_unsupported_activation_and_bad_input():

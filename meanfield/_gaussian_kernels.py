@@ -342,23 +342,36 @@ def outer_rule(kinks, scale, qu, qv, quv):
 
 
 @nb.njit(cache=True)
-def e2d(ev, code, p0, p1, kinks, scale, qu, qv, quv, a, b):
-    """E[phi^(a)(u) phi^(b)(v)] for (u, v) ~ N(0, [[qu, quv], [quv, qv]]) by the nested composite rule."""
+def e2d_moment(ev, code, p0, p1, kinks, scale, qu, qv, quv, a, b, m):
+    """E[u^m phi^(a)(u) phi^(b)(v)] for (u, v) ~ N(0, [[qu, quv], [quv, qv]]), m in {0, 1}, by the nested composite
+    rule (``phi^(2)`` is the regular part of phi'', without delta functions at the kinks)."""
     if qu <= 0.0 and qv <= 0.0:
+        if m == 1:
+            return 0.0
         return e1d(ev, code, p0, p1, kinks, scale, 0.0, a, b, 0)       # u = v = 0: the c = 1 limit
     if qu <= 0.0:
+        if m == 1:
+            return 0.0
         # one variance 0 (so q_uv = 0): the c = 0 limit, phi^(a)(0) averaged over the two sides of a kink at 0
         return _limit0(ev, code, p0, p1, kinks, a, -1) * e1d(ev, code, p0, p1, kinks, scale, qv, b, -1, 0)
     if qv <= 0.0:
-        return _limit0(ev, code, p0, p1, kinks, b, -1) * e1d(ev, code, p0, p1, kinks, scale, qu, a, -1, 0)
+        return _limit0(ev, code, p0, p1, kinks, b, -1) * e1d(ev, code, p0, p1, kinks, scale, qu, a, -1, m)
     z, w, su, sv, c, sd = outer_rule(kinks, scale, qu, qv, quv)
     acc = 0.0
     for j in range(z.size):
         fz = _pw(ev, code, p0, p1, su * z[j], a)
+        if m == 1:
+            fz *= su * z[j]
         if fz != 0.0:
             inner = _smooth1(ev, code, p0, p1, kinks, scale, sv * c * z[j], sd, b)
             acc += w[j] * fz * inner * math.exp(-0.5 * z[j] * z[j])
     return acc * _INV_SQRT_2PI
+
+
+@nb.njit(cache=True)
+def e2d(ev, code, p0, p1, kinks, scale, qu, qv, quv, a, b):
+    """E[phi^(a)(u) phi^(b)(v)] for (u, v) ~ N(0, [[qu, quv], [quv, qv]]) by the nested composite rule."""
+    return e2d_moment(ev, code, p0, p1, kinks, scale, qu, qv, quv, a, b, 0)
 
 
 @nb.njit(cache=True)
@@ -509,6 +522,123 @@ def dmean_sq_dq(ev, code, p0, p1, kinks, scale, q):
         return math.exp(-2.0 * q)      # d/dq (1 - e^(-2q)) / 2
     qe = q if q > 1e-100 else 1e-100
     return e1d(ev, code, p0, p1, kinks, scale, qe, 0, 1, 1) / qe
+
+
+@nb.njit(cache=True)
+def dmean_sq_dot_dq(ev, code, p0, p1, kinks, scale, dl, dr, q):
+    """d/dq E[phi'(u)^2], u ~ N(0, q), for phi' with jumps: ``(1/(2q)) E[u h'(u)]`` with ``h = phi'^2`` (Gaussian
+    integration by parts), ``h' = 2 phi' phi''`` between the kinks plus ``(dr_k^2 - dl_k^2) delta(u - k)`` at each kink
+    ``k`` (``dl, dr`` the one-sided values phi'(k-), phi'(k+)):
+
+    ``(1/q) E[u phi'(u) phi''(u)] + (1/(2q)) sum_k (dr_k^2 - dl_k^2) k p_q(k)``, ``p_q`` the N(0, q) density."""
+    qe = q if q > 1e-100 else 1e-100
+    acc = e1d(ev, code, p0, p1, kinks, scale, qe, 1, 2, 1)
+    for i in range(kinks.size):
+        k = kinks[i]
+        if k != 0.0:
+            pk = math.exp(-0.5 * k * k / qe) / math.sqrt(2.0 * math.pi * qe)
+            acc += 0.5 * (dr[i] * dr[i] - dl[i] * dl[i]) * k * pk
+    return acc / qe
+
+
+@nb.njit(cache=True)
+def _kink_side(ev, code, p0, p1, kinks, scale, dl, dr, qu, qv, quv, sd, want_dot):
+    """The u-side terms of :func:`pair_partials_kinked` at qu > 0: the delta functions of phi''(u) at the kinks,
+    ``J_k delta(u - k)`` with ``J_k = phi'(k+) - phi'(k-)``, integrated against functions of v through the law of v
+    given u = k, N(quv k / qu, sd^2):
+
+    ``(sum_k J_k p_u(k) E[phi(v) | k], sum_k J_k p_u(k) E[r(v) | k], sum_k J_k k p_u(k) E[phi'(v) | k],
+    sum_{k, l} J_k J_l p_u(k) p_{v|k}(l))`` (``r`` the regular part of phi''; the last sum needs sd > 0)."""
+    s0 = 0.0
+    s2 = 0.0
+    s1 = 0.0
+    dd = 0.0
+    for i in range(kinks.size):
+        J = dr[i] - dl[i]
+        if J == 0.0:
+            continue
+        k = kinks[i]
+        pk = math.exp(-0.5 * k * k / qu) / math.sqrt(2.0 * math.pi * qu)
+        mean = quv / qu * k
+        s0 += J * pk * _smooth1(ev, code, p0, p1, kinks, scale, mean, sd, 0)
+        if want_dot:
+            s2 += J * pk * _smooth1(ev, code, p0, p1, kinks, scale, mean, sd, 2)
+            s1 += J * k * pk * _smooth1(ev, code, p0, p1, kinks, scale, mean, sd, 1)
+            if sd > 0.0:
+                for l in range(kinks.size):
+                    Jl = dr[l] - dl[l]
+                    if Jl != 0.0:
+                        t = (kinks[l] - mean) / sd
+                        dd += J * Jl * pk * math.exp(-0.5 * t * t) * _INV_SQRT_2PI / sd
+    return s0, s2, s1, dd
+
+
+@nb.njit(cache=True)
+def pair_partials_kinked(ev, code, p0, p1, kinks, scale, dl, dr, qu, qv, quv, want_dot):
+    """Partial derivatives of ``qhat = E[phi(u) phi(v)]`` and ``qdot = E[phi'(u) phi'(v)]`` with respect to
+    ``(qu, qv, quv)`` for an activation phi that is continuous with a piecewise smooth phi' (jumps ``J_k`` of phi' at
+    the kinks: ``phi'' = r + sum_k J_k delta(. - k)``, ``r`` the regular part, ``_pw(.., 2)``). Gaussian integration
+    by parts in the distributional sense:
+
+    * ``d qhat/dqu = E[phi''(u) phi(v)] / 2 = (E[r(u) phi(v)] + sum_k J_k p_u(k) E[phi(v) | u = k]) / 2``;
+    * ``d qdot/dquv = E[phi''(u) phi''(v)] = E[r(u) r(v)] + sum_k J_k p_u(k) E[r(v) | u = k] + (u <-> v)
+      + sum_{k,l} J_k J_l p(k, l)`` (Price's theorem);
+    * ``d qdot/dqu = E[phi^(3)(u) phi'(v)] / 2 = (E[u phi''(u) phi'(v)] - quv d qdot/dquv) / (2 qu)`` by Stein's
+      identity ``E[u h] = qu E[d_u h] + quv E[d_v h]`` for ``h = phi''(u) phi'(v)``, which avoids the derivatives of
+      delta functions in phi^(3); ``E[u phi''(u) phi'(v)] = E[u r(u) phi'(v)] + sum_k J_k k p_u(k) E[phi'(v) | u = k]``.
+
+    The regular parts are nested-rule integrals (:func:`e2d_moment`); the conditional laws are
+    ``v | u = k ~ N(quv k / qu, det / qu)`` (:func:`_kink_side`). At correlation +1 with equal variances (identical
+    inputs, which every parameter keeps identical) the ``d qdot`` partials are those of the derivative along that
+    line: ``0, s(q)/2, s(q)/2`` with ``s = d E[phi'^2]/dq`` (:func:`dmean_sq_dot_dq`). At any other degenerate
+    covariance (correlation -1, or +1 with different variances: proportional inputs without bias, which a bias
+    variance moves off the line) the ``d qdot`` partials, and at a zero variance all partials, are NaN: the
+    derivatives of a kinked activation are unbounded there (one-sided), and the caller raises.
+
+    Returns ``(a_u, a_v, b_Q, b_u, b_v)`` (the b's NaN without ``want_dot``)."""
+    nan = math.nan
+    if qu <= 0.0 or qv <= 0.0:
+        return nan, nan, nan, nan, nan
+    S, a, b, c, sdet = _scaled_cov(qu, qv, quv)
+    sd_v = math.sqrt(S * sdet / a)     # sd of v given u: det / qu = S sdet / a
+    sd_u = math.sqrt(S * sdet / b)
+    u0, u2, u1, dd = _kink_side(ev, code, p0, p1, kinks, scale, dl, dr, qu, qv, quv, sd_v, want_dot)
+    v0, v2, v1, _ = _kink_side(ev, code, p0, p1, kinks, scale, dl, dr, qv, qu, quv, sd_u, want_dot)
+    a_u = 0.5 * (e2d_moment(ev, code, p0, p1, kinks, scale, qu, qv, quv, 2, 0, 0) + u0)
+    a_v = 0.5 * (e2d_moment(ev, code, p0, p1, kinks, scale, qv, qu, quv, 2, 0, 0) + v0)
+    if not want_dot:
+        return a_u, a_v, nan, nan, nan
+    if sdet <= 0.0:
+        if quv > 0.0 and qu == qv:
+            return (a_u, a_v, 0.0, 0.5 * dmean_sq_dot_dq(ev, code, p0, p1, kinks, scale, dl, dr, qu),
+                    0.5 * dmean_sq_dot_dq(ev, code, p0, p1, kinks, scale, dl, dr, qv))
+        return a_u, a_v, nan, nan, nan
+    bq = e2d_moment(ev, code, p0, p1, kinks, scale, qu, qv, quv, 2, 2, 0) + u2 + v2 + dd
+    mu = e2d_moment(ev, code, p0, p1, kinks, scale, qu, qv, quv, 2, 1, 1) + u1
+    mv = e2d_moment(ev, code, p0, p1, kinks, scale, qv, qu, quv, 2, 1, 1) + v1
+    return a_u, a_v, bq, (mu - quv * bq) / (2.0 * qu), (mv - quv * bq) / (2.0 * qv)
+
+
+@row_kernel(4, work=lambda args: args[8].size)
+def pair_partials_kinked_tile(ev, code, p0, p1, kinks, scale, dl, dr, Q, qi, qj, want_dot, out):
+    """:func:`pair_partials_kinked` on a tile of covariances ``Q`` (rows' variances ``qi``, columns' ``qj``) into
+    ``out`` of shape (5,) + Q.shape."""
+    for ii in nb.prange(Q.shape[0]):
+        for jj in range(Q.shape[1]):
+            r = pair_partials_kinked(ev, code, p0, p1, kinks, scale, dl, dr, qi[ii], qj[jj], Q[ii, jj], want_dot)
+            out[0, ii, jj] = r[0]
+            out[1, ii, jj] = r[1]
+            out[2, ii, jj] = r[2]
+            out[3, ii, jj] = r[3]
+            out[4, ii, jj] = r[4]
+
+
+@row_kernel(64, work=lambda args: args[8].size)
+def dmean_sq_dot_dq_many(ev, code, p0, p1, kinks, scale, dl, dr, q):
+    out = np.empty(q.size)
+    for i in nb.prange(q.size):
+        out[i] = dmean_sq_dot_dq(ev, code, p0, p1, kinks, scale, dl, dr, q[i])
+    return out
 
 
 @nb.njit(cache=True)

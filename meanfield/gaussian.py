@@ -566,10 +566,21 @@ class PairPlan:
             return pair_partials(self.act, Q, qi, qj, qhat, qdot, want_dot)
         if self.route == "mehler":
             return self._series_partials(Q, ri, rj, want_dot)
-        raise NotImplementedError(
-            f"kernel derivatives of {self.act.name!r} need closed forms or a converged Mehler series; this layer is "
-            "computed by 2-D quadrature (a kinked activation without closed forms, or a Mehler expansion that did not "
-            "converge)")
+        return self._kinked_partials(Q, ri, rj, want_dot)
+
+    def _kinked_partials(self, Q, ri, rj, want_dot):
+        """Quadrature route (kinked activations without closed forms, and Mehler layers that fell back): the
+        distributional integration by parts of ``_gaussian_kernels.pair_partials_kinked`` (delta functions of phi''
+        at the kinks through conditional Gaussian expectations, regular parts by the nested 2-D rule)."""
+        dl, dr = kink_slopes(self.act)
+        Q = np.ascontiguousarray(Q, dtype=np.float64)
+        out = np.empty((5,) + Q.shape)
+        _gk.pair_partials_kinked_tile(*self.act.kernel_args, dl, dr, Q, np.ascontiguousarray(self.q[ri]),
+                                      np.ascontiguousarray(self.q[rj]), bool(want_dot), out)
+        a_i, a_j, bQ, b_i, b_j = out
+        if not want_dot:
+            return a_i, a_j, None, None, None
+        return a_i, a_j, bQ, b_i, b_j
 
     def _series_partials(self, Q, ri, rj, want_dot):
         r"""Mehler-series partials. With ``a_k(q) = E[phi(sqrt(q) z) h_k(z)]`` (normalised Hermite ``h_k``),
@@ -629,9 +640,11 @@ class PairPlan:
         the Mehler route ``d E[phi'^2]/dq = (1/q) sum_k d_k (sqrt((k+1)(k+2)) d_{k+2} + k d_k)``."""
         if self.route == "closed":
             return row_slopes(self.act, self.q, True)
-        if self.route != "mehler":
-            raise NotImplementedError(f"kernel derivatives of {self.act.name!r}: layer computed by 2-D quadrature")
         args = self.act.kernel_args
+        if self.route != "mehler":
+            q = np.ascontiguousarray(self.q, dtype=np.float64)
+            dE2 = np.array([_gk.dmean_sq_dq(*args, float(v)) for v in q])
+            return dE2, _gk.dmean_sq_dot_dq_many(*args, *kink_slopes(self.act), q)
         dE2 = np.array([_gk.dmean_sq_dq(*args, float(v)) for v in self.q])
         D = self.D
         K = D.shape[1]
@@ -700,16 +713,45 @@ class PairPlan:
 DIFFERENTIABLE_ACTIVATIONS = ("linear", "relu", "leaky_relu", "erf", "sin")
 
 
+def kink_slopes(act: Activation) -> Tuple[np.ndarray, np.ndarray]:
+    """One-sided derivatives ``(phi'(k-), phi'(k+))`` at each kink ``k`` of ``act`` (evaluated at the neighbouring
+    floats, where phi' equals its one-sided limit to rounding):
+    ``phi'' = r + sum_k (phi'(k+) - phi'(k-)) delta(. - k)``.
+
+    Examples
+    --------
+    >>> from meanfield import get_activation
+    >>> [v.tolist() for v in kink_slopes(get_activation("hard_tanh"))]
+    [[0.0, 1.0], [1.0, 0.0]]
+    """
+    k = np.asarray(act.kinks, dtype=np.float64)
+    lo, hi = np.nextafter(k, -np.inf), np.nextafter(k, np.inf)
+    ev, code, p0, p1 = act.kernel_args[:4]
+    dl = np.array([_gk._pw(ev, code, p0, p1, float(v), 1) for v in lo])
+    dr = np.array([_gk._pw(ev, code, p0, p1, float(v), 1) for v in hi])
+    return np.ascontiguousarray(dl), np.ascontiguousarray(dr)
+
+
 def check_differentiable(act: Activation) -> None:
     """Raise NotImplementedError unless the pair expectations of ``act`` have partial derivatives here: closed forms
-    (:data:`DIFFERENTIABLE_ACTIVATIONS`) or the Mehler series of a smooth activation (tanh, sigmoid, gelu, ...)."""
-    if _route(act) == "closed" and not act.is_custom and act.name in DIFFERENTIABLE_ACTIVATIONS:
+    (:data:`DIFFERENTIABLE_ACTIVATIONS`), the Mehler series of a smooth activation (tanh, sigmoid, gelu, ...), or the
+    kink-aware integration by parts of a continuous activation with kinks (hard_tanh, elu, selu, custom ones), which
+    needs phi continuous at its kinks (a jump of phi would put derivatives of delta functions into phi'')."""
+    route = _route(act)
+    if route == "closed":
+        if not act.is_custom and act.name in DIFFERENTIABLE_ACTIVATIONS:
+            return
+        raise NotImplementedError(f"kernel derivatives of the closed-form activation {act.name!r} are not implemented")
+    if route == "mehler":
         return
-    if _route(act) == "mehler":
-        return
-    raise NotImplementedError(
-        f"kernel derivatives need closed forms ({DIFFERENTIABLE_ACTIVATIONS}) or a smooth activation (Mehler series); "
-        f"{act.name!r} is kinked without closed forms (its pairs are computed by 2-D quadrature)")
+    ev, code, p0, p1 = act.kernel_args[:4]
+    for k in act.kinks:
+        lo = _gk._pw(ev, code, p0, p1, float(np.nextafter(k, -np.inf)), 0)
+        hi = _gk._pw(ev, code, p0, p1, float(np.nextafter(k, np.inf)), 0)
+        if not abs(hi - lo) <= 1e-12 * (1.0 + abs(hi) + abs(lo)):
+            raise NotImplementedError(
+                f"kernel derivatives need an activation continuous at its kinks; {act.name!r} jumps at {k} "
+                f"(from {lo!r} to {hi!r})")
 
 
 def pair_partials(act: Activation, Q, qi, qj, qhat, qdot, want_dot: bool):

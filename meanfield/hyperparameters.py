@@ -15,10 +15,16 @@ layer's variances, ``e_w, e_b`` the unit tangents of its own parameters):
 * Dropout: tangents scale like the values; Residual: ``dQ + alpha^2 dQ_block``.
 
 The partial derivatives have closed forms for the activations in
-:data:`meanfield.gaussian.DIFFERENTIABLE_ACTIVATIONS` (relu, leaky_relu, erf, linear, sin) and are Mehler series for
+:data:`meanfield.gaussian.DIFFERENTIABLE_ACTIVATIONS` (relu, leaky_relu, erf, linear, sin), are Mehler series for
 smooth activations (tanh, sigmoid, gelu, silu, softplus, mish, custom smooth ones; see
-:meth:`meanfield.gaussian.PairPlan.partials`); kinked activations without closed forms (hard_tanh, elu, selu) raise
-NotImplementedError.
+:meth:`meanfield.gaussian.PairPlan.partials`), and for kinked activations without closed forms (hard_tanh, elu, selu,
+custom ones continuous at their kinks) come from Gaussian integration by parts in the distributional sense: with
+``phi'' = r + sum_k J_k delta(u - k)`` (``J_k`` the jump of phi' at the kink ``k``),
+``d qhat/dq_i = (E[r(u) phi(v)] + sum_k J_k p_i(k) E[phi(v) | u = k]) / 2``, ``d qdot/dQ = E[phi''(u) phi''(v)]``
+(regular, delta-regular and delta-delta terms) and ``d qdot/dq_i = (E[u phi''(u) phi'(v)] - Q d qdot/dQ) / (2 q_i)``
+(Stein's identity, which avoids the derivatives of delta functions in phi^(3)); the conditional expectations given
+``u = k`` are 1-D rules of the engine and the regular parts its nested 2-D rule
+(:func:`meanfield._gaussian_kernels.pair_partials_kinked`).
 
 Log marginal likelihood of targets ``Y`` (n x C, independent columns) under the NNGP with noise ``s``, ``A = K + s I``
 (Rasmussen & Williams eq. 2.30 and 5.9):
@@ -122,7 +128,8 @@ def kernel_derivatives(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayLi
     Parameters
     ----------
     network : Network or layer chain
-        Its activations must have closed forms (:data:`meanfield.gaussian.DIFFERENTIABLE_ACTIVATIONS`) or be smooth.
+        Its activations must have closed forms (:data:`meanfield.gaussian.DIFFERENTIABLE_ACTIVATIONS`), be smooth, or
+        be continuous with kinks (hard_tanh, elu, selu).
     x1 : array_like (n1, M_0)
     x2 : array_like (n2, M_0), optional
         None: the symmetric kernel of ``x1`` (its derivatives exactly symmetric).
@@ -138,9 +145,11 @@ def kernel_derivatives(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayLi
     Raises
     ------
     NotImplementedError
-        For a kinked activation without closed forms (hard_tanh, elu, selu), computed by 2-D quadrature.
+        For an activation that jumps at a kink (a custom one: derivatives of delta functions would enter).
     ValueError
-        For bad inputs (as :func:`meanfield.kernels`) or non-finite derivatives.
+        For bad inputs (as :func:`meanfield.kernels`) or non-finite derivatives (a kinked activation at correlation
+        -1, at correlation +1 between inputs of different variance (proportional inputs without bias) or at a zero
+        variance, where the derivative is unbounded; overflow).
 
     Examples
     --------
@@ -192,7 +201,8 @@ def kernel_derivatives(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayLi
     for name, arr in (("NNGP", dQ), ("NTK", dT)):
         if arr is not None and not np.all(np.isfinite(arr)):
             raise ValueError(f"x1, x2: derivatives of the {name} are not finite (a kinked activation at correlation "
-                             "-1, or overflow)")
+                             "-1, at correlation +1 between inputs of different variance, or at a zero variance; or "
+                             "overflow)")
     params = []
     for node in _walk(nodes):
         if node.param is not None:

@@ -105,7 +105,9 @@ class NNGPKernel(_NetworkKernel):
     Parameters
     ----------
     activation : str
-        With the gradient (hyperparameter fitting): a closed-form or smooth activation (not hard_tanh, elu, selu).
+        With the gradient (hyperparameter fitting) every built-in activation; kinked ones without closed forms
+        (hard_tanh, elu, selu) cost one to two times their kernel again per gradient (2-D quadrature of the
+        partials).
     depth : int
     weight_var, bias_var : float
         Hyperparameters (> 0 for scikit-learn's log scale).

@@ -154,8 +154,9 @@ def test_series_partials_against_nested_quadrature(name):
     """An independent algorithm for the partials: Price's theorem d qhat/dQ = qdot, d qdot/dQ = E[phi''(u) phi''(v)],
     and the heat equation d qhat/dq_u = E[phi''(u) phi(v)] / 2, evaluated by the engine's nested 2-D quadrature
     (kink-aware Gauss-Legendre, ~1e-15) against the Mehler-series partials (measured 2e-14 relative to the tile's
-    largest qhat / qdot; tolerance 1e-12). The same-input slope d E[phi'^2]/dq against a 4th-order central difference
-    of E[phi'(u)^2] (step 1e-3: truncation ~1e-12 h^4-scaled, rounding ~1e-13; tolerance 1e-9)."""
+    largest qhat / qdot; tolerance 1e-12); all five partials also against the quadrature route of the kinked
+    activations (Stein's identity for d qdot/dq). The same-input slope d E[phi'^2]/dq against a 4th-order central
+    difference of E[phi'(u)^2] (step 1e-3: truncation ~1e-12 h^4-scaled, rounding ~1e-13; tolerance 1e-9)."""
     from meanfield import _gaussian_kernels as gk
     from meanfield import get_activation
     from meanfield.gaussian import PairPlan
@@ -174,6 +175,12 @@ def test_series_partials_against_nested_quadrature(name):
                 assert abs(a_i[i, j] - 0.5 * gk.e2d(*args, q[i], q[j], Q[i, j], 2, 0)) <= 1e-12 * np.max(qhat)
                 assert abs(a_j[i, j] - 0.5 * gk.e2d(*args, q[i], q[j], Q[i, j], 0, 2)) <= 1e-12 * np.max(qhat)
                 assert abs(bQ[i, j] - gk.e2d(*args, q[i], q[j], Q[i, j], 2, 2)) <= 1e-12 * np.max(qdot)
+    # d qdot/dq_i, d qdot/dq_j: the quadrature route's Stein identity (E[u phi''(u) phi'(v)] - Q E[phi'' phi'']) /
+    # (2 q_i) on the nested rule (the route of kinked activations, here without kinks): measured 2e-14
+    quad = plan._kinked_partials(Q.copy(), r, r, True)
+    off = ~np.eye(3, dtype=bool)
+    for k, (mine, other) in enumerate(zip((a_i, a_j, bQ, b_i, b_j), quad)):
+        assert np.max(np.abs(mine - other)[off]) <= 1e-12 * (np.max(qhat) if k < 2 else np.max(qdot)), k
     dE2, dD2 = plan.row_slopes()
     h = 1e-3
     for i in range(3):
@@ -182,9 +189,150 @@ def test_series_partials_against_nested_quadrature(name):
         assert abs(dD2[i] - fd) <= 1e-9
 
 
+# ------------------------------------------------------------------------------------------- kinked activations
+KINKED = [("hard_tanh", {}), ("elu", {"alpha": 0.5}), ("selu", {}), ("elu", {"alpha": 1.0})]
+
+
+@pytest.mark.parametrize("act, params", KINKED)
+def test_kinked_activations_against_finite_differences(act, params):
+    """hard_tanh, elu (alpha != 1: phi' jumps at 0; alpha = 1: only phi'' jumps) and selu through the distributional
+    integration by parts (delta functions of phi'' at the kinks). Same error analysis as above: h = 1e-5, truncation
+    h^2 |f^(3)| / 6 ~ 1e-11 and rounding eps |f| / h ~ 1e-11 times the recursion's condition (the kernels themselves
+    are ~1e-15 accurate); measured 1e-10 to 4e-10 relative to the largest entry; tolerance 2e-8 (the kinked pair
+    expectations are smooth functions of the covariance away from correlation +-1, so the FD estimate is valid)."""
+    rng = np.random.default_rng(0)
+    x, x2 = rng.standard_normal((4, 3)), rng.standard_normal((2, 3))
+
+    def net(w, b):
+        return Network(act, depth=3, weight_var=list(w), bias_var=list(b), activation_params=params)
+
+    for X2 in ((None, x2) if act != "selu" and params.get("alpha") != 1.0 else (None,)):   # (test-time budget)
+        d = kernel_derivatives(net(WV, BV), x, X2)
+        r = kernels(net(WV, BV), x, X2)
+        np.testing.assert_allclose(d.ntk, r.ntk, rtol=1e-14, atol=0)
+        for p in (0, 3):   # w_1 (through every layer) and b_2
+            out = []
+            for s in (1e-5, -1e-5):
+                w, b = list(WV), list(BV)
+                (w if p % 2 == 0 else b)[p // 2] += s
+                rr = kernels(net(w, b), x, X2)
+                out.append((rr.nngp, rr.ntk))
+            fk, ft = (out[0][0] - out[1][0]) / 2e-5, (out[0][1] - out[1][1]) / 2e-5
+            assert np.max(np.abs(fk - d.d_nngp[p])) <= 2e-8 * np.max(np.abs(d.d_nngp[p])), (p, "nngp")
+            assert np.max(np.abs(ft - d.d_ntk[p])) <= 2e-8 * np.max(np.abs(d.d_ntk[p])), (p, "ntk")
+        if X2 is None:
+            assert np.array_equal(d.d_ntk, d.d_ntk.transpose(0, 2, 1))
+
+
+def _mp_kinked(name, alpha):
+    """phi, phi' and their conditional means E[phi(m + s z)], E[phi'(m + s z)] in closed form (mpmath), kinks."""
+    Phi, pdf = mp.ncdf, mp.npdf
+    if name == "hard_tanh":
+        def Ef(m, s):   # E[clip(m + s z, -1, 1)] = -P(< -1) + P(> 1) + m P(|.| < 1) + s (pdf(a) - pdf(b))
+            a, b = (-1 - m) / s, (1 - m) / s
+            return -Phi(a) + 1 - Phi(b) + m * (Phi(b) - Phi(a)) + s * (pdf(a) - pdf(b))
+        return (lambda x: max(min(x, mp.mpf(1)), mp.mpf(-1)), lambda x: mp.mpf(1 if -1 < x < 1 else 0), Ef,
+                lambda m, s: Phi((1 - m) / s) - Phi((-1 - m) / s), (-1, 1))
+    from meanfield.activations import SELU_ALPHA, SELU_LAMBDA
+    lam, al = (mp.mpf(SELU_LAMBDA), mp.mpf(SELU_ALPHA)) if name == "selu" else (mp.mpf(1), mp.mpf(alpha))
+
+    def Ef(m, s):   # E[x 1{x > 0}] + alpha E[(e^x - 1) 1{x < 0}], x = m + s z
+        t = m / s
+        return lam * (m * Phi(t) + s * pdf(t) + al * (mp.exp(m + s * s / 2) * Phi(-t - s) - Phi(-t)))
+    return (lambda x: lam * (x if x > 0 else al * mp.expm1(x)), lambda x: lam * (1 if x > 0 else al * mp.exp(x)), Ef,
+            lambda m, s: lam * (Phi(m / s) + al * mp.exp(m + s * s / 2) * Phi(-m / s - s)), (0,))
+
+
+def _mp_pair_kinked(name, alpha, qu, qv, Q, deriv):
+    """E[phi(u) phi(v)] (or phi') as a 1-D mp.quad over u of phi(u) E[phi(v) | u] (the inner Gaussian integral in
+    closed form; v | u ~ N(Q u / qu, qv - Q^2 / qu)), split at the kinks of phi(u) and where the conditional mean of v
+    crosses a kink, so that tanh-sinh quadrature sees analytic pieces."""
+    f, df, Ef, Edf, kinks = _mp_kinked(name, alpha)
+    g, G = (f, Ef) if deriv == 0 else (df, Edf)
+    su, s = mp.sqrt(qu), mp.sqrt(qv - Q * Q / qu)
+    pts = sorted({mp.mpf(k) / su for k in kinks} | {mp.mpf(k) * su / Q for k in kinks})
+    return mp.quad(lambda z: mp.npdf(z) * g(su * z) * G(Q * z / su, s), [-mp.inf] + pts + [mp.inf])
+
+
+@pytest.mark.parametrize("act, params, pair", [
+    ("hard_tanh", {}, (1, 2)), ("elu", {"alpha": 0.5}, (0, 3)),
+    pytest.param("selu", {}, (0, 3), marks=pytest.mark.slow),
+    pytest.param("hard_tanh", {}, (0, 3), marks=pytest.mark.slow),
+    pytest.param("elu", {"alpha": 1.0}, (0, 2), marks=pytest.mark.slow),
+    pytest.param("selu", {}, (0, 2), marks=pytest.mark.slow)])
+def test_kinked_partials_against_mpmath(act, params, pair):
+    """The five partials of (qhat, qdot) with respect to (q_i, q_j, Q) against mpmath: the pair expectations as 1-D
+    tanh-sinh integrals of closed-form conditional expectations at 20 digits (error ~1e-20), differentiated by
+    mp.diff (which raises the working precision for its difference step: error ~1e-18 absolute). The library:
+    nested Gauss-Legendre (~1e-16 relative) and conditional 1-D rules, combined in a few terms of order 1 (Stein's
+    identity divides by 2 q_i ~ 1); measured <= 4e-16 absolute on these entries (values 0.005 to 0.7) at 30 digits;
+    tolerance 1e-12 absolute (well within the 1e-10 asked). Pair (0, 3) has correlation 0.98 (the delta-delta term
+    p(k, l) is large there), (0, 2) and (1, 2) moderate correlations of both signs. Also the same-input slope
+    d E[phi'(u)^2] / dq against mp.diff of the 1-D integral."""
+    from meanfield import get_activation
+    from meanfield.gaussian import PairPlan
+
+    al = params.get("alpha", 1.0)
+    q = np.array([0.7, 1.9, 3.1, 0.45])
+    Q = np.array([[0.7, 0.5, -0.9, 0.55], [0.5, 1.9, 1.2, 0.1], [-0.9, 1.2, 3.1, 0.3], [0.55, 0.1, 0.3, 0.45]])
+    plan = PairPlan(get_activation(act, **params), q, True, 1e-14)
+    r = np.arange(4)
+    qhat, qdot = plan.pairs(Q.copy(), r, r)
+    got = plan.partials(Q.copy(), r, r, qhat, qdot, True)
+    i, j = pair
+    mp.mp.dps = 20
+    try:
+        qi, qj, Qij = mp.mpf(q[i]), mp.mpf(q[j]), mp.mpf(Q[i, j])
+        F = lambda a, b, c, d: _mp_pair_kinked(act, al, a, b, c, d)   # noqa: E731
+        refs = [mp.diff(lambda t: F(t, qj, Qij, 0), qi), mp.diff(lambda t: F(qi, t, Qij, 0), qj),
+                mp.diff(lambda t: F(qi, qj, t, 1), Qij), mp.diff(lambda t: F(t, qj, Qij, 1), qi),
+                mp.diff(lambda t: F(qi, t, Qij, 1), qj)]
+        for k, ref in enumerate(refs):
+            assert abs(got[k][i, j] - float(ref)) <= 1e-12, (k, got[k][i, j], float(ref))
+        df, kinks = _mp_kinked(act, al)[1], _mp_kinked(act, al)[4]
+
+        def d2(t):   # E[phi'(u)^2], u ~ N(0, t)
+            st = mp.sqrt(t)
+            return mp.quad(lambda z: mp.npdf(z) * df(st * z) ** 2,
+                           [-mp.inf] + sorted(mp.mpf(k) / st for k in kinks) + [mp.inf])
+
+        assert abs(plan.row_slopes()[1][i] - float(mp.diff(d2, mp.mpf(q[i])))) <= 1e-12
+    finally:
+        mp.mp.dps = 15
+
+
+def test_kinked_degenerate_pairs():
+    """Identical inputs in x1 and x2: their pair's derivatives equal the same-input (diagonal) entries of the symmetric
+    kernel, computed by the one-variable slopes. The NNGP derivative to 1e-12 relative (d qhat is smooth in the
+    covariance). The NTK derivative only to ~sqrt(eps): after the first nonlinearity the pair's covariance comes from
+    the 2-D rule and the variances from the 1-D rule, so their correlation is 1 - O(eps) instead of exactly 1, and
+    qdot (like relu's arc-cosine) varies like sqrt(1 - c) there; the forward NTK of such a pair differs from the
+    diagonal by the same ~3e-8 (measured 2.8e-8 for the NTK and for its derivative here; relu's closed form 2.7e-9);
+    tolerance 1e-6. Inputs x and -x without bias (correlation -1, where qdot is not differentiable for a kinked
+    activation), and x and 2 x without bias, raise ValueError naming the inputs."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 4))
+    net = Network("hard_tanh", depth=2, weight_var=1.7, bias_var=0.2)
+    d = kernel_derivatives(net, x, x.copy())
+    ds = kernel_derivatives(net, x)
+    for arr, ref, tol in ((d.d_nngp, ds.d_nngp, 1e-12), (d.d_ntk, ds.d_ntk, 1e-6)):
+        scale = np.max(np.abs(ref))
+        assert np.max(np.abs(np.diagonal(arr, axis1=1, axis2=2) - np.diagonal(ref, axis1=1, axis2=2))) <= tol * scale
+    with pytest.raises(ValueError, match="x1, x2"):
+        kernel_derivatives(Network("selu", depth=2, weight_var=1.0, bias_var=0.0), x[:1], -x[:1])
+    # x and 2 x without bias: correlation +1 at different variances, which a bias variance moves off the line
+    with pytest.raises(ValueError, match="x1, x2"):
+        kernel_derivatives(Network("hard_tanh", depth=2, weight_var=1.0, bias_var=0.0), x[:1], 2 * x[:1])
+
+
 def test_unsupported_activation_and_bad_input():
-    with pytest.raises(NotImplementedError, match="hard_tanh"):
-        kernel_derivatives(Network("hard_tanh", depth=2), np.eye(2))
+    from meanfield import custom_activation
+
+    step = custom_activation("step_tanh", lambda u: math.tanh(u) + (1.0 if u > 0.5 else 0.0),
+                             lambda u: 1.0 - math.tanh(u) ** 2, lambda u: -2.0 * math.tanh(u) * (1 - math.tanh(u) ** 2),
+                             kinks=[0.5])
+    with pytest.raises(NotImplementedError, match="continuous"):
+        kernel_derivatives(serial(Dense(1.0, 0.1), Nonlinearity(step), Dense(1.0, 0.1)), np.eye(2))
     with pytest.raises(ValueError, match="x1"):
         kernel_derivatives(Network("relu", depth=2), np.ones(3))
     with pytest.raises(ValueError, match="width"):

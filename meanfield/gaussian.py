@@ -700,11 +700,19 @@ class PairPlan:
         return self.max_c_excess, self.n_fallback, self.bound, self.bound_dot
 
     def _quadrature(self, Q, qi, qj):
+        # E[f(u) f(v)] is symmetric in (u, v): each distinct unordered pair (min q, max q, Q) is integrated once, so
+        # a symmetric tile (forward's two inputs, the diagonal tiles of kernels) costs half, and comes out exactly
+        # symmetric
+        Q = np.asarray(Q, dtype=np.float64)
         qu = np.broadcast_to(qi[:, None], Q.shape)
         qv = np.broadcast_to(qj[None, :], Q.shape)
-        qhat = np.asarray(pair_expectation(self.act, qu, qv, Q), dtype=np.float64)
-        qdot = (np.asarray(pair_expectation(self.act, qu, qv, Q, derivative=True), dtype=np.float64)
-                if self.want_dot else None)
+        keys = np.stack([np.minimum(qu, qv).ravel(), np.maximum(qu, qv).ravel(), Q.ravel()], axis=1)
+        uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+        inv = inv.ravel()
+        a, b, c = (np.ascontiguousarray(col) for col in uniq.T)
+        qhat = np.asarray(pair_expectation(self.act, a, b, c), dtype=np.float64)[inv].reshape(Q.shape)
+        qdot = (np.asarray(pair_expectation(self.act, a, b, c, derivative=True), dtype=np.float64)[inv]
+                .reshape(Q.shape) if self.want_dot else None)
         return qhat, qdot
 
 

@@ -175,7 +175,9 @@ def seed_from_shipped(root: str, version: str, package_dir: str = _PACKAGE_DIR) 
             continue
         tmp = f"{target}.tmp{os.getpid()}"
         try:
-            shutil.copytree(dirpath, tmp)
+            os.makedirs(tmp)
+            for f in files:      # this folder's own files (its subfolders are other source folders)
+                shutil.copy2(os.path.join(dirpath, f), tmp)
             os.replace(tmp, target)
             copied += 1
         except OSError:

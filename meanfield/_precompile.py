@@ -41,6 +41,7 @@ def _calls():
                                                      mf.critical_weight_var(n, np.array([0.05])))),
             (f"forward/backward {name}", lambda net=net: (mf.forward(net), mf.backward(net), mf.trace(net, x))),
             (f"kernels {name}", lambda net=net: (mf.kernels(net, x), mf.kernels(net, x, x[:2]))),
+            (f"kernel derivatives {name}", lambda net=net: mf.kernel_derivatives(net, x)),
             (f"expectations {name}", lambda n=name: (mf.gaussian_expectation(n, 1.3), mf.pair_expectation(n, 1.0, 0.8, 0.3),
                                                      mf.pair_expectation(n, 1.0, 0.8, 0.3, derivative=True),
                                                      mf.hermite_coefficients(n, 1.0, 8))),
@@ -58,6 +59,8 @@ def _calls():
         ("spatial", lambda: [mf.spatial_kernels(mf.serial(mf.Conv(2.0, 0.1, (2, 2)), mf.Nonlinearity(n), mf.Flatten(),
                                                           mf.Dense(1.0)), np.ones((2, 3, 3, 1)))
                              for n in ("relu", "tanh")]),
+        ("signal", lambda: (mf.residual_signal("tanh", 1.5, 0.05, depth=3),
+                            mf.cnn_mode_depth_scales("tanh", 1.5, 0.05, (3,), (4,)))),
         ("custom", lambda: mf.chi1(mf.custom_activation("softsign_warmup", _softsign(), kinks=(0.0,)), 1.5, 0.05)),
     ]
     return calls

@@ -33,7 +33,7 @@ def _nb_files(folder):
 def _copy_source(dst):
     """Copy what ``pip install`` needs (pyproject, README, the package without caches) into ``dst``."""
     os.makedirs(dst)
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "setup.py"):
         shutil.copy(os.path.join(REPO, name), dst)
     shutil.copytree(PACKAGE, os.path.join(dst, "meanfield"),
                     ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc", "*.pyc"))
@@ -168,6 +168,25 @@ def test_two_installs_get_different_directories():
     assert a != b and a.startswith("meanfield_") and b.startswith("meanfield_")
 
 
+def test_seed_from_shipped_copies_into_numbas_folder_names(tmp_path):
+    """The shipped cache (relocatable layout: <tag>/meanfield/..., <tag>/meanfield/spectra/...) lands in the folder
+    names numba's locator derives from the installed sources, once (an existing folder is left alone)."""
+    pkg = tmp_path / "site" / "meanfield"
+    (pkg / "spectra").mkdir(parents=True)
+    shipped = tmp_path / "site" / "meanfield" / "_kernel_cache" / _numba_cache._tag("9.9")
+    for rel in ("meanfield", os.path.join("meanfield", "spectra")):
+        (shipped / rel).mkdir(parents=True)
+        (shipped / rel / "x.f-1.py311.nbi").write_bytes(b"index")
+        (shipped / rel / "x.f-1.py311.1.nbc").write_bytes(b"data")
+    root = tmp_path / "user"
+    assert _numba_cache.seed_from_shipped(str(root), "9.9", str(pkg)) == 2
+    for folder in (pkg, pkg / "spectra"):
+        target = root / caching._CacheLocator.get_suitable_cache_subpath(str(folder / "__init__.py"))
+        assert sorted(os.listdir(target)) == ["x.f-1.py311.1.nbc", "x.f-1.py311.nbi"]
+    assert _numba_cache.seed_from_shipped(str(root), "9.9", str(pkg)) == 0       # already there: nothing copied
+    assert _numba_cache.seed_from_shipped(str(tmp_path / "u2"), "other", str(pkg)) == 0   # other version: none
+
+
 def test_installed_once_first_in_numba_list():
     classes = caching.CacheImpl._locator_classes
     ours = [c for c in classes if getattr(c, "_meanfield_package_dir", None) == _numba_cache._PACKAGE_DIR]
@@ -263,7 +282,11 @@ def test_pip_install_then_editable(tmp_path):
     where = run(py, "-c", "import meanfield, meanfield.activations as k; assert k.has_closed_form(0); "
                           "print(meanfield.__file__)").strip()
     assert os.path.samefile(os.path.dirname(where), installed)
-    assert _nb_files(installed) == []
+    # the build step compiled the kernels into the wheel (meanfield/_kernel_cache, listed in RECORD); nothing else
+    # in the package folder, and the first call seeded the per-user cache from it
+    shipped = _nb_files(os.path.join(installed, "_kernel_cache"))
+    assert any(f.endswith(".nbi") and "forward" not in f for f in shipped), shipped
+    assert _nb_files(installed) == [os.path.join("_kernel_cache", f) for f in shipped]
     assert _nb_files(str(tmp_path / "xdg")) != []
     run(*pip_install, "-e", src)
     assert not os.path.exists(installed), os.listdir(installed)

@@ -23,12 +23,14 @@ if _TYPE_CHECKING:
 
     from ._typing import NetworkLike
 
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from ._interop import Table, short_repr, to_dataframe, to_xarray
+from .errors import DivergenceWarning
 from .forward import ForwardResult, forward
 
 if TYPE_CHECKING:
@@ -129,5 +131,11 @@ def backward(network: NetworkLike, forward_result: Optional[ForwardResult] = Non
     if fr.trace is None or fr.trace.dense[-1].qtilde is None:
         raise ValueError("forward_result carries no trace with a backward pass; compute it with meanfield.forward")
     qt = np.array([s.qtilde for s in fr.trace.dense], dtype=np.float64).reshape(-1, 2, 2)
+    over = ~np.isfinite(qt) & ~np.isnan(qt)
+    if over.any():
+        n_over = int(over.reshape(qt.shape[0], -1).any(axis=1).sum())
+        warnings.warn(f"q-tilde exceeds the float64 range (returned as inf) at {n_over} of {qt.shape[0]} layers: the "
+                      "back-propagated gradient norms grow by chi_1 per layer; reduce weight_var or depth",
+                      DivergenceWarning, stacklevel=2)
     return BackwardResult(qtilde1=qt[:, 0, 0].copy(), qtilde1b=qt[:, 1, 1].copy(), qtilde2=qt[:, 0, 1].copy(),
                           forward=fr)

@@ -90,9 +90,15 @@ def _shaped(shape, flat):
     return float(out) if out.ndim == 0 else out
 
 
-def _prep(weight_var, bias_var, *extra):
+def _prep(weight_var, bias_var, *extra, extra_names=("q_init",)):
     arrays = [check_nonneg("weight_var", weight_var), check_nonneg("bias_var", bias_var)] + list(extra)
-    b = np.broadcast_arrays(*[np.asarray(a, dtype=np.float64) for a in arrays])
+    arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
+    try:
+        b = np.broadcast_arrays(*arrays)
+    except ValueError:
+        names = ["weight_var", "bias_var", *extra_names][:len(arrays)]
+        shapes = ", ".join(f"{n} {a.shape}" for n, a in zip(names, arrays))
+        raise ValueError(f"{', '.join(names)} must broadcast to one shape, got {shapes}") from None
     return b[0].shape, [np.ascontiguousarray(x.ravel()) for x in b]
 
 
@@ -279,7 +285,7 @@ def length_map(activation: ActivationLike, q: ArrayLike, weight_var: ArrayLike, 
     """
     act = get_activation(activation)
     rho = _rho(dropout_keep)
-    shape, (wv, bv, qq) = _prep(weight_var, bias_var, check_nonneg("q", q))
+    shape, (wv, bv, qq) = _prep(weight_var, bias_var, check_nonneg("q", q), extra_names=("q",))
     out = _mk.length_map_many(*act.kernel_args, qq, wv, bv, rho)
     _warn_overflow("V(q)", out, wv, bv)
     return _shaped(shape, out)
@@ -319,7 +325,7 @@ def correlation_map(activation: ActivationLike, c: ArrayLike, weight_var: ArrayL
         qv = np.asarray(qs).reshape(shape_q)
     else:
         qv = np.asarray(check_nonneg("q", q), dtype=np.float64)
-    shape, (wv, bv, cf, qf) = _prep(weight_var, bias_var, cc, qv)
+    shape, (wv, bv, cf, qf) = _prep(weight_var, bias_var, cc, qv, extra_names=("c", "q"))
     if np.any(qf == 0):
         if q is not None:
             raise ValueError("q must be > 0 for the correlation map (C(c; q) = (...)/q)")

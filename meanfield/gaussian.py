@@ -119,6 +119,7 @@ def gaussian_expectation(fn: Callable[[np.ndarray], np.ndarray], q: ArrayLike, *
         fn = act.phi
     if not callable(fn):
         raise TypeError("fn must be callable (numpy-vectorised or a numba scalar function) or an activation")
+    kinks = _check_kinks(kinks)   # a number is one kink; TypeError / ValueError naming kinks otherwise
     qa = check_nonneg("q", q)
     qa = np.atleast_1d(np.asarray(qa, dtype=np.float64))
     if isinstance(fn, CPUDispatcher):

@@ -152,6 +152,14 @@ class KernelResult:
 
 
 # ------------------------------------------------------------------------------------------------- validation
+def _ndim(x) -> int:
+    """np.ndim, or -1 for what numpy cannot make an array of (a ragged list): the input checks then name it."""
+    try:
+        return int(np.ndim(x))
+    except ValueError:
+        return -1
+
+
 def _check_inputs(x1, x2, name1="x1"):
     x1 = check_finite_array(name1, x1)
     if x1.ndim != 2 or x1.shape[0] < 1 or x1.shape[1] < 1:
@@ -194,7 +202,7 @@ def nngp_diagonal(network: NetworkLike, x: ArrayLike, rtol: float = 1e-14) -> np
     from .spatial import is_spatial, spatial_variances
 
     chain = as_chain(network)
-    if np.ndim(x) in (3, 4) or is_spatial(chain):      # images: the single-input pass of meanfield.spatial
+    if _ndim(x) in (3, 4) or is_spatial(chain):      # images: the single-input pass of meanfield.spatial
         return spatial_variances(chain, x, rtol=rtol).q[-1]
     x, _ = _check_inputs(x, None, "x")
     return _rows(chain, x, False, check_positive("rtol", rtol, scalar=True), xname="x")[1]
@@ -248,7 +256,7 @@ def kernels(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayLike] = None,
     from .spatial import is_spatial, spatial_kernels
     from .trace import as_chain
 
-    if np.ndim(x1) in (3, 4) or is_spatial(as_chain(network)):   # images (N, H, W, C) / sequences (N, L, C)
+    if _ndim(x1) in (3, 4) or is_spatial(as_chain(network)):   # images (N, H, W, C) / sequences (N, L, C)
         return spatial_kernels(as_chain(network), x1, x2, parameterization=parameterization, width=width,
                                compute_ntk=compute_ntk, rtol=rtol)
     chain, x1, x2, parameterization, width, rtol, tile, compute_ntk = _check_options(

@@ -304,7 +304,7 @@ def test_seed_eq_3_61_gaussian_limit_is_high_temperature():
 # ------------------------------------------------------------------------------------------------------------
 
 @settings(max_examples=40, deadline=None)
-@given(alpha=st.floats(0.05, 5.0), ratio=st.floats(0.05, 50.0), depth=st.integers(0, 5),
+@given(alpha=st.floats(0.05, 5.0), ratio=st.floats(0.05, 50.0), depth=st.integers(1, 5),
        wv=st.floats(0.3, 3.0))
 def test_bpkr_u0_solves_its_equation(alpha, ratio, depth, wv):
     # 1 - u/s2 = alpha (1 - u^{-L} r0) with r0 = s2^L ratio; u0 = s2 (1 + z*); residual at round-off level
@@ -451,6 +451,8 @@ def test_bad_input():
         hz_saddle_point(0.0, 1.0, 2)
     with pytest.raises(ValueError, match="r0"):
         bpkr_u0(0.5, -1.0, 2)
+    with pytest.raises(ValueError, match="depth"):
+        bpkr_u0(2.0, 0.25, 0)     # no hidden layer, nothing to renormalize (u_0 would be -0.5)
     with pytest.raises(ValueError, match="n_samples"):
         val.sample_prior_outputs(np.ones(3), 2, 3, n_samples=0)
 

@@ -899,10 +899,13 @@ def test_hz_saddle_point_bpkr_u0(data):
     z = outcome(mf.hz_saddle_point, v["alpha"], v["ratio"], v["depth"], names=names)
     if z is not None and not names:
         a, r, L = v["alpha"], v["ratio"], v["depth"]
-        assert z > max(-a, -1.0)
+        # the root lies where both factors are positive: 1 + z/a > 0 always, 1 + z > 0 only with hidden layers
+        # (depth 0 has no (1 + z)^L factor: z = a (r - 1) may reach -1 and below)
+        assert z > (max(-a, -1.0) if L > 0 else -a)
         np.testing.assert_allclose((1 + z / a) * (1 + z) ** L, r, rtol=1e-8)
     v2, names2 = draw(data, r0=st.floats(0.01, 100.0), weight_var=st.floats(0.1, 3.0))
-    outcome(mf.bpkr_u0, v["alpha"], v2["r0"], v["depth"], v2["weight_var"], names=names + names2,
+    out_of_range = ["depth"] if v["depth"] == 0 else []    # bpkr_u0 needs a hidden layer (depth >= 1)
+    outcome(mf.bpkr_u0, v["alpha"], v2["r0"], v["depth"], v2["weight_var"], names=names + names2 + out_of_range,
             check=lambda u: ge(u, 0.0, what="u0"))
 
 

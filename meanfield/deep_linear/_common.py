@@ -22,7 +22,7 @@ def _data(X, y):
     X = check_array("X", X, 2)
     y = check_array("y", y, 1)
     if y.shape[0] != X.shape[0]:
-        raise ValueError(f"y must be a 1-d array of length P={X.shape[0]}, got shape {y.shape}")
+        raise ValueError(f"X and y must have one row per sample: X has P={X.shape[0]} rows, y has shape {y.shape}")
     return X, y
 
 

@@ -47,8 +47,8 @@ def hz_saddle_point(alpha: float, ratio: float, depth: int) -> float:
     >>> round(hz_saddle_point(0.5, 1.0, 2), 12)  # Q/P = 1: no renormalization
     0.0
     """
-    alpha = check_positive("alpha", alpha)
-    ratio = check_positive("ratio", ratio)
+    alpha = check_positive("alpha", alpha, scalar=True)
+    ratio = check_positive("ratio", ratio, scalar=True)
     depth = check_int("depth", depth, 0)
     if depth == 0:  # no hidden layer: 1 + z/alpha = ratio
         return alpha * (ratio - 1.0)
@@ -79,6 +79,7 @@ def bpkr_u0(alpha: float, r0: float, depth: int, weight_var: float = 1.0) -> flo
 
     Li & Sompolinsky (2021) eq. (3.32) of the seed; ``r_0 = y^T K_0^{-1} y / P`` with ``K_0 = sigma^2 X X^T/N_0``.
     Solved through ``u_0 = sigma^2 (1 + z*)`` with :func:`hz_saddle_point` at ``ratio = r_0 / sigma^{2(L-1)}``.
+    Needs ``depth >= 1`` (hidden layers to renormalize).
 
     Examples
     --------
@@ -86,10 +87,16 @@ def bpkr_u0(alpha: float, r0: float, depth: int, weight_var: float = 1.0) -> flo
     >>> abs(1 - u - 0.5 * (1 - 3.0 / u ** 2)) < 1e-12
     True
     """
-    weight_var = check_positive("weight_var", weight_var)
-    depth = check_int("depth", depth, 0)
-    r0 = check_positive("r0", r0)
-    z = hz_saddle_point(alpha, r0 / weight_var ** depth, depth)
+    weight_var = check_positive("weight_var", weight_var, scalar=True)
+    # u_0 renormalizes the hidden layers' kernel: without a hidden layer (depth 0) there is none (the formula would
+    # give u_0 = sigma^2 (1 - alpha (1 - r_0)), negative for alpha (1 - r_0) > 1)
+    depth = check_int("depth", depth, 1)
+    r0 = check_positive("r0", r0, scalar=True)
+    log_ratio = math.log(r0) - depth * math.log(weight_var)
+    if not -700.0 < log_ratio < 700.0:
+        raise ValueError(f"r0 / weight_var^depth = exp({log_ratio:.4g}) is outside the float range: r0 = {r0!r}, "
+                         f"weight_var = {weight_var!r}, depth = {depth}")
+    z = hz_saddle_point(alpha, math.exp(log_ratio), depth)
     return weight_var * (1.0 + z)
 
 

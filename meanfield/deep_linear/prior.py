@@ -15,6 +15,7 @@ if _TYPE_CHECKING:
     from .._typing import ArrayLike
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,7 @@ from scipy import special
 
 from .._interop import short_repr
 from .._checks import check_finite_array, check_int, check_positive
+from ..errors import DivergenceWarning
 from ._common import _result_dict, _widths
 from .meijer_g import log_meijer_g
 
@@ -113,12 +115,25 @@ def deep_linear_prior(depth: int, width: Union[int, Sequence[int]], weight_var: 
     ws = _widths(width, depth)
     weight_var = check_positive("weight_var", weight_var)
     input_norm = check_positive("input_norm", input_norm)
-    s2 = weight_var ** (depth + 1) * input_norm
+    # in logs: sigma^(2L) and 2^L overflow a float (OverflowError from Python's **) at depth ~ 1000
+    log_s2 = (depth + 1) * math.log(weight_var) + math.log(input_norm)
     prod = float(np.prod(1.0 + 2.0 / ws))
+    with np.errstate(over="ignore"):
+        s2 = float(np.exp(log_s2))
+        fourth = float(np.exp(math.log(3.0 * prod) + 2.0 * log_s2))
+        scale = float(np.exp(_log_density_scale(depth, ws, weight_var, input_norm)))
+    if math.isinf(fourth):
+        warnings.warn(f"the prior {'variance' if math.isinf(s2) else 'fourth moment'} exceeds the float64 range "
+                      f"(returned as inf): weight_var^(depth + 1) input_norm = exp({log_s2:.4g})", DivergenceWarning,
+                      stacklevel=2)
     return DeepLinearPriorResult(depth=depth, widths=tuple(int(w) for w in ws), weight_var=weight_var,
-                                 input_norm=input_norm, variance=s2, fourth_moment=3.0 * s2 ** 2 * prod,
-                                 excess_kurtosis=3.0 * (prod - 1.0),
-                                 density_scale=2.0 ** (depth + 1) * s2 / float(np.prod(ws)))
+                                 input_norm=input_norm, variance=s2, fourth_moment=fourth,
+                                 excess_kurtosis=3.0 * (prod - 1.0), density_scale=scale)
+
+
+def _log_density_scale(depth: int, ws: np.ndarray, weight_var: float, input_norm: float) -> float:
+    """log c, c = 2^L sigma^(2L) input_norm / prod_l N_l (the Meijer-G argument's scale)."""
+    return float((depth + 1) * (math.log(2.0) + math.log(weight_var)) + math.log(input_norm) - np.sum(np.log(ws)))
 
 
 def deep_linear_prior_density(f: ArrayLike, depth: int, width: Union[int, Sequence[int]], weight_var: float = 1.0,
@@ -147,17 +162,23 @@ def deep_linear_prior_density(f: ArrayLike, depth: int, width: Union[int, Sequen
     >>> round(quad(lambda f: deep_linear_prior_density(f, 2, 3), -np.inf, np.inf)[0], 8)
     1.0
     """
-    pr = deep_linear_prior(depth, width, weight_var, input_norm)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DivergenceWarning)   # only the log scale is used here, which never overflows
+        pr = deep_linear_prior(depth, width, weight_var, input_norm)
     ws = np.asarray(pr.widths, dtype=float)
     ff = check_finite_array("f", f)
-    c = pr.density_scale
+    log_c = _log_density_scale(pr.depth, ws, pr.weight_var, pr.input_norm)
     b = np.concatenate([[0.0], (ws - 1.0) / 2.0])
     # f -> 0: G tends to prod_{l} Gamma((N_l - 1)/2), finite unless some N_l = 1 (then a log divergence: +inf)
     f2 = np.maximum(ff * ff, 1e-300)
-    lg = np.asarray(log_meijer_g(b, log_x=np.log(f2 / c), method=method))
+    try:
+        lg = np.asarray(log_meijer_g(b, log_x=np.log(f2) - log_c, method=method))
+    except ValueError as exc:
+        raise ValueError(f"f, depth, width, weight_var, input_norm: the density's Meijer-G argument f^2 / c (log c = "
+                         f"{log_c:.4g}) is out of reach: {exc}") from None
     if depth > 0 and np.any(ws == 1):
         lg = np.where(ff == 0.0, np.inf, lg)
-    logp = lg - 0.5 * np.log(np.pi * c) - float(np.sum(special.gammaln(ws / 2.0)))
+    logp = lg - 0.5 * (math.log(math.pi) + log_c) - float(np.sum(special.gammaln(ws / 2.0)))
     out = logp if log else np.exp(logp)
     return float(out) if np.ndim(out) == 0 else out
 

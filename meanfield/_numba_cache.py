@@ -231,6 +231,7 @@ def install(version: str) -> None:
         seed_from_shipped(root, version)
     classes.insert(0, _make_locator(root, _PACKAGE_DIR))
 
+
 def _install_once() -> None:
     from ._version import __version__
     install(__version__)

@@ -927,3 +927,46 @@ def test_deep_linear_posteriors(data):
         if r.variance is not None:
             ge(r.variance, 0.0, what="predictive variance")
     outcome(fn, **v, names=names, check=check, nan_ok=("z_star", "r0"))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# regression cases of the thorough run (MEANFIELD_HYPOTHESIS=thorough, 100 examples per test), each exact
+
+
+def test_thorough_run_regressions_forward_backward():
+    with pytest.raises(ValueError, match="weight_var, bias_var must broadcast"):
+        mf.cstar("linear", [1.0, 2.0], [])
+    # sin at weight_var 9e102: chi_1 ~ 4.5e102 per layer, so q-tilde overflows at the input end -- with a warning
+    with pytest.warns(mf.DivergenceWarning, match="q-tilde exceeds the float64 range"):
+        r = mf.backward(mf.Network("sin", depth=3, weight_var=8.958978968711217e102, bias_var=0.0))
+    assert np.isinf(r.qtilde1[0]) and r.qtilde1[-1] == 1.0
+
+
+def test_thorough_run_regressions_inputs():
+    # a bare number is one kink; E[u^2] at q = 0 is 0 exactly
+    assert mf.gaussian_expectation(lambda u: u ** 2, 0.0, kinks=0.0) == 0.0
+    with pytest.raises(TypeError, match="kinks"):
+        mf.gaussian_expectation(lambda u: u ** 2, 1.0, kinks="a")
+    net = mf.Network("linear", depth=1, weight_var=1.0, bias_var=0.0)
+    with pytest.raises(TypeError, match="^x must"):
+        mf.nngp_diagonal(net, [[1.0, 2.0], [1.0]])
+    with pytest.raises(TypeError, match="^x1 must"):
+        mf.kernels(net, [[1.0, 2.0], [1.0]])
+
+
+def test_thorough_run_regressions_deep_linear():
+    # no hidden layer: nothing to renormalize (the formula would give u_0 = 1 - 2 (1 - 0.25) = -0.5)
+    with pytest.raises(ValueError, match="depth"):
+        mf.bpkr_u0(2.0, 0.25, 0)
+    with pytest.raises(ValueError, match="weight_var"):
+        mf.bpkr_u0(1.0, 1.0, 3, 1e200)      # r0 / weight_var^3 = 1e-600 is below the float range
+    # depth 1023 at weight_var 3: sigma^(2L) = 3^1024 overflows (OverflowError from ** before); the variance is inf
+    # with a DivergenceWarning, and the density, computed in logs, is finite: log p(0) = log G(0) - log(pi c)/2 - ...
+    with pytest.warns(mf.DivergenceWarning, match="variance exceeds the float64 range"):
+        r = mf.deep_linear_prior(1023, 50, 3.0)
+    assert np.isinf(r.variance) and r.excess_kurtosis > 0
+    # weight_var 1e200 at depth 3 (1e200 ** 4 raised OverflowError before): the output scales by weight_var^2, so
+    # log p(f; 1e200) = log p(f / 1e400; 1) - log(1e400), and f / 1e400 is 0 to every digit of p(.; 1)
+    lp = mf.deep_linear_prior_density(0.5, 3, 50, 1e200, log=True)
+    ref = mf.deep_linear_prior_density(0.0, 3, 50, 1.0, log=True) - 400 * np.log(10.0)
+    assert lp == pytest.approx(ref, rel=1e-10)

@@ -30,7 +30,7 @@ class Capability:
     @property
     def description(self) -> str:
         doc = (self.run.__doc__ if self.run is not None else None) or self.title
-        return " ".join(doc.split())
+        return " ".join(doc.split("\n    Examples\n")[0].split())   # the check's docstring without its doctest
 
     def to_dict(self) -> dict:
         return dict(name=self.name, title=self.title, description=self.description)
@@ -45,6 +45,8 @@ def _caps():
         Capability("deep_linear", "deep linear networks: prior and posterior sampled exactly at finite width"),
         Capability("softmax_fisher", "cross-entropy (softmax) FIM: mean, second moment and the C-1 outliers",
                    c.check_softmax_fisher),
+        Capability("mean_subtraction", "MSE FIM with the output mean subtracted over the batch (Karakida sec. 4.2)",
+                   c.check_mean_subtraction),
         Capability("diagonal_blocks", "diagonal blocks F_ll of the FIM", c.check_diagonal_blocks),
         Capability("feature_metric", "input/feature-space metric A and its blocks", c.check_feature_metric),
         Capability("dropout", "dropout: q, c, qtilde per layer", c.check_dropout),

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
-from . import checks
+from . import checks, training_checks
 
 __all__ = ["Capability", "CAPABILITIES", "capability_names", "resolve_only"]
 
@@ -37,7 +37,7 @@ class Capability:
 
 
 def _caps():
-    c = checks
+    c, t = checks, training_checks
     return [
         Capability("ladder", "order parameters q, c, qtilde, chi_1; NNGP; NTK (both parameterizations); MSE Fisher "
                    "m, s, lambda_max; NTK spectrum, on the width ladder (tanh and relu networks)"),
@@ -47,6 +47,16 @@ def _caps():
                    c.check_softmax_fisher),
         Capability("mean_subtraction", "MSE FIM with the output mean subtracted over the batch (Karakida sec. 4.2)",
                    c.check_mean_subtraction),
+        Capability("natural_gradient", "natural-gradient training curves: exact NGD, layer-wise, K-FAC (and GD)",
+                   t.check_natural_gradient),
+        Capability("cross_entropy_dynamics", "cross-entropy training: loss and softmax FIM lambda_max along training",
+                   t.check_cross_entropy_dynamics),
+        Capability("fisher_training", "model FIM and empirical FIM along training (MSE and cross-entropy)",
+                   t.check_fisher_training),
+        Capability("normalization", "batch / layer normalization in the hidden layers: lambda_max = O(M)",
+                   t.check_normalization),
+        Capability("catapult", "learning-rate phases of gradient descent: eta_c, lazy sharpness, catapult",
+                   t.check_catapult),
         Capability("diagonal_blocks", "diagonal blocks F_ll of the FIM", c.check_diagonal_blocks),
         Capability("feature_metric", "input/feature-space metric A and its blocks", c.check_feature_metric),
         Capability("dropout", "dropout: q, c, qtilde per layer", c.check_dropout),

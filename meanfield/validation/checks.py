@@ -138,6 +138,7 @@ def _rec(cap, quantity, width, theory, source, samples, expected, kind="single-n
 
 _SELF = "-1 (bias O(1/M)); single network -1/2"
 _ENS = "-1 (bias O(1/M)); single network 0 (depends on the random outputs)"
+_KINK = "-1/2 (relu: units crossing the kink move the NTK's mean by O(M^{-1/2})); single network -1/2"
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -630,7 +631,7 @@ def check_ntk_dynamics(ctx: CheckContext) -> list:
             z = ft[k] - _control_variate(th, thx, y, k, lr, f0, f0t)
             for j in range(len(Xt)):
                 out.append(_rec("ntk_dynamics", f"f_t(x*_{j + 1}), eta t lambda_max = {0.01 * k:g}", M,
-                                float(theory[j]), src, z[:, j], _SELF))
+                                float(theory[j]), src, z[:, j], _KINK))
     return out
 
 
@@ -639,7 +640,12 @@ def check_kernel_regression(ctx: CheckContext) -> list:
     convergence (``eta = 1/lambda_max(Theta)``, until the linear model's slowest mode has decayed below 1e-12) against
     the NTK interpolant :func:`meanfield.regression.ntk_regression` (``t = inf``), with the same control variate as
     :func:`check_ntk_dynamics`; at convergence the step size does not matter (gradient descent and flow reach the
-    same interpolant in the linear model).
+    same interpolant in the linear model). Two networks: erf (smooth: the mean prediction is biased by ``O(1/M)``)
+    and relu. For relu the bias is ``O(M^{-1/2})``: pre-activations move by ``O(M^{-1/2})`` during training, so a
+    fraction ``O(M^{-1/2})`` of the units cross the kink, and the crossings do not cancel in the mean (a unit with
+    ``h(x) < 0`` gets no gradient from ``x`` itself, one with ``h(x) > 0`` does), so the NTK's mean moves at first
+    order (measured: relative bias -2.3%, -1.3%, -0.7% at M = 64, 256, 1024 with 160 networks; erf: within the
+    0.2-0.6% SE at every width).
 
     Examples
     --------
@@ -649,27 +655,28 @@ def check_kernel_regression(ctx: CheckContext) -> list:
     >>> ctx = CheckContext("quick", torch.device("cpu"), torch.float64, widths=(16, 32), n_seeds=2)
     >>> rows = check_kernel_regression(ctx)     # doctest: +SKIP
     >>> rows[0]["quantity"]     # doctest: +SKIP
-    'f_inf(x*_1)'
+    'f_inf(x*_1) (erf)'
     """
     from ..kernels import kernels
     from ..regression import ntk_regression
 
-    net = _REG_NET
     X, y, Xt = _small_dataset(4, 2)
-    th = np.asarray(kernels(net, X, parameterization="ntk").ntk)
-    thx = np.asarray(kernels(net, Xt, X, parameterization="ntk").ntk)
-    ev = np.linalg.eigvalsh(th)
-    lr = 1.0 / ev[-1]
-    n_steps = int(math.ceil(math.log(1e-12) / math.log(1.0 - ev[0] / ev[-1])))
-    theory = ntk_regression(net, X, y, Xt).test[-1]
     widths, S = ctx.ladder(((32, 64, 128), 16), ((64, 128, 256, 512), 48), ((256, 512, 1024, 2048, 4096), 128))
     out = []
-    for M in widths:
-        f0, f0t, ft = _train_ntk(ctx, net, M, S, X, y, Xt, lr, (n_steps,))
-        z = ft[n_steps] - _control_variate(th, thx, y, np.inf, 1.0, f0, f0t)
-        for j in range(len(Xt)):
-            out.append(_rec("kernel_regression", f"f_inf(x*_{j + 1})", M, float(theory[j]),
-                            "meanfield.regression.ntk_regression", z[:, j], _SELF))
+    for net, expected in ((Network("erf", depth=2, weight_var=1.8, bias_var=0.1), _SELF), (_REG_NET, _KINK)):
+        name = net.activations[0].name
+        th = np.asarray(kernels(net, X, parameterization="ntk").ntk)
+        thx = np.asarray(kernels(net, Xt, X, parameterization="ntk").ntk)
+        ev = np.linalg.eigvalsh(th)
+        lr = 1.0 / ev[-1]
+        n_steps = int(math.ceil(math.log(1e-12) / math.log(1.0 - ev[0] / ev[-1])))
+        theory = ntk_regression(net, X, y, Xt).test[-1]
+        for M in widths:
+            f0, f0t, ft = _train_ntk(ctx, net, M, S, X, y, Xt, lr, (n_steps,))
+            z = ft[n_steps] - _control_variate(th, thx, y, np.inf, 1.0, f0, f0t)
+            for j in range(len(Xt)):
+                out.append(_rec("kernel_regression", f"f_inf(x*_{j + 1}) ({name})", M, float(theory[j]),
+                                "meanfield.regression.ntk_regression", z[:, j], expected))
     return out
 
 

@@ -107,20 +107,19 @@ class SpatialEnsemble:
         ``w_L h.h'/fan_in + b_L`` (an unbiased single-network estimate of the NNGP), ``ntk`` (S, N, N) the
         parameter-gradient Gram matrix ``sum_theta df/dtheta df'/dtheta`` averaged over the outputs (autograd), and
         ``q`` per layer the channel-averaged same-position products ``h(x, p).h(x, p)/C`` (S, N, *spatial)."""
-        params = self.parameters(requires_grad=True)
+        params = self.parameters()
+        f, pullback = torch.func.vjp(lambda p: self.apply(p, x), params)
+        S, N, C = f.shape[0], f.shape[1], f.shape[-1]
+        # every row of the Jacobian at once: one vmapped pullback of the N C one-hot cotangents (the networks are
+        # independent, so a cotangent that is one-hot in (n, c) for every seed gives each seed's row n, c)
+        basis = torch.eye(N * C, dtype=f.dtype, device=f.device).reshape(N * C, 1, N, C).expand(N * C, S, N, C)
+        (grads,) = torch.func.vmap(pullback)(basis)
+        J = torch.cat([grads[k].reshape(N * C, S, -1) for k in sorted(grads)], dim=2)     # (N C, S, n_params)
+        J = J.reshape(N, C, S, -1).permute(2, 1, 0, 3)                                     # (S, C, N, n_params)
+        ntk = torch.einsum("scnp,scmp->snm", J, J) / C
         record = []
-        f = self.apply(params, x, record)
-        S, N = f.shape[0], f.shape[1]
-        C = f.shape[-1]
-        names = sorted(params)
-        ntk = torch.zeros((S, N, N), dtype=f.dtype, device=f.device)
-        for c in range(C):
-            grads = []
-            for n in range(N):
-                g = torch.autograd.grad(f[:, n, c].sum(), [params[k] for k in names], retain_graph=True)
-                grads.append(torch.cat([gi.reshape(S, -1) for gi in g], dim=1))
-            J = torch.stack(grads, dim=1)                 # (S, N, n_params)
-            ntk += J @ J.transpose(1, 2) / C
+        with torch.no_grad():
+            self.apply(params, x, record)
         last_tw, h_in = record[-1]
         hh = torch.einsum("snc,smc->snm", h_in, h_in).detach() / last_tw.fan_in
         nngp = last_tw.layer.weight_var * hh + last_tw.layer.bias_var

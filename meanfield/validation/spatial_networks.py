@@ -108,7 +108,7 @@ class SpatialEnsemble:
         parameter-gradient Gram matrix ``sum_theta df/dtheta df'/dtheta`` averaged over the outputs (autograd), and
         ``q`` per layer the channel-averaged same-position products ``h(x, p).h(x, p)/C`` (S, N, *spatial)."""
         params = self.parameters()
-        f, pullback = torch.func.vjp(lambda p: self.apply(p, x), params)
+        f, pullback = torch.func.vjp(lambda p: self.apply(p, x), params)[:2]
         S, N, C = f.shape[0], f.shape[1], f.shape[-1]
         # every row of the Jacobian at once: one vmapped pullback of the N C one-hot cotangents (the networks are
         # independent, so a cotangent that is one-hot in (n, c) for every seed gives each seed's row n, c)

@@ -73,7 +73,8 @@ def check_natural_gradient(ctx: CheckContext) -> list:
     for M in widths:
         x = np.random.default_rng(ctx.seed + 1).standard_normal((N, layer_widths(net, M, 1)[0]))
         for method, lr in eta.items():
-            sim, th = {1: [], _NGD_STEPS: []}, {1: [], _NGD_STEPS: []}
+            sim: dict = {1: [], _NGD_STEPS: []}
+            th: dict = {1: [], _NGD_STEPS: []}
             for ens in _ensembles(ctx, net, M, S, 1):
                 run = train_ngd(ens, _tensor(x, ens), _tensor(y, ens), lr, _NGD_STEPS, method=method)
                 for s in range(run.train.shape[0]):
@@ -120,7 +121,7 @@ def check_cross_entropy_dynamics(ctx: CheckContext) -> list:
     out = []
     for M in widths:
         net, x, y, th = _training_setup(ctx, M, C, "cross_entropy")
-        rows = {(q, k): ([], []) for q in ("loss", "lambda_max(F_softmax)") for k in steps[1:]}
+        rows: dict = {(q, k): ([], []) for q in ("loss", "lambda_max(F_softmax)") for k in steps[1:]}
         for ens in _ensembles(ctx, net, M, S, C):
             run = train_gd_cross_entropy(ens, _tensor(x, ens), _tensor(y, ens), eta, steps[-1],
                                          record_steps=list(steps))
@@ -153,7 +154,7 @@ def check_fisher_training(ctx: CheckContext) -> list:
     for loss, C, eta in (("mse", 1, 1.0), ("cross_entropy", 3, 4.0)):
         for M in widths:
             net, x, y, th = _training_setup(ctx, M, C, loss)
-            rows = {(q, k): ([], []) for q in ("model", "empirical") for k in steps[1:]}
+            rows: dict = {(q, k): ([], []) for q in ("model", "empirical") for k in steps[1:]}
             for ens in _ensembles(ctx, net, M, S, C):
                 tr = track_fisher(ens, _tensor(x, ens), _tensor(y, ens), eta, steps[-1], loss=loss,
                                   record_steps=list(steps))

@@ -450,6 +450,14 @@ def test_check_gp_posterior_and_spectra_against_theory():
     _assert_rows(_checks.check_kernel_spectrum(_ctx([128], 8)), lambda r: 10.0)
 
 
+@pytest.mark.slow   # ~15 s: the free-probability theory (subordination on a contour) for two weight laws
+def test_check_single_input_fisher_against_theory():
+    # moments (1/M) tr Theta_L^k are linear eigenvalue statistics, bias O(1/M) with |a| of a few per power and layer
+    # (as the Jacobian moments: allowance 30); a wrong free convolution (Gaussian law used for orthogonal weights)
+    # changes the second moment by 60% and fails
+    _assert_rows(_checks.check_single_input_fisher(_ctx([96], 12)), lambda r: 30.0)
+
+
 @pytest.mark.slow   # ~40 s: trains ensembles by gradient descent and runs the CNN twins
 def test_check_training_cnn_and_finite_width():
     # NTK dynamics and kernel regression: linearization error O(1/M) in the mean, allowance |a| <= 30 (the full run

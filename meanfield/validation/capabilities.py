@@ -69,6 +69,8 @@ def _caps():
         Capability("jacobian_spectrum", "input-output Jacobian singular values: moments", c.check_jacobian_spectrum),
         Capability("kernel_spectrum", "conjugate-kernel and NTK spectra (linear width): moments",
                    c.check_kernel_spectrum),
+        Capability("single_input_fisher", "single-input FIM (Hayase & Karakida): moments of its spectrum",
+                   c.check_single_input_fisher),
         Capability("finite_width", "O(1/M) corrections: output kurtosis and NTK variance", c.check_finite_width),
     ]
 

@@ -17,6 +17,7 @@ random outputs of one network (softmax weights ``Q_t``, the output covariance) f
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
+from ..errors import PrecisionWarning
 from ..network import Network
 from .fitting import make_record
 from .measure import _combine_gram, _layer_grams
@@ -33,7 +35,7 @@ __all__ = ["CheckContext", "gram_inputs", "cross_entropy_dual", "feature_gradien
            "check_diagonal_blocks", "check_feature_metric",
            "check_dropout", "check_depth_scales", "check_gp_posterior", "check_ntk_dynamics",
            "check_kernel_regression", "check_residual", "check_cnn", "check_jacobian_spectrum", "check_kernel_spectrum",
-           "check_finite_width"]
+           "check_single_input_fisher", "check_finite_width"]
 
 
 @dataclass(frozen=True)
@@ -799,7 +801,8 @@ def check_jacobian_spectrum(ctx: CheckContext) -> list:
         sp = jacobian_spectrum(net, weights, n_points=100, error_estimate=False)
         mom = np.asarray(sp.moments, float)
         for M in widths:
-            ev = jacobian_eigenvalues(net, weights, M, n_networks=S, seed=ctx.seed + M, device=ctx.device)
+            ev = jacobian_eigenvalues(net, weights, M, n_networks=S, seed=ctx.seed + M, device=ctx.device,
+                                      dtype=ctx.dtype)
             for k in range(3):
                 out.append(_rec("jacobian_spectrum", f"E[lambda^{k + 1}] ({weights})", M, float(mom[k]),
                                 f"meanfield.spectra.jacobian_spectrum('{weights}')", np.mean(ev ** (k + 1), 1),
@@ -841,6 +844,34 @@ def check_kernel_spectrum(ctx: CheckContext) -> list:
                 out.append(_rec("kernel_spectrum", f"E[lambda^{k + 1}] ({name})", M, float(th[name][k]),
                                 "meanfield.spectra." + ("conjugate_kernel_spectrum" if j == 0 else "ntk_spectrum"),
                                 np.mean(e ** (k + 1), 1), exp))
+    return out
+
+
+def check_single_input_fisher(ctx: CheckContext) -> list:
+    r"""Conditional FIM of one input (Hayase & Karakida 2021): the eigenvalues of ``Theta_L = J J^T`` (``M x M``, NTK
+    parameterization, tanh, depth 3, at the fixed point; Gaussian and Haar-orthogonal weights) of each network
+    (:func:`meanfield.validation.spectra_sim.single_input_fisher_eigenvalues`), first three normalized moments
+    ``(1/M) tr Theta_L^k`` against those of :func:`meanfield.spectra.single_input_fisher_spectrum` (free
+    multiplicative convolution; the first is ``q* sum_{k<L} chi_1^k``). Linear statistics of the eigenvalues:
+    self-averaging, bias O(1/M).
+    """
+    from ..spectra import single_input_fisher_spectrum
+    from .spectra_sim import single_input_fisher_eigenvalues
+
+    net = Network("tanh", depth=3, weight_var=1.5, bias_var=0.1)
+    widths, S = ctx.ladder(((32, 64, 128), 8), ((64, 128, 256, 512), 24), ((256, 512, 1024, 2048, 4096), 48))
+    out = []
+    for weights in ("gaussian", "orthogonal"):
+        with warnings.catch_warnings():   # only the moments are used: exact (contour integral) at any n_points
+            warnings.simplefilter("ignore", PrecisionWarning)
+            mom = np.asarray(single_input_fisher_spectrum(net, weights, n_points=16).moments, float)
+        for M in widths:
+            ev = np.stack([single_input_fisher_eigenvalues(net, weights, M, seed=ctx.seed * 7919 + M * 1000 + i,
+                                                           device=ctx.device) for i in range(S)])
+            for k in range(3):
+                out.append(_rec("single_input_fisher", f"E[lambda^{k + 1}] ({weights})", M, float(mom[k]),
+                                f"meanfield.spectra.single_input_fisher_spectrum('{weights}')",
+                                np.mean(ev ** (k + 1), 1), _SELF))
     return out
 
 

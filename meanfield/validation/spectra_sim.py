@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .networks import resolve_device
+from .networks import resolve_device, resolve_dtype
 
 __all__ = ["jacobian_eigenvalues", "kernel_eigenvalues", "single_input_fisher_eigenvalues", "ks_distance",
            "wasserstein_distance"]
@@ -36,14 +36,15 @@ def _weight(n_out, n_in, weight_var, weights, gen, device):
 
 
 def jacobian_eigenvalues(network, weights: str, width: int, n_networks: int = 1, seed: int = 0, device=None,
-                         batch: int = 16):
+                         batch: int = 16, dtype="float64"):
     """Eigenvalues of ``J J^T``, ``J = prod_l D_l W_l``, for ``n_networks`` random networks of ``width`` units, the
     input's pre-activation ``h^0 ~ N(0, q*)`` (so every layer sits at the fixed point). Returns an array
     ``(n_networks, width)``.
 
     The draws are made network by network from one generator seeded by ``seed`` (so the result does not depend on
-    ``batch``); the forward pass, the Jacobian products and the eigenvalues are computed for ``batch`` networks at
-    once (batched matrix products: one kernel per layer for the whole batch on a GPU).
+    ``batch`` or ``dtype``: drawn in float64, then cast); the forward pass, the Jacobian products and the eigenvalues
+    are computed for ``batch`` networks at once (batched matrix products: one kernel per layer for the whole batch on
+    a GPU) in ``dtype`` ("float64" or "float32"; float32 eigenvalues carry an absolute error ~1e-7 lambda_max).
     """
     from ..spectra.jacobian import _check_network, _fixed_point_q
     from .networks import torch_activation
@@ -51,7 +52,7 @@ def jacobian_eigenvalues(network, weights: str, width: int, n_networks: int = 1,
     _check_network(network)
     if not isinstance(batch, (int, np.integer)) or batch < 1:
         raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
-    dev = resolve_device(device)
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
     act = network.activations[0]
     tact = torch_activation(act)
     phi: Any = tact.phi if tact.differentiable else (lambda x: _phi(act, x))
@@ -71,13 +72,13 @@ def jacobian_eigenvalues(network, weights: str, width: int, n_networks: int = 1,
                 layer.append((W, b))
             Ws.append([w for w, _ in layer])
             bs.append([b for _, b in layer])
-        h = torch.stack(hs)                                                  # (n, M)
-        J = torch.eye(width, dtype=torch.float64, device=dev).expand(h.shape[0], width, width)
+        h = torch.stack(hs).to(dt)                                           # (n, M)
+        J = torch.eye(width, dtype=dt, device=dev).expand(h.shape[0], width, width)
         for l in range(network.depth):
-            W = torch.stack([w[l] for w in Ws])
-            h = torch.bmm(W, phi(h).unsqueeze(-1)).squeeze(-1) + torch.stack([b[l] for b in bs])
+            W = torch.stack([w[l] for w in Ws]).to(dt)
+            h = torch.bmm(W, phi(h).unsqueeze(-1)).squeeze(-1) + torch.stack([b[l] for b in bs]).to(dt)
             J = torch.bmm(dphi(h).unsqueeze(-1) * W, J)
-        out.append(torch.linalg.eigvalsh(torch.bmm(J, J.transpose(1, 2))).cpu().numpy())
+        out.append(torch.linalg.eigvalsh(torch.bmm(J, J.transpose(1, 2))).to("cpu", torch.float64).numpy())
     return np.concatenate(out)
 
 

@@ -685,11 +685,11 @@ def check_kernel_regression(ctx: CheckContext) -> list:
 # --------------------------------------------------------------------------------------------------------------------
 # architectures: residual chains and CNNs
 # --------------------------------------------------------------------------------------------------------------------
-def _pair_records(cap, M, th_nngp, th_ntk, nngp, ntk, src):
+def _pair_records(cap, M, th_nngp, th_ntk, nngp, ntk, src, suffix=""):
     out = []
     for (i, j), tag in (((0, 0), "(x,x)"), ((0, 1), "(x,x')")):
-        out.append(_rec(cap, f"K{tag} readout-averaged", M, float(th_nngp[i, j]), src, nngp[:, i, j], _SELF))
-        out.append(_rec(cap, f"Theta{tag}", M, float(th_ntk[i, j]), src, ntk[:, i, j], _SELF))
+        out.append(_rec(cap, f"K{tag} readout-averaged{suffix}", M, float(th_nngp[i, j]), src, nngp[:, i, j], _SELF))
+        out.append(_rec(cap, f"Theta{tag}{suffix}", M, float(th_ntk[i, j]), src, ntk[:, i, j], _SELF))
     return out
 
 
@@ -735,10 +735,16 @@ def check_residual(ctx: CheckContext) -> list:
 
 
 def check_cnn(ctx: CheckContext) -> list:
-    r"""Convolutional network ``Conv 3x3 SAME -> relu -> Conv 3x3 CIRCULAR -> erf -> GlobalAvgPool -> Dense`` on
-    ``6 x 6`` images with 2 channels (NTK parameterization; width = channels): the readout-averaged NNGP and the NTK
-    (autograd) of :class:`meanfield.validation.spatial_networks.SpatialEnsemble` against
-    :func:`meanfield.spatial.spatial_kernels` (width-independent at this parameterization).
+    r"""Convolutional networks (NTK parameterization; width = channels): the readout-averaged NNGP and the NTK
+    (one vmapped autograd pullback for all inputs) of
+    :class:`meanfield.validation.spatial_networks.SpatialEnsemble` against :func:`meanfield.spatial.spatial_kernels`
+    (width-independent at this parameterization), for two chains:
+
+    * ``Conv 3x3 SAME -> relu -> Conv 3x3 CIRCULAR -> erf -> GlobalAvgPool -> Dense`` on ``6 x 6`` images with 2
+      channels;
+    * 1-D: ``Conv 3 stride 2 VALID -> LayerNorm -> tanh -> AvgPool 2 -> Conv 3 SAME delta-orthogonal -> relu ->
+      Flatten -> Dense`` on length-12 signals with 2 channels (strides, VALID padding, layer norm, average pooling,
+      orthogonal weights and flattening).
 
     Examples
     --------
@@ -749,27 +755,36 @@ def check_cnn(ctx: CheckContext) -> list:
     [4, 8]
     """
     from ..layers import Dense, Nonlinearity, serial
-    from ..spatial import Conv, GlobalAvgPool, spatial_kernels
+    from ..spatial import AvgPool, Conv, Flatten, GlobalAvgPool, LayerNorm, spatial_kernels
     from .spatial_networks import sample_spatial_chain
 
-    chain = serial(Conv(2.0, 0.1, (3, 3), padding="SAME"), Nonlinearity("relu"),
-                   Conv(1.5, 0.1, (3, 3), padding="CIRCULAR"), Nonlinearity("erf"), GlobalAvgPool(), Dense(1.3, 0.1))
-    x = np.random.default_rng(0).standard_normal((2, 6, 6, 2))
-    th = spatial_kernels(chain, x, parameterization="ntk")
+    chains = (
+        ("", serial(Conv(2.0, 0.1, (3, 3), padding="SAME"), Nonlinearity("relu"),
+                    Conv(1.5, 0.1, (3, 3), padding="CIRCULAR"), Nonlinearity("erf"), GlobalAvgPool(),
+                    Dense(1.3, 0.1)),
+         np.random.default_rng(0).standard_normal((2, 6, 6, 2))),
+        (" (1-D, layer norm, orthogonal)",
+         serial(Conv(1.8, 0.1, (3,), strides=(2,), padding="VALID"), LayerNorm(), Nonlinearity("tanh"),
+                AvgPool((2,)), Conv(2.0, 0.0, (3,), padding="SAME", orthogonal=True), Nonlinearity("relu"), Flatten(),
+                Dense(1.3, 0.1)),
+         np.random.default_rng(1).standard_normal((2, 12, 2))),
+    )
     widths, S = ctx.ladder(((16, 32, 64), 16), ((16, 32, 64, 128), 32), ((64, 128, 256, 512, 1024), 128))
     out = []
-    for M in widths:
-        per = max(1, min(S, ctx.chunk_bytes // (8 * 3 * 9 * M * M * 40)))
-        nn_, nt = [], []
-        for start in range(0, S, per):
-            n = min(per, S - start)
-            ens = sample_spatial_chain(chain, x.shape[1:], M, n, n_outputs=1, parameterization="ntk",
-                                       seed=ctx.seed, first_index=start, device=ctx.device, dtype=ctx.dtype)
-            op = ens.order_parameters(x)
-            nn_.append(np.asarray(op["nngp"]))
-            nt.append(np.asarray(op["ntk"]))
-        out += _pair_records("cnn", M, np.asarray(th.nngp), np.asarray(th.ntk), np.concatenate(nn_),
-                             np.concatenate(nt), "meanfield.spatial.spatial_kernels")
+    for suffix, chain, x in chains:
+        th = spatial_kernels(chain, x, parameterization="ntk")
+        for M in widths:
+            per = max(1, min(S, ctx.chunk_bytes // (8 * 3 * 9 * M * M * 40)))
+            nn_, nt = [], []
+            for start in range(0, S, per):
+                n = min(per, S - start)
+                ens = sample_spatial_chain(chain, x.shape[1:], M, n, n_outputs=1, parameterization="ntk",
+                                           seed=ctx.seed, first_index=start, device=ctx.device, dtype=ctx.dtype)
+                op = ens.order_parameters(x)
+                nn_.append(np.asarray(op["nngp"]))
+                nt.append(np.asarray(op["ntk"]))
+            out += _pair_records("cnn", M, np.asarray(th.nngp), np.asarray(th.ntk), np.concatenate(nn_),
+                                 np.concatenate(nt), "meanfield.spatial.spatial_kernels", suffix)
     return out
 
 

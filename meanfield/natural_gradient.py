@@ -153,6 +153,9 @@ class NGDKernel:
         ``max |Theta_bar - alpha I| / alpha``.
     eigenvalues : ndarray (N,)
         Eigenvalues of ``Theta_bar(X, X)`` (ascending): the per-mode rates ``1 - eta lambda``.
+    integration_error : float
+        Standard error (largest entry of ``train``) of the randomized quasi-Monte Carlo integral of the damped
+        unit-wise kernel; 0 for the methods computed in closed form.
     """
 
     method: str
@@ -162,6 +165,7 @@ class NGDKernel:
     alpha: float
     isotropy_error: float
     eigenvalues: np.ndarray
+    integration_error: float = 0.0
 
     __repr__ = short_repr
 
@@ -177,7 +181,8 @@ class NGDKernel:
     def to_dict(self) -> dict:
         return {"method": self.method, "damping": self.damping, "train": self.train.tolist(),
                 "test": None if self.test is None else self.test.tolist(), "alpha": self.alpha,
-                "isotropy_error": self.isotropy_error, "eigenvalues": self.eigenvalues.tolist()}
+                "isotropy_error": self.isotropy_error, "eigenvalues": self.eigenvalues.tolist(),
+                "integration_error": self.integration_error}
 
 
 def _active_fraction(activation, q: np.ndarray) -> np.ndarray:
@@ -201,14 +206,59 @@ def _check_method(method, damping):
     rho = float(check_nonneg("damping", damping, scalar=True))
     if method == "gd" and rho > 0:
         raise ValueError("damping must be 0 for method='gd' (plain gradient descent has no Fisher matrix to damp)")
-    if method == "unit_wise" and rho > 0:
-        raise ValueError("damping must be 0 for method='unit_wise' (its infinite-width kernel is derived for the "
-                         "pseudo-inverse only: with rho > 0 it depends on rho M)")
     return rho
 
 
+#: randomized quasi-Monte Carlo replicates of the damped unit-wise integral (their spread gives its standard error)
+UNIT_WISE_REPLICATES = 8
+
+
+def _psd_sqrt(A: np.ndarray) -> np.ndarray:
+    """Symmetric square root of a PSD matrix (negative round-off eigenvalues clipped)."""
+    lam, U = np.linalg.eigh(0.5 * (A + A.T))
+    return (U * np.sqrt(np.clip(lam, 0.0, None))) @ U.T
+
+
+def _unit_wise_expectation(activation, q: np.ndarray, cov_g: np.ndarray, c: float, n_points: int,
+                           seed: int) -> tuple:
+    r"""``E[D q D (D q D + c I)^{-1}]`` and its standard error, ``D = diag(phi'(u) o g)``.
+
+    ``u ~ N(0, q)`` and ``g ~ N(0, cov_g)`` independent ``N``-vectors: ``d = phi'(u) o g`` is the law of a unit's
+    scaled back-propagated vector ``sqrt(M_l) delta^l_{., i}`` at infinite width. A ``2N``-dimensional Gaussian
+    integral, by randomized quasi-Monte Carlo: ``UNIT_WISE_REPLICATES`` independently scrambled Sobol sequences
+    (``n_points`` points in all) mapped through the normal quantile; the mean of the replicates is the estimate and
+    their standard deviation over ``sqrt(R)`` its standard error. The integrand is bounded (between 0 and ``I`` in the
+    PSD order), so the error is at most the Monte-Carlo ``O(n_points^{-1/2})``, typically much smaller.
+    """
+    from scipy.special import ndtri
+    from scipy.stats import qmc
+
+    n = q.shape[0]
+    R = UNIT_WISE_REPLICATES
+    m = max(int(math.ceil(math.log2(max(n_points // R, 2)))), 1)
+    sq, sg = _psd_sqrt(q), _psd_sqrt(cov_g)
+    eye = np.eye(n)
+    chunk = max(1, 2 ** 21 // (n * n))
+    reps = []
+    for r, ss in enumerate(np.random.SeedSequence([seed, n]).spawn(R)):
+        z = qmc.Sobol(2 * n, scramble=True, seed=np.random.default_rng(ss)).random_base2(m)
+        z = ndtri(np.clip(z, 1e-16, 1.0 - 1e-16))
+        acc = np.zeros((n, n))
+        for a in range(0, z.shape[0], chunk):
+            u = z[a:a + chunk, :n] @ sq
+            d = np.asarray(activation.dphi(u), dtype=float) * (z[a:a + chunk, n:] @ sg)
+            A = d[:, :, None] * q[None] * d[:, None, :]
+            # A (A + c)^{-1} = I - c (A + c)^{-1}, (A + c) symmetric positive definite
+            acc += np.sum(eye - c * np.linalg.inv(A + c * eye), axis=0)
+        reps.append(acc / z.shape[0])
+    reps_a = np.array(reps)
+    mean = reps_a.mean(0)
+    err = reps_a.std(0, ddof=1) / math.sqrt(R)
+    return 0.5 * (mean + mean.T), err
+
+
 def ngd_kernel(network: "Network", x: ArrayLike, x_test: Optional[ArrayLike] = None, *, method: str = "full",
-               damping: float = 0.0, width: Optional[int] = None) -> NGDKernel:
+               damping: float = 0.0, width: Optional[int] = None, n_points: int = 2 ** 15) -> NGDKernel:
     r"""Infinite-width function-space kernel ``Theta_bar`` of NGD with the exact or an approximate Fisher matrix.
 
     Karakida & Osawa (NeurIPS 2020), NTK parameterization; see the module docstring for the formula of each method
@@ -263,6 +313,7 @@ def ngd_kernel(network: "Network", x: ArrayLike, x_test: Optional[ArrayLike] = N
     Xall = X if Xt is None else np.vstack([X, Xt])
     th, kh, kd = layer_ntks(network, Xall)
     tr_, te_ = slice(0, n), slice(n, Xall.shape[0])
+    integration_error = 0.0
 
     def split(A):
         return A[tr_, tr_], (None if Xt is None else A[te_, tr_])
@@ -297,14 +348,31 @@ def ngd_kernel(network: "Network", x: ArrayLike, x_test: Optional[ArrayLike] = N
         M = check_int("width", width, 1)
         q1 = kh[0][tr_, tr_]
         lam = np.linalg.eigvalsh(q1)
-        if lam[0] <= 10 * n * np.finfo(float).eps * lam[-1]:
+        if rho == 0 and lam[0] <= 10 * n * np.finfo(float).eps * lam[-1]:
             raise ValueError("unit_wise: the augmented input Gram q^1(x, x) is singular (N > M_0 + 1, or repeated "
-                             "inputs): the unit-wise projectors are then not diagonal and the theory does not apply")
-        diag = np.ones(n)   # the readout unit (C = 1): its projector is the identity
-        for l, act in enumerate(network.activations):
-            Ml = max(int(round(network.alphas[l + 1] * M)), 1)
-            diag = diag + Ml * _active_fraction(act, np.diagonal(kh[l])[tr_].copy())
-        train, test = np.diag(diag), None
+                             "inputs): the unit-wise projectors are then not diagonal and the theory does not apply "
+                             "at damping = 0 (use damping > 0)")
+        if rho == 0:
+            diag = np.ones(n)   # the readout unit (C = 1): its projector is the identity
+            for l, act in enumerate(network.activations):
+                Ml = max(int(round(network.alphas[l + 1] * M)), 1)
+                diag = diag + Ml * _active_fraction(act, np.diagonal(kh[l])[tr_].copy())
+            train, test = np.diag(diag), None
+        else:
+            # readout (one unit, delta = 1): K^h (K^h + N rho)^{-1}; hidden layer l: M_l E[F_{c_l}(d)],
+            # c_l = N rho M_l (module docstring)
+            check_int("n_points", n_points, 2 * UNIT_WISE_REPLICATES)
+            qL = kh[-1][tr_, tr_]
+            train = _pinv_apply(qL, qL, n * rho)
+            var = 0.0
+            for l, act in enumerate(network.activations):
+                Ml = max(int(round(network.alphas[l + 1] * M)), 1)
+                cov_g = network.weight_vars[l + 1] * kd[l + 1][tr_, tr_]
+                F, err = _unit_wise_expectation(act, kh[l][tr_, tr_], cov_g, n * rho * Ml, n_points, l)
+                train = train + Ml * F
+                var = var + (Ml * float(np.max(err))) ** 2
+            integration_error = math.sqrt(var)
+            test = None
     train = 0.5 * (train + train.T)
     alpha = float(np.trace(train) / n)
     iso = float(np.max(np.abs(train - alpha * np.eye(n))) / alpha) if alpha > 0 else math.inf
@@ -312,7 +380,7 @@ def ngd_kernel(network: "Network", x: ArrayLike, x_test: Optional[ArrayLike] = N
     if not np.all(np.isfinite(ev)) or ev[-1] <= 0:
         raise FloatingPointError(f"ngd_kernel: the {method} kernel is not finite or vanishes (overflow, or a "
                                  "network whose Jacobian is zero)")
-    return NGDKernel(method, rho, train, test, alpha, iso, ev)
+    return NGDKernel(method, rho, train, test, alpha, iso, ev, integration_error)
 
 
 # ---------------------------------------------------------------------------------------------------- dynamics

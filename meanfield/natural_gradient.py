@@ -428,7 +428,7 @@ class NGDDynamics:
 
 
 def ngd_dynamics(network: "Network", x_train: ArrayLike, y_train: ArrayLike, learning_rate: float, n_steps: int,
-                 *, method: str = "full", damping: float = 0.0, width: Optional[int] = None,
+                 *, method: str = "full", damping: float = 0.0, width: Optional[int] = None, n_points: int = 2 ** 15,
                  f0_train: Optional[ArrayLike] = None, x_test: Optional[ArrayLike] = None,
                  f0_test: Optional[ArrayLike] = None) -> NGDDynamics:
     r"""NTK-regime training curves of NGD (or GD) with the exact or an approximate Fisher matrix.
@@ -473,7 +473,7 @@ def ngd_dynamics(network: "Network", x_train: ArrayLike, y_train: ArrayLike, lea
     if method == "unit_wise" and y.shape[1] != 1:
         raise ValueError("method='unit_wise' needs one output (y_train of shape (N,) or (N, 1)): with C > 1 a unit's "
                          "rows are parallel across outputs and the kernel is not isotropic")
-    k = ngd_kernel(network, X, x_test, method=method, damping=damping, width=width)
+    k = ngd_kernel(network, X, x_test, method=method, damping=damping, width=width, n_points=n_points)
     f0 = np.zeros_like(y) if f0_train is None else check_array("f0_train", f0_train)
     if f0.size != y.size:
         raise ValueError(f"f0_train must have the shape of y_train {y.shape}, got {f0.shape}")

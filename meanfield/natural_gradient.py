@@ -30,8 +30,11 @@ push-through identities give per method (``eps = sqrt(rho)``; ``+`` the pseudo-i
 * ``block_diagonal``: ``Theta_bar = sum_l Theta_l (Theta_l + N rho I)^+``, ``alpha = L`` (weight layers);
 * ``kfac``: ``Theta_bar = N sum_l [K^h_l (K^h_l + N eps I)^+] o [K^delta_l (K^delta_l + N eps I)^+]``,
   ``alpha = N (L-1) + 1``;
-* ``unit_wise``: ``Theta_bar = sum_{l,i} P_{l,i}``, ``P_{l,i} = diag(1[delta^l_{n,i} != 0])``,
-  ``alpha = sum_{l<L} M_l p_l + 1``.
+* ``unit_wise`` at ``rho = 0``: ``Theta_bar = sum_{l,i} P_{l,i}``, ``P_{l,i} = diag(1[delta^l_{n,i} != 0])``,
+  ``alpha = sum_{l<L} M_l p_l + 1`` (the kernel only: finite networks do not follow these curves, see below);
+* ``unit_wise`` with ``rho = rho_tilde / M`` (the regime in which finite networks converge to the prediction):
+  ``Theta_bar = q^L (q^L + N rho)^{-1} + sum_{l<L} M_l E[D q^l D (D q^l D + N rho M_l I)^{-1}]``,
+  ``D = diag(phi'(u) o g)``, ``u ~ N(0, q^l)``, ``g ~ N(0, sigma_{w,l+1}^2 qtilde^{l+1})`` (not isotropic).
 
 Why:
 
@@ -48,15 +51,26 @@ Why:
   (The talk slides of the paper quote ``alpha = NL``; this module derives and checks ``N(L-1)+1`` for ``L`` weight
   layers including the readout; the two agree to leading order in ``N``.)
 * ``unit_wise`` (one block per unit: its incoming weights and bias; ``C = 1``): the block of unit ``i`` of layer
-  ``l`` is ``J_{l,i}^T J_{l,i}/N`` with rows ``delta^l_{n,i} h~^{l-1}_n``, its projector is the diagonal of the
-  samples where ``delta^l_{n,i} != 0`` (when ``q^1(X, X)`` is non-singular). Summing over the ``M_l`` units gives a
-  diagonal matrix with entries ``~ M_l p_l(x_n)``, ``p_l = P(phi'(u^l) != 0)``: ``1`` for activations whose
-  derivative vanishes only on a null set (tanh, erf, gelu, leaky_relu, ...), ``1/2`` for relu (isotropic, ``alpha =
-  M(L-1)/2 + 1`` as in the paper), ``erf(1/sqrt(2 q^l_nn))`` for hard_tanh (input dependent: not isotropic). The
-  finite-width sum fluctuates by ``O(sqrt(M))`` around it (relative ``O(1/sqrt M)``). Theory for ``rho = 0`` only.
-  Caveat (measured, docs/natural_gradient.md): the kernel at initialization is right, but finite unit-wise NGD does
-  not follow the linearised curves as the width grows -- a unit's update ``-eta r_n / delta_{n,i}`` is large where
-  ``delta_{n,i}`` is near zero, so the NTK-regime (local Lipschitz) condition fails.
+  ``l`` is ``J_{l,i}^T J_{l,i}/N`` with rows ``delta^l_{n,i} h~^{l-1}_n``; with ``d = sqrt(M_l) delta^l_{., i}``
+  (``O(1)``) and ``D = diag(d)`` its function-space term is ``D K^h D (D K^h D + N rho M_l I)^{-1}``
+  (push-through). At ``rho = 0`` it is the projector ``diag(1[d_n != 0])`` (when ``q^1(X, X)`` is non-singular);
+  summed over the ``M_l`` units, ``M_l p_l(x_n)`` on the diagonal, ``p_l = P(phi'(u^l) != 0)``: ``1`` for activations
+  whose derivative vanishes only on a null set (tanh, erf, gelu, leaky_relu, ...), ``1/2`` for relu (``alpha =
+  M(L-1)/2 + 1`` as in the paper), ``erf(1/sqrt(2 q^l_nn))`` for hard_tanh (input dependent: not isotropic).
+  **But** unit ``i``'s step moves its pre-activations by ``Delta u_{n,i} = -eta r_n / delta_{n,i}``, and
+  ``delta_{n,i}`` has a density at 0, so ``Delta u`` has a Cauchy-like tail at every width: finite networks leave
+  the linear regime and do not follow the ``rho = 0`` curves (deviation 0.15-0.23 for ``M = 64 ... 1024``,
+  ``docs/natural_gradient.md``). With ``rho = rho_tilde / M`` each unit's step is bounded,
+  ``|Delta u_{., i}| <= eta sqrt(M_l) ||q^l||^{1/2} ||r|| / (2 sqrt(N rho M_l)) = O(1/sqrt M)``, the networks stay in
+  the NTK regime and the kernel's infinite-width limit is ``M_l E[...]`` over the law of ``d`` (gradient
+  independence): ``d = phi'(u) o g`` with ``u ~ N(0, q^l)`` (the unit's pre-activations; ``K^h_l -> q^l``) and
+  ``g ~ N(0, sigma_{w,l+1}^2 qtilde^{l+1})`` independent (``qtilde^L = 1 1^T``: ``g = sigma_{w,L} v 1`` with the
+  unit's readout weight ``v``). The readout unit (``delta = 1``) gives ``q^L (q^L + N rho)^{-1} -> I``. The
+  ``2N``-dimensional Gaussian integral is computed by randomized quasi-Monte Carlo (8 scrambled Sobol replicates,
+  ``n_points`` in all; standard error in ``NGDKernel.integration_error``, relative ``1e-3`` (tanh) to ``3e-3``
+  (relu) at the default ``2^15`` points, decreasing like ``n_points^{-1.1}`` for smooth ``phi'`` and like the
+  Monte-Carlo ``n_points^{-1/2}`` for relu's step ``phi'``). Constant ``rho`` is not a useful regime: the unit blocks are
+  ``O(1/M)`` and unit-wise NGD becomes GD with learning rate ``eta/(N rho)``.
 
 Examples
 --------
@@ -231,7 +245,7 @@ def _unit_wise_expectation(activation, q: np.ndarray, cov_g: np.ndarray, n_train
     Carlo: ``UNIT_WISE_REPLICATES`` independently scrambled Sobol sequences (``n_points`` points in all) mapped
     through the normal quantile; the mean of the replicates is the estimate, their standard deviation over
     ``sqrt(R)`` its standard error. The integrand is bounded, so the error is at most the Monte-Carlo
-    ``O(n_points^{-1/2})``; measured ``~ n_points^{-1.1}`` for tanh.
+    ``O(n_points^{-1/2})`` (relu's step ``phi'``); measured ``~ n_points^{-1.1}`` for tanh.
 
     Returns ``(train (N, N), test (N', N), err_train (N, N))``.
     """
@@ -282,12 +296,18 @@ def ngd_kernel(network: "Network", x: ArrayLike, x_test: Optional[ArrayLike] = N
     x : array_like (N, M_0)
         Training inputs.
     x_test : array_like (N', M_0), optional
-        Test inputs for ``Theta_bar(X', X)`` (all methods but ``unit_wise``).
+        Test inputs for ``Theta_bar(X', X)`` (``unit_wise``: with ``damping > 0`` only).
     method : {"gd", "full", "block_diagonal", "kfac", "unit_wise"}
     damping : float
         ``rho >= 0`` (``G~ + rho I``; K-FAC damps each Kronecker factor by ``sqrt(rho)``); 0 is the pseudo-inverse.
+        For ``unit_wise`` the infinite-width kernel is the limit ``M -> infinity`` at fixed ``rho M``: pass the
+        damping ``rho = rho_tilde / M`` that the finite network of width ``M`` uses (``rho = 0``: the pseudo-inverse
+        kernel, which finite networks do not follow; see the module docstring).
     width : int, optional
         ``M`` (hidden widths ``round(alpha_l M)``), required for ``unit_wise`` only.
+    n_points : int
+        Quasi-Monte Carlo points of the damped ``unit_wise`` integral (``>= 16``; standard error in
+        ``integration_error``); unused otherwise.
 
     Returns
     -------
@@ -303,6 +323,9 @@ def ngd_kernel(network: "Network", x: ArrayLike, x_test: Optional[ArrayLike] = N
     9.0
     >>> round(ngd_kernel(net, x, method="unit_wise", width=100).alpha, 10)   # M (L - 1) / 2 + 1
     101.0
+    >>> k = ngd_kernel(net, x, method="unit_wise", width=100, damping=0.1 / 100, n_points=2 ** 12)
+    >>> bool(50 < k.alpha < 101 and k.integration_error < 0.02 * k.alpha)   # damping slows the small-|delta| units
+    True
     """
     from .network import Network
 
@@ -458,8 +481,8 @@ def ngd_dynamics(network: "Network", x_train: ArrayLike, y_train: ArrayLike, lea
     learning_rate : float
         ``eta > 0`` (``theta <- theta - eta (G~ + rho I)^{-1} grad L``, ``L = (1/2N) sum ||f - y||^2``).
     n_steps : int
-    method, damping, width
-        As in :func:`ngd_kernel`.
+    method, damping, width, n_points
+        As in :func:`ngd_kernel` (``unit_wise``: use ``damping = rho_tilde / M``, the regime finite networks follow).
     f0_train, f0_test : array_like, optional
         Outputs at initialization (default 0, the mean over initializations).
     x_test : array_like (N', M_0), optional

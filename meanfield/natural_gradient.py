@@ -69,8 +69,8 @@ Why:
   ``2N``-dimensional Gaussian integral is computed by randomized quasi-Monte Carlo (8 scrambled Sobol replicates,
   ``n_points`` in all; standard error in ``NGDKernel.integration_error``, relative ``1e-3`` (tanh) to ``3e-3``
   (relu) at the default ``2^15`` points, decreasing like ``n_points^{-1.1}`` for smooth ``phi'`` and like the
-  Monte-Carlo ``n_points^{-1/2}`` for relu's step ``phi'``). Constant ``rho`` is not a useful regime: the unit blocks are
-  ``O(1/M)`` and unit-wise NGD becomes GD with learning rate ``eta/(N rho)``.
+  Monte-Carlo ``n_points^{-1/2}`` for relu's step ``phi'``). Constant ``rho`` is not a useful regime: the unit
+  blocks are ``O(1/M)`` and unit-wise NGD becomes GD with learning rate ``eta/(N rho)``.
 
 Examples
 --------

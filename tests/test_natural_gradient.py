@@ -8,7 +8,10 @@ Independent routes:
 2. the explicit P x P matrices of a tiny torch network: its Jacobian by ``torch.func.jacrev``, the Fisher matrix and
    its block-diagonal, Kronecker-factored and unit-wise approximations built entry by entry, inverted with
    ``numpy.linalg.pinv`` / ``inv`` -- against the dual (N C-sized) formulas of ``train_ngd`` (agreement to round-off);
-3. trained wide torch networks at widths 64, 256, 1024 against the predicted curves.
+3. trained wide torch networks at widths 64, 256, 1024 against the predicted curves;
+4. the damped unit-wise kernel (rho = rho_tilde / M, a 2N-dimensional Gaussian integral the library computes by
+   randomized quasi-Monte Carlo) against Gauss-Hermite quadrature with the readout-weight integral in closed form,
+   against its rho -> 0 limit (the closed-form pseudo-inverse kernel), and torch networks trained with it.
 
 Error analysis for 3. The prediction linearises the step around initialization. In the NTK parameterization the
 Jacobian moves by O(1/sqrt(M)) relative over training (Jacot 2018; Lee et al. 2019), so the curves of one network

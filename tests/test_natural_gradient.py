@@ -458,8 +458,8 @@ def test_damped_unit_wise_curves_approach_the_prediction(net):
 @pytest.mark.slow
 def test_undamped_unit_wise_curves_do_not_approach_the_prediction():
     # the documented failure at rho = 0 (docs/natural_gradient.md): a unit's step -eta r_n / delta_{n,i} is unbounded
-    # as delta -> 0, the deviation stays O(1) (measured 0.15 - 0.23 for M = 64 ... 1024); if this ever falls below
-    # 0.05 at M = 1024 the docs' claim is wrong and must be revisited
+    # as delta -> 0; at eta alpha = 1/2 the deviation stays ~0.15 (measured 0.23 ... 0.15 for M = 64 ... 1024, flat
+    # to M = 4096); if it ever falls below 0.05 at M = 1024 the docs' claim is wrong and must be revisited
     torch = pytest.importorskip("torch")
     from meanfield.validation import sample_ensemble, train_ngd
 

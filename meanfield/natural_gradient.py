@@ -59,7 +59,8 @@ Why:
   M(L-1)/2 + 1`` as in the paper), ``erf(1/sqrt(2 q^l_nn))`` for hard_tanh (input dependent: not isotropic).
   **But** unit ``i``'s step moves its pre-activations by ``Delta u_{n,i} = -eta r_n / delta_{n,i}``, and
   ``delta_{n,i}`` has a density at 0, so ``Delta u`` has a Cauchy-like tail at every width: finite networks leave
-  the linear regime and do not follow the ``rho = 0`` curves (deviation 0.15-0.23 for ``M = 64 ... 1024``,
+  the linear regime and do not follow the ``rho = 0`` curves (deviation 0.15-0.23 for ``M = 64 ... 1024`` at
+  ``eta alpha = 1/2``, flat to ``M = 4096``;
   ``docs/natural_gradient.md``). With ``rho = rho_tilde / M`` each unit's step is bounded,
   ``|Delta u_{., i}| <= eta sqrt(M_l) ||q^l||^{1/2} ||r|| / (2 sqrt(N rho M_l)) = O(1/sqrt M)``, the networks stay in
   the NTK regime and the kernel's infinite-width limit is ``M_l E[...]`` over the law of ``d`` (gradient
@@ -160,7 +161,7 @@ class NGDKernel:
     train : ndarray (N, N)
         ``Theta_bar(X, X)`` (the same for each of the C outputs).
     test : ndarray (N', N) or None
-        ``Theta_bar(X', X)`` (None without ``x_test``; not available for ``unit_wise``).
+        ``Theta_bar(X', X)`` (None without ``x_test``; ``unit_wise``: only with ``damping > 0``).
     alpha : float
         ``tr Theta_bar / N``: the isotropic constant when ``Theta_bar = alpha I``.
     isotropy_error : float

@@ -258,7 +258,6 @@ def _unit_wise_expectation(activation, q: np.ndarray, cov_g: np.ndarray, n_train
     m = max(int(math.ceil(math.log2(max(n_points // R, 2)))), 1)
     sq, sg = _psd_sqrt(q), _psd_sqrt(cov_g)
     qx, qt = q[:n, :n], q[n:, :n]
-    eye = np.eye(n)
     chunk = max(1, 2 ** 21 // (n_all * n_all))
     reps, reps_t = [], []
     for ss in np.random.SeedSequence([seed, n_all]).spawn(R):
@@ -270,11 +269,19 @@ def _unit_wise_expectation(activation, q: np.ndarray, cov_g: np.ndarray, n_train
             d_all = np.asarray(activation.dphi(u), dtype=float) * (z[a:a + chunk, n_all:] @ sg)
             d = d_all[:, :n]
             A = d[:, :, None] * qx[None] * d[:, None, :]
-            inv = np.linalg.inv(A + c * eye)                    # A + c I: symmetric positive definite
-            acc += np.sum(eye - c * inv, axis=0)                # A (A + c)^{-1} = I - c (A + c)^{-1}
+            # A = U diag(lam) U^T (PSD): A (A + c)^{-1} = U diag(lam / (lam + c)) U^T, stable for any c > 0.
+            # Eigenvalues at or below the round-off level n eps lam_max are the exact null space of A (d_n = 0 or a
+            # singular q), on which both integrands vanish identically: dropped, as in the pseudo-inverse
+            lam, U = np.linalg.eigh(A)
+            keep = lam > 10 * n * np.finfo(float).eps * np.abs(lam).max(-1, keepdims=True)
+            inv = np.where(keep, 1.0 / (np.where(keep, lam, 0.0) + c), 0.0)
+            V = U * np.sqrt(np.where(keep, lam, 0.0) * inv)[:, None, :]
+            Vf = V.transpose(1, 0, 2).reshape(n, -1)
+            acc += Vf @ Vf.T                                       # sum_p U diag(lam / (lam + c)) U^T
             if n_all > n:
                 B = d_all[:, n:, None] * qt[None] * d[:, None, :]        # d' (k' o d)^T
-                acc_t += np.einsum("pij,pjk->ik", B, inv)
+                W = (B @ U) * inv[:, None, :]
+                acc_t += W.transpose(1, 0, 2).reshape(n_all - n, -1) @ U.transpose(1, 0, 2).reshape(n, -1).T
         reps.append(acc / z.shape[0])
         reps_t.append(acc_t / z.shape[0])
     reps_a = np.array(reps)

@@ -387,10 +387,12 @@ def test_damped_unit_wise_kernel_tends_to_the_pseudo_inverse_limit():
     # damped deficit per unit is E[c / (d^2 k + c)] = O(sqrt(c)) (a Gaussian d has a density at 0); with c = N rho M
     # = 4e-8 the bound 10 sqrt(c) per unit plus 5 QMC standard errors covers it.
     x = np.random.default_rng(1).standard_normal((4, 16))
-    M, rho = 100, 1e-10
+    M = 100
     k0 = ngd_kernel(RELU, x, method="unit_wise", width=M)
-    k = ngd_kernel(RELU, x, method="unit_wise", width=M, damping=rho)
-    assert abs(k.alpha - k0.alpha) < 5 * k.integration_error + 10 * np.sqrt(4 * rho * M) * 2 * M
+    for rho in (1e-10, 1e-100):   # 1e-100: c far below round-off, relu's exact zeros d_n = 0 must not blow up
+        k = ngd_kernel(RELU, x, x[:2], method="unit_wise", width=M, damping=rho)
+        assert abs(k.alpha - k0.alpha) < 5 * k.integration_error + 10 * np.sqrt(4 * rho * M) * 2 * M
+        assert np.all(np.isfinite(k.test)) and np.abs(k.test - k.train[:2]).max() < 5 * k.integration_error
 
 
 def _unit_wise_curve_errors(net, widths, rho_tilde, n_seeds=3, n_steps=8, n_test=0):

@@ -246,7 +246,8 @@ def _unit_wise_expectation(activation, q: np.ndarray, cov_g: np.ndarray, n_train
     Carlo: ``UNIT_WISE_REPLICATES`` independently scrambled Sobol sequences (``n_points`` points in all) mapped
     through the normal quantile; the mean of the replicates is the estimate, their standard deviation over
     ``sqrt(R)`` its standard error. The integrand is bounded, so the error is at most the Monte-Carlo
-    ``O(n_points^{-1/2})`` (relu's step ``phi'``); measured ``~ n_points^{-1.1}`` for tanh.
+    ``O(n_points^{-1/2})`` (relu's step ``phi'``); measured ``~ n_points^{-1.1}`` for tanh. Cost
+    ``O(n_points N^3)`` (one batched ``eigh`` per chunk).
 
     Returns ``(train (N, N), test (N', N), err_train (N, N))``.
     """

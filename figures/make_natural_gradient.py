@@ -7,7 +7,8 @@ writes figures/natural_gradient.png (and .svg):
       infinite-width predictions (lines, eta alpha = 1/2 for the NGD variants) and tanh networks of width 1024
       trained in torch (markers, mean over seeds);
   (b) deviation of the finite networks' curves from the prediction against width (rms over seeds): O(1/sqrt M) for
-      GD, full, block-diagonal and K-FAC; the unit-wise curves do not approach the prediction (see docs);
+      GD, full, block-diagonal, K-FAC and unit-wise NGD damped by rho = 0.1 / M; the undamped (pseudo-inverse)
+      unit-wise curves do not approach the prediction (see docs);
   (c) exact NGD with damping rho: the predicted loss (lines) against width-1024 networks (markers).
 It prints the numbers shown.
 """
@@ -32,10 +33,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 NET = Network("tanh", depth=2, weight_var=1.5, bias_var=0.1)
 N, STEPS, SEEDS = 8, 8, 3
 WIDTHS = [64, 128, 256, 512, 1024]
-METHODS = ["gd", "full", "block_diagonal", "kfac", "unit_wise"]
+METHODS = ["gd", "full", "block_diagonal", "kfac", "unit_wise", "unit_wise_damped"]
 LABELS = {"gd": "GD", "full": "NGD (full FIM)", "block_diagonal": "block-diagonal", "kfac": "K-FAC",
-          "unit_wise": "unit-wise"}
-COLOURS = {"gd": "k", "full": "C0", "block_diagonal": "C1", "kfac": "C2", "unit_wise": "C3"}
+          "unit_wise": r"unit-wise, $\rho=0$", "unit_wise_damped": r"unit-wise, $\rho=0.1/M$"}
+COLOURS = {"gd": "k", "full": "C0", "block_diagonal": "C1", "kfac": "C2", "unit_wise": "C3",
+           "unit_wise_damped": "C4"}
+RHO_TILDE = 0.1   # unit-wise damping rho = RHO_TILDE / M: the regime in which finite networks follow the prediction
 
 
 def _data(M0):
@@ -44,16 +47,18 @@ def _data(M0):
     return x, y
 
 
-def _eta(method, x, M):
+def _eta(method, x, M, damping):
     if method == "gd":
         return 1.0
-    return 0.5 / ngd_kernel(NET, x, method=method, width=M).alpha
+    return 0.5 / ngd_kernel(NET, x, method=method, width=M, damping=damping).alpha
 
 
 def _run(method, M, damping=0.0):
+    if method == "unit_wise_damped":
+        method, damping = "unit_wise", RHO_TILDE / M
     ens = sample_ensemble(NET, M, SEEDS, parameterization="ntk", device="cpu", seed=7)
     x, y = _data(ens.widths[0])
-    eta = _eta(method, x, M)
+    eta = _eta(method, x, M, damping)
     run = train_ngd(ens, torch.as_tensor(x), torch.as_tensor(y), eta, STEPS, method=method, damping=damping)
     th = [ngd_dynamics(NET, x, y, eta, STEPS, method=method, damping=damping, width=M, f0_train=run.train[s, 0])
           for s in range(SEEDS)]

@@ -30,8 +30,11 @@ push-through identities give per method (``eps = sqrt(rho)``; ``+`` the pseudo-i
 * ``block_diagonal``: ``Theta_bar = sum_l Theta_l (Theta_l + N rho I)^+``, ``alpha = L`` (weight layers);
 * ``kfac``: ``Theta_bar = N sum_l [K^h_l (K^h_l + N eps I)^+] o [K^delta_l (K^delta_l + N eps I)^+]``,
   ``alpha = N (L-1) + 1``;
-* ``unit_wise``: ``Theta_bar = sum_{l,i} P_{l,i}``, ``P_{l,i} = diag(1[delta^l_{n,i} != 0])``,
-  ``alpha = sum_{l<L} M_l p_l + 1``.
+* ``unit_wise`` at ``rho = 0``: ``Theta_bar = sum_{l,i} P_{l,i}``, ``P_{l,i} = diag(1[delta^l_{n,i} != 0])``,
+  ``alpha = sum_{l<L} M_l p_l + 1`` (the kernel only: finite networks do not follow these curves, see below);
+* ``unit_wise`` with ``rho = rho_tilde / M`` (the regime in which finite networks converge to the prediction):
+  ``Theta_bar = q^L (q^L + N rho)^{-1} + sum_{l<L} M_l E[D q^l D (D q^l D + N rho M_l I)^{-1}]``,
+  ``D = diag(phi'(u) o g)``, ``u ~ N(0, q^l)``, ``g ~ N(0, sigma_{w,l+1}^2 qtilde^{l+1})`` (not isotropic).
 
 Why:
 
@@ -48,15 +51,27 @@ Why:
   (The talk slides of the paper quote ``alpha = NL``; this module derives and checks ``N(L-1)+1`` for ``L`` weight
   layers including the readout; the two agree to leading order in ``N``.)
 * ``unit_wise`` (one block per unit: its incoming weights and bias; ``C = 1``): the block of unit ``i`` of layer
-  ``l`` is ``J_{l,i}^T J_{l,i}/N`` with rows ``delta^l_{n,i} h~^{l-1}_n``, its projector is the diagonal of the
-  samples where ``delta^l_{n,i} != 0`` (when ``q^1(X, X)`` is non-singular). Summing over the ``M_l`` units gives a
-  diagonal matrix with entries ``~ M_l p_l(x_n)``, ``p_l = P(phi'(u^l) != 0)``: ``1`` for activations whose
-  derivative vanishes only on a null set (tanh, erf, gelu, leaky_relu, ...), ``1/2`` for relu (isotropic, ``alpha =
-  M(L-1)/2 + 1`` as in the paper), ``erf(1/sqrt(2 q^l_nn))`` for hard_tanh (input dependent: not isotropic). The
-  finite-width sum fluctuates by ``O(sqrt(M))`` around it (relative ``O(1/sqrt M)``). Theory for ``rho = 0`` only.
-  Caveat (measured, docs/natural_gradient.md): the kernel at initialization is right, but finite unit-wise NGD does
-  not follow the linearised curves as the width grows -- a unit's update ``-eta r_n / delta_{n,i}`` is large where
-  ``delta_{n,i}`` is near zero, so the NTK-regime (local Lipschitz) condition fails.
+  ``l`` is ``J_{l,i}^T J_{l,i}/N`` with rows ``delta^l_{n,i} h~^{l-1}_n``; with ``d = sqrt(M_l) delta^l_{., i}``
+  (``O(1)``) and ``D = diag(d)`` its function-space term is ``D K^h D (D K^h D + N rho M_l I)^{-1}``
+  (push-through). At ``rho = 0`` it is the projector ``diag(1[d_n != 0])`` (when ``q^1(X, X)`` is non-singular);
+  summed over the ``M_l`` units, ``M_l p_l(x_n)`` on the diagonal, ``p_l = P(phi'(u^l) != 0)``: ``1`` for activations
+  whose derivative vanishes only on a null set (tanh, erf, gelu, leaky_relu, ...), ``1/2`` for relu (``alpha =
+  M(L-1)/2 + 1`` as in the paper), ``erf(1/sqrt(2 q^l_nn))`` for hard_tanh (input dependent: not isotropic).
+  **But** unit ``i``'s step moves its pre-activations by ``Delta u_{n,i} = -eta r_n / delta_{n,i}``, and
+  ``delta_{n,i}`` has a density at 0, so ``Delta u`` has a Cauchy-like tail at every width: finite networks leave
+  the linear regime and do not follow the ``rho = 0`` curves (deviation 0.15-0.23 for ``M = 64 ... 1024`` at
+  ``eta alpha = 1/2``, flat to ``M = 4096``;
+  ``docs/natural_gradient.md``). With ``rho = rho_tilde / M`` each unit's step is bounded,
+  ``|Delta u_{., i}| <= eta sqrt(M_l) ||q^l||^{1/2} ||r|| / (2 sqrt(N rho M_l)) = O(1/sqrt M)``, the networks stay in
+  the NTK regime and the kernel's infinite-width limit is ``M_l E[...]`` over the law of ``d`` (gradient
+  independence): ``d = phi'(u) o g`` with ``u ~ N(0, q^l)`` (the unit's pre-activations; ``K^h_l -> q^l``) and
+  ``g ~ N(0, sigma_{w,l+1}^2 qtilde^{l+1})`` independent (``qtilde^L = 1 1^T``: ``g = sigma_{w,L} v 1`` with the
+  unit's readout weight ``v``). The readout unit (``delta = 1``) gives ``q^L (q^L + N rho)^{-1} -> I``. The
+  ``2N``-dimensional Gaussian integral is computed by randomized quasi-Monte Carlo (8 scrambled Sobol replicates,
+  ``n_points`` in all; standard error in ``NGDKernel.integration_error``, relative ``1e-3`` (tanh) to ``3e-3``
+  (relu) at the default ``2^15`` points, decreasing like ``n_points^{-1.1}`` for smooth ``phi'`` and like the
+  Monte-Carlo ``n_points^{-1/2}`` for relu's step ``phi'``). Constant ``rho`` is not a useful regime: the unit
+  blocks are ``O(1/M)`` and unit-wise NGD becomes GD with learning rate ``eta/(N rho)``.
 
 Examples
 --------
@@ -146,13 +161,16 @@ class NGDKernel:
     train : ndarray (N, N)
         ``Theta_bar(X, X)`` (the same for each of the C outputs).
     test : ndarray (N', N) or None
-        ``Theta_bar(X', X)`` (None without ``x_test``; not available for ``unit_wise``).
+        ``Theta_bar(X', X)`` (None without ``x_test``; ``unit_wise``: only with ``damping > 0``).
     alpha : float
         ``tr Theta_bar / N``: the isotropic constant when ``Theta_bar = alpha I``.
     isotropy_error : float
         ``max |Theta_bar - alpha I| / alpha``.
     eigenvalues : ndarray (N,)
         Eigenvalues of ``Theta_bar(X, X)`` (ascending): the per-mode rates ``1 - eta lambda``.
+    integration_error : float
+        Standard error (largest entry of ``train``) of the randomized quasi-Monte Carlo integral of the damped
+        unit-wise kernel; 0 for the methods computed in closed form.
     """
 
     method: str
@@ -162,6 +180,7 @@ class NGDKernel:
     alpha: float
     isotropy_error: float
     eigenvalues: np.ndarray
+    integration_error: float = 0.0
 
     __repr__ = short_repr
 
@@ -177,7 +196,8 @@ class NGDKernel:
     def to_dict(self) -> dict:
         return {"method": self.method, "damping": self.damping, "train": self.train.tolist(),
                 "test": None if self.test is None else self.test.tolist(), "alpha": self.alpha,
-                "isotropy_error": self.isotropy_error, "eigenvalues": self.eigenvalues.tolist()}
+                "isotropy_error": self.isotropy_error, "eigenvalues": self.eigenvalues.tolist(),
+                "integration_error": self.integration_error}
 
 
 def _active_fraction(activation, q: np.ndarray) -> np.ndarray:
@@ -201,14 +221,78 @@ def _check_method(method, damping):
     rho = float(check_nonneg("damping", damping, scalar=True))
     if method == "gd" and rho > 0:
         raise ValueError("damping must be 0 for method='gd' (plain gradient descent has no Fisher matrix to damp)")
-    if method == "unit_wise" and rho > 0:
-        raise ValueError("damping must be 0 for method='unit_wise' (its infinite-width kernel is derived for the "
-                         "pseudo-inverse only: with rho > 0 it depends on rho M)")
     return rho
 
 
+#: randomized quasi-Monte Carlo replicates of the damped unit-wise integral (their spread gives its standard error)
+UNIT_WISE_REPLICATES = 8
+
+
+def _psd_sqrt(A: np.ndarray) -> np.ndarray:
+    """Symmetric square root of a PSD matrix (negative round-off eigenvalues clipped)."""
+    lam, U = np.linalg.eigh(0.5 * (A + A.T))
+    return (U * np.sqrt(np.clip(lam, 0.0, None))) @ U.T
+
+
+def _unit_wise_expectation(activation, q: np.ndarray, cov_g: np.ndarray, n_train: int, c: float, n_points: int,
+                           seed: int) -> tuple:
+    r"""Per-unit damped kernel ``E[d' (k' o d)^T (D q D + c I)^{-1}]`` over the unit's law, and its standard error.
+
+    ``q`` and ``cov_g`` are over all points (the first ``n_train`` are the training inputs ``X``, the rest test
+    inputs ``X'``); ``u ~ N(0, q)`` and ``g ~ N(0, cov_g)`` are independent and ``d = phi'(u) o g`` is the law of a
+    unit's scaled back-propagated vector ``sqrt(M_l) delta^l_{., i}`` at infinite width. On the training block
+    (``D = diag(d_X)``, ``q = q(X, X)``) the integrand is ``D q D (D q D + c I)^{-1}``; the test rows use
+    ``d' = d_{X'}`` and ``k' = q(X', X)``. A ``2(N + N')``-dimensional Gaussian integral, by randomized quasi-Monte
+    Carlo: ``UNIT_WISE_REPLICATES`` independently scrambled Sobol sequences (``n_points`` points in all) mapped
+    through the normal quantile; the mean of the replicates is the estimate, their standard deviation over
+    ``sqrt(R)`` its standard error. The integrand is bounded, so the error is at most the Monte-Carlo
+    ``O(n_points^{-1/2})`` (relu's step ``phi'``); measured ``~ n_points^{-1.1}`` for tanh. Cost
+    ``O(n_points N^3)`` (one batched ``eigh`` per chunk).
+
+    Returns ``(train (N, N), test (N', N), err_train (N, N))``.
+    """
+    from scipy.special import ndtri
+    from scipy.stats import qmc
+
+    n_all, n = q.shape[0], n_train
+    R = UNIT_WISE_REPLICATES
+    m = max(int(math.ceil(math.log2(max(n_points // R, 2)))), 1)
+    sq, sg = _psd_sqrt(q), _psd_sqrt(cov_g)
+    qx, qt = q[:n, :n], q[n:, :n]
+    chunk = max(1, 2 ** 21 // (n_all * n_all))
+    reps, reps_t = [], []
+    for ss in np.random.SeedSequence([seed, n_all]).spawn(R):
+        z = qmc.Sobol(2 * n_all, scramble=True, seed=np.random.default_rng(ss)).random_base2(m)
+        z = ndtri(np.clip(z, 1e-16, 1.0 - 1e-16))
+        acc, acc_t = np.zeros((n, n)), np.zeros((n_all - n, n))
+        for a in range(0, z.shape[0], chunk):
+            u = z[a:a + chunk, :n_all] @ sq
+            d_all = np.asarray(activation.dphi(u), dtype=float) * (z[a:a + chunk, n_all:] @ sg)
+            d = d_all[:, :n]
+            A = d[:, :, None] * qx[None] * d[:, None, :]
+            # A = U diag(lam) U^T (PSD): A (A + c)^{-1} = U diag(lam / (lam + c)) U^T, stable for any c > 0.
+            # Eigenvalues at or below the round-off level n eps lam_max are the exact null space of A (d_n = 0 or a
+            # singular q), on which both integrands vanish identically: dropped, as in the pseudo-inverse
+            lam, U = np.linalg.eigh(A)
+            keep = lam > 10 * n * np.finfo(float).eps * np.abs(lam).max(-1, keepdims=True)
+            inv = np.where(keep, 1.0 / (np.where(keep, lam, 0.0) + c), 0.0)
+            V = U * np.sqrt(np.where(keep, lam, 0.0) * inv)[:, None, :]
+            Vf = V.transpose(1, 0, 2).reshape(n, -1)
+            acc += Vf @ Vf.T                                       # sum_p U diag(lam / (lam + c)) U^T
+            if n_all > n:
+                B = d_all[:, n:, None] * qt[None] * d[:, None, :]        # d' (k' o d)^T
+                W = (B @ U) * inv[:, None, :]
+                acc_t += W.transpose(1, 0, 2).reshape(n_all - n, -1) @ U.transpose(1, 0, 2).reshape(n, -1).T
+        reps.append(acc / z.shape[0])
+        reps_t.append(acc_t / z.shape[0])
+    reps_a = np.array(reps)
+    mean = reps_a.mean(0)
+    err = reps_a.std(0, ddof=1) / math.sqrt(R)
+    return 0.5 * (mean + mean.T), np.array(reps_t).mean(0), err
+
+
 def ngd_kernel(network: "Network", x: ArrayLike, x_test: Optional[ArrayLike] = None, *, method: str = "full",
-               damping: float = 0.0, width: Optional[int] = None) -> NGDKernel:
+               damping: float = 0.0, width: Optional[int] = None, n_points: int = 2 ** 15) -> NGDKernel:
     r"""Infinite-width function-space kernel ``Theta_bar`` of NGD with the exact or an approximate Fisher matrix.
 
     Karakida & Osawa (NeurIPS 2020), NTK parameterization; see the module docstring for the formula of each method
@@ -221,12 +305,18 @@ def ngd_kernel(network: "Network", x: ArrayLike, x_test: Optional[ArrayLike] = N
     x : array_like (N, M_0)
         Training inputs.
     x_test : array_like (N', M_0), optional
-        Test inputs for ``Theta_bar(X', X)`` (all methods but ``unit_wise``).
+        Test inputs for ``Theta_bar(X', X)`` (``unit_wise``: with ``damping > 0`` only).
     method : {"gd", "full", "block_diagonal", "kfac", "unit_wise"}
     damping : float
         ``rho >= 0`` (``G~ + rho I``; K-FAC damps each Kronecker factor by ``sqrt(rho)``); 0 is the pseudo-inverse.
+        For ``unit_wise`` the infinite-width kernel is the limit ``M -> infinity`` at fixed ``rho M``: pass the
+        damping ``rho = rho_tilde / M`` that the finite network of width ``M`` uses (``rho = 0``: the pseudo-inverse
+        kernel, which finite networks do not follow; see the module docstring).
     width : int, optional
         ``M`` (hidden widths ``round(alpha_l M)``), required for ``unit_wise`` only.
+    n_points : int
+        Quasi-Monte Carlo points of the damped ``unit_wise`` integral (``>= 16``; standard error in
+        ``integration_error``); unused otherwise.
 
     Returns
     -------
@@ -242,6 +332,9 @@ def ngd_kernel(network: "Network", x: ArrayLike, x_test: Optional[ArrayLike] = N
     9.0
     >>> round(ngd_kernel(net, x, method="unit_wise", width=100).alpha, 10)   # M (L - 1) / 2 + 1
     101.0
+    >>> k = ngd_kernel(net, x, method="unit_wise", width=100, damping=0.1 / 100, n_points=2 ** 12)
+    >>> bool(50 < k.alpha < 101 and k.integration_error < 0.02 * k.alpha)   # damping slows the small-|delta| units
+    True
     """
     from .network import Network
 
@@ -257,12 +350,14 @@ def ngd_kernel(network: "Network", x: ArrayLike, x_test: Optional[ArrayLike] = N
         Xt = check_finite_array("x_test", x_test)
         if Xt.ndim != 2 or Xt.shape[1] != X.shape[1] or Xt.shape[0] < 1:
             raise ValueError(f"x_test must have shape (N', {X.shape[1]}), got {Xt.shape}")
-        if method == "unit_wise":
-            raise ValueError("x_test is not supported for method='unit_wise' (its test kernel depends on which units "
-                             "are active at each test input)")
+        if method == "unit_wise" and rho == 0:
+            raise ValueError("x_test is not supported for method='unit_wise' at damping = 0 (the pseudo-inverse "
+                             "kernel at a test input depends on 1 / delta at the training inputs, whose mean "
+                             "diverges); give damping > 0")
     Xall = X if Xt is None else np.vstack([X, Xt])
     th, kh, kd = layer_ntks(network, Xall)
     tr_, te_ = slice(0, n), slice(n, Xall.shape[0])
+    integration_error = 0.0
 
     def split(A):
         return A[tr_, tr_], (None if Xt is None else A[te_, tr_])
@@ -297,14 +392,33 @@ def ngd_kernel(network: "Network", x: ArrayLike, x_test: Optional[ArrayLike] = N
         M = check_int("width", width, 1)
         q1 = kh[0][tr_, tr_]
         lam = np.linalg.eigvalsh(q1)
-        if lam[0] <= 10 * n * np.finfo(float).eps * lam[-1]:
+        if rho == 0 and lam[0] <= 10 * n * np.finfo(float).eps * lam[-1]:
             raise ValueError("unit_wise: the augmented input Gram q^1(x, x) is singular (N > M_0 + 1, or repeated "
-                             "inputs): the unit-wise projectors are then not diagonal and the theory does not apply")
-        diag = np.ones(n)   # the readout unit (C = 1): its projector is the identity
-        for l, act in enumerate(network.activations):
-            Ml = max(int(round(network.alphas[l + 1] * M)), 1)
-            diag = diag + Ml * _active_fraction(act, np.diagonal(kh[l])[tr_].copy())
-        train, test = np.diag(diag), None
+                             "inputs): the unit-wise projectors are then not diagonal and the theory does not apply "
+                             "at damping = 0 (use damping > 0)")
+        if rho == 0:
+            diag = np.ones(n)   # the readout unit (C = 1): its projector is the identity
+            for l, act in enumerate(network.activations):
+                Ml = max(int(round(network.alphas[l + 1] * M)), 1)
+                diag = diag + Ml * _active_fraction(act, np.diagonal(kh[l])[tr_].copy())
+            train, test = np.diag(diag), None
+        else:
+            # readout (one unit, delta = 1): K^h (K^h + N rho)^{-1}; hidden layer l: M_l E[F_{c_l}(d)],
+            # c_l = N rho M_l (module docstring)
+            check_int("n_points", n_points, 2 * UNIT_WISE_REPLICATES)
+            qL, qLt = split(kh[-1])
+            train = _pinv_apply(qL, qL, n * rho)
+            test = None if qLt is None else _pinv_apply(qL, qLt, n * rho)
+            var = 0.0
+            for l, act in enumerate(network.activations):
+                Ml = max(int(round(network.alphas[l + 1] * M)), 1)
+                cov_g = network.weight_vars[l + 1] * kd[l + 1]
+                F, Ft, err = _unit_wise_expectation(act, kh[l], cov_g, n, n * rho * Ml, n_points, l)
+                train = train + Ml * F
+                if test is not None:
+                    test = test + Ml * Ft
+                var = var + (Ml * float(np.max(err))) ** 2
+            integration_error = math.sqrt(var)
     train = 0.5 * (train + train.T)
     alpha = float(np.trace(train) / n)
     iso = float(np.max(np.abs(train - alpha * np.eye(n))) / alpha) if alpha > 0 else math.inf
@@ -312,7 +426,7 @@ def ngd_kernel(network: "Network", x: ArrayLike, x_test: Optional[ArrayLike] = N
     if not np.all(np.isfinite(ev)) or ev[-1] <= 0:
         raise FloatingPointError(f"ngd_kernel: the {method} kernel is not finite or vanishes (overflow, or a "
                                  "network whose Jacobian is zero)")
-    return NGDKernel(method, rho, train, test, alpha, iso, ev)
+    return NGDKernel(method, rho, train, test, alpha, iso, ev, integration_error)
 
 
 # ---------------------------------------------------------------------------------------------------- dynamics
@@ -360,7 +474,7 @@ class NGDDynamics:
 
 
 def ngd_dynamics(network: "Network", x_train: ArrayLike, y_train: ArrayLike, learning_rate: float, n_steps: int,
-                 *, method: str = "full", damping: float = 0.0, width: Optional[int] = None,
+                 *, method: str = "full", damping: float = 0.0, width: Optional[int] = None, n_points: int = 2 ** 15,
                  f0_train: Optional[ArrayLike] = None, x_test: Optional[ArrayLike] = None,
                  f0_test: Optional[ArrayLike] = None) -> NGDDynamics:
     r"""NTK-regime training curves of NGD (or GD) with the exact or an approximate Fisher matrix.
@@ -376,8 +490,8 @@ def ngd_dynamics(network: "Network", x_train: ArrayLike, y_train: ArrayLike, lea
     learning_rate : float
         ``eta > 0`` (``theta <- theta - eta (G~ + rho I)^{-1} grad L``, ``L = (1/2N) sum ||f - y||^2``).
     n_steps : int
-    method, damping, width
-        As in :func:`ngd_kernel`.
+    method, damping, width, n_points
+        As in :func:`ngd_kernel` (``unit_wise``: use ``damping = rho_tilde / M``, the regime finite networks follow).
     f0_train, f0_test : array_like, optional
         Outputs at initialization (default 0, the mean over initializations).
     x_test : array_like (N', M_0), optional
@@ -405,7 +519,7 @@ def ngd_dynamics(network: "Network", x_train: ArrayLike, y_train: ArrayLike, lea
     if method == "unit_wise" and y.shape[1] != 1:
         raise ValueError("method='unit_wise' needs one output (y_train of shape (N,) or (N, 1)): with C > 1 a unit's "
                          "rows are parallel across outputs and the kernel is not isotropic")
-    k = ngd_kernel(network, X, x_test, method=method, damping=damping, width=width)
+    k = ngd_kernel(network, X, x_test, method=method, damping=damping, width=width, n_points=n_points)
     f0 = np.zeros_like(y) if f0_train is None else check_array("f0_train", f0_train)
     if f0.size != y.size:
         raise ValueError(f"f0_train must have the shape of y_train {y.shape}, got {f0.shape}")

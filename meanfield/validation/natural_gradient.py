@@ -20,6 +20,9 @@ parameterization's scales ``s_w, s_b`` (``u^l = s_w W h + s_b b``):
   ``Delta W~_l = -eta N D (K^delta + N eps)^+ R (K^h + N eps)^+ H~^T``, ``R_{(m,k),n} = r_{n,k} [m = n]``;
 * ``unit_wise`` (``C = 1``): per unit ``i`` of layer ``l``, ``Delta theta_{l,i} = -eta J_{l,i}^T (J_{l,i} J_{l,i}^T +
   N rho I)^+ r`` with ``J_{l,i} J_{l,i}^T = (delta_i delta_i^T) o K^h``.
+  Its pre-activations move by ``Delta u_{., i} = -eta K^h D_i (D_i K^h D_i + N rho I)^+ r`` (``D_i = diag(delta_i)``):
+  unbounded as ``delta_{n,i} -> 0`` at ``rho = 0``, ``O(1/sqrt M)`` for ``rho = rho_tilde / M`` -- the regime in
+  which these networks follow :func:`meanfield.natural_gradient.ngd_kernel`'s unit-wise prediction.
 
 ``+`` is the pseudo-inverse (eigenvalues at or below ``10 n eps_machine lambda_max`` dropped), the ``rho -> 0``
 limit. The measured function-space kernel ``Theta_bar = J (G~ + rho I)^{-1} J^T / N`` at initialization is the
@@ -182,7 +185,8 @@ def train_ngd(ensemble: NetworkEnsemble, x, y, learning_rate: float, n_steps: in
     See the module docstring for the update of each ``method``; Karakida & Osawa (NeurIPS 2020) predict, in the NTK
     regime, ``f_t - y = (I - eta Theta_bar)^t (f_0 - y)`` with the infinite-width ``Theta_bar`` of
     :func:`meanfield.natural_gradient.ngd_kernel` (use the ensemble in the ``"ntk"`` parameterization for that
-    comparison); the finite network departs from it by ``O(1/sqrt(M))``.
+    comparison); the finite network departs from it by ``O(1/sqrt(M))`` -- for ``unit_wise`` only with a damping
+    ``rho = rho_tilde / M`` (at ``rho = 0`` the units with small back-propagated ``delta`` leave the linear regime).
 
     Parameters
     ----------

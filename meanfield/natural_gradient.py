@@ -476,7 +476,7 @@ class NGDDynamics:
 def ngd_dynamics(network: "Network", x_train: ArrayLike, y_train: ArrayLike, learning_rate: float, n_steps: int,
                  *, method: str = "full", damping: float = 0.0, width: Optional[int] = None, n_points: int = 2 ** 15,
                  f0_train: Optional[ArrayLike] = None, x_test: Optional[ArrayLike] = None,
-                 f0_test: Optional[ArrayLike] = None) -> NGDDynamics:
+                 f0_test: Optional[ArrayLike] = None, kernel: Optional[NGDKernel] = None) -> NGDDynamics:
     r"""NTK-regime training curves of NGD (or GD) with the exact or an approximate Fisher matrix.
 
     ``f_t(X) - y = (I - eta Theta_bar)^t (f_0(X) - y)``; isotropic methods (``Theta_bar = alpha I``) give
@@ -495,6 +495,10 @@ def ngd_dynamics(network: "Network", x_train: ArrayLike, y_train: ArrayLike, lea
     f0_train, f0_test : array_like, optional
         Outputs at initialization (default 0, the mean over initializations).
     x_test : array_like (N', M_0), optional
+    kernel : NGDKernel, optional
+        The :func:`ngd_kernel` of these inputs, ``method`` and ``damping`` (e.g. ``ngd_dynamics(...).kernel``), reused
+        instead of recomputed: curves from many initial outputs at the cost of one kernel (the unit-wise kernel with
+        damping is a quasi-Monte Carlo integral).
 
     Examples
     --------
@@ -519,7 +523,17 @@ def ngd_dynamics(network: "Network", x_train: ArrayLike, y_train: ArrayLike, lea
     if method == "unit_wise" and y.shape[1] != 1:
         raise ValueError("method='unit_wise' needs one output (y_train of shape (N,) or (N, 1)): with C > 1 a unit's "
                          "rows are parallel across outputs and the kernel is not isotropic")
-    k = ngd_kernel(network, X, x_test, method=method, damping=damping, width=width, n_points=n_points)
+    if kernel is None:
+        k = ngd_kernel(network, X, x_test, method=method, damping=damping, width=width, n_points=n_points)
+    elif not isinstance(kernel, NGDKernel):
+        raise TypeError(f"kernel must be an NGDKernel (from ngd_kernel), got {type(kernel).__name__}")
+    elif (kernel.method != method or kernel.damping != damping or kernel.train.shape != (n, n)
+          or (x_test is None) != (kernel.test is None)):
+        raise ValueError(f"kernel must be the ngd_kernel of these inputs with method={method!r}, damping={damping!r} "
+                         f"(and x_test given to both or neither), got method={kernel.method!r}, "
+                         f"damping={kernel.damping!r}, shape {kernel.train.shape}")
+    else:
+        k = kernel
     f0 = np.zeros_like(y) if f0_train is None else check_array("f0_train", f0_train)
     if f0.size != y.size:
         raise ValueError(f"f0_train must have the shape of y_train {y.shape}, got {f0.shape}")

@@ -476,3 +476,18 @@ def test_undamped_unit_wise_curves_do_not_approach_the_prediction():
                                            f0_train=run.train[s, 0]).train).max() / np.abs(run.train[s, 0] - y).max()
          for s in range(3)]
     assert np.sqrt(np.mean(np.square(e))) > 0.05
+
+
+def test_dynamics_reuse_a_kernel():
+    # the curves from a passed kernel equal the recomputed ones bit for bit; a kernel of another method is refused
+    x = np.random.default_rng(3).standard_normal((4, 8))
+    y = np.random.default_rng(4).standard_normal(4)
+    f0 = np.random.default_rng(5).standard_normal(4)
+    for method in ("gd", "kfac"):
+        ref = ngd_dynamics(TANH, x, y, 0.1, 3, method=method, f0_train=f0)
+        again = ngd_dynamics(TANH, x, y, 0.1, 3, method=method, f0_train=f0, kernel=ref.kernel)
+        np.testing.assert_array_equal(again.train, ref.train)
+    with pytest.raises(ValueError, match="kernel must be the ngd_kernel"):
+        ngd_dynamics(TANH, x, y, 0.1, 3, method="full", kernel=ref.kernel)
+    with pytest.raises(TypeError, match="kernel must be an NGDKernel"):
+        ngd_dynamics(TANH, x, y, 0.1, 3, kernel=np.eye(4))

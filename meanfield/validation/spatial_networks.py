@@ -128,6 +128,37 @@ class SpatialEnsemble:
         return {"nngp": nngp.cpu().numpy(), "ntk": ntk.detach().cpu().numpy(), "q": qs}
 
 
+    def qtilde(self, x, output: int = 0) -> list:
+        r"""Per hidden Conv / Dense layer (chain order, the readout excluded): ``(layer, Q)`` with ``Q`` (S, N, N, P, P)
+        (or (S, N, N) after the spatial axes) the measured back-propagated overlap
+        ``sum_i delta_i(x, p) delta_i(x', p')``, ``delta = d f_output / d s`` at the layer's output ``s`` (autograd;
+        for a residual block's last layer ``s`` is the block output before the scale ``alpha``). The
+        infinite-width value is :func:`meanfield.spatial.spatial_trace`'s ``qtilde``."""
+        output = check_int("output", output, 0)
+        if output >= self.n_outputs:
+            raise ValueError(f"output must be in [0, {self.n_outputs - 1}], got {output}")
+        params = self.parameters(requires_grad=True)
+        record = []
+        f = self.apply(params, x, record)
+        tws = [tw for tw, _ in record[:-1]]
+        hs = [h for _, h in record[:-1]]
+        N = f.shape[1]
+        deltas = [torch.zeros_like(h) for h in hs]
+        for n in range(N):
+            g = torch.autograd.grad(f[:, n, output].sum(), hs, retain_graph=True)
+            for d, gk in zip(deltas, g):
+                d[:, n] = gk[:, n]
+        out = []
+        for tw, d in zip(tws, deltas):
+            S, C = d.shape[0], d.shape[-1]
+            if d.ndim == 3:
+                out.append((tw.layer, torch.einsum("snc,smc->snm", d, d).detach().cpu().numpy()))
+            else:
+                d = d.reshape(S, N, -1, C)
+                out.append((tw.layer, torch.einsum("snpc,smqc->snmpq", d, d).detach().cpu().numpy()))
+        return out
+
+
 def _walk(twins):
     for tw in twins:
         yield tw

@@ -1104,6 +1104,60 @@ class SpatialTrace:
                 "width": self.width}
 
 
+def _trace_arrays(network, x, parameterization, width, rtol, tile, store):
+    """The tile loop of :func:`spatial_trace`: ``(nodes in walk order, nngp, ntk, cov, qtilde, ntk terms)`` (dicts
+    by node id); ``store=False`` keeps only the NNGP, the NTK and the terms (``O(N^2)`` memory per layer)."""
+    from ._io import check_alloc
+
+    ch, X, parameterization, width, _, rtol = _prepare(network, x, None, parameterization, width, True, rtol)
+    n = X.shape[0]
+    ctx = _Ctx(True, rtol, width, parameterization == "standard")
+    nodes, form_out, _, need_in = _run_rows(ch, X, ctx)
+    if form_out != "flat":
+        raise ValueError("network must end without spatial axes (GlobalAvgPool or Flatten, then e.g. a Dense readout): "
+                         "q-tilde is back-propagated from one output unit")
+    every = list(_walk(nodes))
+    shape, C = X.shape[1:-1], X.shape[-1]
+    P = int(np.prod(shape))
+    tails = [_tail(nd.form_out, nd.shape_out) for nd in every]
+    entries = sum(int(np.prod(t)) for t in tails)
+    check_alloc("x", 8.0 * n * n * (2 * entries * store + len(every) + 2), f"the per-layer ({n}, {n}, ...) trace arrays")
+    per_pair = max([P * P if need_in else P] + [int(np.prod(t)) * (4 if nd.form_in == "full" else 1)
+                                                for t, nd in zip(tails, every)])
+    tile = max(1, int(math.sqrt(_TILE_ENTRIES / per_pair))) if tile is None else check_int("tile", tile, 1)
+    cov = {id(nd): np.empty((n, n) + t) for nd, t in zip(every, tails)} if store else {}
+    qt = {id(nd): np.empty((n, n) + t) for nd, t in zip(every, tails)} if store else {}
+    terms = {id(nd): np.empty((n, n)) for nd in every if isinstance(nd.layer, (Conv, Dense))}
+    K, Th = np.empty((n, n)), np.empty((n, n))
+    F = X.reshape(n, P, C)
+    for i0 in range(0, n, tile):
+        ri = np.arange(i0, min(i0 + tile, n))
+        for j0 in range(i0, n, tile):
+            rj = np.arange(j0, min(j0 + tile, n))
+            diag = i0 == j0
+            Q0 = _input_tile(F, ri, rj, need_in)
+            fwd, back, tt = {}, {}, {}
+            Q, T = _tile_forward(nodes, Q0, np.zeros_like(Q0), ri, rj, diag, ctx, fwd)
+            _tile_backward(nodes, np.ones((len(ri), len(rj))), fwd, ri, rj, diag, back, tt)
+            sl = (slice(ri[0], ri[-1] + 1), slice(rj[0], rj[-1] + 1))
+            K[sl], Th[sl] = Q, T
+            for nd in every:
+                if store:
+                    cov[id(nd)][sl] = fwd[id(nd)][0]
+                    qt[id(nd)][sl] = back[id(nd)]
+                if id(nd) in terms:
+                    terms[id(nd)][sl] = tt[id(nd)]
+    for A in (K, Th, *terms.values()):
+        _symmetrize(A, "flat")
+    for nd in every if store else ():
+        _symmetrize(cov[id(nd)], nd.form_out)
+        _symmetrize(qt[id(nd)], nd.form_out)
+    if not (np.all(np.isfinite(K)) and np.all(np.isfinite(Th))
+            and all(np.all(np.isfinite(q)) for q in qt.values())):
+        raise ValueError("x: trace entries are not finite (overflow); reduce the inputs' norms, weight_var or depth")
+    return every, K, Th, cov, qt, terms
+
+
 def spatial_trace(network: NetworkLike, x: ArrayLike, *, parameterization: str = "ntk",
                   width: Optional[float] = None, rtol: float = 1e-14, tile: Optional[int] = None) -> SpatialTrace:
     r"""Every layer's covariance and back-propagated q-tilde of a convolutional chain on a data set, and the NTK
@@ -1153,53 +1207,7 @@ def spatial_trace(network: NetworkLike, x: ArrayLike, *, parameterization: str =
     >>> bool(abs(sum(t for t in tr.ntk_terms if t is not None) - tr.ntk).max() < 1e-15)
     True
     """
-    from ._io import check_alloc
-
-    ch, X, parameterization, width, _, rtol = _prepare(network, x, None, parameterization, width, True, rtol)
-    n = X.shape[0]
-    ctx = _Ctx(True, rtol, width, parameterization == "standard")
-    nodes, form_out, _, need_in = _run_rows(ch, X, ctx)
-    if form_out != "flat":
-        raise ValueError("network must end without spatial axes (GlobalAvgPool or Flatten, then e.g. a Dense readout): "
-                         "q-tilde is back-propagated from one output unit")
-    every = list(_walk(nodes))
-    shape, C = X.shape[1:-1], X.shape[-1]
-    P = int(np.prod(shape))
-    tails = [_tail(nd.form_out, nd.shape_out) for nd in every]
-    entries = sum(int(np.prod(t)) for t in tails)
-    check_alloc("x", 8.0 * n * n * (2 * entries + len(every) + 2), f"the per-layer ({n}, {n}, ...) trace arrays")
-    per_pair = max([P * P if need_in else P] + [int(np.prod(t)) * (4 if nd.form_in == "full" else 1)
-                                                for t, nd in zip(tails, every)])
-    tile = max(1, int(math.sqrt(_TILE_ENTRIES / per_pair))) if tile is None else check_int("tile", tile, 1)
-    cov = {id(nd): np.empty((n, n) + t) for nd, t in zip(every, tails)}
-    qt = {id(nd): np.empty((n, n) + t) for nd, t in zip(every, tails)}
-    terms = {id(nd): np.empty((n, n)) for nd in every if isinstance(nd.layer, (Conv, Dense))}
-    K, Th = np.empty((n, n)), np.empty((n, n))
-    F = X.reshape(n, P, C)
-    for i0 in range(0, n, tile):
-        ri = np.arange(i0, min(i0 + tile, n))
-        for j0 in range(i0, n, tile):
-            rj = np.arange(j0, min(j0 + tile, n))
-            diag = i0 == j0
-            Q0 = _input_tile(F, ri, rj, need_in)
-            fwd, back, tt = {}, {}, {}
-            Q, T = _tile_forward(nodes, Q0, np.zeros_like(Q0), ri, rj, diag, ctx, fwd)
-            _tile_backward(nodes, np.ones((len(ri), len(rj))), fwd, ri, rj, diag, back, tt)
-            sl = (slice(ri[0], ri[-1] + 1), slice(rj[0], rj[-1] + 1))
-            K[sl], Th[sl] = Q, T
-            for nd in every:
-                cov[id(nd)][sl] = fwd[id(nd)][0]
-                qt[id(nd)][sl] = back[id(nd)]
-                if id(nd) in terms:
-                    terms[id(nd)][sl] = tt[id(nd)]
-    for A in (K, Th, *terms.values()):
-        _symmetrize(A, "flat")
-    for nd in every:
-        _symmetrize(cov[id(nd)], nd.form_out)
-        _symmetrize(qt[id(nd)], nd.form_out)
-    if not (np.all(np.isfinite(K)) and np.all(np.isfinite(Th))
-            and all(np.all(np.isfinite(q)) for q in qt.values())):
-        raise ValueError("x: trace entries are not finite (overflow); reduce the inputs' norms, weight_var or depth")
+    every, K, Th, cov, qt, terms = _trace_arrays(network, x, parameterization, width, rtol, tile, True)
     return SpatialTrace(
         paths=tuple(nd.path for nd in every), layers=tuple(type(nd.layer).__name__ for nd in every),
         forms=tuple(nd.form_out for nd in every),
@@ -1207,3 +1215,30 @@ def spatial_trace(network: NetworkLike, x: ArrayLike, *, parameterization: str =
         qtilde=tuple(_unfold_pairs(qt[id(nd)], nd.form_out, nd.shape_out) for nd in every),
         ntk_terms=tuple(terms.get(id(nd)) for nd in every), nngp=K, ntk=Th, parameterization=parameterization,
         width=width)
+
+
+def _parameter_counts(layers, shape, c_in, width, n_outputs, top=True):
+    """Per Conv / Dense layer in walk order, its number of parameters at width ``width`` (hidden layers
+    ``max(1, round(width_ratio width))`` channels, the top chain's last Dense ``n_outputs``; a delta-orthogonal Conv's
+    parameters are its centre tap), as the torch twins of :mod:`meanfield.validation.spatial_networks` build them.
+    Returns ``(counts, c_out, shape_out)``."""
+    counts = []
+    for k, lay in enumerate(layers):
+        if isinstance(lay, (Conv, Dense)):
+            readout = top and k == len(layers) - 1 and isinstance(lay, Dense)
+            c_out = n_outputs if readout else max(1, int(round(lay.width_ratio * width)))
+            taps = lay.filter_size if isinstance(lay, Conv) and not lay.orthogonal else 1
+            counts.append(c_out * c_in * taps + c_out)
+            if isinstance(lay, Conv):
+                shape = _out_shape(shape, lay.filter_shape, lay.strides, lay.padding, "Conv")
+            c_in = c_out
+        elif isinstance(lay, AvgPool):
+            shape = _out_shape(shape, lay.window_shape, lay.strides, lay.padding, "AvgPool")
+        elif isinstance(lay, GlobalAvgPool):
+            shape = ()
+        elif isinstance(lay, Flatten):
+            c_in, shape = c_in * int(np.prod(shape)), ()
+        elif isinstance(lay, Residual):
+            sub, _, _ = _parameter_counts(lay.block.layers, shape, c_in, width, n_outputs, False)
+            counts.extend(sub)
+    return counts, c_in, shape

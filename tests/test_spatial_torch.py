@@ -169,3 +169,45 @@ def test_cnn_twin_qtilde_widths():
     x = np.random.default_rng(0).standard_normal((3, 6, 6, 2))
     for M, S in ((16, 256), (64, 128), (256, 96)):
         print(f"M={M}: largest relative deviation per Conv layer", np.round(_qtilde_check(M, S, x, cnn()), 4))
+
+
+def _fim_check(M, S, par):
+    """Empirical FIM statistics of S finite CNNs (Jacobian Gram by autograd; eigenvalues of J J^T / T) against
+    spatial_fisher_statistics. Error analysis: Tr F is linear in the Gram, so its mean has an O(1/M) bias and an
+    O(1/sqrt(M)) seed spread; s_lambda and lambda_max are quadratic / convex in it, so they carry in addition a
+    positive bias of the order of the Gram's relative variance (the spread squared, <~ 0.1 here at M = 24); the
+    tolerance is 5 standard errors + 3 n_layers / M."""
+    from meanfield.fisher import spatial_fisher_statistics
+
+    ch = serial(Conv(2.0, 0.1, (3, 3)), Nonlinearity("relu"), Conv(1.5, 0.2, (3, 3), padding="CIRCULAR"),
+                Nonlinearity("tanh"), AvgPool((2, 2)), Conv(1.3, 0.1, (2, 2), padding="VALID"), Nonlinearity("relu"),
+                GlobalAvgPool(), Dense(1.2, 0.1))
+    x = np.random.default_rng(0).standard_normal((5, 6, 6, 2))
+    T, C = 5, 2
+    st = spatial_fisher_statistics(ch, x, M, C, par)
+    g = sample_spatial_chain(ch, x.shape[1:], M, S, n_outputs=C, parameterization=par, seed=3,
+                             device="cpu").jacobian_gram(x)
+    assert g["n_params"] == st.n_params and g["layer_n_params"] == list(st.layer_n_params)
+    scale, n_eig = (1.0 / T, st.n_params) if par == "standard" else (1.0, C * T)
+    G = g["gram"]
+    emp = {"mean_eigenvalue": scale * np.trace(G, axis1=1, axis2=2) / n_eig,
+           "second_moment": scale ** 2 * np.sum(G * G, axis=(1, 2)) / n_eig,
+           "lambda_max": scale * np.linalg.eigvalsh(G)[:, -1]}
+    errs = {}
+    for k, v in emp.items():
+        errs[k] = _close(v[:, None], np.array([getattr(st, k)]), M, 3 * 4, f"{k} ({par}, M={M})")
+    lay = np.array([scale * np.trace(G_l, axis1=1, axis2=2) for G_l in g["layers"]]).T
+    lay /= (np.array(st.layer_n_params) if par == "standard" else C * T)
+    _close(lay, st.layer_mean_eigenvalue, M, 3 * 4, f"layer mean eigenvalues ({par})")
+    return errs
+
+
+def test_cnn_twin_fisher_statistics():
+    _fim_check(24, 16, "standard")
+
+
+@pytest.mark.skipif(os.environ.get("MEANFIELD_SLOW") != "1", reason="slow: set MEANFIELD_SLOW=1")
+def test_cnn_twin_fisher_statistics_widths():
+    for par in ("standard", "ntk"):
+        for M, S in ((16, 48), (64, 16), (256, 6)):
+            print(f"{par} M={M}: relative deviation", {k: round(v, 4) for k, v in _fim_check(M, S, par).items()})

@@ -128,6 +128,29 @@ class SpatialEnsemble:
         return {"nngp": nngp.cpu().numpy(), "ntk": ntk.detach().cpu().numpy(), "q": qs}
 
 
+    def jacobian_gram(self, x) -> dict:
+        r"""Per seed the Gram ``J J^T`` (S, C T, C T) of the Jacobian of all outputs on ``x`` (rows ``(k, t)``, output
+        major) with respect to all parameters, the same per Conv / Dense layer (``layers``: a list in chain order),
+        and the parameter counts ``n_params`` (total) and ``layer_n_params``. The non-zero eigenvalues of the
+        empirical FIM ``J^T J / T`` are those of ``gram / T``."""
+        params = self.parameters(requires_grad=True)
+        f = self.apply(params, x)
+        S, T, C = f.shape
+        names = [n for n in sorted(params, key=lambda k: (int(k[1:]), k[0]))]
+        layer_of = [int(n[1:]) for n in names]
+        rows = []
+        for k in range(C):
+            for t in range(T):
+                g = torch.autograd.grad(f[:, t, k].sum(), [params[n] for n in names], retain_graph=True)
+                rows.append([gi.reshape(S, -1) for gi in g])
+        idx = sorted(set(layer_of))
+        layers = []
+        for li in idx:
+            J = torch.stack([torch.cat([r[j] for j, l in enumerate(layer_of) if l == li], dim=1) for r in rows], 1)
+            layers.append((J @ J.transpose(1, 2)).detach().cpu().numpy())
+        counts = [sum(params[n].numel() // S for n, l in zip(names, layer_of) if l == li) for li in idx]
+        return {"gram": sum(layers), "layers": layers, "n_params": int(sum(counts)), "layer_n_params": counts}
+
     def qtilde(self, x, output: int = 0) -> list:
         r"""Per hidden Conv / Dense layer (chain order, the readout excluded): ``(layer, Q)`` with ``Q`` (S, N, N, P, P)
         (or (S, N, N) after the spatial axes) the measured back-propagated overlap

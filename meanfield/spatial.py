@@ -380,6 +380,23 @@ def _avg_pool(A, shape, lay, lead):
     return _fold(np.ascontiguousarray(X), out_shape, "full", lead), out_shape
 
 
+def _dropout_same(A, form, keep, lead):
+    r"""Inverted dropout with a mask drawn per input, position and channel (torch ``nn.Dropout``): ``E[m m'] /
+    keep^2`` is ``1 / keep`` for the same unit and 1 otherwise, so only the same-input, same-position entries
+    ``(x, p; x, p)`` are divided by ``keep``. ``A`` is a same-input state (``lead = 1``: (N, ...)) or a diagonal tile
+    (``lead = 2``: (a, a, ...), the blocks ``[k, k]``); returns a copy."""
+    A = np.array(A, dtype=np.float64)
+    if keep == 1.0:
+        return A
+    idx = np.arange(A.shape[0])
+    sel = (idx,) * lead
+    if form == "full":
+        r = np.arange(A.shape[-1])
+        sel = tuple(i[:, None] for i in sel) + (r[None, :], r[None, :])
+    A[sel] /= keep
+    return A
+
+
 def _to_diag(A, lead):
     return np.diagonal(A, axis1=lead, axis2=lead + 1).copy()     # a writable copy (the tile pass writes into it)
 
@@ -628,8 +645,7 @@ def _compile(layers, S, form, shape, fan_in, ctx, needs_after, path, n, gaussian
                                  "the block must keep it (SAME or CIRCULAR padding, stride 1)")
             S = S + (lay.alpha * lay.alpha) * Sb
         elif isinstance(lay, Dropout):
-            if lay.keep < 1.0:
-                raise ValueError("Dropout with keep < 1 is not implemented for convolutional chains")
+            S = _dropout_same(S, form, lay.keep, 1)
         else:
             raise TypeError(f"layer {node.path}: {type(lay).__name__} is not supported in a spatial chain")
         if form == "full" and not needs_after[k]:
@@ -644,7 +660,7 @@ def _compile(layers, S, form, shape, fan_in, ctx, needs_after, path, n, gaussian
         # width) and by a Residual whose skip is Gaussian (its block ends in a Conv or Dense)
         if isinstance(lay, (Dense, Conv)):
             gaussian = True
-        elif isinstance(lay, Nonlinearity):
+        elif isinstance(lay, Nonlinearity) or (isinstance(lay, Dropout) and lay.keep < 1.0):
             gaussian = False
         nodes.append(node)
     return nodes, S, form, shape, fan_in
@@ -732,6 +748,11 @@ def _tile_forward(nodes, Q, T, ri, rj, diag, ctx, record=None):
             Q, _ = _avg_pool(Q, shape, lay, 2)
             if T is not None:
                 T, _ = _avg_pool(T, shape, lay, 2)
+        elif isinstance(lay, Dropout):
+            # cross entries unchanged; the same-input ones of Q come from the row pass (set below), of Theta here
+            Q = Q.copy() if diag else Q
+            if T is not None and diag:
+                T = _dropout_same(T, form, lay.keep, 2)
         elif isinstance(lay, (GlobalAvgPool, Flatten)):
             kind = "gap" if isinstance(lay, GlobalAvgPool) else "flatten"
             Q = _reduce(Q, form, kind, 2)
@@ -800,6 +821,8 @@ def _tile_backward(nodes, R, fwd, ri, rj, diag, back, terms):
             R = _ln_apply(R, form, node.ln_scale[ri], node.ln_scale[rj])
         elif isinstance(lay, AvgPool):
             R = _avg_pool_adjoint(R, shape, lay, 2)
+        elif isinstance(lay, Dropout):
+            R = _dropout_same(R, form, lay.keep, 2) if diag else R
         elif isinstance(lay, (GlobalAvgPool, Flatten)):
             R = _reduce_adjoint(R, form, "gap" if isinstance(lay, GlobalAvgPool) else "flatten", P, 2)
         elif isinstance(lay, Residual):

@@ -136,6 +136,9 @@ def reference(spec, x, act, parameterization="ntk", width=None, tape=None):
                 s = 1.0 / np.sqrt(1e-12 + v.reshape(-1))
                 K, T = K * np.outer(s, s), T * np.outer(s, s)
                 ent.update(scale=np.outer(s, s))
+            elif kind == "drop":          # one mask per (input, position, channel): only a unit with itself
+                K, T = K + np.diag(np.diag(K)) * (1 / lay[1] - 1), T + np.diag(np.diag(T)) * (1 / lay[1] - 1)
+                ent.update(keep=lay[1])
             elif kind == "res":
                 sub = [] if tape is not None else None
                 Kb, Tb, shb, _, _ = run(lay[2], K, T, shape, fan, spatial, sub)
@@ -184,6 +187,8 @@ def reference_backward(tape):
             elif kind == "flat":
                 N, Pn = ent["N"], ent["Pn"]
                 R = np.kron(R, np.eye(Pn)) / Pn
+            elif kind == "drop":
+                R = R + np.diag(np.diag(R)) * (1 / ent["keep"] - 1)
             elif kind == "res":
                 R = R + back(ent["sub"], ent["a2"] * R)
         return R

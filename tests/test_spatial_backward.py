@@ -150,3 +150,34 @@ def test_trace_errors():
         spatial_trace(serial(Conv(1.0), Flatten(), Dense(1.0)), x, tile=0)
     with pytest.raises(ValueError, match="use meanfield.kernels"):
         mf.trace(serial(Conv(1.0), LayerNorm(), Flatten(), Dense(1.0)), gram=np.eye(2))
+
+
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+def test_dropout_one_by_one_convolutions_equal_the_mlp(act):
+    """Dropout with one mask per (input, position, channel): through 1 x 1 convolutions each (input, position) is one
+    input of the MLP with its own masks, so the full spatial NNGP / NTK / q-tilde before GlobalAvgPool are the MLP's
+    on the N P position vectors (meanfield.layers.Dropout: only an input with itself gets 1/keep)."""
+    from meanfield.layers import Dropout
+
+    x = np.random.default_rng(9).standard_normal((2, 2, 2, 3))
+    N, P = 2, 4
+    conv = serial(Conv(1.6, 0.1, (1, 1)), Nonlinearity(act), Dropout(0.7), Conv(1.3, 0.05, (1, 1)),
+                  Nonlinearity(act), Dropout(0.8), GlobalAvgPool(), Dense(1.2, 0.02))
+    mlp = serial(Dense(1.6, 0.1), Nonlinearity(act), Dropout(0.7), Dense(1.3, 0.05), Nonlinearity(act),
+                 Dropout(0.8), Dense(1.2, 0.02))
+    tr = spatial_trace(conv, x)
+    ref = mf.trace(mlp, x.reshape(N * P, 3))
+    gap = tr.layers.index("GlobalAvgPool")
+    k = gap - 1                                   # the second Dropout's output: the MLP's readout input qhat
+    qhat = ref.qhat[2].reshape(N, P, N, P).transpose(0, 2, 1, 3)
+    assert _rel(tr.cov[k].reshape(qhat.shape), qhat) < 1e-12
+    for k, l in zip([j for j, name in enumerate(tr.layers) if name == "Conv"], range(2)):
+        qt = ref.qtilde[l].reshape(N, P, N, P).transpose(0, 2, 1, 3) / P ** 2
+        assert _rel(tr.qtilde[k].reshape(qt.shape), qt) < 1e-12
+    # NTK: the MLP's readout NTK on position pairs, averaged over the pairs (GAP) -> the conv chain's
+    theta_hidden = (ref.ntk - ref.nngp).reshape(N, P, N, P).mean(axis=(1, 3)) / 1.2
+    K = 1.2 * qhat.mean(axis=(2, 3)) + 0.02
+    assert _rel(tr.nngp, K) < 1e-12
+    assert _rel(tr.ntk, 1.2 * theta_hidden + K) < 1e-12
+    with pytest.raises(ValueError, match="not Gaussian"):
+        spatial_trace(serial(Conv(1.0), Dropout(0.5), Nonlinearity(act), Flatten(), Dense(1.0)), x)

@@ -156,10 +156,10 @@ def _qtilde_check(M, S, x, ch):
 
 
 def test_cnn_twin_qtilde_per_layer():
-    """Back-propagated overlaps of finite CNNs (autograd, 64 networks of width 32; every layer type on the way:
+    """Back-propagated overlaps of finite CNNs (autograd, 48 networks of width 24; every layer type on the way:
     GlobalAvgPool, strided VALID Conv, AvgPool, residual block, CIRCULAR Conv, LayerNorm) against spatial_trace."""
     x = np.random.default_rng(0).standard_normal((3, 6, 6, 2))
-    _qtilde_check(32, 64, x, cnn())
+    _qtilde_check(24, 48, x, cnn())
 
 
 @pytest.mark.skipif(os.environ.get("MEANFIELD_SLOW") != "1", reason="slow: set MEANFIELD_SLOW=1")
@@ -211,3 +211,31 @@ def test_cnn_twin_fisher_statistics_widths():
     for par in ("standard", "ntk"):
         for M, S in ((16, 48), (64, 16), (256, 6)):
             print(f"{par} M={M}: relative deviation", {k: round(v, 4) for k, v in _fim_check(M, S, par).items()})
+
+
+def test_cnn_twin_dropout():
+    """Dropout with a mask per (input, position, channel) (torch nn.Dropout): NNGP, NTK (one mask per input, as the
+    theory's limit) and the per-position variance after each Conv against spatial_kernels (width 32, 24 networks).
+    The 1/keep factor moves the same-position variances by far more than the tolerance, so the test tells the
+    per-element rule from no dropout (the variance after the second Conv is >= 1.3 times the dropout-free one,
+    against a tolerance of ~ 5 standard errors + 2/M ~ 10%)."""
+    from meanfield.layers import Dropout
+
+    ch = serial(Conv(2.0, 0.1, (3, 3)), Nonlinearity("relu"), Dropout(0.6),
+                Conv(1.5, 0.1, (3, 3), padding="CIRCULAR"), Nonlinearity("tanh"), Dropout(0.7), AvgPool((2, 2)),
+                Conv(1.3, 0.1, (2, 2)), Nonlinearity("relu"), Dropout(0.8), GlobalAvgPool(), Dense(1.2, 0.1))
+    x = np.random.default_rng(2).standard_normal((3, 5, 5, 2))
+    M, S = 32, 24
+    emp = _measure(ch, x, M, S)
+    th = spatial_kernels(ch, x)
+    _close(emp["nngp"], th.nngp, M, 8, "nngp with dropout")
+    _close(emp["ntk"], th.ntk, M, 8, "ntk with dropout")
+    v = spatial_variances(ch, x)
+    qs = [q for q, name in zip(v.q, v.layers) if name == "Conv"]
+    for k, ((tw, q), tq) in enumerate(zip(emp["q"], qs)):
+        _close(q, tq, M, k + 1, f"q after Conv {k} with dropout")
+    # the per-position variance after a Conv sees the full 1/keep (same input, same position); the kernels after
+    # GlobalAvgPool only its 1/P share
+    plain = spatial_variances(serial(*[lay for lay in ch if not isinstance(lay, Dropout)]), x)
+    q_plain = [q for q, name in zip(plain.q, plain.layers) if name == "Conv"][1]
+    assert np.min(qs[1] / q_plain) > 1.3

@@ -1,7 +1,7 @@
 r"""Finite-width torch twins of convolutional chains (:mod:`meanfield.spatial`), batched over seeds.
 
 A :class:`SpatialEnsemble` holds ``n_seeds`` independent draws of a network built from a chain of Conv, AvgPool,
-GlobalAvgPool, Flatten, LayerNorm, Dense, Nonlinearity and Residual layers, acting on channels-last inputs
+GlobalAvgPool, Flatten, LayerNorm, Dense, Nonlinearity, Dropout and Residual layers, acting on channels-last inputs
 ``(N, H, W, C)`` / ``(N, L, C)``; hidden Conv / Dense layers have ``round(width_ratio * width)`` channels, the chain's
 last Dense layer ``n_outputs``. Parameters, per layer ``k`` (chain order):
 
@@ -10,7 +10,9 @@ last Dense layer ``n_outputs``. Parameters, per layer ``k`` (chain order):
   delta-orthogonal kernel of Xiao et al. 2018 instead: only the centre tap is non-zero (and is the only parameter),
   ``sqrt(max(C_in, C_out)) O`` with ``O`` Haar-orthogonal, scaled by ``sqrt(weight_var / C_in)``;
 * Dense: as :func:`meanfield.validation.sample_chain` (``orthogonal=True``: ``sqrt(max(fan_in, fan_out)) O``);
-* biases ``sqrt(bias_var) beta``, ``beta ~ N(0, 1)`` per output channel.
+* biases ``sqrt(bias_var) beta``, ``beta ~ N(0, 1)`` per output channel;
+* Dropout: ``h m / keep`` with ``m ~ Bernoulli(keep)`` per seed, input, position and channel (torch ``nn.Dropout``
+  on channels-last tensors), drawn from the generator of :meth:`SpatialEnsemble.apply`.
 
 Padding follows lax/neural-tangents: SAME pads ``total = max((n_out - 1) s + k - n, 0)``, ``floor(total / 2)`` on the
 left; CIRCULAR wraps by the same amounts. Draws come from a generator seeded per network, as in
@@ -69,10 +71,11 @@ class SpatialEnsemble:
     """``n_seeds`` random finite networks of a convolutional chain (see the module docstring); build it with
     :func:`sample_spatial_chain`."""
 
-    def __init__(self, chain, width, n_outputs, parameterization, twins, raw, dtype, device, input_shape):
+    def __init__(self, chain, width, n_outputs, parameterization, twins, raw, dtype, device, input_shape, seed=0):
         self.chain, self.width, self.n_outputs = chain, width, n_outputs
         self.parameterization, self.twins, self.raw = parameterization, twins, raw
         self.dtype, self.device, self.input_shape = dtype, device, input_shape
+        self.seed = seed
 
     @property
     def n_seeds(self) -> int:
@@ -91,13 +94,19 @@ class SpatialEnsemble:
             out[f"b{tw.index}"] = b.detach().clone().requires_grad_(requires_grad)
         return out
 
-    def apply(self, params, x, record=None):
-        """Outputs ``(S, N, ...)`` of every network on ``x`` (N, *spatial, C) for the parameters ``params``."""
+    def apply(self, params, x, record=None, generator=None):
+        """Outputs ``(S, N, ...)`` of every network on ``x`` (N, *spatial, C) for the parameters ``params``.
+
+        Dropout layers draw their masks (one per seed, input, position and channel) from ``generator``, by default
+        a generator seeded from the ensemble's seed: every call without one sees the same masks."""
         x = torch.as_tensor(np.asarray(x), dtype=self.dtype, device=self.device)
         if tuple(x.shape[1:]) != tuple(self.input_shape):
             raise ValueError(f"x must have shape (N, {', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}")
+        if generator is None:
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(_network_seed(self.seed, 2 ** 40))
         h = x.expand(self.n_seeds, *x.shape)
-        return _run(self.twins, h, params, self, record)
+        return _run(self.twins, h, params, self, record, generator)
 
     def __call__(self, x):
         return self.apply(self.parameters(), x)
@@ -197,8 +206,8 @@ def _weight_scale(tw) -> float:
     return math.sqrt(lay.weight_var / tw.fan_in)
 
 
-def _run(twins, h, params, ens, record):
-    from ..layers import Dense, Nonlinearity, Residual
+def _run(twins, h, params, ens, record, gen=None):
+    from ..layers import Dense, Dropout, Nonlinearity, Residual
     from ..spatial import AvgPool, Conv, Flatten, GlobalAvgPool, LayerNorm
 
     ntk = ens.parameterization == "ntk"
@@ -251,8 +260,12 @@ def _run(twins, h, params, ens, record):
             mean = h.mean(dim=dims, keepdim=True)
             var = ((h - mean) ** 2).mean(dim=dims, keepdim=True)
             h = (h - mean) / torch.sqrt(var + lay.eps)
+        elif isinstance(lay, Dropout):
+            if lay.keep < 1.0:
+                m = torch.rand(h.shape, generator=gen, dtype=h.dtype, device=h.device) < lay.keep
+                h = h * m.to(h.dtype) / lay.keep
         elif isinstance(lay, Residual):
-            g = _run(tw.block, h, params, ens, record)
+            g = _run(tw.block, h, params, ens, record, gen)
             h = h + lay.alpha * g
         else:
             raise TypeError(f"no torch twin for layer {type(lay).__name__}")
@@ -284,7 +297,7 @@ def _twins(layers, width, fan_in, shape, counter, last_readout, n_outputs):
         elif isinstance(lay, Flatten):
             out.append(_Twin(lay, 0, fan_in, fan_in * int(np.prod(shape)), shape))
             fan_in, shape = fan_in * int(np.prod(shape)), ()
-        elif isinstance(lay, (Nonlinearity, LayerNorm)) or (isinstance(lay, Dropout) and lay.keep == 1.0):
+        elif isinstance(lay, (Nonlinearity, LayerNorm, Dropout)):
             out.append(_Twin(lay, 0, fan_in, fan_in, shape))
         elif isinstance(lay, Residual):
             block, f2, s2 = _twins(lay.block.layers, width, fan_in, shape, counter, False, n_outputs)
@@ -343,4 +356,4 @@ def sample_spatial_chain(chain, input_shape, width: int, n_seeds: int, *, n_outp
             else:
                 W[i].normal_(generator=gen)
             raw[f"b{tw.index}"][i].normal_(generator=gen)
-    return SpatialEnsemble(ch, width, n_outputs, parameterization, tuple(twins), raw, dt, dev, input_shape)
+    return SpatialEnsemble(ch, width, n_outputs, parameterization, tuple(twins), raw, dt, dev, input_shape, seed)

@@ -1144,7 +1144,8 @@ def _trace_arrays(network, x, parameterization, width, rtol, tile, store):
     P = int(np.prod(shape))
     tails = [_tail(nd.form_out, nd.shape_out) for nd in every]
     entries = sum(int(np.prod(t)) for t in tails)
-    check_alloc("x", 8.0 * n * n * (2 * entries * store + len(every) + 2), f"the per-layer ({n}, {n}, ...) trace arrays")
+    check_alloc("x", 8.0 * n * n * (2 * entries * store + len(every) + 2),
+                f"the per-layer ({n}, {n}, ...) trace arrays")
     per_pair = max([P * P if need_in else P] + [int(np.prod(t)) * (4 if nd.form_in == "full" else 1)
                                                 for t, nd in zip(tails, every)])
     tile = max(1, int(math.sqrt(_TILE_ENTRIES / per_pair))) if tile is None else check_int("tile", tile, 1)

@@ -290,6 +290,8 @@ def _window_axis(A, axes, k, s, padding, n, what, joint):
     """Sum over a window of ``k`` along ``axes`` with stride ``s``: jointly shifted (``joint``: the pair of a
     covariance's twin axes moved together, as a filter tap) or each axis on its own (a pooling window per position)."""
     n_out, lo, hi = _axis_geometry(n, k, s, padding, what)
+    if padding == "SAME" and (lo or hi):
+        return _window_axis_zero_pad(A, axes, k, s, n, n_out, lo, joint), n_out
     A = _pad_axes(A, axes, lo, hi, padding)
     stop = (n_out - 1) * s + 1
     out = None
@@ -310,6 +312,32 @@ def _window_axis(A, axes, k, s, padding, n, what, joint):
             acc = term.copy() if acc is None else acc.__iadd__(term)
         A = acc
     return A, n_out
+
+
+def _window_axis_zero_pad(A, axes, k, s, n, n_out, lo, joint):
+    """:func:`_window_axis` with zero padding, without building the padded array: each tap adds the input entries it
+    reads (``i = s o + d - lo`` inside ``[0, n)``) into the outputs ``o`` that read them, in the order of the taps, so
+    every sum equals the padded one (``x + 0 = x``)."""
+    groups = [axes] if joint else [[ax] for ax in axes]
+    for grp in groups:
+        shp = list(A.shape)
+        for ax in grp:
+            shp[ax] = n_out
+        out = np.zeros(shp)
+        for d in range(k):
+            o0 = max(0, -(-(lo - d) // s))                 # first output whose tap d reads inside the input
+            o1 = min(n_out - 1, (n - 1 + lo - d) // s)     # last one
+            if o1 < o0:
+                continue
+            i0 = o0 * s + d - lo
+            src = [slice(None)] * A.ndim
+            dst = [slice(None)] * A.ndim
+            for ax in grp:
+                src[ax] = slice(i0, i0 + (o1 - o0) * s + 1, s)
+                dst[ax] = slice(o0, o1 + 1)
+            out[tuple(dst)] += A[tuple(src)]
+        A = out
+    return A
 
 
 def _edge_counts(n, k, s, padding):
@@ -334,7 +362,7 @@ def _fold(A, shape, form, lead):
 def _conv_avg(A, shape, form, lay, lead):
     """``(1/|F|) sum_{d in F} A(s p + d, s p' + d)``: the filter average of a Conv on a diag or full state."""
     S = len(shape)
-    X = _expand(A, shape, form, lead)
+    X = _spatial_first(_expand(A, shape, form, lead), lead)
     out_shape = []
     for ax in range(S):
         k = 1 if lay.orthogonal else lay.filter_shape[ax]
@@ -343,41 +371,51 @@ def _conv_avg(A, shape, form, lay, lead):
             # delta-orthogonal: only the centre tap; its position in the padded window is the SAME/CIRCULAR offset
             n_out, lo, hi = _axis_geometry(n, lay.filter_shape[ax], lay.strides[ax], lay.padding, "Conv")
             c = lay.filter_shape[ax] // 2 - lo        # input index of output 0's centre tap
-            axes = [lead + ax] + ([lead + S + ax] if form == "full" else [])
+            axes = [ax] + ([S + ax] if form == "full" else [])
             Xp = _pad_axes(X, axes, lo, hi, lay.padding)
             idx = [slice(None)] * Xp.ndim
             for a in axes:
                 idx[a] = slice(c + lo, c + lo + (n_out - 1) * lay.strides[ax] + 1, lay.strides[ax])
             X = Xp[tuple(idx)]
         else:
-            axes = [lead + ax] + ([lead + S + ax] if form == "full" else [])
+            axes = [ax] + ([S + ax] if form == "full" else [])
             X, n_out = _window_axis(X, axes, k, lay.strides[ax], lay.padding, n, "Conv", True)
             X = X / k
         out_shape.append(n_out)
     out_shape = tuple(out_shape)
-    return _fold(np.ascontiguousarray(X), out_shape, form, lead), out_shape
+    return _fold(np.ascontiguousarray(_spatial_last(X, lead)), out_shape, form, lead), out_shape
+
+
+def _spatial_first(X, lead):
+    """View with the spatial axes first: the window sums then add long contiguous runs (all the pairs of a tile at
+    once) instead of short rows of positions."""
+    return np.moveaxis(X, tuple(range(lead, X.ndim)), tuple(range(X.ndim - lead)))
+
+
+def _spatial_last(X, lead):
+    return np.moveaxis(X, tuple(range(X.ndim - lead)), tuple(range(lead, X.ndim)))
 
 
 def _avg_pool(A, shape, lay, lead):
     """AvgPool on a full state: each of the two position axes averaged over its own window."""
     S = len(shape)
-    X = _expand(A, shape, "full", lead)
+    X = _spatial_first(_expand(A, shape, "full", lead), lead)
     out_shape = []
     for ax in range(S):
         k, s, n = lay.window_shape[ax], lay.strides[ax], shape[ax]
-        X, n_out = _window_axis(X, [lead + ax, lead + S + ax], k, s, lay.padding, n, "AvgPool", False)
+        X, n_out = _window_axis(X, [ax, S + ax], k, s, lay.padding, n, "AvgPool", False)
         if lay.normalize_edges and lay.padding == "SAME":
             cnt = _edge_counts(n, k, s, lay.padding).astype(np.float64)
             b1 = [1] * X.ndim
-            b1[lead + ax] = n_out
+            b1[ax] = n_out
             b2 = [1] * X.ndim
-            b2[lead + S + ax] = n_out
+            b2[S + ax] = n_out
             X = X / cnt.reshape(b1) / cnt.reshape(b2)
         else:
             X = X / (k * k)
         out_shape.append(n_out)
     out_shape = tuple(out_shape)
-    return _fold(np.ascontiguousarray(X), out_shape, "full", lead), out_shape
+    return _fold(np.ascontiguousarray(_spatial_last(X, lead)), out_shape, "full", lead), out_shape
 
 
 def _dropout_same(A, form, keep, lead):
@@ -696,14 +734,7 @@ def _pairs_tile(plan, Q, form, ri, rj, P):
         qh, qd = plan.pairs(Q2, rows_i, rows_j)
         back = lambda M: M.reshape(a, P, b, P).transpose(0, 2, 1, 3)   # noqa: E731
         return back(qh), (None if qd is None else back(qd))
-    qh = np.empty_like(Q)
-    qd = np.empty_like(Q) if plan.want_dot else None
-    for p in range(P):
-        h, d = plan.pairs(np.ascontiguousarray(Q[:, :, p]), ri * P + p, rj * P + p)
-        qh[:, :, p] = h
-        if qd is not None:
-            qd[:, :, p] = d
-    return qh, qd
+    return plan.pairs_diag(Q, ri, rj, P)
 
 
 def _tile_forward(nodes, Q, T, ri, rj, diag, ctx, record=None):

@@ -22,7 +22,12 @@ Dense(w, b)            per position over the channels: ``w Q + b`` (as for vecto
 Nonlinearity(phi)      ``E[phi(u) phi(v)]`` entry by entry, ``(u, v)`` of covariance ``[[Q(x,p;x,p), Q(x,p;x',p')],
                        [., Q(x',p';x',p')]]``; ``Theta_out = E[phi'(u) phi'(v)] Theta`` (the expectation engine)
 Residual(g, alpha)     ``Q + alpha^2 Q_g``, ``Theta + alpha^2 Theta_g``
+Dropout(keep)          same input and same position ``Q(x, p; x, p) / keep`` (a mask per input, position and
+                       channel, torch ``nn.Dropout``); other entries unchanged; ``Theta`` likewise
 =====================  ==============================================================================================
+
+Backwards, q-tilde (:func:`spatial_trace`) flows through the transposes of these maps (``E[phi'(u) phi'(v)]``
+entry by entry for a Nonlinearity), from ``qtilde = 1`` at one output unit.
 
 These are neural-tangents' ``stax`` conventions (``W_std^2 = weight_var``, ``b_std^2 = bias_var``, fan-in over filter
 size times channels; ``AvgPool(normalize_edges=False)`` by default), so the two libraries can be compared entry by

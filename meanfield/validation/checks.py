@@ -729,7 +729,10 @@ def check_cnn(ctx: CheckContext) -> list:
     r"""Convolutional network ``Conv 3x3 SAME -> relu -> Conv 3x3 CIRCULAR -> erf -> GlobalAvgPool -> Dense`` on
     ``6 x 6`` images with 2 channels (NTK parameterization; width = channels): the readout-averaged NNGP and the NTK
     (autograd) of :class:`meanfield.validation.spatial_networks.SpatialEnsemble` against
-    :func:`meanfield.spatial.spatial_kernels` (width-independent at this parameterization).
+    :func:`meanfield.spatial.spatial_kernels` (width-independent at this parameterization); and per Conv layer the
+    back-propagated overlap summed over the positions, ``sum_p qtilde(x, p; x', p)`` (autograd gradients of the output
+    with respect to the Conv outputs, :meth:`~meanfield.validation.spatial_networks.SpatialEnsemble.qtilde`), against
+    :func:`meanfield.spatial.spatial_trace`.
 
     Examples
     --------
@@ -740,18 +743,20 @@ def check_cnn(ctx: CheckContext) -> list:
     [4, 8]
     """
     from ..layers import Dense, Nonlinearity, serial
-    from ..spatial import Conv, GlobalAvgPool, spatial_kernels
+    from ..spatial import Conv, GlobalAvgPool, spatial_kernels, spatial_trace
     from .spatial_networks import sample_spatial_chain
 
     chain = serial(Conv(2.0, 0.1, (3, 3), padding="SAME"), Nonlinearity("relu"),
                    Conv(1.5, 0.1, (3, 3), padding="CIRCULAR"), Nonlinearity("erf"), GlobalAvgPool(), Dense(1.3, 0.1))
     x = np.random.default_rng(0).standard_normal((2, 6, 6, 2))
     th = spatial_kernels(chain, x, parameterization="ntk")
+    tr = spatial_trace(chain, x)
+    qt_th = [np.einsum("nmpp->nm", q.reshape(2, 2, 36, 36)) for q, name in zip(tr.qtilde, tr.layers) if name == "Conv"]
     widths, S = ctx.ladder(((16, 32, 64), 16), ((16, 32, 64, 128), 32), ((64, 128, 256, 512, 1024), 128))
     out = []
     for M in widths:
         per = max(1, min(S, ctx.chunk_bytes // (8 * 3 * 9 * M * M * 40)))
-        nn_, nt = [], []
+        nn_, nt, qts = [], [], []
         for start in range(0, S, per):
             n = min(per, S - start)
             ens = sample_spatial_chain(chain, x.shape[1:], M, n, n_outputs=1, parameterization="ntk",
@@ -759,8 +764,14 @@ def check_cnn(ctx: CheckContext) -> list:
             op = ens.order_parameters(x)
             nn_.append(np.asarray(op["nngp"]))
             nt.append(np.asarray(op["ntk"]))
+            qts.append([np.einsum("snmpp->snm", q) for _, q in ens.qtilde(x)])
         out += _pair_records("cnn", M, np.asarray(th.nngp), np.asarray(th.ntk), np.concatenate(nn_),
                              np.concatenate(nt), "meanfield.spatial.spatial_kernels")
+        for k, t in enumerate(qt_th):
+            meas = np.concatenate([q[k] for q in qts])
+            for (i, j), tag in (((0, 0), "(x,x)"), ((0, 1), "(x,x')")):
+                out.append(_rec("cnn", f"sum_p qtilde{tag} at Conv {k + 1}", M, float(t[i, j]),
+                                "meanfield.spatial.spatial_trace", meas[:, i, j], _SELF))
     return out
 
 

@@ -59,6 +59,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
     from ._typing import ArrayLike, NetworkLike
     from .kernels import KernelResult
 
@@ -1155,6 +1157,23 @@ class SpatialTrace:
             out.append(d)
         return tuple(out)
 
+    def plot(self, ax: Optional["Axes"] = None) -> "Axes":
+        """The gradient's squared norm per layer, ``sum_p qtilde(x, p; x, p)`` averaged over the inputs, against
+        the layer (log scale; Conv and Dense layers marked)."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(4.5, 3.2))
+        g = np.array([np.mean(d.reshape(d.shape[0], -1).sum(axis=1)) for d in self.qtilde_same_input()])
+        k = np.arange(len(g))
+        ax.semilogy(k, g, "-", color="0.6")
+        w = np.array([name in ("Conv", "Dense") for name in self.layers])
+        ax.semilogy(k[w], g[w], "o", label="Conv / Dense output")
+        ax.set_xlabel("layer (chain order)")
+        ax.set_ylabel(r"$\sum_p \tilde q(x, p; x, p)$")
+        ax.legend()
+        return ax
+
     def to_dict(self) -> dict:
         return {"paths": list(self.paths), "layers": list(self.layers), "forms": list(self.forms),
                 "cov": [c.tolist() for c in self.cov], "qtilde": [q.tolist() for q in self.qtilde],
@@ -1168,6 +1187,7 @@ def _trace_arrays(network, x, parameterization, width, rtol, tile, store):
     by node id); ``store=False`` keeps only the NNGP, the NTK and the terms (``O(N^2)`` memory per layer)."""
     from ._io import check_alloc
 
+    _check_images("x", x)
     ch, X, parameterization, width, _, rtol = _prepare(network, x, None, parameterization, width, True, rtol)
     n = X.shape[0]
     ctx = _Ctx(True, rtol, width, parameterization == "standard")
@@ -1235,7 +1255,7 @@ def spatial_trace(network: NetworkLike, x: ArrayLike, *, parameterization: str =
       ``sqrt(v(x, p) v(x', p'))`` like the forward (its projections add O(1/C));
     * AvgPool / GlobalAvgPool ``A^T qtilde A`` (GAP: ``qtilde / P^2`` on every pair), Flatten ``qtilde / P`` on the
       spatial diagonal (off-diagonal 0: distinct positions meet distinct readout weights);
-    * Residual ``qtilde + alpha^2 g^T(qtilde)``.
+    * Residual ``qtilde + alpha^2 g^T(qtilde)``; Dropout divides the same-input, same-position entries by ``keep``.
 
     The layers' NTK terms ``sum_{p, p'} qtilde_out D`` add up to the forward-mode NTK (reverse mode against forward
     mode: the tests check the identity to rounding).

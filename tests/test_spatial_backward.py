@@ -137,6 +137,12 @@ def test_trace_tiles_symmetry_and_same_input():
     k = a.forms.index("diag")
     np.testing.assert_array_equal(a.qtilde_same_input()[k], a.qtilde[k][np.arange(5), np.arange(5)])
     assert a.to_dict()["layers"] == list(a.layers)
+    import matplotlib
+    matplotlib.use("Agg")
+    ax = a.plot()
+    assert ax.get_xlabel() == "layer (chain order)"
+    import matplotlib.pyplot as plt
+    plt.close("all")
     np.testing.assert_allclose(a.nngp, spatial_kernels(ch, x).nngp, rtol=1e-14)
 
 
@@ -146,6 +152,8 @@ def test_trace_errors():
         spatial_trace(serial(Conv(1.0), Nonlinearity("relu"), Conv(1.0)), x)
     with pytest.raises(ValueError, match="width must be given"):
         spatial_trace(serial(Conv(1.0), Flatten(), Dense(1.0)), x, parameterization="standard")
+    with pytest.raises(ValueError, match=r"^x must be shaped"):
+        spatial_trace(serial(Conv(1.0), Flatten(), Dense(1.0)), np.ones((2, 4)))
     with pytest.raises(ValueError, match="tile"):
         spatial_trace(serial(Conv(1.0), Flatten(), Dense(1.0)), x, tile=0)
     with pytest.raises(ValueError, match="use meanfield.kernels"):

@@ -13,7 +13,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from meanfield.layers import Dense, Nonlinearity, Residual, serial  # noqa: E402
-from meanfield.spatial import AvgPool, Conv, GlobalAvgPool, LayerNorm, spatial_kernels, spatial_variances  # noqa: E402
+from meanfield.spatial import (AvgPool, Conv, Flatten, GlobalAvgPool, LayerNorm, spatial_kernels,  # noqa: E402
+                               spatial_variances)
 from meanfield.validation.spatial_networks import sample_spatial_chain  # noqa: E402
 
 
@@ -171,7 +172,7 @@ def test_cnn_twin_qtilde_widths():
         print(f"M={M}: largest relative deviation per Conv layer", np.round(_qtilde_check(M, S, x, cnn()), 4))
 
 
-def _fim_check(M, S, par):
+def _fim_check(M, S, par, flatten=False, chunk=None):
     """Empirical FIM statistics of S finite CNNs (Jacobian Gram by autograd; eigenvalues of J J^T / T) against
     spatial_fisher_statistics. Error analysis: Tr F is linear in the Gram, so its mean has an O(1/M) bias and an
     O(1/sqrt(M)) seed spread; s_lambda and lambda_max are quadratic / convex in it, so they carry in addition a
@@ -179,25 +180,33 @@ def _fim_check(M, S, par):
     tolerance is 5 standard errors + 3 n_layers / M."""
     from meanfield.fisher import spatial_fisher_statistics
 
-    ch = serial(Conv(2.0, 0.1, (3, 3)), Nonlinearity("relu"), Conv(1.5, 0.2, (3, 3), padding="CIRCULAR"),
-                Nonlinearity("tanh"), AvgPool((2, 2)), Conv(1.3, 0.1, (2, 2), padding="VALID"), Nonlinearity("relu"),
-                GlobalAvgPool(), Dense(1.2, 0.1))
-    x = np.random.default_rng(0).standard_normal((5, 6, 6, 2))
+    if flatten:
+        ch = serial(Conv(2.0, 0.1, (3, 3)), Nonlinearity("relu"), Conv(1.5, 0.2, (3, 3), padding="CIRCULAR"),
+                    Nonlinearity("tanh"), Flatten(), Dense(1.2, 0.1))
+    else:
+        ch = serial(Conv(2.0, 0.1, (3, 3)), Nonlinearity("relu"), Conv(1.5, 0.2, (3, 3), padding="CIRCULAR"),
+                    Nonlinearity("tanh"), AvgPool((2, 2)), Conv(1.3, 0.1, (2, 2), padding="VALID"),
+                    Nonlinearity("relu"), GlobalAvgPool(), Dense(1.2, 0.1))
+    x = np.random.default_rng(0).standard_normal((5, 5 if flatten else 6, 5 if flatten else 6, 2))
     T, C = 5, 2
     st = spatial_fisher_statistics(ch, x, M, C, par)
-    g = sample_spatial_chain(ch, x.shape[1:], M, S, n_outputs=C, parameterization=par, seed=3,
-                             device="cpu").jacobian_gram(x)
-    assert g["n_params"] == st.n_params and g["layer_n_params"] == list(st.layer_n_params)
     scale, n_eig = (1.0 / T, st.n_params) if par == "standard" else (1.0, C * T)
-    G = g["gram"]
-    emp = {"mean_eigenvalue": scale * np.trace(G, axis1=1, axis2=2) / n_eig,
-           "second_moment": scale ** 2 * np.sum(G * G, axis=(1, 2)) / n_eig,
-           "lambda_max": scale * np.linalg.eigvalsh(G)[:, -1]}
+    chunk = chunk or S
+    emp = {"mean_eigenvalue": [], "second_moment": [], "lambda_max": []}
+    lay = []
+    for start in range(0, S, chunk):
+        g = sample_spatial_chain(ch, x.shape[1:], M, chunk, n_outputs=C, parameterization=par, seed=3,
+                                 first_index=start, device="cpu").jacobian_gram(x)
+        assert g["n_params"] == st.n_params and g["layer_n_params"] == list(st.layer_n_params)
+        G = g["gram"]
+        emp["mean_eigenvalue"].append(scale * np.trace(G, axis1=1, axis2=2) / n_eig)
+        emp["second_moment"].append(scale ** 2 * np.sum(G * G, axis=(1, 2)) / n_eig)
+        emp["lambda_max"].append(scale * np.linalg.eigvalsh(G)[:, -1])
+        lay.append(np.array([scale * np.trace(G_l, axis1=1, axis2=2) for G_l in g["layers"]]).T)
     errs = {}
     for k, v in emp.items():
-        errs[k] = _close(v[:, None], np.array([getattr(st, k)]), M, 3 * 4, f"{k} ({par}, M={M})")
-    lay = np.array([scale * np.trace(G_l, axis1=1, axis2=2) for G_l in g["layers"]]).T
-    lay /= (np.array(st.layer_n_params) if par == "standard" else C * T)
+        errs[k] = _close(np.concatenate(v)[:, None], np.array([getattr(st, k)]), M, 3 * 4, f"{k} ({par}, M={M})")
+    lay = np.concatenate(lay) / (np.array(st.layer_n_params) if par == "standard" else C * T)
     _close(lay, st.layer_mean_eigenvalue, M, 3 * 4, f"layer mean eigenvalues ({par})")
     return errs
 
@@ -208,11 +217,15 @@ def test_cnn_twin_fisher_statistics():
 
 @pytest.mark.skipif(os.environ.get("MEANFIELD_SLOW") != "1", reason="slow: set MEANFIELD_SLOW=1")
 def test_cnn_twin_fisher_statistics_widths():
-    for par in ("standard", "ntk"):
-        for M, S in ((16, 48), (64, 16), (256, 6)):
-            print(f"{par} M={M}: relative deviation", {k: round(v, 4) for k, v in _fim_check(M, S, par).items()})
-
-
+    """Conv-relu-Conv-tanh-Flatten-Dense, widths 16, 64, 256 with 64, 32, 12 networks. Measured (standard
+    parameterization, mean - 1 +- standard error): m_lambda -1.3 +- 0.8 %, -0.4 +- 0.6 %, +0.2 +- 0.5 %, its seed spread
+    6.7, 3.6, 1.6 % (falling like 1/sqrt(M)); s_lambda and lambda_max within 2.3 standard errors (lambda_max +2 %:
+    the splitting of its C-fold degeneracy). The GlobalAvgPool chain in NTK parameterization at 16, 64, 256."""
+    for M, S, chunk in ((16, 64, 64), (64, 32, 16), (256, 12, 4)):
+        print(f"flatten M={M}: relative deviation",
+              {k: round(v, 4) for k, v in _fim_check(M, S, "standard", True, chunk).items()})
+    for M, S, chunk in ((16, 48, 48), (64, 16, 16), (256, 6, 6)):
+        print(f"GAP ntk M={M}: relative deviation", {k: round(v, 4) for k, v in _fim_check(M, S, "ntk").items()})
 def test_cnn_twin_dropout():
     """Dropout with a mask per (input, position, channel) (torch nn.Dropout): NNGP, NTK (one mask per input, as the
     theory's limit) and the per-position variance after each Conv against spatial_kernels (width 32, 24 networks).

@@ -136,7 +136,6 @@ class SpatialEnsemble:
         qs = [(tw, (u * u).mean(dim=-1).detach().cpu().numpy()) for tw, u in record[:-1]]
         return {"nngp": nngp.cpu().numpy(), "ntk": ntk.detach().cpu().numpy(), "q": qs}
 
-
     def jacobian_gram(self, x) -> dict:
         r"""Per seed the Gram ``J J^T`` (S, C T, C T) of the Jacobian of all outputs on ``x`` (rows ``(k, t)``, output
         major) with respect to all parameters, the same per Conv / Dense layer (``layers``: a list in chain order),
@@ -145,7 +144,7 @@ class SpatialEnsemble:
         params = self.parameters(requires_grad=True)
         f = self.apply(params, x)
         S, T, C = f.shape
-        names = [n for n in sorted(params, key=lambda k: (int(k[1:]), k[0]))]
+        names = sorted(params, key=lambda k: (int(k[1:]), k[0]))        # W1, b1, W2, b2, ...
         layer_of = [int(n[1:]) for n in names]
         rows = []
         for k in range(C):
@@ -172,6 +171,8 @@ class SpatialEnsemble:
         params = self.parameters(requires_grad=True)
         record = []
         f = self.apply(params, x, record)
+        if not record or not record[-1][0].readout:
+            raise ValueError("the chain must end with a Dense readout (q-tilde is measured from its output units)")
         tws = [tw for tw, _ in record[:-1]]
         hs = [h for _, h in record[:-1]]
         N = f.shape[1]

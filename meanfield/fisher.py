@@ -861,6 +861,8 @@ def spatial_fisher_statistics(network: NetworkLike, x: ArrayLike, width: int, n_
     n_eig = float(P) if standard else float(C * T)
     m, s, lmax = _gram_statistics(theta, scale, n_eig, C)
     params = [nd for nd in every if id(nd) in terms]
+    if len(params) != len(counts):       # pragma: no cover - the two walks of the chain disagree
+        raise RuntimeError(f"{len(params)} parameter layers in the sweep, {len(counts)} counted")
     lay = [_gram_statistics(terms[id(nd)], scale, float(cnt) if standard else n_eig, C)
            for nd, cnt in zip(params, counts)]
     lmax_F = lmax if standard else lmax / T

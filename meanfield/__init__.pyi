@@ -12,7 +12,8 @@ from .layers import (Layer as Layer, Dense as Dense, Nonlinearity as Nonlinearit
     Residual as Residual, Serial as Serial, serial as serial)
 from .trace import (Trace as Trace, TraceStep as TraceStep, trace as trace)
 from .spatial import (Conv as Conv, AvgPool as AvgPool, GlobalAvgPool as GlobalAvgPool, Flatten as Flatten,
-    LayerNorm as LayerNorm, spatial_kernels as spatial_kernels, spatial_variances as spatial_variances)
+    LayerNorm as LayerNorm, spatial_kernels as spatial_kernels, spatial_variances as spatial_variances,
+    spatial_trace as spatial_trace, SpatialTrace as SpatialTrace)
 from .signal import (ResidualSignal as ResidualSignal, residual_signal as residual_signal,
     ResidualPhaseDiagram as ResidualPhaseDiagram, residual_phase_diagram as residual_phase_diagram,
     CNNModes as CNNModes, cnn_mode_depth_scales as cnn_mode_depth_scales)
@@ -32,7 +33,8 @@ from .regression import (GPPosterior as GPPosterior, NTKPrediction as NTKPredict
     nngp_regression as nngp_regression, ntk_regression as ntk_regression, GaussianPrediction as GaussianPrediction,
     gaussian_prediction as gaussian_prediction, ntk_gp_regression as ntk_gp_regression)
 from .fisher import (FisherStatistics as FisherStatistics, FeatureMetricStatistics as FeatureMetricStatistics,
-    fisher_statistics as fisher_statistics, feature_metric_statistics as feature_metric_statistics)
+    fisher_statistics as fisher_statistics, feature_metric_statistics as feature_metric_statistics,
+    spatial_fisher_statistics as spatial_fisher_statistics, SpatialFisherStatistics as SpatialFisherStatistics)
 from .validation.fisher_sim import (FiniteWidthSpectrum as FiniteWidthSpectrum,
     finite_width_fisher as finite_width_fisher)
 from .normalization import (BatchNormBound as BatchNormBound, batch_norm_lambda_max_bound as batch_norm_lambda_max_bound,

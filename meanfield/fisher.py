@@ -67,6 +67,8 @@ from ._interop import Table, short_repr, to_dataframe, to_xarray
 if TYPE_CHECKING:
     import pandas
     import xarray
+
+    from ._typing import ArrayLike, NetworkLike
 from .network import Network
 
 __all__ = [
@@ -74,6 +76,8 @@ __all__ = [
     "FeatureMetricStatistics",
     "fisher_statistics",
     "feature_metric_statistics",
+    "SpatialFisherStatistics",
+    "spatial_fisher_statistics",
 ]
 
 _PARAMETERIZATIONS = ("standard", "ntk")
@@ -699,3 +703,174 @@ def feature_metric_statistics(network: Network, width: int, n_samples: int, n_ou
         lambda_max_multiplicity=int(mult), layer_kappa1=lk1, layer_kappa2=lk2,
         layer_mean_eigenvalue=np.array([x[0] for x in lay]), layer_second_moment=np.array([x[1] for x in lay]),
         layer_lambda_max=lay_lmax, outliers=outliers, mc_stderr=se, mean_subtraction=mean_subtraction)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# convolutional chains on a data set
+# ----------------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SpatialFisherStatistics:
+    r"""Eigenvalue statistics of the FIM of a convolutional chain on a data set (see
+    :func:`spatial_fisher_statistics`).
+
+    Attributes
+    ----------
+    network : Serial
+    width, n_samples, n_outputs : int
+        ``M``, ``T`` (the inputs given), ``C``.
+    parameterization : str
+    matrix : str
+        The matrix whose eigenvalues are described.
+    n_params : int
+        ``P``, the exact number of parameters at width ``M``.
+    n_eigenvalues : float
+        The count the mean and second moment divide by: ``P`` (standard) or ``C T`` (NTK parameterization).
+    mean_eigenvalue, second_moment, lambda_max : float
+        ``m_lambda``, ``s_lambda`` and the largest eigenvalue (``C``-fold).
+    lambda_max_multiplicity : int
+        ``C``.
+    eta_critical : float
+        ``2 / lambda_max(F)`` with ``F = J^T J / T``.
+    layer_paths : tuple of str
+        Path of each Conv / Dense layer (chain order, residual blocks included).
+    layer_n_params : ndarray of int
+    layer_mean_eigenvalue, layer_second_moment, layer_lambda_max : ndarray
+        The same statistics for the diagonal blocks ``F_ll`` (one layer's weights and biases alone).
+    ntk : ndarray (T, T)
+        The infinite-width NTK ``Theta`` (one output) the statistics come from.
+    """
+
+    network: object
+    width: int
+    n_samples: int
+    n_outputs: int
+    parameterization: str
+    matrix: str
+    n_params: int
+    n_eigenvalues: float
+    mean_eigenvalue: float
+    second_moment: float
+    lambda_max: float
+    lambda_max_multiplicity: int
+    eta_critical: float
+    layer_paths: tuple
+    layer_n_params: np.ndarray
+    layer_mean_eigenvalue: np.ndarray
+    layer_second_moment: np.ndarray
+    layer_lambda_max: np.ndarray
+    ntk: np.ndarray
+
+    __repr__ = short_repr
+
+    def to_dict(self) -> dict:
+        """Plain-Python dictionary (arrays as lists, the chain through its ``to_dict``)."""
+        d = {}
+        for fld in fields(self):
+            v = getattr(self, fld.name)
+            d[fld.name] = v.tolist() if isinstance(v, np.ndarray) else list(v) if isinstance(v, tuple) else v
+        d["network"] = self.network.to_dict()
+        return d
+
+
+def _gram_statistics(theta, scale, n_eig, C):
+    """``(m, s, lambda_max)`` of ``scale Theta (x) I_C`` over ``n_eig`` eigenvalues (the rest zero)."""
+    ev = np.linalg.eigvalsh(theta)
+    return (float(C * scale * np.trace(theta) / n_eig), float(C * scale * scale * np.sum(theta * theta) / n_eig),
+            float(scale * ev[-1]))
+
+
+def spatial_fisher_statistics(network: NetworkLike, x: ArrayLike, width: int, n_outputs: int = 1,
+                              parameterization: str = "standard", *, rtol: float = 1e-14,
+                              tile: Optional[int] = None) -> SpatialFisherStatistics:
+    r"""Eigenvalue statistics of the empirical FIM of a wide convolutional chain on the data set ``x`` (MSE loss).
+
+    With ``J`` the ``C T x P`` Jacobian of the ``C`` outputs on the ``T`` inputs with respect to the ``P`` parameters,
+    ``F = J^T J / T`` and the Gram ``J J^T`` share their non-zero eigenvalues, and ``J J^T -> Theta (x) I_C`` at
+    infinite width (``Theta`` the NTK of one output, :func:`meanfield.spatial.spatial_kernels`). Hence, exactly in
+    ``Theta`` (Karakida, Akaho & Amari 2019, the FIM's mean ``m_lambda = Tr F / P`` and second moment
+    ``s_lambda = Tr F^2 / P``, here on a given data set instead of their i.i.d. Gaussian inputs):
+
+    * standard parameterization (``Theta`` grows like ``M``)::
+
+        m_lambda = C Tr(Theta) / (T P),   s_lambda = C ||Theta||_F^2 / (T^2 P),   lambda_max = lambda_max(Theta) / T
+
+      (``C``-fold), ``eta_c = 2 / lambda_max``;
+    * NTK parameterization: the same statistics of the ``C T`` eigenvalues of ``J J^T`` (as
+      :func:`meanfield.fisher_statistics`): ``m = Tr(Theta) / T``, ``s = ||Theta||_F^2 / T``,
+      ``lambda_max = lambda_max(Theta)``, ``eta_c = 2 T / lambda_max``.
+
+    ``P`` is the exact parameter count at width ``M`` (hidden layers ``round(width_ratio M)`` channels, the readout
+    ``C``), not Karakida's leading ``alpha M^2``; for vector-like chains the two agree to ``O(1/M)``. The diagonal
+    blocks ``F_ll`` (one layer's parameters) use that layer's NTK term (:attr:`SpatialTrace.ntk_terms`) and
+    parameter count. A finite network's statistics deviate by a relative ``O(1/sqrt(M))`` (as in
+    :func:`meanfield.fisher_statistics`; ``lambda_max`` is biased upwards at that order by the splitting of its
+    ``C``-fold degeneracy).
+
+    Parameters
+    ----------
+    network : Serial
+        Convolutional chain ending in a Dense readout (after GlobalAvgPool or Flatten).
+    x : array_like (T, H, W, C_0) or (T, L, C_0)
+    width : int
+        ``M``.
+    n_outputs : int
+        ``C``.
+    parameterization : {"standard", "ntk"}
+    rtol : float
+    tile : int, optional
+        As :func:`meanfield.spatial.spatial_kernels`.
+
+    Returns
+    -------
+    SpatialFisherStatistics
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from meanfield.layers import Dense, Nonlinearity, serial
+    >>> from meanfield.spatial import Conv, GlobalAvgPool
+    >>> net = serial(Conv(2.0, 0.1, (3, 3)), Nonlinearity("relu"), GlobalAvgPool(), Dense(1.0, 0.1))
+    >>> x = np.random.default_rng(0).standard_normal((4, 5, 5, 3))
+    >>> st = spatial_fisher_statistics(net, x, width=256, n_outputs=2)
+    >>> st.n_params == 256 * 3 * 9 + 256 + 2 * 256 + 2
+    True
+    >>> bool(st.lambda_max > 10 * st.mean_eigenvalue)       # pathological sharpness (Karakida et al.)
+    True
+    """
+    from .layers import Dense
+    from .spatial import _check_images, _parameter_counts, _trace_arrays
+    from .trace import _has_dropout, as_chain
+
+    chain = as_chain(network)
+    if not isinstance(chain.layers[-1], Dense):
+        raise ValueError("network must end with a Dense layer, the linear readout")
+    if _has_dropout(chain):
+        raise ValueError("network must have no Dropout layer (keep < 1): the Fisher statistics are for networks "
+                         "without dropout")
+    M = check_int("width", width, 1)
+    C = check_int("n_outputs", n_outputs, 1)
+    if parameterization not in _PARAMETERIZATIONS:
+        raise ValueError(f"parameterization must be one of {_PARAMETERIZATIONS}, got {parameterization!r}")
+    X = _check_images("x", x)
+    T = X.shape[0]
+    every, _, theta, _, _, terms = _trace_arrays(chain, X, parameterization, float(M), rtol, tile, False)
+    counts, _, _ = _parameter_counts(chain.layers, X.shape[1:-1], X.shape[-1], M, C)
+    P = int(sum(counts))
+    standard = parameterization == "standard"
+    scale = 1.0 / T if standard else 1.0
+    n_eig = float(P) if standard else float(C * T)
+    m, s, lmax = _gram_statistics(theta, scale, n_eig, C)
+    params = [nd for nd in every if id(nd) in terms]
+    if len(params) != len(counts):       # pragma: no cover - the two walks of the chain disagree
+        raise RuntimeError(f"{len(params)} parameter layers in the sweep, {len(counts)} counted")
+    lay = [_gram_statistics(terms[id(nd)], scale, float(cnt) if standard else n_eig, C)
+           for nd, cnt in zip(params, counts)]
+    lmax_F = lmax if standard else lmax / T
+    return SpatialFisherStatistics(
+        network=chain, width=M, n_samples=T, n_outputs=C, parameterization=parameterization,
+        matrix="F = J^T J / T (P x P)" if standard else "Theta = J J^T (CT x CT)", n_params=P, n_eigenvalues=n_eig,
+        mean_eigenvalue=m, second_moment=s, lambda_max=lmax, lambda_max_multiplicity=C,
+        eta_critical=float(2.0 / lmax_F) if lmax_F > 0 else np.inf,
+        layer_paths=tuple(nd.path for nd in params), layer_n_params=np.array(counts, dtype=np.int64),
+        layer_mean_eigenvalue=np.array([v[0] for v in lay]), layer_second_moment=np.array([v[1] for v in lay]),
+        layer_lambda_max=np.array([v[2] for v in lay]), ntk=theta)

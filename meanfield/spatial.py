@@ -22,7 +22,12 @@ Dense(w, b)            per position over the channels: ``w Q + b`` (as for vecto
 Nonlinearity(phi)      ``E[phi(u) phi(v)]`` entry by entry, ``(u, v)`` of covariance ``[[Q(x,p;x,p), Q(x,p;x',p')],
                        [., Q(x',p';x',p')]]``; ``Theta_out = E[phi'(u) phi'(v)] Theta`` (the expectation engine)
 Residual(g, alpha)     ``Q + alpha^2 Q_g``, ``Theta + alpha^2 Theta_g``
+Dropout(keep)          same input and same position ``Q(x, p; x, p) / keep`` (a mask per input, position and
+                       channel, torch ``nn.Dropout``); other entries unchanged; ``Theta`` likewise
 =====================  ==============================================================================================
+
+Backwards, q-tilde (:func:`spatial_trace`) flows through the transposes of these maps (``E[phi'(u) phi'(v)]``
+entry by entry for a Nonlinearity), from ``qtilde = 1`` at one output unit.
 
 These are neural-tangents' ``stax`` conventions (``W_std^2 = weight_var``, ``b_std^2 = bias_var``, fan-in over filter
 size times channels; ``AvgPool(normalize_edges=False)`` by default), so the two libraries can be compared entry by
@@ -54,16 +59,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
     from ._typing import ArrayLike, NetworkLike
     from .kernels import KernelResult
 
 import numpy as np
 
 from ._checks import check_finite_array, check_int, check_nonneg, check_positive
+from ._interop import short_repr
 from .layers import Dense, Dropout, Layer, Nonlinearity, Residual, _pair_plan, _scalar
 
 __all__ = ["Conv", "AvgPool", "GlobalAvgPool", "Flatten", "LayerNorm", "spatial_kernels", "spatial_variances",
-           "is_spatial", "MAX_PAIR_ENTRIES", "MAX_SELF_ENTRIES"]
+           "spatial_trace", "SpatialTrace", "is_spatial", "MAX_PAIR_ENTRIES", "MAX_SELF_ENTRIES"]
 
 #: Largest ``P^2`` (entries of one pair's full spatial covariance) accepted: 2^22, e.g. 45 x 45 images (2025 positions).
 MAX_PAIR_ENTRIES = 2 ** 22
@@ -289,6 +297,8 @@ def _window_axis(A, axes, k, s, padding, n, what, joint):
     """Sum over a window of ``k`` along ``axes`` with stride ``s``: jointly shifted (``joint``: the pair of a
     covariance's twin axes moved together, as a filter tap) or each axis on its own (a pooling window per position)."""
     n_out, lo, hi = _axis_geometry(n, k, s, padding, what)
+    if padding == "SAME" and (lo or hi):
+        return _window_axis_zero_pad(A, axes, k, s, n, n_out, lo, joint), n_out
     A = _pad_axes(A, axes, lo, hi, padding)
     stop = (n_out - 1) * s + 1
     out = None
@@ -309,6 +319,32 @@ def _window_axis(A, axes, k, s, padding, n, what, joint):
             acc = term.copy() if acc is None else acc.__iadd__(term)
         A = acc
     return A, n_out
+
+
+def _window_axis_zero_pad(A, axes, k, s, n, n_out, lo, joint):
+    """:func:`_window_axis` with zero padding, without building the padded array: each tap adds the input entries it
+    reads (``i = s o + d - lo`` inside ``[0, n)``) into the outputs ``o`` that read them, in the order of the taps, so
+    every sum equals the padded one (``x + 0 = x``)."""
+    groups = [axes] if joint else [[ax] for ax in axes]
+    for grp in groups:
+        shp = list(A.shape)
+        for ax in grp:
+            shp[ax] = n_out
+        out = np.zeros(shp)
+        for d in range(k):
+            o0 = max(0, -(-(lo - d) // s))                 # first output whose tap d reads inside the input
+            o1 = min(n_out - 1, (n - 1 + lo - d) // s)     # last one
+            if o1 < o0:
+                continue
+            i0 = o0 * s + d - lo
+            src = [slice(None)] * A.ndim
+            dst = [slice(None)] * A.ndim
+            for ax in grp:
+                src[ax] = slice(i0, i0 + (o1 - o0) * s + 1, s)
+                dst[ax] = slice(o0, o1 + 1)
+            out[tuple(dst)] += A[tuple(src)]
+        A = out
+    return A
 
 
 def _edge_counts(n, k, s, padding):
@@ -333,7 +369,7 @@ def _fold(A, shape, form, lead):
 def _conv_avg(A, shape, form, lay, lead):
     """``(1/|F|) sum_{d in F} A(s p + d, s p' + d)``: the filter average of a Conv on a diag or full state."""
     S = len(shape)
-    X = _expand(A, shape, form, lead)
+    X = _spatial_first(_expand(A, shape, form, lead), lead)
     out_shape = []
     for ax in range(S):
         k = 1 if lay.orthogonal else lay.filter_shape[ax]
@@ -342,41 +378,68 @@ def _conv_avg(A, shape, form, lay, lead):
             # delta-orthogonal: only the centre tap; its position in the padded window is the SAME/CIRCULAR offset
             n_out, lo, hi = _axis_geometry(n, lay.filter_shape[ax], lay.strides[ax], lay.padding, "Conv")
             c = lay.filter_shape[ax] // 2 - lo        # input index of output 0's centre tap
-            axes = [lead + ax] + ([lead + S + ax] if form == "full" else [])
+            axes = [ax] + ([S + ax] if form == "full" else [])
             Xp = _pad_axes(X, axes, lo, hi, lay.padding)
             idx = [slice(None)] * Xp.ndim
             for a in axes:
                 idx[a] = slice(c + lo, c + lo + (n_out - 1) * lay.strides[ax] + 1, lay.strides[ax])
             X = Xp[tuple(idx)]
         else:
-            axes = [lead + ax] + ([lead + S + ax] if form == "full" else [])
+            axes = [ax] + ([S + ax] if form == "full" else [])
             X, n_out = _window_axis(X, axes, k, lay.strides[ax], lay.padding, n, "Conv", True)
             X = X / k
         out_shape.append(n_out)
     out_shape = tuple(out_shape)
-    return _fold(np.ascontiguousarray(X), out_shape, form, lead), out_shape
+    return _fold(np.ascontiguousarray(_spatial_last(X, lead)), out_shape, form, lead), out_shape
+
+
+def _spatial_first(X, lead):
+    """View with the spatial axes first: the window sums then add long contiguous runs (all the pairs of a tile at
+    once) instead of short rows of positions."""
+    return np.moveaxis(X, tuple(range(lead, X.ndim)), tuple(range(X.ndim - lead)))
+
+
+def _spatial_last(X, lead):
+    return np.moveaxis(X, tuple(range(X.ndim - lead)), tuple(range(lead, X.ndim)))
 
 
 def _avg_pool(A, shape, lay, lead):
     """AvgPool on a full state: each of the two position axes averaged over its own window."""
     S = len(shape)
-    X = _expand(A, shape, "full", lead)
+    X = _spatial_first(_expand(A, shape, "full", lead), lead)
     out_shape = []
     for ax in range(S):
         k, s, n = lay.window_shape[ax], lay.strides[ax], shape[ax]
-        X, n_out = _window_axis(X, [lead + ax, lead + S + ax], k, s, lay.padding, n, "AvgPool", False)
+        X, n_out = _window_axis(X, [ax, S + ax], k, s, lay.padding, n, "AvgPool", False)
         if lay.normalize_edges and lay.padding == "SAME":
             cnt = _edge_counts(n, k, s, lay.padding).astype(np.float64)
             b1 = [1] * X.ndim
-            b1[lead + ax] = n_out
+            b1[ax] = n_out
             b2 = [1] * X.ndim
-            b2[lead + S + ax] = n_out
+            b2[S + ax] = n_out
             X = X / cnt.reshape(b1) / cnt.reshape(b2)
         else:
             X = X / (k * k)
         out_shape.append(n_out)
     out_shape = tuple(out_shape)
-    return _fold(np.ascontiguousarray(X), out_shape, "full", lead), out_shape
+    return _fold(np.ascontiguousarray(_spatial_last(X, lead)), out_shape, "full", lead), out_shape
+
+
+def _dropout_same(A, form, keep, lead):
+    r"""Inverted dropout with a mask drawn per input, position and channel (torch ``nn.Dropout``): ``E[m m'] /
+    keep^2`` is ``1 / keep`` for the same unit and 1 otherwise, so only the same-input, same-position entries
+    ``(x, p; x, p)`` are divided by ``keep``. ``A`` is a same-input state (``lead = 1``: (N, ...)) or a diagonal tile
+    (``lead = 2``: (a, a, ...), the blocks ``[k, k]``); returns a copy."""
+    A = np.array(A, dtype=np.float64)
+    if keep == 1.0:
+        return A
+    idx = np.arange(A.shape[0])
+    sel = (idx,) * lead
+    if form == "full":
+        r = np.arange(A.shape[-1])
+        sel = tuple(i[:, None] for i in sel) + (r[None, :], r[None, :])
+    A[sel] /= keep
+    return A
 
 
 def _to_diag(A, lead):
@@ -392,6 +455,106 @@ def _reduce(A, form, kind, lead):
     if form == "full":
         A = np.diagonal(A, axis1=lead, axis2=lead + 1)
     return A.mean(axis=lead)
+
+
+# ------------------------------------------------------------------------------------------------ the adjoint maps
+# q-tilde flows backwards through the transposes of the linear maps above: if a layer maps the covariance as
+# ``Q_out = A Q A^T`` (A acting on positions), ``<Q_out, R> = <Q, A^T R A>`` gives ``qtilde_in = A^T qtilde_out A``.
+def _unpad_axes(X, axes, lo, n, padding):
+    """Adjoint of :func:`_pad_axes` on ``axes``: drop the zero padding, or fold the wrapped entries back (CIRCULAR)."""
+    npad = X.shape[axes[0]]
+    if npad == n and lo == 0:
+        return X
+    for ax in axes:
+        if padding == "CIRCULAR":
+            fold = np.zeros((npad, n))
+            fold[np.arange(npad), (np.arange(npad) - lo) % n] = 1.0
+            X = np.moveaxis(np.moveaxis(X, ax, -1) @ fold, -1, ax)
+        else:
+            idx = [slice(None)] * X.ndim
+            idx[ax] = slice(lo, lo + n)
+            X = X[tuple(idx)]
+    return X
+
+
+def _window_axis_adjoint(A, axes, k, s, padding, n, what, joint, taps=None):
+    """Adjoint of :func:`_window_axis` (``taps``: the window offsets that carry weight, default all ``k``)."""
+    n_out, lo, hi = _axis_geometry(n, k, s, padding, what)
+    npad = n + lo + hi
+    stop = (n_out - 1) * s + 1
+    taps = range(k) if taps is None else taps
+    groups = [axes] if joint else [[ax] for ax in axes]
+    for grp in groups:
+        shp = list(A.shape)
+        for ax in grp:
+            shp[ax] = npad
+        out = np.zeros(shp)
+        for d in taps:
+            idx = [slice(None)] * A.ndim
+            for ax in grp:
+                idx[ax] = slice(d, d + stop, s)
+            out[tuple(idx)] += A
+        A = out
+    return _unpad_axes(A, axes, lo, n, padding)
+
+
+def _out_shape(shape, window, strides, padding, what):
+    return tuple(_axis_geometry(n, k, s, padding, what)[0] for n, k, s in zip(shape, window, strides))
+
+
+def _conv_avg_adjoint(R, shape, form, lay, lead):
+    """Transpose of :func:`_conv_avg`: ``R`` on the Conv's output positions -> its input ``shape``:
+    ``(1/|F|) sum_{d in F} sum_{s p + d = q, s p' + d = q'} R(p, p')`` (a padded position receives nothing; CIRCULAR
+    wraps)."""
+    S = len(shape)
+    X = _expand(R, _out_shape(shape, lay.filter_shape, lay.strides, lay.padding, "Conv"), form, lead)
+    for ax in range(S):
+        k = lay.filter_shape[ax]
+        axes = [lead + ax] + ([lead + S + ax] if form == "full" else [])
+        if lay.orthogonal:
+            X = _window_axis_adjoint(X, axes, k, lay.strides[ax], lay.padding, shape[ax], "Conv", True, [k // 2])
+        else:
+            X = _window_axis_adjoint(X, axes, k, lay.strides[ax], lay.padding, shape[ax], "Conv", True) / k
+    return _fold(np.ascontiguousarray(X), shape, form, lead)
+
+
+def _avg_pool_adjoint(R, shape, lay, lead):
+    """Transpose of :func:`_avg_pool` (full form): each position axis spread back over its own window."""
+    S = len(shape)
+    out_shape = _out_shape(shape, lay.window_shape, lay.strides, lay.padding, "AvgPool")
+    X = _expand(R, out_shape, "full", lead)
+    for ax in range(S):
+        k, s, n = lay.window_shape[ax], lay.strides[ax], shape[ax]
+        if lay.normalize_edges and lay.padding == "SAME":
+            cnt = _edge_counts(n, k, s, lay.padding).astype(np.float64)
+            b1 = [1] * X.ndim
+            b1[lead + ax] = out_shape[ax]
+            b2 = [1] * X.ndim
+            b2[lead + S + ax] = out_shape[ax]
+            X = X / cnt.reshape(b1) / cnt.reshape(b2)
+        else:
+            X = X / (k * k)
+        X = _window_axis_adjoint(X, [lead + ax, lead + S + ax], k, s, lay.padding, n, "AvgPool", False)
+    return _fold(np.ascontiguousarray(X), shape, "full", lead)
+
+
+def _from_diag(A, lead):
+    """Adjoint of :func:`_to_diag`: the diagonal form ``(..., P)`` as a full form with zero off-diagonal entries."""
+    P = A.shape[lead]
+    out = np.zeros(A.shape + (P,))
+    idx = np.arange(P)
+    out[(slice(None),) * lead + (idx, idx)] = A
+    return out
+
+
+def _reduce_adjoint(R, form, kind, P, lead):
+    """Transpose of :func:`_reduce`: GlobalAvgPool spreads ``R / P^2`` over all ``(p, p')``, Flatten ``R / P`` over
+    the spatial diagonal."""
+    R = np.asarray(R, dtype=np.float64)
+    if kind == "gap":
+        return np.broadcast_to((R / (P * P))[(...,) + (None,) * 2], R.shape + (P, P)).copy()
+    D = np.broadcast_to((R / P)[..., None], R.shape + (P,)).copy()
+    return _from_diag(D, lead) if form == "full" else D
 
 
 # ------------------------------------------------------------------------------------------------ planning
@@ -527,8 +690,7 @@ def _compile(layers, S, form, shape, fan_in, ctx, needs_after, path, n, gaussian
                                  "the block must keep it (SAME or CIRCULAR padding, stride 1)")
             S = S + (lay.alpha * lay.alpha) * Sb
         elif isinstance(lay, Dropout):
-            if lay.keep < 1.0:
-                raise ValueError("Dropout with keep < 1 is not implemented for convolutional chains")
+            S = _dropout_same(S, form, lay.keep, 1)
         else:
             raise TypeError(f"layer {node.path}: {type(lay).__name__} is not supported in a spatial chain")
         if form == "full" and not needs_after[k]:
@@ -543,7 +705,7 @@ def _compile(layers, S, form, shape, fan_in, ctx, needs_after, path, n, gaussian
         # width) and by a Residual whose skip is Gaussian (its block ends in a Conv or Dense)
         if isinstance(lay, (Dense, Conv)):
             gaussian = True
-        elif isinstance(lay, Nonlinearity):
+        elif isinstance(lay, Nonlinearity) or (isinstance(lay, Dropout) and lay.keep < 1.0):
             gaussian = False
         nodes.append(node)
     return nodes, S, form, shape, fan_in
@@ -579,23 +741,19 @@ def _pairs_tile(plan, Q, form, ri, rj, P):
         qh, qd = plan.pairs(Q2, rows_i, rows_j)
         back = lambda M: M.reshape(a, P, b, P).transpose(0, 2, 1, 3)   # noqa: E731
         return back(qh), (None if qd is None else back(qd))
-    qh = np.empty_like(Q)
-    qd = np.empty_like(Q) if plan.want_dot else None
-    for p in range(P):
-        h, d = plan.pairs(np.ascontiguousarray(Q[:, :, p]), ri * P + p, rj * P + p)
-        qh[:, :, p] = h
-        if qd is not None:
-            qd[:, :, p] = d
-    return qh, qd
+    return plan.pairs_diag(Q, ri, rj, P)
 
 
-def _tile_forward(nodes, Q, T, ri, rj, diag, ctx):
+def _tile_forward(nodes, Q, T, ri, rj, diag, ctx, record=None):
     """Forward a tile of input pairs through ``nodes``; on a diagonal tile the same-input entries are reset from the
-    row pass after every layer (exact single-input values)."""
+    row pass after every layer (exact single-input values). ``record`` (a dict) receives per node
+    ``(Q_out, qdot, direct)``: the output covariance, a Nonlinearity's ``E[phi'(u) phi'(v)]`` tile and a Conv /
+    Dense layer's own NTK term (its parameters' gradient Gram) in the layer's form."""
     for node in nodes:
         lay = node.layer
         form, shape = node.form_in, node.shape_in
         P = int(np.prod(shape)) if shape else 1
+        direct = qd = None
         if isinstance(lay, Dense):
             Qo = lay.weight_var * Q + lay.bias_var
             if T is not None:
@@ -614,9 +772,9 @@ def _tile_forward(nodes, Q, T, ri, rj, diag, ctx):
             Q = Qo
         elif isinstance(lay, Nonlinearity):
             qh, qd = _pairs_tile(node.plan, Q, form, ri, rj, P)
+            if qd is not None and diag:
+                _set_self(qd, node.self_dot[ri], form)
             if T is not None:
-                if diag:
-                    _set_self(qd, node.self_dot[ri], form)
                 T = qd * T
             Q = qh
         elif isinstance(lay, LayerNorm):
@@ -628,13 +786,18 @@ def _tile_forward(nodes, Q, T, ri, rj, diag, ctx):
             Q, _ = _avg_pool(Q, shape, lay, 2)
             if T is not None:
                 T, _ = _avg_pool(T, shape, lay, 2)
+        elif isinstance(lay, Dropout):
+            # cross entries unchanged; the same-input ones of Q come from the row pass (set below), of Theta here
+            Q = Q.copy() if diag else Q
+            if T is not None and diag:
+                T = _dropout_same(T, form, lay.keep, 2)
         elif isinstance(lay, (GlobalAvgPool, Flatten)):
             kind = "gap" if isinstance(lay, GlobalAvgPool) else "flatten"
             Q = _reduce(Q, form, kind, 2)
             if T is not None:
                 T = _reduce(T, form, kind, 2)
         elif isinstance(lay, Residual):
-            Qb, Tb = _tile_forward(node.sub, Q, T, ri, rj, diag, ctx)
+            Qb, Tb = _tile_forward(node.sub, Q, T, ri, rj, diag, ctx, record)
             if Qb.ndim < Q.ndim:       # the block's output went to the diagonal form
                 Q = _to_diag(Q, 2)
                 T = None if T is None else _to_diag(T, 2)
@@ -650,7 +813,62 @@ def _tile_forward(nodes, Q, T, ri, rj, diag, ctx):
             _set_self(Q, node.self_out[ri], node.form_out)
         if T is not None and np.ndim(T) == 0:
             T = np.broadcast_to(T, Q.shape).copy()
+        if record is not None:
+            record[id(node)] = (Q, qd, direct)
     return Q, T
+
+
+def _own_form(node):
+    """The form a layer's own rule produces (before the sweep takes the spatial diagonal for later layers)."""
+    if isinstance(node.layer, (GlobalAvgPool, Flatten)):
+        return "flat"
+    if isinstance(node.layer, Residual):
+        return node.sub[-1].form_out if node.sub else node.form_in
+    return node.form_in
+
+
+def _tile_backward(nodes, R, fwd, ri, rj, diag, back, terms):
+    r"""Back-propagate q-tilde on a tile of input pairs through ``nodes`` (from the output of the last node).
+
+    ``R`` is ``qtilde(x, p; x', p') = sum_i delta_i(x, p) delta_i(x', p')`` at the output (``delta = df/ds`` for one
+    output unit ``f``, summed over channels ``i``), in the output node's form. Each layer applies the transpose of its
+    forward map (gradient independence: the weights of the backward pass are independent of the forward ones,
+    Schoenholz et al. 2017, Xiao et al. 2018): Conv ``qtilde_in = w conv^T(qtilde_out)``, Dense ``w qtilde``,
+    Nonlinearity ``qdot * qtilde``, LayerNorm the same scaling as forward, AvgPool / GlobalAvgPool / Flatten their
+    transposes, Residual ``qtilde + alpha^2 g^T(qtilde)``. ``back[id(node)]`` receives q-tilde at each node's output,
+    ``terms[id(node)]`` each Conv / Dense layer's NTK term ``sum_{p, p'} qtilde_out direct`` (a, b)."""
+    for node in reversed(nodes):
+        back[id(node)] = R
+        lay = node.layer
+        form, shape = node.form_in, node.shape_in
+        P = int(np.prod(shape)) if shape else 1
+        _, qd, direct = fwd[id(node)]
+        own = _own_form(node)
+        if node.form_out == "diag" and own == "full":
+            R = _from_diag(R, 2)
+        if direct is not None:
+            t = R * direct
+            terms[id(node)] = t.sum(axis=tuple(range(2, t.ndim))) if t.ndim > 2 else t
+        if isinstance(lay, Dense):
+            R = lay.weight_var * R
+        elif isinstance(lay, Conv):
+            R = lay.weight_var * _conv_avg_adjoint(R, shape, form, lay, 2)
+        elif isinstance(lay, Nonlinearity):
+            R = qd * R
+        elif isinstance(lay, LayerNorm):
+            R = _ln_apply(R, form, node.ln_scale[ri], node.ln_scale[rj])
+        elif isinstance(lay, AvgPool):
+            R = _avg_pool_adjoint(R, shape, lay, 2)
+        elif isinstance(lay, Dropout):
+            R = _dropout_same(R, form, lay.keep, 2) if diag else R
+        elif isinstance(lay, (GlobalAvgPool, Flatten)):
+            R = _reduce_adjoint(R, form, "gap" if isinstance(lay, GlobalAvgPool) else "flatten", P, 2)
+        elif isinstance(lay, Residual):
+            Rb = _tile_backward(node.sub, (lay.alpha * lay.alpha) * R, fwd, ri, rj, diag, back, terms)
+            if own == "diag" and form == "full":
+                R = _from_diag(R, 2)
+            R = R + Rb
+    return R
 
 
 def _set_self(A, blocks, form=None):
@@ -703,6 +921,14 @@ def _run_rows(ch, X, ctx):
         form = "diag"
     nodes, S, form, shape_out, _ = _compile(ch.layers, S, form, shape, float(C), ctx, needs_after, "", n)
     return nodes, form, shape_out, need_in
+
+
+def _input_tile(F, ri, rj, need_in):
+    """``x.x'/C`` per pair of positions (full) or per position (diag) on a tile; ``F`` (N, P, C)."""
+    C = F.shape[-1]
+    if need_in:
+        return np.einsum("apc,bqc->abpq", F[ri], F[rj], optimize=True) / C
+    return np.einsum("apc,bpc->abp", F[ri], F[rj], optimize=True) / C
 
 
 def spatial_kernels(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayLike] = None, *,
@@ -778,10 +1004,7 @@ def spatial_kernels(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayLike]
         for j0 in range(i0, n, tile):
             rj = np.arange(j0, min(j0 + tile, n))
             diag = i0 == j0
-            if need_in:
-                Q0 = np.einsum("apc,bqc->abpq", F[ri], F[rj], optimize=True) / C
-            else:
-                Q0 = np.einsum("apc,bpc->abp", F[ri], F[rj], optimize=True) / C
+            Q0 = _input_tile(F, ri, rj, need_in)
             Q, T = _tile_forward(nodes, Q0, (np.zeros_like(Q0) if compute_ntk else None), ri, rj, diag, ctx)
             K[ri[0]:ri[-1] + 1, rj[0]:rj[-1] + 1] = Q
             if compute_ntk:
@@ -866,3 +1089,236 @@ def spatial_variances(network: NetworkLike, x: ArrayLike, rtol: float = 1e-14) -
         names.append(type(node.layer).__name__)
         qs.append(q)
     return SpatialVariances(tuple(paths), tuple(names), tuple(qs))
+
+
+def _tail(form, shape):
+    P = int(np.prod(shape)) if shape else 1
+    return {"flat": (), "diag": (P,), "full": (P, P)}[form]
+
+
+def _unfold_pairs(A, form, shape):
+    """``(N, N, P[, P])`` -> ``(N, N, *S[, *S])``."""
+    return A.reshape(A.shape[:2] + {"flat": (), "diag": tuple(shape), "full": tuple(shape) * 2}[form])
+
+
+@dataclass(frozen=True)
+class SpatialTrace:
+    r"""Per layer of a convolutional chain on ``N`` inputs (see :func:`spatial_trace`); every tuple in chain order,
+    the layers of a residual block right after their Residual.
+
+    Attributes
+    ----------
+    paths, layers : tuple of str
+        Position (e.g. ``"2.block.1"``) and class name of each layer.
+    forms : tuple of str
+        ``"full"`` (all position pairs), ``"diag"`` (only ``p = p'``: the other entries of ``cov`` are not carried and
+        those of ``qtilde`` are 0) or ``"flat"`` (no spatial axes) at each layer's output.
+    cov : tuple of ndarray
+        The covariance ``Q(x, p; x', p')`` of the signal leaving each layer: ``(N, N, *S, *S)`` (full),
+        ``(N, N, *S)`` (diag: ``p = p'``) or ``(N, N)``.
+    qtilde : tuple of ndarray
+        ``qtilde(x, p; x', p') = sum_i delta_i(x, p) delta_i(x', p')`` at each layer's output (``delta = df/ds`` for
+        one output unit ``f``, summed over the channels, so width independent: Karakida's convention), same shapes.
+    ntk_terms : tuple
+        Per Conv / Dense layer the ``(N, N)`` Gram matrix of the gradients with respect to its own parameters,
+        ``sum_{p, p'} qtilde_out(x, p; x', p') D(x, p; x', p')`` (``D = Q_out`` in the NTK parameterization,
+        ``C_in |F| conv-average(Q_in) + 1`` in the standard one); None for the other layers. They sum to ``ntk``.
+    nngp, ntk : ndarray (N, N)
+    parameterization : str
+    width : float or None
+    """
+
+    paths: tuple
+    layers: tuple
+    forms: tuple
+    cov: tuple
+    qtilde: tuple
+    ntk_terms: tuple
+    nngp: np.ndarray
+    ntk: np.ndarray
+    parameterization: str
+    width: Optional[float]
+
+    __repr__ = short_repr
+
+    def qtilde_same_input(self) -> tuple:
+        """Per layer ``qtilde(x, p; x, p)``, shape ``(N, *S)`` or ``(N,)``: the channel-summed squared gradient of
+        the output with respect to the signal at each position (Schoenholz's per-unit ``E[delta^2]`` times the
+        channels)."""
+        out = []
+        for f, q in zip(self.forms, self.qtilde):
+            n = q.shape[0]
+            d = q[np.arange(n), np.arange(n)]
+            if f == "full":
+                k = (d.ndim - 1) // 2
+                S = d.shape[1:1 + k]
+                P = int(np.prod(S))
+                d = np.diagonal(d.reshape(n, P, P), axis1=1, axis2=2).reshape((n,) + S)
+            out.append(d)
+        return tuple(out)
+
+    def plot(self, ax: Optional["Axes"] = None) -> "Axes":
+        """The gradient's squared norm per layer, ``sum_p qtilde(x, p; x, p)`` averaged over the inputs, against
+        the layer (log scale; Conv and Dense layers marked)."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(4.5, 3.2))
+        g = np.array([np.mean(d.reshape(d.shape[0], -1).sum(axis=1)) for d in self.qtilde_same_input()])
+        k = np.arange(len(g))
+        ax.semilogy(k, g, "-", color="0.6")
+        w = np.array([name in ("Conv", "Dense") for name in self.layers])
+        ax.semilogy(k[w], g[w], "o", label="Conv / Dense output")
+        ax.set_xlabel("layer (chain order)")
+        ax.set_ylabel(r"$\sum_p \tilde q(x, p; x, p)$")
+        ax.legend()
+        return ax
+
+    def to_dict(self) -> dict:
+        return {"paths": list(self.paths), "layers": list(self.layers), "forms": list(self.forms),
+                "cov": [c.tolist() for c in self.cov], "qtilde": [q.tolist() for q in self.qtilde],
+                "ntk_terms": [None if t is None else t.tolist() for t in self.ntk_terms],
+                "nngp": self.nngp.tolist(), "ntk": self.ntk.tolist(), "parameterization": self.parameterization,
+                "width": self.width}
+
+
+def _trace_arrays(network, x, parameterization, width, rtol, tile, store):
+    """The tile loop of :func:`spatial_trace`: ``(nodes in walk order, nngp, ntk, cov, qtilde, ntk terms)`` (dicts
+    by node id); ``store=False`` keeps only the NNGP, the NTK and the terms (``O(N^2)`` memory per layer)."""
+    from ._io import check_alloc
+
+    _check_images("x", x)
+    ch, X, parameterization, width, _, rtol = _prepare(network, x, None, parameterization, width, True, rtol)
+    n = X.shape[0]
+    ctx = _Ctx(True, rtol, width, parameterization == "standard")
+    nodes, form_out, _, need_in = _run_rows(ch, X, ctx)
+    if form_out != "flat":
+        raise ValueError("network must end without spatial axes (GlobalAvgPool or Flatten, then e.g. a Dense readout): "
+                         "q-tilde is back-propagated from one output unit")
+    every = list(_walk(nodes))
+    shape, C = X.shape[1:-1], X.shape[-1]
+    P = int(np.prod(shape))
+    tails = [_tail(nd.form_out, nd.shape_out) for nd in every]
+    entries = sum(int(np.prod(t)) for t in tails)
+    check_alloc("x", 8.0 * n * n * (2 * entries * store + len(every) + 2),
+                f"the per-layer ({n}, {n}, ...) trace arrays")
+    per_pair = max([P * P if need_in else P] + [int(np.prod(t)) * (4 if nd.form_in == "full" else 1)
+                                                for t, nd in zip(tails, every)])
+    tile = max(1, int(math.sqrt(_TILE_ENTRIES / per_pair))) if tile is None else check_int("tile", tile, 1)
+    cov = {id(nd): np.empty((n, n) + t) for nd, t in zip(every, tails)} if store else {}
+    qt = {id(nd): np.empty((n, n) + t) for nd, t in zip(every, tails)} if store else {}
+    terms = {id(nd): np.empty((n, n)) for nd in every if isinstance(nd.layer, (Conv, Dense))}
+    K, Th = np.empty((n, n)), np.empty((n, n))
+    F = X.reshape(n, P, C)
+    for i0 in range(0, n, tile):
+        ri = np.arange(i0, min(i0 + tile, n))
+        for j0 in range(i0, n, tile):
+            rj = np.arange(j0, min(j0 + tile, n))
+            diag = i0 == j0
+            Q0 = _input_tile(F, ri, rj, need_in)
+            fwd, back, tt = {}, {}, {}
+            Q, T = _tile_forward(nodes, Q0, np.zeros_like(Q0), ri, rj, diag, ctx, fwd)
+            _tile_backward(nodes, np.ones((len(ri), len(rj))), fwd, ri, rj, diag, back, tt)
+            sl = (slice(ri[0], ri[-1] + 1), slice(rj[0], rj[-1] + 1))
+            K[sl], Th[sl] = Q, T
+            for nd in every:
+                if store:
+                    cov[id(nd)][sl] = fwd[id(nd)][0]
+                    qt[id(nd)][sl] = back[id(nd)]
+                if id(nd) in terms:
+                    terms[id(nd)][sl] = tt[id(nd)]
+    for A in (K, Th, *terms.values()):
+        _symmetrize(A, "flat")
+    for nd in every if store else ():
+        _symmetrize(cov[id(nd)], nd.form_out)
+        _symmetrize(qt[id(nd)], nd.form_out)
+    if not (np.all(np.isfinite(K)) and np.all(np.isfinite(Th))
+            and all(np.all(np.isfinite(q)) for q in qt.values())):
+        raise ValueError("x: trace entries are not finite (overflow); reduce the inputs' norms, weight_var or depth")
+    return every, K, Th, cov, qt, terms
+
+
+def spatial_trace(network: NetworkLike, x: ArrayLike, *, parameterization: str = "ntk",
+                  width: Optional[float] = None, rtol: float = 1e-14, tile: Optional[int] = None) -> SpatialTrace:
+    r"""Every layer's covariance and back-propagated q-tilde of a convolutional chain on a data set, and the NTK
+    split into the layers' terms.
+
+    Forward as :func:`spatial_kernels`. Backward from ``qtilde = 1`` at the (single-unit) output, each layer applies
+    the transpose of its linear map on the position pairs, under the gradient-independence assumption (Schoenholz et
+    al. 2017; Xiao et al. 2018, whose ``E[delta^2]`` per unit is ``qtilde / C``; Karakida et al. 2019's sums over
+    units):
+
+    * Conv: ``qtilde_in(q, q') = (w / |F|) sum_{d in F} sum_{s p + d = q, s p' + d = q'} qtilde_out(p, p')``
+      (``sum_j W_{d,ij} W_{d',i'j} -> (w / |F|) delta_dd' delta_ii'``; padded positions receive nothing, CIRCULAR
+      wraps; delta-orthogonal: the centre tap only, weight ``w``);
+    * Dense ``w qtilde``; Nonlinearity ``E[phi'(u) phi'(v)] qtilde`` entry by entry; LayerNorm divides by
+      ``sqrt(v(x, p) v(x', p'))`` like the forward (its projections add O(1/C));
+    * AvgPool / GlobalAvgPool ``A^T qtilde A`` (GAP: ``qtilde / P^2`` on every pair), Flatten ``qtilde / P`` on the
+      spatial diagonal (off-diagonal 0: distinct positions meet distinct readout weights);
+    * Residual ``qtilde + alpha^2 g^T(qtilde)``; Dropout divides the same-input, same-position entries by ``keep``.
+
+    The layers' NTK terms ``sum_{p, p'} qtilde_out D`` add up to the forward-mode NTK (reverse mode against forward
+    mode: the tests check the identity to rounding).
+
+    Parameters
+    ----------
+    network : Serial
+        A chain ending without spatial axes (after GlobalAvgPool or Flatten, typically then a Dense readout).
+    x : array_like (N, H, W, C) or (N, L, C)
+    parameterization : {"ntk", "standard"}
+    width : float, optional
+        M, required for ``"standard"``.
+    rtol : float
+    tile : int, optional
+        Inputs per tile side.
+
+    Returns
+    -------
+    SpatialTrace
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from meanfield.layers import Dense, Nonlinearity, serial
+    >>> net = serial(Conv(2.0, 0.0, (3,), padding="CIRCULAR"), Nonlinearity("relu"), Flatten(), Dense(1.0))
+    >>> tr = spatial_trace(net, np.ones((1, 4, 2)))
+    >>> tr.qtilde_same_input()[0].tolist()     # 1 / P per position, times relu's E[phi'^2] = 1/2
+    [[0.125, 0.125, 0.125, 0.125]]
+    >>> bool(abs(sum(t for t in tr.ntk_terms if t is not None) - tr.ntk).max() < 1e-15)
+    True
+    """
+    every, K, Th, cov, qt, terms = _trace_arrays(network, x, parameterization, width, rtol, tile, True)
+    return SpatialTrace(
+        paths=tuple(nd.path for nd in every), layers=tuple(type(nd.layer).__name__ for nd in every),
+        forms=tuple(nd.form_out for nd in every),
+        cov=tuple(_unfold_pairs(cov[id(nd)], nd.form_out, nd.shape_out) for nd in every),
+        qtilde=tuple(_unfold_pairs(qt[id(nd)], nd.form_out, nd.shape_out) for nd in every),
+        ntk_terms=tuple(terms.get(id(nd)) for nd in every), nngp=K, ntk=Th, parameterization=parameterization,
+        width=width)
+
+
+def _parameter_counts(layers, shape, c_in, width, n_outputs, top=True):
+    """Per Conv / Dense layer in walk order, its number of parameters at width ``width`` (hidden layers
+    ``max(1, round(width_ratio width))`` channels, the top chain's last Dense ``n_outputs``; a delta-orthogonal Conv's
+    parameters are its centre tap), as the torch twins of :mod:`meanfield.validation.spatial_networks` build them.
+    Returns ``(counts, c_out, shape_out)``."""
+    counts = []
+    for k, lay in enumerate(layers):
+        if isinstance(lay, (Conv, Dense)):
+            readout = top and k == len(layers) - 1 and isinstance(lay, Dense)
+            c_out = n_outputs if readout else max(1, int(round(lay.width_ratio * width)))
+            taps = lay.filter_size if isinstance(lay, Conv) and not lay.orthogonal else 1
+            counts.append(c_out * c_in * taps + c_out)
+            if isinstance(lay, Conv):
+                shape = _out_shape(shape, lay.filter_shape, lay.strides, lay.padding, "Conv")
+            c_in = c_out
+        elif isinstance(lay, AvgPool):
+            shape = _out_shape(shape, lay.window_shape, lay.strides, lay.padding, "AvgPool")
+        elif isinstance(lay, GlobalAvgPool):
+            shape = ()
+        elif isinstance(lay, Flatten):
+            c_in, shape = c_in * int(np.prod(shape)), ()
+        elif isinstance(lay, Residual):
+            sub, _, _ = _parameter_counts(lay.block.layers, shape, c_in, width, n_outputs, False)
+            counts.extend(sub)
+    return counts, c_in, shape

@@ -362,7 +362,8 @@ def trace(network: NetworkLike, x: Optional[ArrayLike] = None, *, gram: Optional
 
     if is_spatial(chain):
         raise ValueError("network has convolutional / pooling / layer-norm layers: use meanfield.kernels (NNGP, NTK) "
-                         "or meanfield.spatial.spatial_variances (per-layer q) on images; trace covers vector chains")
+                         "or meanfield.spatial.spatial_trace (per-layer q, q-tilde) on images; trace covers vector "
+                         "chains")
     if parameterization not in ("ntk", "standard"):
         raise ValueError(f"parameterization must be 'ntk' or 'standard', got {parameterization!r}")
     if width is not None:

@@ -67,8 +67,10 @@ def _pair(act, a, b, c):
     raise ValueError(act)
 
 
-def reference(spec, x, act, parameterization="ntk", width=None):
-    """NNGP and NTK of the chain ``spec`` (a list of tuples, see tests/test_spatial.py) on images ``x``."""
+def reference(spec, x, act, parameterization="ntk", width=None, tape=None):
+    """NNGP and NTK of the chain ``spec`` (a list of tuples, see tests/test_spatial.py) on images ``x``; ``tape`` (a
+    list) receives per layer its output covariance ``K`` over all (input, position) units and what the backward pass
+    of :func:`reference_backward` needs."""
     N = x.shape[0]
     shape, C = x.shape[1:-1], x.shape[-1]
     F = x.reshape(N, -1, C)
@@ -82,22 +84,27 @@ def reference(spec, x, act, parameterization="ntk", width=None):
     def kron(A):
         return np.kron(np.eye(N), A)
 
-    def run(spec, K, T, shape, fan, spatial):
+    def run(spec, K, T, shape, fan, spatial, tape=None):
         for lay in spec:
             kind = lay[0]
+            ent = {"kind": kind, "N": N, "P_in": int(np.prod(shape)) if spatial else 1}
             if kind == "conv":
                 _, w, b, filt, strides, padding = lay
                 mats, shape = tap_matrices(shape, filt, strides, padding)
                 Ks = sum(kron(A) @ K @ kron(A).T for A in mats) / len(mats)
                 Ts = sum(kron(A) @ T @ kron(A).T for A in mats) / len(mats)
                 Ko = w * Ks + b
-                T = w * Ts + (fan * len(mats) * Ks + 1.0 if standard else Ko)
+                direct = fan * len(mats) * Ks + 1.0 if standard else Ko
+                T = w * Ts + direct
                 K, fan = Ko, float(width) if width is not None else np.nan
+                ent.update(maps=[kron(A) for A in mats], w=w, direct=direct)
             elif kind == "dense":
                 _, w, b = lay
                 Ko = w * K + b
-                T = w * T + (fan * K + 1.0 if standard else Ko)
+                direct = fan * K + 1.0 if standard else Ko
+                T = w * T + direct
                 K, fan = Ko, float(width) if width is not None else np.nan
+                ent.update(w=w, direct=direct)
             elif kind == "act":
                 d = np.diag(K).copy()
                 Ko, Do = np.empty_like(K), np.empty_like(K)
@@ -105,18 +112,22 @@ def reference(spec, x, act, parameterization="ntk", width=None):
                     for j in range(len(K)):
                         Ko[i, j], Do[i, j] = _pair(act, d[i], d[j], K[i, j])
                 K, T = Ko, Do * T
+                ent.update(Do=Do)
             elif kind == "pool":
                 _, window, strides, padding = lay
                 B, shape = pool_matrix(shape, window, strides, padding)
                 K, T = kron(B) @ K @ kron(B).T, kron(B) @ T @ kron(B).T
+                ent.update(maps=[kron(B)], w=1.0)
             elif kind == "gap":
                 g = np.full((1, int(np.prod(shape))), 1.0 / np.prod(shape))
                 K, T, spatial, shape = kron(g) @ K @ kron(g).T, kron(g) @ T @ kron(g).T, False, ()
+                ent.update(maps=[kron(g)], w=1.0)
             elif kind == "flat":
                 Pn = int(np.prod(shape))
                 K = np.einsum("apbp->ab", K.reshape(N, Pn, N, Pn)) / Pn
                 T = np.einsum("apbp->ab", T.reshape(N, Pn, N, Pn)) / Pn
                 spatial, shape, fan = False, (), fan * Pn
+                ent.update(Pn=Pn)
             elif kind == "ln":
                 Pn = int(np.prod(shape)) if spatial else 1
                 v = np.diag(K).reshape(N, Pn)
@@ -124,16 +135,72 @@ def reference(spec, x, act, parameterization="ntk", width=None):
                     v = np.repeat(v.mean(axis=1, keepdims=True), Pn, axis=1)
                 s = 1.0 / np.sqrt(1e-12 + v.reshape(-1))
                 K, T = K * np.outer(s, s), T * np.outer(s, s)
+                ent.update(scale=np.outer(s, s))
+            elif kind == "drop":          # one mask per (input, position, channel): only a unit with itself
+                K, T = K + np.diag(np.diag(K)) * (1 / lay[1] - 1), T + np.diag(np.diag(T)) * (1 / lay[1] - 1)
+                ent.update(keep=lay[1])
             elif kind == "res":
-                Kb, Tb, shb, _, _ = run(lay[2], K, T, shape, fan, spatial)
+                sub = [] if tape is not None else None
+                Kb, Tb, shb, _, _ = run(lay[2], K, T, shape, fan, spatial, sub)
                 assert shb == shape
                 K, T = K + lay[1] ** 2 * Kb, T + lay[1] ** 2 * Tb
+                ent.update(sub=sub, a2=lay[1] ** 2)
             else:
                 raise ValueError(kind)
+            ent.update(K=K)
+            if tape is not None:
+                tape.append(ent)
         return K, T, shape, fan, spatial
 
-    K, T, shape, _, spatial = run(spec, K, T, shape, fan, spatial)
+    K, T, shape, _, spatial = run(spec, K, T, shape, fan, spatial, tape)
     if spatial:
         Pn = int(np.prod(shape))
         return K.reshape(N, Pn, N, Pn).transpose(0, 2, 1, 3), T.reshape(N, Pn, N, Pn).transpose(0, 2, 1, 3)
     return K, T
+
+
+def reference_backward(tape):
+    """q-tilde over all (input, position) units at each layer's output, back from ``qtilde = 1`` at the (flat, one
+    unit) output: each linear layer ``K -> sum_k w B_k K B_k^T`` sends ``R -> sum_k w B_k^T R B_k``, a nonlinearity
+    multiplies by ``E[phi'(u) phi'(v)]``, layer norm by ``s s^T``, Flatten spreads ``R / P`` on the same-position
+    entries, a residual adds ``alpha^2`` times its block's backward. Returns ``(entries in walk order, the layers'
+    NTK terms sum(qtilde_out * direct) per input pair)``: the explicit-matrix transpose of :func:`reference`."""
+
+    def back(tape, R):
+        for ent in reversed(tape):
+            ent["qt"] = R
+            kind = ent["kind"]
+            if "direct" in ent:
+                N = ent["N"]
+                Pn = R.shape[0] // N
+                ent["term"] = (R * ent["direct"]).reshape(N, Pn, N, Pn).sum(axis=(1, 3))
+            if kind == "conv":
+                R = ent["w"] * sum(B.T @ R @ B for B in ent["maps"]) / len(ent["maps"])
+            elif kind in ("pool", "gap"):
+                R = sum(B.T @ R @ B for B in ent["maps"])
+            elif kind == "dense":
+                R = ent["w"] * R
+            elif kind == "act":
+                R = ent["Do"] * R
+            elif kind == "ln":
+                R = R * ent["scale"]
+            elif kind == "flat":
+                N, Pn = ent["N"], ent["Pn"]
+                R = np.kron(R, np.eye(Pn)) / Pn
+            elif kind == "drop":
+                R = R + np.diag(np.diag(R)) * (1 / ent["keep"] - 1)
+            elif kind == "res":
+                R = R + back(ent["sub"], ent["a2"] * R)
+        return R
+
+    N = tape[0]["N"]
+    back(tape, np.ones((N, N)))
+    out = []
+
+    def walk(tape):
+        for ent in tape:
+            out.append(ent)
+            if "sub" in ent:
+                walk(ent["sub"])
+    walk(tape)
+    return out

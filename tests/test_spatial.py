@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import meanfield as mf
-from meanfield.layers import Dense, Nonlinearity, Residual, serial
+from meanfield.layers import Dense, Dropout, Nonlinearity, Residual, serial
 from meanfield.spatial import (AvgPool, Conv, Flatten, GlobalAvgPool, LayerNorm, spatial_kernels, spatial_variances)
 
 from tests._spatial_reference import reference
@@ -41,6 +41,11 @@ ARCHS = {
     "residual": ([("conv", 2.0, 0.1, (3, 3), (1, 1), "SAME"),
                   ("res", 0.7, [("act",), ("conv", 1.5, 0.1, (3, 3), (1, 1), "SAME")]), ("act",),
                   ("pool", (2, 2), (1, 1), "SAME"), ("flat",), ("dense", 1.3, 0.1)], (4, 4, 3)),
+    "dropout": ([("conv", 2.0, 0.1, (3, 3), (1, 1), "SAME"), ("act",), ("drop", 0.7),
+                 ("conv", 1.5, 0.2, (3, 3), (1, 1), "CIRCULAR"), ("act",), ("drop", 0.8),
+                 ("pool", (2, 2), (1, 1), "SAME"),
+                 ("conv", 1.2, 0.1, (2, 2), (1, 1), "SAME"), ("act",), ("drop", 0.9), ("flat",), ("dense", 1.3, 0.1)],
+                (4, 4, 2)),
     "spatial-output": ([("conv", 2.0, 0.1, (2,), (1,), "SAME"), ("act",), ("conv", 1.0, 0.1, (3,), (1,), "SAME")],
                        (5, 2)),
 }
@@ -66,6 +71,8 @@ def mf_chain(spec, act):
             out.append(LayerNorm(s[1]))
         elif k == "res":
             out.append(Residual(serial(*mf_chain(s[2], act)), alpha=s[1]))
+        elif k == "drop":
+            out.append(Dropout(s[1]))
     return serial(*out)
 
 

@@ -739,7 +739,10 @@ def check_cnn(ctx: CheckContext) -> list:
     r"""Convolutional networks (NTK parameterization; width = channels): the readout-averaged NNGP and the NTK
     (one vmapped autograd pullback for all inputs) of
     :class:`meanfield.validation.spatial_networks.SpatialEnsemble` against :func:`meanfield.spatial.spatial_kernels`
-    (width-independent at this parameterization), for two chains:
+    (width-independent at this parameterization); and per Conv layer the back-propagated overlap summed over the
+    positions, ``sum_p qtilde(x, p; x', p)`` (autograd gradients of the output with respect to the Conv outputs,
+    :meth:`~meanfield.validation.spatial_networks.SpatialEnsemble.qtilde`), against
+    :func:`meanfield.spatial.spatial_trace`. Two chains:
 
     * ``Conv 3x3 SAME -> relu -> Conv 3x3 CIRCULAR -> erf -> GlobalAvgPool -> Dense`` on ``6 x 6`` images with 2
       channels;
@@ -756,8 +759,17 @@ def check_cnn(ctx: CheckContext) -> list:
     [4, 8]
     """
     from ..layers import Dense, Nonlinearity, serial
-    from ..spatial import AvgPool, Conv, Flatten, GlobalAvgPool, LayerNorm, spatial_kernels
+    from ..spatial import AvgPool, Conv, Flatten, GlobalAvgPool, LayerNorm, spatial_kernels, spatial_trace
     from .spatial_networks import sample_spatial_chain
+
+    def position_sum(q, form, n):
+        """sum_p qtilde(x, p; x', p) of a spatial_trace entry (full, diag or flat form)."""
+        if form == "flat":
+            return q
+        if form == "diag":
+            return q.reshape(n, n, -1).sum(axis=-1)
+        P = int(round(math.sqrt(q.size // (n * n))))
+        return np.einsum("nmpp->nm", q.reshape(n, n, P, P))
 
     chains = (
         ("", serial(Conv(2.0, 0.1, (3, 3), padding="SAME"), Nonlinearity("relu"),
@@ -773,10 +785,13 @@ def check_cnn(ctx: CheckContext) -> list:
     widths, S = ctx.ladder(((16, 32, 64), 16), ((16, 32, 64, 128), 32), ((64, 128, 256, 512, 1024), 128))
     out = []
     for suffix, chain, x in chains:
+        n_in = x.shape[0]
         th = spatial_kernels(chain, x, parameterization="ntk")
+        tr = spatial_trace(chain, x)
+        qt_th = [position_sum(q, form, n_in) for q, form, name in zip(tr.qtilde, tr.forms, tr.layers) if name == "Conv"]
         for M in widths:
             per = max(1, min(S, ctx.chunk_bytes // (8 * 3 * 9 * M * M * 40)))
-            nn_, nt = [], []
+            nn_, nt, qts = [], [], []
             for start in range(0, S, per):
                 n = min(per, S - start)
                 ens = sample_spatial_chain(chain, x.shape[1:], M, n, n_outputs=1, parameterization="ntk",
@@ -784,8 +799,15 @@ def check_cnn(ctx: CheckContext) -> list:
                 op = ens.order_parameters(x)
                 nn_.append(np.asarray(op["nngp"]))
                 nt.append(np.asarray(op["ntk"]))
+                qts.append([q if q.ndim == 3 else np.einsum("snmpp->snm", q) for lay, q in ens.qtilde(x)
+                            if isinstance(lay, Conv)])
             out += _pair_records("cnn", M, np.asarray(th.nngp), np.asarray(th.ntk), np.concatenate(nn_),
                                  np.concatenate(nt), "meanfield.spatial.spatial_kernels", suffix)
+            for k, t in enumerate(qt_th):
+                meas = np.concatenate([q[k] for q in qts])
+                for (i, j), tag in (((0, 0), "(x,x)"), ((0, 1), "(x,x')")):
+                    out.append(_rec("cnn", f"sum_p qtilde{tag} at Conv {k + 1}{suffix}", M, float(t[i, j]),
+                                    "meanfield.spatial.spatial_trace", meas[:, i, j], _SELF))
     return out
 
 

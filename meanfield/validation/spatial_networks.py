@@ -1,7 +1,7 @@
 r"""Finite-width torch twins of convolutional chains (:mod:`meanfield.spatial`), batched over seeds.
 
 A :class:`SpatialEnsemble` holds ``n_seeds`` independent draws of a network built from a chain of Conv, AvgPool,
-GlobalAvgPool, Flatten, LayerNorm, Dense, Nonlinearity and Residual layers, acting on channels-last inputs
+GlobalAvgPool, Flatten, LayerNorm, Dense, Nonlinearity, Dropout and Residual layers, acting on channels-last inputs
 ``(N, H, W, C)`` / ``(N, L, C)``; hidden Conv / Dense layers have ``round(width_ratio * width)`` channels, the chain's
 last Dense layer ``n_outputs``. Parameters, per layer ``k`` (chain order):
 
@@ -10,7 +10,9 @@ last Dense layer ``n_outputs``. Parameters, per layer ``k`` (chain order):
   delta-orthogonal kernel of Xiao et al. 2018 instead: only the centre tap is non-zero (and is the only parameter),
   ``sqrt(max(C_in, C_out)) O`` with ``O`` Haar-orthogonal, scaled by ``sqrt(weight_var / C_in)``;
 * Dense: as :func:`meanfield.validation.sample_chain` (``orthogonal=True``: ``sqrt(max(fan_in, fan_out)) O``);
-* biases ``sqrt(bias_var) beta``, ``beta ~ N(0, 1)`` per output channel.
+* biases ``sqrt(bias_var) beta``, ``beta ~ N(0, 1)`` per output channel;
+* Dropout: ``h m / keep`` with ``m ~ Bernoulli(keep)`` per seed, input, position and channel (torch ``nn.Dropout``
+  on channels-last tensors), drawn from the generator of :meth:`SpatialEnsemble.apply`.
 
 Padding follows lax/neural-tangents: SAME pads ``total = max((n_out - 1) s + k - n, 0)``, ``floor(total / 2)`` on the
 left; CIRCULAR wraps by the same amounts. Draws come from a generator seeded per network, as in
@@ -69,10 +71,11 @@ class SpatialEnsemble:
     """``n_seeds`` random finite networks of a convolutional chain (see the module docstring); build it with
     :func:`sample_spatial_chain`."""
 
-    def __init__(self, chain, width, n_outputs, parameterization, twins, raw, dtype, device, input_shape):
+    def __init__(self, chain, width, n_outputs, parameterization, twins, raw, dtype, device, input_shape, seed=0):
         self.chain, self.width, self.n_outputs = chain, width, n_outputs
         self.parameterization, self.twins, self.raw = parameterization, twins, raw
         self.dtype, self.device, self.input_shape = dtype, device, input_shape
+        self.seed = seed
 
     @property
     def n_seeds(self) -> int:
@@ -91,13 +94,19 @@ class SpatialEnsemble:
             out[f"b{tw.index}"] = b.detach().clone().requires_grad_(requires_grad)
         return out
 
-    def apply(self, params, x, record=None):
-        """Outputs ``(S, N, ...)`` of every network on ``x`` (N, *spatial, C) for the parameters ``params``."""
+    def apply(self, params, x, record=None, generator=None):
+        """Outputs ``(S, N, ...)`` of every network on ``x`` (N, *spatial, C) for the parameters ``params``.
+
+        Dropout layers draw their masks (one per seed, input, position and channel) from ``generator``, by default
+        a generator seeded from the ensemble's seed: every call without one sees the same masks."""
         x = torch.as_tensor(np.asarray(x), dtype=self.dtype, device=self.device)
         if tuple(x.shape[1:]) != tuple(self.input_shape):
             raise ValueError(f"x must have shape (N, {', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}")
+        if generator is None:
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(_network_seed(self.seed, 2 ** 40))
         h = x.expand(self.n_seeds, *x.shape)
-        return _run(self.twins, h, params, self, record)
+        return _run(self.twins, h, params, self, record, generator)
 
     def __call__(self, x):
         return self.apply(self.parameters(), x)
@@ -126,6 +135,61 @@ class SpatialEnsemble:
         qs = [(tw, (u * u).mean(dim=-1).detach().cpu().numpy()) for tw, u in record[:-1]]
         return {"nngp": nngp.cpu().numpy(), "ntk": ntk.detach().cpu().numpy(), "q": qs}
 
+    def jacobian_gram(self, x) -> dict:
+        r"""Per seed the Gram ``J J^T`` (S, C T, C T) of the Jacobian of all outputs on ``x`` (rows ``(k, t)``, output
+        major) with respect to all parameters, the same per Conv / Dense layer (``layers``: a list in chain order),
+        and the parameter counts ``n_params`` (total) and ``layer_n_params``. The non-zero eigenvalues of the
+        empirical FIM ``J^T J / T`` are those of ``gram / T``."""
+        params = self.parameters(requires_grad=True)
+        f = self.apply(params, x)
+        S, T, C = f.shape
+        names = sorted(params, key=lambda k: (int(k[1:]), k[0]))        # W1, b1, W2, b2, ...
+        layer_of = [int(n[1:]) for n in names]
+        rows = []
+        for k in range(C):
+            for t in range(T):
+                g = torch.autograd.grad(f[:, t, k].sum(), [params[n] for n in names], retain_graph=True)
+                rows.append([gi.reshape(S, -1) for gi in g])
+        idx = sorted(set(layer_of))
+        layers = []
+        for li in idx:
+            J = torch.stack([torch.cat([r[j] for j, l in enumerate(layer_of) if l == li], dim=1) for r in rows], 1)
+            layers.append((J @ J.transpose(1, 2)).detach().cpu().numpy())
+        counts = [sum(params[n].numel() // S for n, l in zip(names, layer_of) if l == li) for li in idx]
+        return {"gram": sum(layers), "layers": layers, "n_params": int(sum(counts)), "layer_n_params": counts}
+
+    def qtilde(self, x, output: int = 0) -> list:
+        r"""Per hidden Conv / Dense layer (chain order, the readout excluded): ``(layer, Q)`` with ``Q`` (S, N, N, P, P)
+        (or (S, N, N) after the spatial axes) the measured back-propagated overlap
+        ``sum_i delta_i(x, p) delta_i(x', p')``, ``delta = d f_output / d s`` at the layer's output ``s`` (autograd;
+        for a residual block's last layer ``s`` is the block output before the scale ``alpha``). The
+        infinite-width value is :func:`meanfield.spatial.spatial_trace`'s ``qtilde``."""
+        output = check_int("output", output, 0)
+        if output >= self.n_outputs:
+            raise ValueError(f"output must be in [0, {self.n_outputs - 1}], got {output}")
+        params = self.parameters(requires_grad=True)
+        record = []
+        f = self.apply(params, x, record)
+        if not record or not record[-1][0].readout:
+            raise ValueError("the chain must end with a Dense readout (q-tilde is measured from its output units)")
+        tws = [tw for tw, _ in record[:-1]]
+        hs = [h for _, h in record[:-1]]
+        N = f.shape[1]
+        deltas = [torch.zeros_like(h) for h in hs]
+        for n in range(N):
+            g = torch.autograd.grad(f[:, n, output].sum(), hs, retain_graph=True)
+            for d, gk in zip(deltas, g):
+                d[:, n] = gk[:, n]
+        out = []
+        for tw, d in zip(tws, deltas):
+            S, C = d.shape[0], d.shape[-1]
+            if d.ndim == 3:
+                out.append((tw.layer, torch.einsum("snc,smc->snm", d, d).detach().cpu().numpy()))
+            else:
+                d = d.reshape(S, N, -1, C)
+                out.append((tw.layer, torch.einsum("snpc,smqc->snmpq", d, d).detach().cpu().numpy()))
+        return out
+
 
 def _walk(twins):
     for tw in twins:
@@ -142,8 +206,8 @@ def _weight_scale(tw) -> float:
     return math.sqrt(lay.weight_var / tw.fan_in)
 
 
-def _run(twins, h, params, ens, record):
-    from ..layers import Dense, Nonlinearity, Residual
+def _run(twins, h, params, ens, record, gen=None):
+    from ..layers import Dense, Dropout, Nonlinearity, Residual
     from ..spatial import AvgPool, Conv, Flatten, GlobalAvgPool, LayerNorm
 
     ntk = ens.parameterization == "ntk"
@@ -196,8 +260,12 @@ def _run(twins, h, params, ens, record):
             mean = h.mean(dim=dims, keepdim=True)
             var = ((h - mean) ** 2).mean(dim=dims, keepdim=True)
             h = (h - mean) / torch.sqrt(var + lay.eps)
+        elif isinstance(lay, Dropout):
+            if lay.keep < 1.0:
+                m = torch.rand(h.shape, generator=gen, dtype=h.dtype, device=h.device) < lay.keep
+                h = h * m.to(h.dtype) / lay.keep
         elif isinstance(lay, Residual):
-            g = _run(tw.block, h, params, ens, record)
+            g = _run(tw.block, h, params, ens, record, gen)
             h = h + lay.alpha * g
         else:
             raise TypeError(f"no torch twin for layer {type(lay).__name__}")
@@ -229,7 +297,7 @@ def _twins(layers, width, fan_in, shape, counter, last_readout, n_outputs):
         elif isinstance(lay, Flatten):
             out.append(_Twin(lay, 0, fan_in, fan_in * int(np.prod(shape)), shape))
             fan_in, shape = fan_in * int(np.prod(shape)), ()
-        elif isinstance(lay, (Nonlinearity, LayerNorm)) or (isinstance(lay, Dropout) and lay.keep == 1.0):
+        elif isinstance(lay, (Nonlinearity, LayerNorm, Dropout)):
             out.append(_Twin(lay, 0, fan_in, fan_in, shape))
         elif isinstance(lay, Residual):
             block, f2, s2 = _twins(lay.block.layers, width, fan_in, shape, counter, False, n_outputs)
@@ -288,4 +356,4 @@ def sample_spatial_chain(chain, input_shape, width: int, n_seeds: int, *, n_outp
             else:
                 W[i].normal_(generator=gen)
             raw[f"b{tw.index}"][i].normal_(generator=gen)
-    return SpatialEnsemble(ch, width, n_outputs, parameterization, tuple(twins), raw, dt, dev, input_shape)
+    return SpatialEnsemble(ch, width, n_outputs, parameterization, tuple(twins), raw, dt, dev, input_shape, seed)

@@ -168,21 +168,89 @@ class DistributedKernels:
                 "n_terms": [list(t) for t in self.n_terms], "routes": list(self.routes)}
 
 
+class _RowChunk:
+    """One row chunk's share of the row pass: its inputs ``x`` and its rows' per-layer data ``nodes``
+    (``trace._take_nodes``: variances, Hermite tables of the Mehler route, about ``sum_l (K_l + Kd_l)`` floats per input
+    and layer, often more than ``x`` itself).
+
+    ``nbytes`` (and ``sys.getsizeof``, which ``dask.sizeof`` uses for objects it does not know) counts every array in
+    it, so that dask's worker memory accounting (spilling, pausing, the dashboard) sees what the chunk holds.
+    """
+
+    def __init__(self, nodes, x: np.ndarray):
+        from .trace import _walk
+
+        self.nodes, self.x = nodes, x
+        size = x.nbytes
+        for node in _walk(nodes):
+            for name in node.__slots__:
+                size += _array_bytes(getattr(node, name, None))
+            if node.plan is not None:
+                size += sum(_array_bytes(v) for v in vars(node.plan).values())
+        self.nbytes = int(size)
+
+    def __sizeof__(self) -> int:
+        return object.__sizeof__(self) + self.nbytes
+
+
+def _array_bytes(value) -> int:
+    return value.nbytes if isinstance(value, np.ndarray) else 0
+
+
+class _ChunkRef:
+    """A scattered row chunk, referred to by a block task without being one of its dask dependencies.
+
+    On the client it holds the chunk's future (so the chunk lives on the cluster as long as the arrays built on it);
+    it travels to a worker as the key alone, and :func:`_kernel_block` fetches the chunk for the time of the task
+    (from the worker's own memory, else from the worker holding it). Were the chunks dependencies, every worker would
+    keep a replica of every chunk its blocks read (dask's active memory manager keeps replicas of data that queued
+    tasks still wait for), i.e. the row data of all ``N`` inputs on every worker; and the blocks, having
+    dependencies on many keys, would not be root tasks, so dask would assign all of them at once instead of queuing
+    them (below).
+    """
+
+    def __init__(self, future):
+        self.key = future.key
+        self.future = future
+
+    def __reduce__(self):
+        return _ChunkRef._from_key, (self.key,)
+
+    @staticmethod
+    def _from_key(key):
+        ref = _ChunkRef.__new__(_ChunkRef)
+        ref.key, ref.future = key, None
+        return ref
+
+    def __dask_tokenize__(self):
+        return ("meanfield-row-chunk", self.key)
+
+    def fetch(self) -> _RowChunk:
+        from distributed import Future, get_client
+
+        client = get_client()
+        return client.gather(Future(self.key, client, state="memory"))
+
+
 def _kernel_block(piece_i, piece_j, standard: bool, compute_ntk: bool, tile: int):
     """One block: the tile pass of :func:`meanfield.kernels` on row chunk ``piece_i`` against ``piece_j`` (None: the
-    diagonal block of a symmetric kernel). Returns ``(K, T, budget per hidden layer)``."""
+    diagonal block of a symmetric kernel); each a :class:`_RowChunk` or a :class:`_ChunkRef` to fetch. Returns
+    ``(K, T, budget per hidden layer)``."""
     from .kernels import _check_finite, _plans, _tile_pass
     from .trace import _stack_nodes, _take_nodes
 
-    nodes_i, x_i = piece_i
+    if isinstance(piece_i, _ChunkRef):
+        piece_i = piece_i.fetch()
+    if isinstance(piece_j, _ChunkRef):
+        piece_j = piece_j.fetch()
+    x_i = piece_i.x
     n1 = x_i.shape[0]
     if piece_j is None:
-        nodes = _take_nodes(nodes_i, slice(None))   # a private copy: pairs() counts its budget in the plans
+        nodes = _take_nodes(piece_i.nodes, slice(None))   # a private copy: pairs() counts its budget in the plans
         X, n2, off2, sym = x_i, n1, 0, True
     else:
-        nodes_j, x_j = piece_j
-        nodes = _stack_nodes(nodes_i, nodes_j)
-        X, n2, off2, sym = np.vstack([x_i, x_j]), x_j.shape[0], n1, False
+        nodes = _stack_nodes(piece_i.nodes, piece_j.nodes)
+        X, n2, off2, sym = np.vstack([x_i, piece_j.x]), piece_j.x.shape[0], n1, False
     K, T = _tile_pass(nodes, X, n1, n2, off2, sym, tile, standard, compute_ntk)
     _check_finite(K, T)
     return K, T, [plan.budget() for plan in _plans(nodes)]
@@ -257,16 +325,16 @@ def distributed_kernels(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayL
     standard = parameterization == "standard"
 
     def pieces(offset, n):
-        return [(_take_nodes(nodes, np.arange(offset + s, offset + min(s + chunk, n))),
-                 X[offset + s: offset + min(s + chunk, n)]) for s in range(0, n, chunk)]
+        return [_RowChunk(_take_nodes(nodes, np.arange(offset + s, offset + min(s + chunk, n))),
+                          X[offset + s: offset + min(s + chunk, n)]) for s in range(0, n, chunk)]
 
     rows1 = pieces(0, n1)
     rows2 = rows1 if sym else pieces(n1, n2)
     cl = _client(client, required=False)
-    if cl is not None:   # the rows' data go to the cluster once; blocks refer to them
-        rows1 = cl.scatter(rows1, hash=False)
-        rows2 = rows1 if sym else cl.scatter(rows2, hash=False)
-    else:
+    if cl is not None:   # the rows' data go to the cluster once; block tasks fetch their two chunks when they run
+        rows1 = [_ChunkRef(f) for f in cl.scatter(rows1, hash=False)]
+        rows2 = rows1 if sym else [_ChunkRef(f) for f in cl.scatter(rows2, hash=False)]
+    else:                # any other scheduler: the chunks are nodes of the graph, dependencies of their blocks
         rows1 = [dask.delayed(p, traverse=False) for p in rows1]
         rows2 = rows1 if sym else [dask.delayed(p, traverse=False) for p in rows2]
     block = dask.delayed(_kernel_block, pure=True, nout=3)

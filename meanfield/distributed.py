@@ -8,9 +8,11 @@ deployment the client points at (a ``LocalCluster``, a scheduler address, a batc
   (:mod:`meanfield.trace`: per input its variances, per layer its Hermite tables, ``O(N)`` work) runs once on the
   client; each row chunk's share of it is scattered to the cluster once. Each ``chunks x chunks`` block is then the
   tile pass of :func:`meanfield.kernels` (the same function, ``kernels._tile_pass``) on its two row chunks, so the
-  matrices equal the in-memory ones bit for bit, and a worker holds only its blocks and their rows
-  (``chunks`` must be a multiple of ``tile_size``: the blocks are made of the in-memory kernel's tiles).
-  A symmetric kernel computes the blocks on and above the diagonal; those below are their transposes.
+  matrices equal the in-memory ones bit for bit (``chunks`` must be a multiple of ``tile_size``: the blocks are
+  made of the in-memory kernel's tiles). A symmetric kernel computes the blocks on and above the diagonal; those
+  below are their transposes. A block task fetches its two row chunks when it runs (they are not its dask
+  dependencies), so the blocks are root tasks that the scheduler queues, and a worker's memory is bounded by the
+  chunk size (see "Memory per worker" in :func:`distributed_kernels`).
 * :func:`kernel_solve`, :func:`distributed_nngp_regression`, :func:`distributed_ntk_regression`: the solve
   ``(K + s I) a = Y`` of kernel regression (NNGP posterior mean, Lee et al. 2018; NTK gradient flow at ``t = inf``
   with a ridge ``s``, Jacot et al. 2018) by block Jacobi-preconditioned conjugate gradients (each step one
@@ -251,6 +253,7 @@ def _kernel_block(piece_i, piece_j, standard: bool, compute_ntk: bool, tile: int
     else:
         nodes = _stack_nodes(piece_i.nodes, piece_j.nodes)
         X, n2, off2, sym = np.vstack([x_i, piece_j.x]), piece_j.x.shape[0], n1, False
+    del piece_i, piece_j   # fetched chunks: only their stacked copy is needed from here on
     K, T = _tile_pass(nodes, X, n1, n2, off2, sym, tile, standard, compute_ntk)
     _check_finite(K, T)
     return K, T, [plan.budget() for plan in _plans(nodes)]
@@ -283,8 +286,8 @@ def distributed_kernels(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayL
     network, x1, x2, parameterization, width, compute_ntk, rtol, tile_size
         As in :func:`meanfield.kernels`.
     chunks : int
-        Rows (and columns) per block, a multiple of ``tile_size`` (default 4096: 128 MiB per float64 block). A
-        worker computing a block holds about ``(2 + compute_ntk) chunks^2`` floats plus its rows' data.
+        Rows (and columns) per block, a multiple of ``tile_size`` (default 4096: 128 MiB per float64 block). Sets
+        the memory per worker (below).
     client : dask.distributed.Client, optional
         The cluster to scatter the rows' data to (default: the current client, if any). Without a client the arrays
         work with any dask scheduler, the rows' data then travel inside the task graph.
@@ -296,6 +299,34 @@ def distributed_kernels(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayL
         Both matrices come out of the same block tasks: compute or persist them together
         (``dask.compute(dk.nngp, dk.ntk)``, ``client.persist([dk.nngp, dk.ntk])``) or the blocks are computed twice.
         Non-finite entries (overflow) raise the ValueError of :func:`meanfield.kernels` when a block is computed.
+
+    Notes
+    -----
+    Memory per worker. Write ``c`` for ``chunks``, ``b = 8 c^2`` bytes for one matrix block, ``m = 1 + compute_ntk``
+    matrices, ``r`` for the bytes of row data per input (its ``M_0`` inputs and, per Nonlinearity layer, its
+    variances and, on the Mehler route, its ``K_l + K'_l`` Hermite coefficients: 10 KiB for tanh, depth 3,
+    ``M_0 = 64``), ``W`` workers of ``t`` threads. Then the peak resident memory of a worker is at most::
+
+        footprint + (N / W) r + t (4 c r + (m + 1) b) + h m b
+
+    * footprint: the worker process with numpy, numba, dask and meanfield loaded (about 250 MiB);
+    * ``(N / W) r``: its share of the row chunks, scattered once, round robin, and never replicated (a block task
+      fetches its two chunks for its own duration); the one term that grows with ``N``, linearly, as the inputs do;
+    * ``t (4 c r + (m + 1) b)``: each running block task holds its two row chunks and their stacked copy, its ``m``
+      blocks and one temporary of a consumer (``K ** 2`` of a reduction, say);
+    * ``h m b``: finished blocks held until their consumers ran. dask queues the block tasks (root tasks: they have
+      no dependencies) and gives a worker a new one only while it has fewer than
+      ``ceil(worker-saturation * t)`` tasks in progress, consumers included (``distributed.scheduler.worker-saturation``,
+      default 1.1); with consumers that use a block at once (reductions, ``dask.array.store`` into zarr, HDF5 or a
+      memmap, products with vectors), ``h <= ceil(worker-saturation * t) + 1``.
+
+    None of it depends on ``N`` but the owned rows. To keep it so on your cluster: leave the scheduler's
+    ``distributed.scheduler.worker-saturation`` finite (``inf`` turns queuing off; 1.0 gives the fewest blocks in
+    flight), give the workers few threads, choose ``chunks`` so the bound fits the workers' ``memory_limit``, and
+    consume the blocks as they come; ``persist()`` or ``compute()`` of a whole matrix holds all of it, by request.
+    The row chunks report their true size to dask (``sys.getsizeof``), so its memory manager spills them when a
+    worker is short. Without a distributed client the chunks are nodes of the graph and the scheduler's own rules
+    apply.
 
     Examples
     --------

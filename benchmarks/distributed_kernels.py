@@ -110,7 +110,7 @@ def run(n_workers, n, args):
         cpu = [v - cpu0[k] for k, v in client.run(_cpu_seconds).items()]
         watched = client.run(_watched)
         limit = cluster.workers[next(iter(cluster.workers))].memory_manager.memory_limit / MIB
-        saturation = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.WORKER_SATURATION)
+        saturation = client.run_on_scheduler(lambda: float(dask.config.get("distributed.scheduler.worker-saturation")))
     busy = {}   # seconds each worker spent computing tasks
     for task in stream.data:
         for ss in task["startstops"]:
@@ -189,7 +189,8 @@ def main(argv=None):
                   f"{pair(v['rows_mib'] for v in w):>11} {pair(rest):>11} {max(_bound_mib(r, args)):>6.0f} "
                   f"{max(v['given'] for v in w):>5} {max(v['held'] for v in w):>4}   ({r['wall']:.0f} s)", flush=True)
         last = results[2, args.n[-1]]
-        print(f"row data per input: {last['row_bytes_per_input'] / 1024:.1f} KiB (inputs {8 * args.dim / 1024:.1f} KiB, "
+        print(f"row data per input: {last['row_bytes_per_input'] / 1024:.1f} KiB "
+              f"(inputs {8 * args.dim / 1024:.1f} KiB, "
               f"the rest variances and Hermite tables); blocks given to a worker at most "
               f"ceil(worker-saturation x threads) = {max(math.ceil(last['saturation']), 1)} "
               f"(worker-saturation {last['saturation']}); memory limit {last['limit']:.0f} MiB")

@@ -316,9 +316,10 @@ def distributed_kernels(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayL
       blocks and one temporary of a consumer (``K ** 2`` of a reduction, say);
     * ``h m b``: finished blocks held until their consumers ran. dask queues the block tasks (root tasks: they have
       no dependencies) and gives a worker a new one only while it has fewer than
-      ``ceil(worker-saturation * t)`` tasks in progress, consumers included (``distributed.scheduler.worker-saturation``,
-      default 1.1); with consumers that use a block at once (reductions, ``dask.array.store`` into zarr, HDF5 or a
-      memmap, products with vectors), ``h <= ceil(worker-saturation * t) + 1``.
+      ``ceil(worker-saturation * t)`` tasks in progress, consumers included
+      (``distributed.scheduler.worker-saturation``, default 1.1); with consumers that use a block at once
+      (reductions, ``dask.array.store`` into zarr, HDF5 or a memmap, products with vectors),
+      ``h <= ceil(worker-saturation * t) + 1``.
 
     None of it depends on ``N`` but the owned rows. To keep it so on your cluster: leave the scheduler's
     ``distributed.scheduler.worker-saturation`` finite (``inf`` turns queuing off; 1.0 gives the fewest blocks in

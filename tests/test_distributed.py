@@ -235,7 +235,7 @@ def test_blocks_in_flight_per_worker_are_bounded(client):
         seen = client.run(report)
     finally:
         client.unregister_worker_plugin("meanfield-watch")
-    saturation = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.WORKER_SATURATION)
+    saturation = client.run_on_scheduler(lambda: float(dask.config.get("distributed.scheduler.worker-saturation")))
     ref = kernels(net, x, tile_size=8)
     ref_norms = dask.compute(*(dask.array.sqrt((dask.array.from_array(m, chunks=16) ** 2).sum())
                                for m in (ref.nngp, ref.ntk)))

@@ -231,7 +231,11 @@ class _ChunkRef:
         from distributed import Future, get_client
 
         client = get_client()
-        return client.gather(Future(self.key, client, state="memory"))
+        try:
+            return client.gather(Future(self.key, client, state="memory"))
+        except Exception as exc:   # CancelledError: the scheduler forgot the key
+            raise RuntimeError(f"distributed_kernels: the row chunk {self.key!r} is lost (the worker holding it died; "
+                               "scattered data cannot be recomputed): call distributed_kernels again") from exc
 
 
 def _kernel_block(piece_i, piece_j, standard: bool, compute_ntk: bool, tile: int):

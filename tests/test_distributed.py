@@ -250,6 +250,22 @@ def test_blocks_in_flight_per_worker_are_bounded(client):
         assert done <= slots + 1
 
 
+@slow
+def test_lost_row_chunk_raises_a_clear_error(client):
+    """The row chunks are scattered data (not recomputable): when the worker holding some dies, a block that needs one
+    raises a RuntimeError saying so, at once (it does not wait for the chunk)."""
+    net = _NETS["tanh-mehler"]
+    x = np.random.default_rng(9).standard_normal((96, 3))
+    dk = distributed_kernels(net, x, chunks=16, tile_size=8, client=client)
+    pids = client.run(os.getpid)
+    os.kill(sorted(pids.values())[0], signal.SIGKILL)
+    try:
+        with pytest.raises(RuntimeError, match="row chunk .* is lost"):
+            client.compute(dk.nngp.sum()).result(timeout=120)
+    finally:
+        client.wait_for_workers(2, timeout=60)
+
+
 # -------------------------------------------------------------------------------------------------------- regression
 def _regression_case(client, methods):
     """NNGP posterior mean and NTK t = inf with a ridge against the in-memory route (scipy Cholesky of the in-memory

@@ -8,9 +8,11 @@ deployment the client points at (a ``LocalCluster``, a scheduler address, a batc
   (:mod:`meanfield.trace`: per input its variances, per layer its Hermite tables, ``O(N)`` work) runs once on the
   client; each row chunk's share of it is scattered to the cluster once. Each ``chunks x chunks`` block is then the
   tile pass of :func:`meanfield.kernels` (the same function, ``kernels._tile_pass``) on its two row chunks, so the
-  matrices equal the in-memory ones bit for bit, and a worker holds only its blocks and their rows
-  (``chunks`` must be a multiple of ``tile_size``: the blocks are made of the in-memory kernel's tiles).
-  A symmetric kernel computes the blocks on and above the diagonal; those below are their transposes.
+  matrices equal the in-memory ones bit for bit (``chunks`` must be a multiple of ``tile_size``: the blocks are
+  made of the in-memory kernel's tiles). A symmetric kernel computes the blocks on and above the diagonal; those
+  below are their transposes. A block task fetches its two row chunks when it runs (they are not its dask
+  dependencies), so the blocks are root tasks that the scheduler queues, and a worker's memory is bounded by the
+  chunk size (see "Memory per worker" in :func:`distributed_kernels`).
 * :func:`kernel_solve`, :func:`distributed_nngp_regression`, :func:`distributed_ntk_regression`: the solve
   ``(K + s I) a = Y`` of kernel regression (NNGP posterior mean, Lee et al. 2018; NTK gradient flow at ``t = inf``
   with a ridge ``s``, Jacot et al. 2018) by block Jacobi-preconditioned conjugate gradients (each step one
@@ -168,21 +170,94 @@ class DistributedKernels:
                 "n_terms": [list(t) for t in self.n_terms], "routes": list(self.routes)}
 
 
+class _RowChunk:
+    """One row chunk's share of the row pass: its inputs ``x`` and its rows' per-layer data ``nodes``
+    (``trace._take_nodes``: variances, Hermite tables of the Mehler route, about ``sum_l (K_l + Kd_l)`` floats per input
+    and layer, often more than ``x`` itself).
+
+    ``nbytes`` (and ``sys.getsizeof``, which ``dask.sizeof`` uses for objects it does not know) counts every array in
+    it, so that dask's worker memory accounting (spilling, pausing, the dashboard) sees what the chunk holds.
+    """
+
+    def __init__(self, nodes, x: np.ndarray):
+        from .trace import _walk
+
+        self.nodes, self.x = nodes, x
+        size = x.nbytes
+        for node in _walk(nodes):
+            for name in node.__slots__:
+                size += _array_bytes(getattr(node, name, None))
+            if node.plan is not None:
+                size += sum(_array_bytes(v) for v in vars(node.plan).values())
+        self.nbytes = int(size)
+
+    def __sizeof__(self) -> int:
+        return object.__sizeof__(self) + self.nbytes
+
+
+def _array_bytes(value) -> int:
+    return value.nbytes if isinstance(value, np.ndarray) else 0
+
+
+class _ChunkRef:
+    """A scattered row chunk, referred to by a block task without being one of its dask dependencies.
+
+    On the client it holds the chunk's future (so the chunk lives on the cluster as long as the arrays built on it);
+    it travels to a worker as the key alone, and :func:`_kernel_block` fetches the chunk for the time of the task
+    (from the worker's own memory, else from the worker holding it). Were the chunks dependencies, every worker would
+    keep a replica of every chunk its blocks read (dask's active memory manager keeps replicas of data that queued
+    tasks still wait for), i.e. the row data of all ``N`` inputs on every worker; and the blocks, having
+    dependencies on many keys, would not be root tasks, so dask would assign all of them at once instead of queuing
+    them (below).
+    """
+
+    def __init__(self, future):
+        self.key = future.key
+        self.future = future
+
+    def __reduce__(self):
+        return _ChunkRef._from_key, (self.key,)
+
+    @staticmethod
+    def _from_key(key):
+        ref = _ChunkRef.__new__(_ChunkRef)
+        ref.key, ref.future = key, None
+        return ref
+
+    def __dask_tokenize__(self):
+        return ("meanfield-row-chunk", self.key)
+
+    def fetch(self) -> _RowChunk:
+        from distributed import Future, get_client
+
+        client = get_client()
+        try:
+            return client.gather(Future(self.key, client, state="memory"))
+        except Exception as exc:   # CancelledError: the scheduler forgot the key
+            raise RuntimeError(f"distributed_kernels: the row chunk {self.key!r} is lost (the worker holding it died; "
+                               "scattered data cannot be recomputed): call distributed_kernels again") from exc
+
+
 def _kernel_block(piece_i, piece_j, standard: bool, compute_ntk: bool, tile: int):
     """One block: the tile pass of :func:`meanfield.kernels` on row chunk ``piece_i`` against ``piece_j`` (None: the
-    diagonal block of a symmetric kernel). Returns ``(K, T, budget per hidden layer)``."""
+    diagonal block of a symmetric kernel); each a :class:`_RowChunk` or a :class:`_ChunkRef` to fetch. Returns
+    ``(K, T, budget per hidden layer)``."""
     from .kernels import _check_finite, _plans, _tile_pass
     from .trace import _stack_nodes, _take_nodes
 
-    nodes_i, x_i = piece_i
+    if isinstance(piece_i, _ChunkRef):
+        piece_i = piece_i.fetch()
+    if isinstance(piece_j, _ChunkRef):
+        piece_j = piece_j.fetch()
+    x_i = piece_i.x
     n1 = x_i.shape[0]
     if piece_j is None:
-        nodes = _take_nodes(nodes_i, slice(None))   # a private copy: pairs() counts its budget in the plans
+        nodes = _take_nodes(piece_i.nodes, slice(None))   # a private copy: pairs() counts its budget in the plans
         X, n2, off2, sym = x_i, n1, 0, True
     else:
-        nodes_j, x_j = piece_j
-        nodes = _stack_nodes(nodes_i, nodes_j)
-        X, n2, off2, sym = np.vstack([x_i, x_j]), x_j.shape[0], n1, False
+        nodes = _stack_nodes(piece_i.nodes, piece_j.nodes)
+        X, n2, off2, sym = np.vstack([x_i, piece_j.x]), piece_j.x.shape[0], n1, False
+    del piece_i, piece_j   # fetched chunks: only their stacked copy is needed from here on
     K, T = _tile_pass(nodes, X, n1, n2, off2, sym, tile, standard, compute_ntk)
     _check_finite(K, T)
     return K, T, [plan.budget() for plan in _plans(nodes)]
@@ -215,8 +290,8 @@ def distributed_kernels(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayL
     network, x1, x2, parameterization, width, compute_ntk, rtol, tile_size
         As in :func:`meanfield.kernels`.
     chunks : int
-        Rows (and columns) per block, a multiple of ``tile_size`` (default 4096: 128 MiB per float64 block). A
-        worker computing a block holds about ``(2 + compute_ntk) chunks^2`` floats plus its rows' data.
+        Rows (and columns) per block, a multiple of ``tile_size`` (default 4096: 128 MiB per float64 block). Sets
+        the memory per worker (below).
     client : dask.distributed.Client, optional
         The cluster to scatter the rows' data to (default: the current client, if any). Without a client the arrays
         work with any dask scheduler, the rows' data then travel inside the task graph.
@@ -228,6 +303,35 @@ def distributed_kernels(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayL
         Both matrices come out of the same block tasks: compute or persist them together
         (``dask.compute(dk.nngp, dk.ntk)``, ``client.persist([dk.nngp, dk.ntk])``) or the blocks are computed twice.
         Non-finite entries (overflow) raise the ValueError of :func:`meanfield.kernels` when a block is computed.
+
+    Notes
+    -----
+    Memory per worker. Write ``c`` for ``chunks``, ``b = 8 c^2`` bytes for one matrix block, ``m = 1 + compute_ntk``
+    matrices, ``r`` for the bytes of row data per input (its ``M_0`` inputs and, per Nonlinearity layer, its
+    variances and, on the Mehler route, its ``K_l + K'_l`` Hermite coefficients: 10 KiB for tanh, depth 3,
+    ``M_0 = 64``), ``W`` workers of ``t`` threads. Then the peak resident memory of a worker is at most::
+
+        footprint + (N / W) r + t (4 c r + (m + 1) b) + h m b
+
+    * footprint: the worker process with numpy, numba, dask and meanfield loaded (about 250 MiB);
+    * ``(N / W) r``: its share of the row chunks, scattered once, round robin, and never replicated (a block task
+      fetches its two chunks for its own duration); the one term that grows with ``N``, linearly, as the inputs do;
+    * ``t (4 c r + (m + 1) b)``: each running block task holds its two row chunks and their stacked copy, its ``m``
+      blocks and one temporary of a consumer (``K ** 2`` of a reduction, say);
+    * ``h m b``: finished blocks held until their consumers ran. dask queues the block tasks (root tasks: they have
+      no dependencies) and gives a worker a new one only while it has fewer than
+      ``ceil(worker-saturation * t)`` tasks in progress, consumers included
+      (``distributed.scheduler.worker-saturation``, default 1.1); with consumers that use a block at once
+      (reductions, ``dask.array.store`` into zarr, HDF5 or a memmap, products with vectors),
+      ``h <= ceil(worker-saturation * t) + 1``.
+
+    None of it depends on ``N`` but the owned rows. To keep it so on your cluster: leave the scheduler's
+    ``distributed.scheduler.worker-saturation`` finite (``inf`` turns queuing off; 1.0 gives the fewest blocks in
+    flight), give the workers few threads, choose ``chunks`` so the bound fits the workers' ``memory_limit``, and
+    consume the blocks as they come; ``persist()`` or ``compute()`` of a whole matrix holds all of it, by request.
+    The row chunks report their true size to dask (``sys.getsizeof``), so its memory manager spills them when a
+    worker is short. Without a distributed client the chunks are nodes of the graph and the scheduler's own rules
+    apply.
 
     Examples
     --------
@@ -257,16 +361,16 @@ def distributed_kernels(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayL
     standard = parameterization == "standard"
 
     def pieces(offset, n):
-        return [(_take_nodes(nodes, np.arange(offset + s, offset + min(s + chunk, n))),
-                 X[offset + s: offset + min(s + chunk, n)]) for s in range(0, n, chunk)]
+        return [_RowChunk(_take_nodes(nodes, np.arange(offset + s, offset + min(s + chunk, n))),
+                          X[offset + s: offset + min(s + chunk, n)]) for s in range(0, n, chunk)]
 
     rows1 = pieces(0, n1)
     rows2 = rows1 if sym else pieces(n1, n2)
     cl = _client(client, required=False)
-    if cl is not None:   # the rows' data go to the cluster once; blocks refer to them
-        rows1 = cl.scatter(rows1, hash=False)
-        rows2 = rows1 if sym else cl.scatter(rows2, hash=False)
-    else:
+    if cl is not None:   # the rows' data go to the cluster once; block tasks fetch their two chunks when they run
+        rows1 = [_ChunkRef(f) for f in cl.scatter(rows1, hash=False)]
+        rows2 = rows1 if sym else [_ChunkRef(f) for f in cl.scatter(rows2, hash=False)]
+    else:                # any other scheduler: the chunks are nodes of the graph, dependencies of their blocks
         rows1 = [dask.delayed(p, traverse=False) for p in rows1]
         rows2 = rows1 if sym else [dask.delayed(p, traverse=False) for p in rows2]
     block = dask.delayed(_kernel_block, pure=True, nout=3)

@@ -173,6 +173,99 @@ def test_kernel_blocks_are_independent_tasks(client):
 
 
 
+def test_row_chunk_size_is_what_it_holds():
+    """dask sizes an object it does not know by ``sys.getsizeof``: a row chunk reports the bytes of all its arrays
+    (variances, Hermite tables, inputs), checked against an independent count, the length of its pickle (the arrays'
+    bytes plus a little framing: within 5% + 64 KiB)."""
+    from dask.sizeof import sizeof
+
+    from meanfield.distributed import _RowChunk
+    from meanfield.kernels import _check_options, _rows
+    from meanfield.trace import _take_nodes
+
+    x = np.random.default_rng(7).standard_normal((64, 5))
+    chain = _check_options(_NETS["tanh-mehler"], x, None, "ntk", None, True, 1e-14, 8)[0]
+    nodes, _ = _rows(chain, x, True, 1e-14)
+    chunk = _RowChunk(_take_nodes(nodes, np.arange(16, 48)), x[16:48])
+    n_pickle = len(pickle.dumps(chunk, protocol=5))
+    assert chunk.nbytes <= n_pickle <= 1.05 * chunk.nbytes + 65536
+    assert sizeof(chunk) >= chunk.nbytes > 20 * x[16:48].nbytes   # the tables, not the inputs, dominate
+
+
+def test_blocks_in_flight_per_worker_are_bounded(client):
+    """The mechanism that bounds a worker's memory, observed on every worker at every task transition while a
+    Frobenius norm of NNGP and NTK is reduced on the cluster (28 block tasks, more than twice the cluster's threads,
+    so that dask treats them as root tasks):
+
+    * a worker is given at most ``ceil(worker-saturation * nthreads)`` block tasks at a time (dask's queuing of root
+      tasks: the blocks have no dependencies, their row chunks are fetched inside the task);
+    * no row chunk is ever held by two workers (blocks fetch their chunks for the time of the task, not as replicas);
+    * finished blocks waiting for their consumers: at most one more than the blocks a worker may be given.
+
+    Before the change, a worker was given all its blocks at once (18-68 at 8-16 chunks) and held a replica of every
+    row chunk. The norms equal those of the in-memory matrices to rounding.
+    """
+    from distributed import WorkerPlugin
+
+    class Watch(WorkerPlugin):
+        name = "meanfield-watch"
+
+        def setup(self, worker):
+            self.worker, self.given, self.done, self.chunks = worker, 0, 0, set()
+            self.before = {str(k) for k in worker.state.data}   # chunks of earlier tests' kernels, if still alive
+
+        def transition(self, key, start, finish, **kwargs):
+            state = self.worker.state
+            blocks = [ts for ts in state.tasks.values() if "kernel_block" in str(ts.key)]
+            self.given = max(self.given, sum(ts.state in ("waiting", "ready", "constrained", "executing")
+                                             for ts in blocks))
+            self.done = max(self.done, sum(ts.state == "memory" for ts in blocks))
+            self.chunks |= {str(k) for k in state.data if "RowChunk" in str(k)} - self.before
+
+    def report(dask_worker):
+        w = dask_worker.plugins["meanfield-watch"]
+        return w.given, w.done, sorted(w.chunks), dask_worker.state.nthreads
+
+    net = _NETS["tanh-mehler"]
+    x = np.random.default_rng(8).standard_normal((112, 3))     # 7 chunks of 16: 28 blocks on and above the diagonal
+    client.register_plugin(Watch())
+    try:
+        dk = distributed_kernels(net, x, chunks=16, tile_size=8, client=client)
+        norms = dask.compute(dask.array.sqrt((dk.nngp ** 2).sum()), dask.array.sqrt((dk.ntk ** 2).sum()))
+        seen = client.run(report)
+    finally:
+        client.unregister_worker_plugin("meanfield-watch")
+    saturation = client.run_on_scheduler(lambda: float(dask.config.get("distributed.scheduler.worker-saturation")))
+    ref = kernels(net, x, tile_size=8)
+    ref_norms = dask.compute(*(dask.array.sqrt((dask.array.from_array(m, chunks=16) ** 2).sum())
+                               for m in (ref.nngp, ref.ntk)))
+    # the same 12544 non-negative squares summed in another order (a transposed block is summed through its view):
+    # each sum is exact to ~(log2(n) + number of partial sums) eps ~ 5e-15 relative
+    np.testing.assert_allclose(np.array(norms, dtype=float), np.array(ref_norms, dtype=float), rtol=1e-13, atol=0)
+    held = [c for _, _, chunks, _ in seen.values() for c in chunks]
+    assert len(held) == len(set(held)) == 7                   # each chunk on one worker only
+    for given, done, _, nthreads in seen.values():
+        slots = max(math.ceil(saturation * nthreads), 1)
+        assert 1 <= given <= slots
+        assert done <= slots + 1
+
+
+@slow
+def test_lost_row_chunk_raises_a_clear_error(client):
+    """The row chunks are scattered data (not recomputable): when the worker holding some dies, a block that needs one
+    raises a RuntimeError saying so, at once (it does not wait for the chunk)."""
+    net = _NETS["tanh-mehler"]
+    x = np.random.default_rng(9).standard_normal((96, 3))
+    dk = distributed_kernels(net, x, chunks=16, tile_size=8, client=client)
+    pids = client.run(os.getpid)
+    os.kill(sorted(pids.values())[0], signal.SIGKILL)
+    try:
+        with pytest.raises(RuntimeError, match="row chunk .* is lost"):
+            client.compute(dk.nngp.sum()).result(timeout=120)
+    finally:
+        client.wait_for_workers(2, timeout=60)
+
+
 # -------------------------------------------------------------------------------------------------------- regression
 def _regression_case(client, methods):
     """NNGP posterior mean and NTK t = inf with a ridge against the in-memory route (scipy Cholesky of the in-memory

@@ -61,8 +61,70 @@ class KernelSpectrum(Spectrum):
     nonzero_fraction: float = 1.0
 
 
-def _layer_statistics(network, samples_per_width, inputs):
-    """Per level j = 0..L: gamma_j, b_j^2, v_j, e_j, chi_j, beta_j (level 0 = input Gram; chi/beta of hidden layers)."""
+#: Gauss-Hermite nodes of the per-unit offset law: first try, and the most (doubling until the law's moments agree)
+_OFFSET_NODES = (40, 320)
+
+
+def _offset_law_stats(act, q, tau2, n_nodes):
+    """Per-unit statistics of phi(s + g), s ~ N(0, tau2) (Gauss-Hermite, ``n_nodes``), g ~ N(0, q - tau2) (the
+    engine's rule, kinks shifted by s): node weights, mu(s) = E_g phi, var(s) = Var_g phi, beta(s) = E_g phi'."""
+    from ..gaussian import gaussian_rule
+
+    p = q - tau2
+    if tau2 > 0.0:
+        x, w = np.polynomial.hermite_e.hermegauss(n_nodes)
+        s, w = math.sqrt(tau2) * x, w / math.sqrt(2.0 * math.pi)
+    else:
+        s, w = np.zeros(1), np.ones(1)
+    mu, var, beta = np.empty(len(s)), np.empty(len(s)), np.empty(len(s))
+    for j, sj in enumerate(s):
+        z, wz = gaussian_rule(p, scale=act.scale, kinks=[k - sj for k in act.kinks])
+        u = sj + math.sqrt(p) * z
+        f = np.asarray(act.phi(u), dtype=float)
+        mu[j] = wz @ f
+        var[j] = max(wz @ (f - mu[j]) ** 2, 0.0)
+        beta[j] = wz @ np.asarray(act.dphi(u), dtype=float)
+    return w, mu, var, beta
+
+
+def _offset_law(act, q, tau2, layer):
+    """The law of the bulk row covariance a I + b2 K_{l-1} of hidden layer ``layer`` (docs/spectra.md, section 2):
+    b2(s) = p beta(s)^2 / v, a(s) = var(s) / v - b2(s), v = E_s var(s), p = q - tau2; with the mean statistics.
+    The number of offset nodes is doubled until E[a], E[b2], E[(a + b2)^2] and E[mu^2] agree to 1e-9 (relative)."""
+    p = q - tau2
+
+    def build(n_nodes):
+        w, mu, var, beta = _offset_law_stats(act, q, tau2, n_nodes)
+        v = float(w @ var)
+        if not v > 0:
+            raise ValueError(f"phi(h) is constant at layer {layer}: the conjugate kernel is degenerate")
+        b2 = np.minimum(p * beta ** 2 / v, var / v)
+        a = np.maximum(var / v - b2, 0.0)
+        key = np.array([w @ a, w @ b2, w @ (a + b2) ** 2, w @ mu ** 2])
+        return dict(law=(w, a, b2), v=v, mean2=float(w @ mu ** 2), mean=float(w @ mu), key=key)
+
+    n = _OFFSET_NODES[0]
+    cur = build(n)
+    if tau2 == 0.0:
+        return cur
+    while True:
+        nxt = build(2 * n)
+        err = float(np.max(np.abs(nxt["key"] - cur["key"]) / np.maximum(np.abs(nxt["key"]), 1e-300)))
+        if err <= 1e-9 or 2 * n >= _OFFSET_NODES[1]:
+            if err > 1e-9:
+                warnings.warn(f"the per-unit offset law of layer {layer} is resolved only to {err:.1e} (relative) "
+                              f"with {2 * n} Gauss-Hermite nodes (tau^2 / q = {tau2 / q:.3g})", PrecisionWarning,
+                              stacklevel=4)
+            return cur if err <= 1e-9 else nxt
+        cur, n = nxt, 2 * n
+
+
+def _layer_statistics(network, samples_per_width, inputs, offsets=False):
+    """Per level j = 0..L: gamma_j, the row law (a, b2) of the chain, v_j, e_j, chi_j, beta_j (level 0 = input Gram;
+    chi/beta of hidden layers), the per-unit offset variances tau_l^2 = q^l c^l (orthogonal inputs) and E[mu_l^2].
+
+    ``offsets``: allow tau_l^2 > 0 (a bias, or a non-centred activation feeding layer l >= 2). Only the conjugate kernel
+    supports them; the NTK / FIM then gain a bulk term the chain does not describe (ValueError)."""
     from ..forward import forward
     from ..gaussian import gaussian_expectation
 
@@ -70,12 +132,9 @@ def _layer_statistics(network, samples_per_width, inputs):
         raise TypeError(f"network must be a meanfield.Network, got {type(network).__name__}")
     if network.depth > MAX_KERNEL_DEPTH:
         raise ValueError(f"network.depth must be <= {MAX_KERNEL_DEPTH} for the kernel spectra (the nested system has "
-                         f"depth + 2 unknowns), got {network.depth}")
+                         f"2 (depth + 1) unknowns), got {network.depth}")
     if network.dropout_keep != 1.0:
         raise ValueError("network.dropout_keep must be 1.0 for the kernel spectra")
-    if any(b != 0.0 for b in network.bias_vars):
-        raise ValueError("network.bias_var must be 0: Fan & Wang's linear-width spectra need inputs that stay nearly "
-                         "orthogonal through the layers (a bias correlates them)")
     if len(set(network.weight_vars)) != 1:
         raise ValueError("network.weight_var must be the same for every layer")
     spw = check_positive("samples_per_width", samples_per_width)
@@ -84,37 +143,50 @@ def _layer_statistics(network, samples_per_width, inputs):
     wv = network.weight_vars[0]
     if not wv > 0:
         raise ValueError("weight_var must be > 0")
+    L = network.depth
+    if not offsets and any(b != 0.0 for b in network.bias_vars[:L + 1]):
+        raise ValueError("network.bias_var must be 0 for the NTK / FIM spectra: a bias gives every unit an offset "
+                         "common to all inputs, which adds to the NTK a bulk term (the constant part of the "
+                         "weight-gradient Gram times the fluctuation of the derivative Gram) that is not covered; "
+                         "conjugate_kernel_spectrum supports bias_var > 0")
     fr = forward(network, input_norm=1.0, input_overlap=0.0)
-    q = np.asarray(fr.q1, dtype=float)[:network.depth]           # pre-activation variances of hidden layers 1..L
+    q = np.asarray(fr.q1, dtype=float)[:L]           # pre-activation variances of hidden layers 1..L
+    tau2 = np.asarray(fr.q2, dtype=float)[:L]        # covariance of two orthogonal inputs' pre-activations
     if not np.all(np.isfinite(q)) or not np.all(q > 0):
         raise ValueError("the forward variances q^l are not finite and positive for this network")
-    L = network.depth
+    tau2 = np.where(np.abs(tau2) <= 1e-14 * q, 0.0, tau2)
+    if np.any(tau2 < 0.0) or np.any(tau2 >= q):
+        raise ValueError("the per-unit offset variance tau^2 = q c must lie in [0, q) at every layer (inputs that "
+                         "become perfectly correlated have no bulk)")
     gamma = [spw / network.alphas[0]] + [spw / network.alphas[l] for l in range(1, L + 1)]
-    b2, v, e, chi, beta, mean = [1.0], [1.0], [1.0], [], [], []
+    laws = [(np.ones(1), np.zeros(1), np.ones(1))]
+    v, e, chi, beta, mean, mean2 = [1.0], [1.0], [], [], [], []
     for l in range(L):
         act = network.activations[l]
         kw = dict(scale=act.scale, kinks=act.kinks, graded=act.graded)
-        m1 = float(gaussian_expectation(act.phi, q[l], **kw))
         e2 = float(gaussian_expectation(lambda u, a=act: a.phi(u) ** 2, q[l], **kw))
         d1 = float(gaussian_expectation(act.dphi, q[l], **kw))
         d2 = float(gaussian_expectation(lambda u, a=act: a.dphi(u) ** 2, q[l], **kw))
-        var = e2 - m1 * m1
-        if not var > 0:
-            raise ValueError(f"phi(h) is constant at layer {l + 1}: the conjugate kernel is degenerate")
-        if abs(m1) > 1e-10 * math.sqrt(e2) and L > 1:
-            raise ValueError(f"the activation is not centred (E[phi(h)] = {m1:.3g} at layer {l + 1}): Fan & Wang's "
-                             "recursion covers centred activations at any depth and non-centred ones for depth = 1")
-        mean.append(m1)
+        if tau2[l] > 0.0 and not offsets:
+            raise ValueError(f"the activation is not centred (E[phi(h)] != 0 at layer {l}), so the units of layer "
+                             f"{l + 1} carry offsets common to all inputs (tau^2 = {tau2[l]:.3g}): the NTK / FIM then "
+                             "gain a bulk term that is not covered (centred activations at any depth, non-centred "
+                             "ones for depth = 1); conjugate_kernel_spectrum supports this network")
+        ol = _offset_law(act, float(q[l]), float(tau2[l]), l + 1)
+        laws.append(ol["law"])
+        mean.append(ol["mean"])
+        mean2.append(ol["mean2"])
         e.append(e2)
-        v.append(var)
-        b2.append(min(q[l] * d1 * d1 / var, 1.0))
+        v.append(ol["v"])
         chi.append(wv * d2)
         beta.append(wv * d1 * d1)
     if inputs == "orthonormal":
         # K_0 = I exactly: drop level 0 (the first hidden level then sits on K_{-1} = I)
-        gamma, b2 = gamma[1:], b2[1:]
-    return dict(gamma=np.array(gamma), b2=np.array(b2), v=np.array(v), e=np.array(e), chi=np.array(chi),
-                beta=np.array(beta), mean=np.array(mean), weight_var=wv, q=q, inputs=inputs)
+        gamma, laws = gamma[1:], laws[1:]
+    b2 = np.array([float(law[0] @ law[2]) for law in laws])
+    return dict(gamma=np.array(gamma), laws=laws, b2=b2, v=np.array(v), e=np.array(e), chi=np.array(chi),
+                beta=np.array(beta), mean=np.array(mean), mean2=np.array(mean2), tau2=tau2, weight_var=wv, q=q,
+                inputs=inputs)
 
 
 def _ntk_coefficients(st):
@@ -134,31 +206,44 @@ def _chain_coefficients(st, rplus, r):
     """Levels of the chain (level 0 = input Gram for Gaussian inputs, else hidden layer 1 on K_0 = I) and the
     coefficient vector (r_+, c_0, ...) over them."""
     if st["inputs"] == "orthonormal":
-        return Chain(st["gamma"], st["b2"]), rplus + r[0], np.asarray(r[1:], dtype=float)
-    return Chain(st["gamma"], st["b2"]), rplus, np.asarray(r, dtype=float)
+        return Chain(st["gamma"], laws=st["laws"]), rplus + r[0], np.asarray(r[1:], dtype=float)
+    return Chain(st["gamma"], laws=st["laws"]), rplus, np.asarray(r, dtype=float)
+
+
+def _law_moments(chain):
+    """Per level: E[a], E[b2], E[(a + b2)^2] of its row law (levels on K_{-1} = I: b2 counted in a)."""
+    out = []
+    for k, (p, a, b2) in enumerate(chain.laws):
+        out.append((float(p @ a), float(p @ b2), float(p @ (a + b2) ** 2)))
+    return out
 
 
 def _moments_closed_form(chain, rplus, c):
     """m_1, m_2 of r_+ I + sum_j c_j K_j (every K_j of mean 1) by the second-moment recursion, an independent route:
-    E tr K_j^2 / n = 1 + gamma_j + b_j^4 (E tr K_{j-1}^2 / n - 1) (level 0: 1 + gamma_0) and, for j > i,
-    E tr(K_j K_i) / n = (1 - b_j^2) + b_j^2 E tr(K_{j-1} K_i) / n."""
-    g, b2 = chain.gamma, chain.b2
+    with Sigma_i = a_i I + b2_i K_{j-1} the row covariances of level j,
+    E tr K_j^2 / n = 1 + gamma_j E[(a + b2)^2] + E[b2]^2 (E tr K_{j-1}^2 / n - 1) (on K_{-1} = I: 1 + gamma_j E[c^2])
+    and, for j > i, E tr(K_j K_i) / n = E[a] + E[b2] E tr(K_{j-1} K_i) / n (Fan & Wang: a = 1 - b^2, E[c^2] = 1)."""
+    g = chain.gamma
     n = chain.n
+    mom = _law_moments(chain)
     C = np.empty((n, n))
     for j in range(n):
-        C[j, j] = 1.0 + g[0] if j == 0 else 1.0 + g[j] + b2[j] ** 2 * (C[j - 1, j - 1] - 1.0)
+        ea, eb, ec2 = mom[j]
+        C[j, j] = 1.0 + g[j] * ec2 if j == 0 else 1.0 + g[j] * ec2 + eb ** 2 * (C[j - 1, j - 1] - 1.0)
         for i in range(j):
-            C[j, i] = C[i, j] = (1.0 - b2[j]) + b2[j] * C[j - 1, i] if j - 1 != i else (1.0 - b2[j]) + b2[j] * C[i, i]
+            C[j, i] = C[i, j] = ea + eb * C[j - 1, i]
     m1 = rplus + float(np.sum(c))
     m2 = rplus ** 2 + 2 * rplus * float(np.sum(c)) + float(c @ C @ c)
     return m1, m2
 
 
 def _norm_bound(chain, rplus, c):
+    """A bound on the operator norm (start of the support search; the search extends it if the density is not 0
+    there): level j's rows have covariances of norm <= max_i (a_i + b2_i |K_{j-1}|)."""
     bound, kn = abs(rplus), 1.0
     for j in range(chain.n):
-        pop = kn if j > 0 else 1.0
-        pop = max(1.0, pop) if j > 0 else 1.0
+        p, a, b2 = chain.laws[j]
+        pop = float(np.max(a + b2 * (max(1.0, kn) if j > 0 else 1.0)))
         kn = (1.0 + math.sqrt(chain.gamma[j])) ** 2 * pop
         bound += abs(c[j]) * kn
     return bound
@@ -191,6 +276,14 @@ def _spectrum_of_combination(chain, rplus, c, scale, n_points, n_moments):
     pc, _ = dens(xc)
     thr = 1e-7 * max(pc.max(), 1e-300)
     on = pc > thr
+    for _ in range(4):      # the bound is a heuristic with per-unit offsets: extend the pass while the top is inside
+        if not on[-1]:
+            break
+        xe = np.linspace(X, 2.0 * X, 601)[1:]
+        pe, _ = dens(xe)
+        xc, pc, X = np.concatenate([xc, xe]), np.concatenate([pc, pe]), 2.0 * X
+        thr = 1e-7 * max(pc.max(), 1e-300)
+        on = pc > thr
     brackets = []       # (outside, inside) pairs for every edge
     for i in range(len(xc)):
         if on[i] and (i == 0 or not on[i - 1]):
@@ -283,7 +376,7 @@ def conjugate_kernel_spectrum(network: Network, samples_per_width: float, *, inp
     >>> [round(float(m), 8) for m in sp.moments[:2]]     # Marchenko-Pastur, ratio 1/2: 1, 1 + 1/2
     [1.0, 1.5]
     """
-    st = _layer_statistics(network, samples_per_width, inputs)
+    st = _layer_statistics(network, samples_per_width, inputs, offsets=True)
     n_points = check_int("n_points", n_points, 16)
     n_moments = check_int("n_moments", n_moments, 1)
     L = network.depth
@@ -294,11 +387,12 @@ def conjugate_kernel_spectrum(network: Network, samples_per_width: float, *, inp
     res = _spectrum_of_combination(chain, rplus, c, scale, n_points, n_moments)
     m1, m2 = _moments_closed_form(chain, rplus, c)
     outl = ()
-    mu = float(st["mean"][-1])
-    if abs(mu) > 1e-10 * math.sqrt(float(st["e"][-1])):
-        outl = (samples_per_width * mu * mu,)
+    mu2 = float(st["mean2"][-1])
+    if mu2 > 1e-20 * float(st["e"][-1]):
+        outl = (samples_per_width * mu2,)
     params = dict(network=network.to_dict(), samples_per_width=float(samples_per_width), inputs=inputs,
-                  b2=st["b2"].tolist(), gamma=st["gamma"].tolist(), q=st["q"].tolist(),
+                  b2=st["b2"].tolist(), gamma=st["gamma"].tolist(), q=st["q"].tolist(), tau2=st["tau2"].tolist(),
+                  mean_square=mu2,
                   closed_form_m1=m1 * scale, closed_form_m2=m2 * scale ** 2, outlier_units="per width M")
     return KernelSpectrum(kind="conjugate_kernel", x=res["x"], density=res["density"], weights=res["weights"],
                           atoms=res["atoms"], moments=res["moments"], edges=res["edges"],

@@ -82,12 +82,15 @@ def jacobian_eigenvalues(network, weights: str, width: int, n_networks: int = 1,
 
 
 def kernel_eigenvalues(network, n_samples: int, width: int, inputs: str = "gaussian", seed: int = 0, device=None):
-    """Eigenvalues of the conjugate kernel ``G_L`` and of the NTK ``Theta`` (NTK parameterization, no bias, scalar
-    readout) of one random network with hidden widths ``alpha_l width`` on ``n_samples`` inputs ``x ~ N(0, I_d)``
+    """Eigenvalues of the conjugate kernel ``G_L`` and of the NTK ``Theta`` (NTK parameterization, scalar readout,
+    ``h^l = sigma_w W^l x^{l-1} / sqrt(N_{l-1}) + sigma_b b^l``, the readout ``sigma_w v . x^L / sqrt(N_L) + sigma_b b``)
+    of one random network with hidden widths ``alpha_l width`` on ``n_samples`` inputs ``x ~ N(0, I_d)``
     (``d = alpha_0 width``) or orthonormal ones. Returns ``(ck, ntk)``."""
     dev = resolve_device(device)
     gen = torch.Generator().manual_seed(seed)
-    wv = network.weight_vars[0]
+    wv, bv = network.weight_vars[0], network.bias_vars[0]
+    if len(set(network.bias_vars)) != 1:
+        raise ValueError("network.bias_var must be the same for every layer")
     widths = [max(1, int(round(a * width))) for a in network.alphas]
     d, n = widths[0], n_samples
     if inputs == "orthonormal":
@@ -101,6 +104,8 @@ def kernel_eigenvalues(network, n_samples: int, width: int, inputs: str = "gauss
     for l in range(network.depth):
         W = torch.randn(widths[l + 1], widths[l], generator=gen, dtype=torch.float64).to(dev)
         h = math.sqrt(wv / widths[l]) * W @ xs[-1]
+        if bv > 0:     # (drawn only then: bias-free networks keep their draws)
+            h = h + math.sqrt(bv) * torch.randn(widths[l + 1], 1, generator=gen, dtype=torch.float64).to(dev)
         Ws.append(W)
         hs.append(h)
         xs.append(_phi(network.activations[l], h))
@@ -108,10 +113,10 @@ def kernel_eigenvalues(network, n_samples: int, width: int, inputs: str = "gauss
     G = [x.T @ x / x.shape[0] for x in xs]
     ck = torch.linalg.eigvalsh(G[-1]).cpu().numpy()
     # backward: delta_l = d f / d h^l (N_l x n)
-    theta = wv * G[-1]                                        # readout layer (B = 1 1^T)
+    theta = wv * G[-1] + bv                                   # readout layer (B = 1 1^T)
     delta = math.sqrt(wv / widths[-1]) * v[:, None] * _dphi(network.activations[-1], hs[-1])
     for l in range(network.depth - 1, -1, -1):
-        theta = theta + wv * G[l] * (delta.T @ delta)
+        theta = theta + (wv * G[l] + bv) * (delta.T @ delta)
         if l > 0:
             delta = _dphi(network.activations[l - 1], hs[l - 1]) * (math.sqrt(wv / widths[l]) * Ws[l].T @ delta)
     ntk = torch.linalg.eigvalsh(theta).cpu().numpy()

@@ -392,7 +392,7 @@ def conjugate_kernel_spectrum(network: Network, samples_per_width: float, *, inp
         outl = (samples_per_width * mu2,)
     params = dict(network=network.to_dict(), samples_per_width=float(samples_per_width), inputs=inputs,
                   b2=st["b2"].tolist(), gamma=st["gamma"].tolist(), q=st["q"].tolist(), tau2=st["tau2"].tolist(),
-                  mean_square=mu2,
+                  mean_square=mu2, offset_moments=[list(m) for m in _law_moments(chain)],
                   closed_form_m1=m1 * scale, closed_form_m2=m2 * scale ** 2, outlier_units="per width M")
     return KernelSpectrum(kind="conjugate_kernel", x=res["x"], density=res["density"], weights=res["weights"],
                           atoms=res["atoms"], moments=res["moments"], edges=res["edges"],

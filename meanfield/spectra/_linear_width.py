@@ -112,13 +112,11 @@ class Chain:
                 conv = np.all(np.abs(R) <= tol * scale, axis=-1)
                 if np.all(conv):
                     break
-                J = np.empty(t.shape + (m,), dtype=complex)
                 h = 1e-7 * scale
-                for j in range(m):
-                    dp = t.copy()
-                    dp[..., j] += h[..., j]
-                    Rj, _ = self.residual(z, dp)
-                    J[..., :, j] = (Rj - R) / h[..., j:j + 1]
+                # all m perturbed points in one batched call: dp[..., j, :] = t + h_j e_j
+                dp = t[..., None, :] + h[..., None, :] * np.eye(m)
+                Rj, _ = self.residual(np.broadcast_to(z[..., None, :], z.shape[:-1] + (m, z.shape[-1])), dp)
+                J = np.swapaxes((Rj - R[..., None, :]) / h[..., :, None], -1, -2)
                 step = np.linalg.solve(J, -R[..., None])[..., 0]
                 step = np.where(np.isfinite(step), step, 0.0)
                 big = np.abs(step) > 0.5 * (1.0 + np.abs(t))       # damping
@@ -151,6 +149,8 @@ def stieltjes(chain, coef, zeta, eta_start, n_steps=None):
             for _ in range(200):
                 R, _ = chain.residual(z, t)
                 t = t - R
+                if np.all(np.abs(R) <= 1e-14 * (1.0 + np.abs(t))):
+                    break
             start = t
         elif len(hist) >= 2:   # secant predictor (equal steps in log eta)
             start = 2.0 * hist[-1] - hist[-2]

@@ -17,12 +17,21 @@ library's forward sweep, ``e_l = E[phi(h)^2]``, ``v_l = Var phi(h)`` and the Fan
 - FIM (standard parameterization, ``F = J^T J / n``, as in :mod:`meanfield.fisher`): its non-zero eigenvalues are those
   of ``(M / (n sigma_w^2)) Theta`` (bias-free network of equal widths), a fraction ``n / P`` of all ``P`` eigenvalues.
 
-Fan & Wang need a centred activation (``E[phi(h)] = 0``: tanh, erf, sin, linear, hard_tanh, odd custom ones) and no
-bias, so that distinct inputs stay (nearly) orthogonal through the layers. A non-centred activation adds, in one hidden
-layer, a rank-one spike ``n E[phi]^2`` to the CK; its bulk is that of the centred activation: ``depth = 1`` is
-supported, with the outlier placed by Karakida's ``lambda_max`` (:func:`meanfield.fisher_statistics`). Deeper
-non-centred networks feed the spike into the next layer as a random per-unit offset, which this recursion does not
-cover (ValueError).
+Fan & Wang need a centred activation (``E[phi(h)] = 0``) and no bias, so that distinct inputs stay (nearly) orthogonal
+through the layers. Otherwise every unit i of layer l carries an offset common to all inputs,
+``h_i(a) = s_i + g_i(a)`` with ``s_i ~ N(0, tau_l^2)``, ``tau_l^2 = q^l c^l`` (the forward covariance of two orthogonal
+inputs, ``sigma_b^2 + sigma_w^2 E_s[mu_{l-1}(s)^2]``) and ``g_i`` of covariance ``p_l K_{l-1}``, ``p_l = q^l - tau_l^2``.
+Given ``s``, ``phi(s + g) = mu(s) + beta(s) g + noise`` with ``mu(s) = E_g phi(s + g)``, ``beta(s) = E_g phi'(s + g)`` and
+noise variance ``Var_g phi(s + g) - p beta(s)^2``. The ``mu(s_i)`` part is the same for every input: a finite-rank
+term, the outlier ``n E[mu_L^2]`` of the CK. The centred rows are independent with commuting covariances
+``v_l (a(s) I + b2(s) K_{l-1})``, ``b2 = p beta^2 / v_l``, ``a = Var_g phi / v_l - b2``, ``v_l = E_s Var_g phi``: the
+conjugate kernel is supported at any depth by the chain of :mod:`meanfield.spectra._linear_width` with these per-unit
+laws (Gauss-Hermite in ``s``). The NTK / FIM are not: there the constant part ``sigma_b^2 + sigma_w^2 E[mu_{l-1}^2]`` of
+the weight-gradient Gram multiplies, in a Hadamard product, the fluctuation of the derivative Gram ``B_l``, an O(1)
+bulk term built from ``phi'(s + g)`` (correlated with the CK rows of the same layer, and for l < L with the backward
+fluctuation of the layers above) that this chain does not describe: ``bias_var > 0`` or a non-centred activation below
+the last layer raise ValueError there (a non-centred activation in a one-hidden-layer network is supported, with the
+outlier placed by Karakida's ``lambda_max``, :func:`meanfield.fisher_statistics`).
 """
 from __future__ import annotations
 
@@ -338,7 +347,9 @@ def _spectrum_of_combination(chain, rplus, c, scale, n_points, n_moments):
                 edges=(float(lower), float(upper)), error_estimate=err / scale)
 
 
-_METHOD = ("Fan-Wang nested deterministic equivalents solved by Newton's method (finite-difference Jacobian, "
+_METHOD = ("Fan-Wang nested deterministic equivalents (two traces per level; per-unit offset laws by Gauss-Hermite "
+           "quadrature, 40-320 nodes, doubled until the law's moments agree to 1e-9) solved by Newton's method "
+           "(finite-difference Jacobian, "
            "|residual| <= 1e-13) along a continuation in Im zeta; density = Im m(x + i 1e-10 X)/pi on cosine grids over "
            "the support intervals (found on a 600-point pass, edges by 24 bisections at height 1e-15 X); error_estimate = max change of "
            "the density between heights 1e-10 X and 1e-7 X; moments from the trapezoid rule for the contour integral "
@@ -353,8 +364,8 @@ def conjugate_kernel_spectrum(network: Network, samples_per_width: float, *, inp
     Parameters
     ----------
     network : Network
-        Bias-free network (``bias_var = 0``), one weight variance; widths ``N_l = alpha_l M`` from ``width_ratios``
-        (``alpha_0 M`` = input dimension). Centred activation, or any activation with ``depth = 1``.
+        One weight variance, any ``bias_var`` and activation (per-unit offsets, module docstring); widths
+        ``N_l = alpha_l M`` from ``width_ratios`` (``alpha_0 M`` = input dimension).
     samples_per_width : float
         n / M.
     inputs : {"gaussian", "orthonormal"}
@@ -365,8 +376,9 @@ def conjugate_kernel_spectrum(network: Network, samples_per_width: float, *, inp
     Returns
     -------
     KernelSpectrum
-        In the units of ``G_L``; for a non-centred activation ``outliers`` holds the spike ``n E[phi]^2`` per unit
-        ``M`` (``outliers[0] / M`` is returned as a value per width: multiply by M).
+        In the units of ``G_L``; the bulk is that of the centred ``G_L`` (the mean part removed). With offsets
+        (bias, or a non-centred activation) ``outliers`` holds the spike ``n E_s[mu_L(s)^2]`` (the CK's value for two
+        orthogonal inputs, times n) per unit ``M`` (multiply by M); ``parameters["tau2"]`` the offset variances.
 
     Examples
     --------
@@ -375,6 +387,12 @@ def conjugate_kernel_spectrum(network: Network, samples_per_width: float, *, inp
     >>> sp = conjugate_kernel_spectrum(Network("linear", depth=1), 0.5, inputs="orthonormal")
     >>> [round(float(m), 8) for m in sp.moments[:2]]     # Marchenko-Pastur, ratio 1/2: 1, 1 + 1/2
     [1.0, 1.5]
+    >>> sp = conjugate_kernel_spectrum(Network("relu", depth=1, weight_var=2.0, bias_var=0.5), 0.5,
+    ...                                inputs="orthonormal", n_points=32, n_moments=1)
+    >>> # offset variance sigma_b^2; spike (n/M) E[relu(u) relu(u')] = 0.5 (q / 2 pi)(sin t + (pi - t) cos t),
+    >>> # q = 2.5, cos t = 0.5 / 2.5 (arc-cosine kernel)
+    >>> sp.parameters["tau2"], round(sp.outliers[0], 4)
+    ([0.5], 0.2654)
     """
     st = _layer_statistics(network, samples_per_width, inputs, offsets=True)
     n_points = check_int("n_points", n_points, 16)

@@ -19,10 +19,10 @@ library's forward sweep, ``e_l = E[phi(h)^2]``, ``v_l = Var phi(h)`` and the Fan
 
 Fan & Wang need a centred activation (``E[phi(h)] = 0``) and no bias, so that distinct inputs stay (nearly) orthogonal
 through the layers. Otherwise every unit i of layer l carries an offset common to all inputs,
-``h_i(a) = s_i + g_i(a)`` with ``s_i ~ N(0, tau_l^2)``, ``tau_l^2 = q^l c^l`` (the forward covariance of two orthogonal
-inputs, ``sigma_b^2 + sigma_w^2 E_s[mu_{l-1}(s)^2]``) and ``g_i`` of covariance ``p_l K_{l-1}``, ``p_l = q^l - tau_l^2``.
-Given ``s``, ``phi(s + g) = mu(s) + beta(s) g + noise`` with ``mu(s) = E_g phi(s + g)``, ``beta(s) = E_g phi'(s + g)`` and
-noise variance ``Var_g phi(s + g) - p beta(s)^2``. The ``mu(s_i)`` part is the same for every input: a finite-rank
+``h_i(a) = s_i + g_i(a)`` with ``s_i ~ N(0, tau_l^2)``, ``tau_l^2 = q^l c^l`` (the forward covariance of two
+orthogonal inputs, ``sigma_b^2 + sigma_w^2 E_s[mu_{l-1}(s)^2]``) and ``g_i`` of covariance ``p_l K_{l-1}``,
+``p_l = q^l - tau_l^2``. Given ``s``, ``phi(s + g) = mu(s) + beta(s) g + noise`` with ``mu(s) = E_g phi(s + g)``,
+``beta(s) = E_g phi'(s + g)`` and noise variance ``Var_g phi(s + g) - p beta(s)^2``. The ``mu(s_i)`` part is the same for every input: a finite-rank
 term, the outlier ``n E[mu_L^2]`` of the CK. The centred rows are independent with commuting covariances
 ``v_l (a(s) I + b2(s) K_{l-1})``, ``b2 = p beta^2 / v_l``, ``a = Var_g phi / v_l - b2``, ``v_l = E_s Var_g phi``: the
 conjugate kernel is supported at any depth by the chain of :mod:`meanfield.spectra._linear_width` with these per-unit

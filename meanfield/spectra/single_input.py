@@ -26,7 +26,6 @@ point masses away from ``q*`` (hard_tanh near the edge of chaos, two hidden laye
 """
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np

@@ -37,7 +37,7 @@ class Chain:
     ``(p, a, b2)`` (probabilities summing to 1, and the node values).
     """
 
-    def __init__(self, gamma, b2=None, laws=None):
+    def __init__(self, gamma, b2=None, laws=None, pair=None):
         self.gamma = np.asarray(gamma, dtype=float)
         self.n = len(self.gamma)
         if laws is None:
@@ -46,6 +46,13 @@ class Chain:
         self.laws = [tuple(np.asarray(x, dtype=float) for x in law) for law in laws]
         if len(self.laws) != self.n:
             raise ValueError("one law per level")
+        # optional second matrix F on the top level, built from the same units: each unit contributes the rank-two
+        # term Y_i diag(z_top, z_F) Y_i^T / N, Y_i = g_i alpha_i^T + E_i (g_i of covariance K_{top-1}, E_i white
+        # across inputs with 2 x 2 covariance noise_i); pair = (p, alpha (k, 2), noise (k, 2, 2), z_F)
+        self.pair = None
+        if pair is not None:
+            pp, al, nz, zf = pair
+            self.pair = (np.asarray(pp, float), np.asarray(al, float), np.asarray(nz, float), complex(zf))
 
     def _reduce(self, z, t):
         """All reduced coefficient vectors: zs[k] has entries (*, 0..k-1) after removing levels n-1..k (zs[n] = z)."""
@@ -56,10 +63,13 @@ class Chain:
         for k in range(n - 1, -1, -1):
             p, a, b2 = self.laws[k]
             zk = cur[..., k + 1]
-            d = self.gamma[k] * zk[..., None] * (a * t[..., 2 * k, None] + b2 * t[..., 2 * k + 1, None])
-            inv = p / (1.0 + d)
-            ca = zk * np.sum(inv * a, axis=-1)
-            cb = zk * np.sum(inv * b2, axis=-1)
+            if k == n - 1 and self.pair is not None:
+                ca, cb = self._pair_terms(zk, t[..., 2 * k], t[..., 2 * k + 1], self.gamma[k])
+            else:
+                d = self.gamma[k] * zk[..., None] * (a * t[..., 2 * k, None] + b2 * t[..., 2 * k + 1, None])
+                inv = p / (1.0 + d)
+                ca = zk * np.sum(inv * a, axis=-1)
+                cb = zk * np.sum(inv * b2, axis=-1)
             nxt = cur[..., :k + 1].copy()
             nxt[..., 0] = nxt[..., 0] + ca
             if k >= 1:
@@ -69,6 +79,24 @@ class Chain:
             zs[k] = nxt
             cur = nxt
         return zs
+
+    def _pair_terms(self, zk, t0, t1, gamma):
+        """Rank-two top level: Delta_i = gamma (alpha_i alpha_i^T t1 + noise_i t0), M_i = D (I + Delta_i D)^{-1},
+        D = diag(z_top, z_F); returns E[tr(M N)] (onto I) and E[alpha^T M alpha] (onto K_{top-1})."""
+        p, al, nz, zf = self.pair
+        t0, t1, z1 = t0[..., None], t1[..., None], zk[..., None]
+        d11 = gamma * (al[:, 0] ** 2 * t1 + nz[:, 0, 0] * t0)
+        d12 = gamma * (al[:, 0] * al[:, 1] * t1 + nz[:, 0, 1] * t0)
+        d22 = gamma * (al[:, 1] ** 2 * t1 + nz[:, 1, 1] * t0)
+        # I + Delta D = [[1 + d11 z1, d12 zf], [d12 z1, 1 + d22 zf]]; M = D (I + Delta D)^{-1}
+        det = (1.0 + d11 * z1) * (1.0 + d22 * zf) - d12 * d12 * z1 * zf
+        m11 = z1 * (1.0 + d22 * zf) / det
+        m12 = -z1 * d12 * zf / det
+        m21 = -zf * d12 * z1 / det
+        m22 = zf * (1.0 + d11 * z1) / det
+        trmn = m11 * nz[:, 0, 0] + (m12 + m21) * nz[:, 0, 1] + m22 * nz[:, 1, 1]
+        ama = m11 * al[:, 0] ** 2 + (m12 + m21) * al[:, 0] * al[:, 1] + m22 * al[:, 1] ** 2
+        return np.sum(p * trmn, axis=-1), np.sum(p * ama, axis=-1)
 
     def _T(self, zs, k, w):
         """T over levels k-1..0 of the reduced chain: zs[k] has entries (*, 0..k-1); w the same shape."""

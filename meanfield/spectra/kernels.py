@@ -86,14 +86,19 @@ def _offset_law_stats(act, q, tau2, n_nodes):
     else:
         s, w = np.zeros(1), np.ones(1)
     mu, var, beta = np.empty(len(s)), np.empty(len(s)), np.empty(len(s))
+    kappa, var_d, cov = np.empty(len(s)), np.empty(len(s)), np.empty(len(s))
     for j, sj in enumerate(s):
         z, wz = gaussian_rule(p, scale=act.scale, kinks=[k - sj for k in act.kinks])
         u = sj + math.sqrt(p) * z
         f = np.asarray(act.phi(u), dtype=float)
+        d = np.asarray(act.dphi(u), dtype=float)
         mu[j] = wz @ f
         var[j] = max(wz @ (f - mu[j]) ** 2, 0.0)
-        beta[j] = wz @ np.asarray(act.dphi(u), dtype=float)
-    return w, mu, var, beta
+        beta[j] = wz @ d
+        kappa[j] = (wz @ (d * z)) / math.sqrt(p)          # E_g phi''(s + g) by Stein's lemma (kinks allowed)
+        var_d[j] = max(wz @ (d - beta[j]) ** 2, 0.0)
+        cov[j] = wz @ ((f - mu[j]) * (d - beta[j]))
+    return w, mu, var, beta, dict(s=s, kappa=kappa, var_d=var_d, cov=cov)
 
 
 def _offset_law(act, q, tau2, layer):
@@ -103,14 +108,16 @@ def _offset_law(act, q, tau2, layer):
     p = q - tau2
 
     def build(n_nodes):
-        w, mu, var, beta = _offset_law_stats(act, q, tau2, n_nodes)
+        w, mu, var, beta, extra = _offset_law_stats(act, q, tau2, n_nodes)
         v = float(w @ var)
         if not v > 0:
             raise ValueError(f"phi(h) is constant at layer {layer}: the conjugate kernel is degenerate")
         b2 = np.minimum(p * beta ** 2 / v, var / v)
         a = np.maximum(var / v - b2, 0.0)
-        key = np.array([w @ a, w @ b2, w @ (a + b2) ** 2, w @ mu ** 2])
-        return dict(law=(w, a, b2), v=v, mean2=float(w @ mu ** 2), mean=float(w @ mu), key=key)
+        key = np.array([w @ a, w @ b2, w @ (a + b2) ** 2, w @ mu ** 2, w @ beta ** 2, w @ extra["var_d"]])
+        units = dict(w=w, beta=beta, var=var, p=p, **extra)
+        return dict(law=(w, a, b2), v=v, mean2=float(w @ mu ** 2), mean=float(w @ mu), key=key,
+                    beta2=float(w @ beta ** 2), var_d=float(w @ extra["var_d"]), units=units)
 
     n = _OFFSET_NODES[0]
     cur = build(n)
@@ -128,12 +135,11 @@ def _offset_law(act, q, tau2, layer):
         cur, n = nxt, 2 * n
 
 
-def _layer_statistics(network, samples_per_width, inputs, offsets=False):
+def _layer_statistics(network, samples_per_width, inputs):
     """Per level j = 0..L: gamma_j, the row law (a, b2) of the chain, v_j, e_j, chi_j, beta_j (level 0 = input Gram;
-    chi/beta of hidden layers), the per-unit offset variances tau_l^2 = q^l c^l (orthogonal inputs) and E[mu_l^2].
-
-    ``offsets``: allow tau_l^2 > 0 (a bias, or a non-centred activation feeding layer l >= 2). Only the conjugate kernel
-    supports them; the NTK / FIM then gain a bulk term the chain does not describe (ValueError)."""
+    chi/beta of hidden layers, beta_j = sigma_w^2 E_s[beta_j(s)^2] the off-diagonal of the backward kernel), the
+    per-unit offset variances tau_l^2 = q^l c^l (orthogonal inputs), E[mu_l^2], and the top layer's per-unit
+    statistics (for the NTK / FIM term of :func:`_top_pair`)."""
     from ..forward import forward
     from ..gaussian import gaussian_expectation
 
@@ -146,18 +152,15 @@ def _layer_statistics(network, samples_per_width, inputs, offsets=False):
         raise ValueError("network.dropout_keep must be 1.0 for the kernel spectra")
     if len(set(network.weight_vars)) != 1:
         raise ValueError("network.weight_var must be the same for every layer")
+    if len(set(network.bias_vars)) != 1:
+        raise ValueError("network.bias_var must be the same for every layer")
     spw = check_positive("samples_per_width", samples_per_width)
     if inputs not in _INPUTS:
         raise ValueError(f"inputs must be one of {_INPUTS}, got {inputs!r}")
-    wv = network.weight_vars[0]
+    wv, bv = network.weight_vars[0], network.bias_vars[0]
     if not wv > 0:
         raise ValueError("weight_var must be > 0")
     L = network.depth
-    if not offsets and any(b != 0.0 for b in network.bias_vars[:L + 1]):
-        raise ValueError("network.bias_var must be 0 for the NTK / FIM spectra: a bias gives every unit an offset "
-                         "common to all inputs, which adds to the NTK a bulk term (the constant part of the "
-                         "weight-gradient Gram times the fluctuation of the derivative Gram) that is not covered; "
-                         "conjugate_kernel_spectrum supports bias_var > 0")
     fr = forward(network, input_norm=1.0, input_overlap=0.0)
     q = np.asarray(fr.q1, dtype=float)[:L]           # pre-activation variances of hidden layers 1..L
     tau2 = np.asarray(fr.q2, dtype=float)[:L]        # covariance of two orthogonal inputs' pre-activations
@@ -169,18 +172,13 @@ def _layer_statistics(network, samples_per_width, inputs, offsets=False):
                          "become perfectly correlated have no bulk)")
     gamma = [spw / network.alphas[0]] + [spw / network.alphas[l] for l in range(1, L + 1)]
     laws = [(np.ones(1), np.zeros(1), np.ones(1))]
-    v, e, chi, beta, mean, mean2 = [1.0], [1.0], [], [], [], []
+    v, e, chi, beta, mean, mean2, var_d = [1.0], [1.0], [], [], [], [0.0], []
+    ol = None
     for l in range(L):
         act = network.activations[l]
         kw = dict(scale=act.scale, kinks=act.kinks, graded=act.graded)
         e2 = float(gaussian_expectation(lambda u, a=act: a.phi(u) ** 2, q[l], **kw))
-        d1 = float(gaussian_expectation(act.dphi, q[l], **kw))
         d2 = float(gaussian_expectation(lambda u, a=act: a.dphi(u) ** 2, q[l], **kw))
-        if tau2[l] > 0.0 and not offsets:
-            raise ValueError(f"the activation is not centred (E[phi(h)] != 0 at layer {l}), so the units of layer "
-                             f"{l + 1} carry offsets common to all inputs (tau^2 = {tau2[l]:.3g}): the NTK / FIM then "
-                             "gain a bulk term that is not covered (centred activations at any depth, non-centred "
-                             "ones for depth = 1); conjugate_kernel_spectrum supports this network")
         ol = _offset_law(act, float(q[l]), float(tau2[l]), l + 1)
         laws.append(ol["law"])
         mean.append(ol["mean"])
@@ -188,35 +186,106 @@ def _layer_statistics(network, samples_per_width, inputs, offsets=False):
         e.append(e2)
         v.append(ol["v"])
         chi.append(wv * d2)
-        beta.append(wv * d1 * d1)
+        beta.append(wv * ol["beta2"])
+        var_d.append(wv * ol["var_d"])
     if inputs == "orthonormal":
         # K_0 = I exactly: drop level 0 (the first hidden level then sits on K_{-1} = I)
         gamma, laws = gamma[1:], laws[1:]
     b2 = np.array([float(law[0] @ law[2]) for law in laws])
     return dict(gamma=np.array(gamma), laws=laws, b2=b2, v=np.array(v), e=np.array(e), chi=np.array(chi),
-                beta=np.array(beta), mean=np.array(mean), mean2=np.array(mean2), tau2=tau2, weight_var=wv, q=q,
-                inputs=inputs)
+                beta=np.array(beta), mean=np.array(mean), mean2=np.array(mean2), var_d=np.array(var_d), tau2=tau2,
+                weight_var=wv, bias_var=bv, q=q, inputs=inputs, top_units=ol["units"],
+                top=(network.activations[L - 1], float(q[L - 1]), float(tau2[L - 1])))
 
 
-def _ntk_coefficients(st):
-    """(r_+, r_0, ..., r_L) of Theta ~ r_+ I + sum_j r_j K_j (NTK parameterization, bias-free, scalar readout)."""
-    wv, v, e, chi, beta = st["weight_var"], st["v"], st["e"], st["chi"], st["beta"]
+def _gradient_coefficients(st, w, b, what):
+    """Theta = sum_{l=1}^{L+1} (w_l G_{l-1} + b_l 1 1^T) o B_l (B_{L+1} = 1 1^T; NTK: w_l = sigma_w^2, b_l = sigma_b^2;
+    FIM x n / M: w_l = alpha_{l-1}, b_l = 0) as r_+ I + sum_j r_j K_j + c_L F + finite rank, with
+    r_j = w_{j+1} v_j prod_{k>j} beta_k, c_l = w_l E[mu_{l-1}^2] + b_l (the constant part of layer l's weight-gradient
+    Gram), F the fluctuation of B_L (E tr F / n = sigma_w^2 E_s Var_g phi'_L = var_d_L) and r_+ from the diagonal
+    sum_l (w_l e_{l-1} + b_l) prod_{k>=l} chi_k less sum_j r_j, c_L var_d_L and the finite-rank part's diagonal
+    (w_{L+1} E[mu_L^2] + b_{L+1}) + c_L beta_L. Supported when c_l = 0 for l < L (ValueError otherwise)."""
+    v, e, chi, beta, mean2 = st["v"], st["e"], st["chi"], st["beta"], st["mean2"]
     L = len(chi)
-    r, rplus = [], 0.0
-    for j in range(L + 1):
-        Q = float(np.prod(chi[j:]))     # prod over hidden layers k = j+1..L (chi index k-1)
-        P = float(np.prod(beta[j:]))
-        r.append(wv * v[j] * P)
-        rplus += wv * e[j] * (Q - P)
-    return rplus, np.array(r)
+    c = [w[l - 1] * mean2[l - 1] + b[l - 1] for l in range(1, L + 2)]     # c_1..c_{L+1}
+    scale = max(abs(x) for x in list(w) + list(b) + [1e-300]) * max(float(np.max(e)), 1e-300)
+    for l in range(1, L):
+        if abs(c[l - 1]) > 1e-12 * scale:
+            why = []
+            if st["bias_var"] > 0 and b[l - 1] != 0:
+                why.append(f"bias_var = {st['bias_var']:g}")
+            if mean2[l - 1] > 0:
+                why.append(f"a non-centred layer {l - 1} (E_s[mu^2] = {mean2[l - 1]:.3g}; the activation is not "
+                           "centred or a bias offsets it)")
+            raise ValueError(
+                f"{what} spectrum: the weight-gradient Gram of layer {l} has a constant part c = {c[l - 1]:.3g} (from "
+                f"{' and '.join(why)}), which multiplies the fluctuation of the derivative Gram B_{l}, coupled to the "
+                "backward fluctuations of the layers above: not covered. Supported: no constant part below the last "
+                "hidden layer (bias_var = 0 and centred activations in layers 1..depth-2, any activation in the last "
+                "two; or depth = 1 with any bias_var); conjugate_kernel_spectrum supports every case")
+    r = [w[j] * v[j] * float(np.prod(beta[j:])) for j in range(L + 1)]
+    diag = sum((w[l - 1] * e[l - 1] + b[l - 1]) * float(np.prod(chi[l - 1:])) for l in range(1, L + 2))
+    cL = c[L - 1] if abs(c[L - 1]) > 1e-12 * scale else 0.0
+    finite = c[L] + cL * beta[L - 1]
+    rplus = diag - sum(r) - cL * st["var_d"][L - 1] - finite
+    return rplus, np.array(r), cL
 
 
-def _chain_coefficients(st, rplus, r):
-    """Levels of the chain (level 0 = input Gram for Gaussian inputs, else hidden layer 1 on K_0 = I) and the
-    coefficient vector (r_+, c_0, ...) over them."""
+#: Gauss-Hermite nodes of the rank-two top level: over the offset s, and over the readout weight's |v|
+_PAIR_NODES = (20, 8)
+
+
+def _top_pair(st, cL, n_s=None, n_v=None):
+    """The rank-two top level (K_L, F) of the chain: per unit (offset s, readout weight v) the rows
+    (phi - mu, sqrt(sigma_w^2) v (phi' - beta)) linearise as g (alpha_1, alpha_2) + noise with
+    alpha = (beta sqrt(p / v_L), sqrt(sigma_w^2) v kappa sqrt(p)), kappa = E_g phi''(s + g), and noise covariance
+    [[Var phi - p beta^2) / v_L, sqrt(sigma_w^2) v (Cov(phi, phi') - p beta kappa) / sqrt(v_L)], [.,
+    sigma_w^2 v^2 (Var phi' - p kappa^2)]]."""
+    act, q, tau2 = st["top"]
+    n_s = _PAIR_NODES[0] if n_s is None else n_s
+    n_v = _PAIR_NODES[1] if n_v is None else n_v
+    w, _, var, beta, extra = _offset_law_stats(act, q, tau2, n_s)
+    u = dict(w=w, beta=beta, var=var, p=q - tau2, **extra)
+    wv, vL, p = st["weight_var"], float(st["v"][-1]), u["p"]
+    xv, wvn = np.polynomial.hermite_e.hermegauss(2 * n_v)       # the law depends on v^2: the positive half, doubled
+    xv, wvn = xv[n_v:], 2.0 * wvn[n_v:] / math.sqrt(2.0 * math.pi)
+    _V_NODES = n_v
+    W = (u["w"][:, None] * wvn[None, :]).ravel()
+    beta, kappa = np.repeat(u["beta"], _V_NODES), np.repeat(u["kappa"], _V_NODES)
+    var, var_d, cov = np.repeat(u["var"], _V_NODES), np.repeat(u["var_d"], _V_NODES), np.repeat(u["cov"], _V_NODES)
+    vv = np.tile(xv, len(u["w"]))
+    sw = math.sqrt(wv)
+    al = np.stack([beta * math.sqrt(p / vL), sw * vv * kappa * math.sqrt(p)], axis=-1)
+    nz = np.empty((len(W), 2, 2))
+    nz[:, 0, 0] = np.maximum(var - p * beta ** 2, 0.0) / vL
+    nz[:, 1, 1] = wv * vv ** 2 * np.maximum(var_d - p * kappa ** 2, 0.0)
+    nz[:, 0, 1] = nz[:, 1, 0] = sw * vv * (cov - p * beta * kappa) / math.sqrt(vL)
+    return W, al, nz, cL
+
+
+def _chain_coefficients(st, rplus, r, cL=0.0):
+    """Levels of the chain (level 0 = input Gram for Gaussian inputs, else hidden layer 1 on K_0 = I), with the
+    rank-two top level (K_L, F) when c_L != 0, and the coefficient vector (r_+, c_0, ...) over them."""
+    pair = _top_pair(st, cL) if cL != 0.0 else None
+    chain = Chain(st["gamma"], laws=st["laws"], pair=pair)
+    chain.f_stats = _f_stats(st) if cL != 0.0 else None
+    chain.cL = cL
     if st["inputs"] == "orthonormal":
-        return Chain(st["gamma"], laws=st["laws"]), rplus + r[0], np.asarray(r[1:], dtype=float)
-    return Chain(st["gamma"], laws=st["laws"]), rplus, np.asarray(r, dtype=float)
+        return chain, rplus + r[0], np.asarray(r[1:], dtype=float)
+    return chain, rplus, np.asarray(r, dtype=float)
+
+
+def _f_stats(st):
+    """Closed-form statistics of F (the fluctuation of B_L) for the second-moment recursion: E[A^F], E[B^F] (row
+    covariance A^F K_{L-1} + B^F I), E[(A^F + B^F)^2] (E v^4 = 3), and the same-unit cross term with K_L,
+    E[(tr C / n)^2] = sigma_w^2 E_s[Cov_g(phi, phi')^2] / v_L."""
+    u = st["top_units"]
+    wv, vL, p, w = st["weight_var"], float(st["v"][-1]), u["p"], u["w"]
+    ea = wv * p * float(w @ u["kappa"] ** 2)
+    eb = wv * float(w @ np.maximum(u["var_d"] - p * u["kappa"] ** 2, 0.0))
+    e2 = 3.0 * wv ** 2 * float(w @ u["var_d"] ** 2)
+    cross = wv * float(w @ u["cov"] ** 2) / vL
+    return ea, eb, e2, cross
 
 
 def _law_moments(chain):
@@ -243,6 +312,20 @@ def _moments_closed_form(chain, rplus, c):
             C[j, i] = C[i, j] = ea + eb * C[j - 1, i]
     m1 = rplus + float(np.sum(c))
     m2 = rplus ** 2 + 2 * rplus * float(np.sum(c)) + float(c @ C @ c)
+    fs, cf = getattr(chain, "f_stats", None), getattr(chain, "cL", 0.0)
+    if fs is not None and cf != 0.0:
+        # F: rows of covariance A^F K_{L-1} + B^F I from the same units as K_L (top level t)
+        ea_f, eb_f, e2_f, cross = fs
+        t = n - 1
+        ea, eb, _ = mom[t]
+        Cprev = (lambda j: C[t - 1, j]) if t >= 1 else (lambda j: 1.0)
+        m2prev = C[t - 1, t - 1] if t >= 1 else 1.0
+        cff = ea_f ** 2 * (m2prev - 1.0) + (ea_f + eb_f) ** 2 + g[t] * e2_f
+        cfk = [ea_f * Cprev(j) + eb_f for j in range(t)]
+        cfk.append(ea_f * eb * m2prev + ea_f * ea + eb_f * eb + eb_f * ea + g[t] * cross)
+        trf = ea_f + eb_f
+        m1 = m1 + cf * trf
+        m2 = m2 + 2 * rplus * cf * trf + 2 * cf * float(np.dot(c, cfk)) + cf ** 2 * cff
     return m1, m2
 
 
@@ -394,7 +477,7 @@ def conjugate_kernel_spectrum(network: Network, samples_per_width: float, *, inp
     >>> sp.parameters["tau2"], round(sp.outliers[0], 4)
     ([0.5], 0.2654)
     """
-    st = _layer_statistics(network, samples_per_width, inputs, offsets=True)
+    st = _layer_statistics(network, samples_per_width, inputs)
     n_points = check_int("n_points", n_points, 16)
     n_moments = check_int("n_moments", n_moments, 1)
     L = network.depth
@@ -436,17 +519,20 @@ def ntk_spectrum(network: Network, samples_per_width: float, *, inputs: str = "g
     st = _layer_statistics(network, samples_per_width, inputs)
     n_points = check_int("n_points", n_points, 16)
     n_moments = check_int("n_moments", n_moments, 1)
-    rplus, r = _ntk_coefficients(st)
-    chain, rp, c = _chain_coefficients(st, rplus, r)
+    L = network.depth
+    wv, bv = st["weight_var"], st["bias_var"]
+    rplus, r, cL = _gradient_coefficients(st, [wv] * (L + 1), [bv] * (L + 1), "the NTK")
+    chain, rp, c = _chain_coefficients(st, rplus, r, cL)
     res = _spectrum_of_combination(chain, rp, c, 1.0, n_points, n_moments)
     m1, m2 = _moments_closed_form(chain, rp, c)
     outl = ()
-    mu = float(st["mean"][-1])
-    if abs(mu) > 1e-10 * math.sqrt(float(st["e"][-1])):
-        outl = (samples_per_width * st["weight_var"] * mu * mu,)
+    spike = wv * float(st["mean2"][-1]) + bv + cL * float(st["beta"][-1])
+    if spike > 1e-20 * float(st["e"][-1]):
+        outl = (samples_per_width * spike,)
     params = dict(network=network.to_dict(), samples_per_width=float(samples_per_width), inputs=inputs,
-                  r_plus=rplus, r=r.tolist(), b2=st["b2"].tolist(), gamma=st["gamma"].tolist(), q=st["q"].tolist(),
-                  closed_form_m1=m1, closed_form_m2=m2, outlier_units="per width M")
+                  r_plus=rplus, r=r.tolist(), c_top=cL, b2=st["b2"].tolist(), gamma=st["gamma"].tolist(),
+                  q=st["q"].tolist(), tau2=st["tau2"].tolist(), closed_form_m1=m1, closed_form_m2=m2,
+                  outlier_units="per width M")
     return KernelSpectrum(kind="ntk", x=res["x"], density=res["density"], weights=res["weights"], atoms=res["atoms"],
                           moments=res["moments"], edges=res["edges"], error_estimate=res["error_estimate"],
                           method=_METHOD, parameters=params, outliers=outl)
@@ -479,22 +565,17 @@ def fisher_spectrum(network: Network, width: int, n_samples: int, *, inputs: str
     n_points = check_int("n_points", n_points, 16)
     n_moments = check_int("n_moments", n_moments, 1)
     alphas = np.asarray(network.alphas, dtype=float)
-    v, e, chi, beta = st["v"], st["e"], st["chi"], st["beta"]
-    L = len(chi)
-    r, rplus = [], 0.0
-    for j in range(L + 1):
-        Q, P = float(np.prod(chi[j:])), float(np.prod(beta[j:]))
-        r.append(alphas[j] * v[j] * P)
-        rplus += alphas[j] * e[j] * (Q - P)
-    r = np.array(r)
-    chain, rp, c = _chain_coefficients(st, rplus, r)
+    L = network.depth
+    # standard parameterization: the bias gradients enter J J^T / n with weight 1 / M relative to the weights'
+    rplus, r, cL = _gradient_coefficients(st, alphas.tolist(), [0.0] * (L + 1), "the FIM")
+    chain, rp, c = _chain_coefficients(st, rplus, r, cL)
     scale = width / n_samples
     res = _spectrum_of_combination(chain, rp, c, scale, n_points, n_moments)
     m1, m2 = _moments_closed_form(chain, rp, c)
     widths = [int(round(a * width)) for a in alphas] + [1]
     n_params = sum(widths[l] * widths[l + 1] for l in range(L + 1))
     outl = ()
-    if abs(float(st["mean"][-1])) > 1e-10 * math.sqrt(float(st["e"][-1])):
+    if float(st["mean2"][-1]) > 1e-20 * float(st["e"][-1]):
         from ..fisher import fisher_statistics
         outl = (float(fisher_statistics(network, width=width, n_samples=n_samples).lambda_max),)
     params = dict(network=network.to_dict(), width=width, n_samples=n_samples, inputs=inputs, r_plus=rplus,

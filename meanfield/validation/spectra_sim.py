@@ -81,11 +81,16 @@ def jacobian_eigenvalues(network, weights: str, width: int, n_networks: int = 1,
     return np.concatenate(out)
 
 
-def kernel_eigenvalues(network, n_samples: int, width: int, inputs: str = "gaussian", seed: int = 0, device=None):
+def kernel_eigenvalues(network, n_samples: int, width: int, inputs: str = "gaussian", seed: int = 0, device=None,
+                       spherical_readout: bool = False):
     """Eigenvalues of the conjugate kernel ``G_L`` and of the NTK ``Theta`` (NTK parameterization, scalar readout,
     ``h^l = sigma_w W^l x^{l-1} / sqrt(N_{l-1}) + sigma_b b^l``, the readout ``sigma_w v . x^L / sqrt(N_L) + sigma_b b``)
     of one random network with hidden widths ``alpha_l width`` on ``n_samples`` inputs ``x ~ N(0, I_d)``
-    (``d = alpha_0 width``) or orthonormal ones. Returns ``(ck, ntk)``."""
+    (``d = alpha_0 width``) or orthonormal ones. Returns ``(ck, ntk)``.
+
+    ``spherical_readout``: rescale the Gaussian readout weights to ``|v|^2 = N_L`` exactly. Every gradient term of the
+    NTK is proportional to ``|v|^2 / N_L`` to leading order, whose O(N_L^{-1/2}) fluctuation scales the whole bulk and
+    dominates distances at moderate widths; the limit law is the same."""
     dev = resolve_device(device)
     gen = torch.Generator().manual_seed(seed)
     wv, bv = network.weight_vars[0], network.bias_vars[0]
@@ -110,6 +115,8 @@ def kernel_eigenvalues(network, n_samples: int, width: int, inputs: str = "gauss
         hs.append(h)
         xs.append(_phi(network.activations[l], h))
     v = torch.randn(widths[-1], generator=gen, dtype=torch.float64).to(dev)
+    if spherical_readout:
+        v = v * math.sqrt(widths[-1]) / torch.linalg.norm(v)
     G = [x.T @ x / x.shape[0] for x in xs]
     ck = torch.linalg.eigvalsh(G[-1]).cpu().numpy()
     # backward: delta_l = d f / d h^l (N_l x n)

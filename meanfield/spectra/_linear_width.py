@@ -83,20 +83,15 @@ class Chain:
     def _pair_terms(self, zk, t0, t1, gamma):
         """Rank-two top level: Delta_i = gamma (alpha_i alpha_i^T t1 + noise_i t0), M_i = D (I + Delta_i D)^{-1},
         D = diag(z_top, z_F); returns E[tr(M N)] (onto I) and E[alpha^T M alpha] (onto K_{top-1})."""
+        from ._kernels import pair_terms
+
         p, al, nz, zf = self.pair
-        t0, t1, z1 = t0[..., None], t1[..., None], zk[..., None]
-        d11 = gamma * (al[:, 0] ** 2 * t1 + nz[:, 0, 0] * t0)
-        d12 = gamma * (al[:, 0] * al[:, 1] * t1 + nz[:, 0, 1] * t0)
-        d22 = gamma * (al[:, 1] ** 2 * t1 + nz[:, 1, 1] * t0)
-        # I + Delta D = [[1 + d11 z1, d12 zf], [d12 z1, 1 + d22 zf]]; M = D (I + Delta D)^{-1}
-        det = (1.0 + d11 * z1) * (1.0 + d22 * zf) - d12 * d12 * z1 * zf
-        m11 = z1 * (1.0 + d22 * zf) / det
-        m12 = -z1 * d12 * zf / det
-        m21 = -zf * d12 * z1 / det
-        m22 = zf * (1.0 + d11 * z1) / det
-        trmn = m11 * nz[:, 0, 0] + (m12 + m21) * nz[:, 0, 1] + m22 * nz[:, 1, 1]
-        ama = m11 * al[:, 0] ** 2 + (m12 + m21) * al[:, 0] * al[:, 1] + m22 * al[:, 1] ** 2
-        return np.sum(p * trmn, axis=-1), np.sum(p * ama, axis=-1)
+        shape = np.broadcast(zk, t0, t1).shape
+        f = [np.ascontiguousarray(np.broadcast_to(x, shape), dtype=np.complex128).ravel() for x in (zk, t0, t1)]
+        ca, cb = pair_terms(f[0], f[1], f[2], zf, float(gamma), p, np.ascontiguousarray(al[:, 0]),
+                            np.ascontiguousarray(al[:, 1]), np.ascontiguousarray(nz[:, 0, 0]),
+                            np.ascontiguousarray(nz[:, 0, 1]), np.ascontiguousarray(nz[:, 1, 1]))
+        return ca.reshape(shape), cb.reshape(shape)
 
     def _T(self, zs, k, w):
         """T over levels k-1..0 of the reduced chain: zs[k] has entries (*, 0..k-1); w the same shape."""

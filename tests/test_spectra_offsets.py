@@ -195,8 +195,9 @@ def test_fisher_with_bias_one_hidden_layer():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("net,widths,bound", [(Network("tanh", depth=1, weight_var=1.5, bias_var=0.3), (200, 800), 0.02),
-                                              (Network("relu", depth=2, weight_var=2.0), (400, 1600), 0.045)])
+@pytest.mark.parametrize("net,widths,bound", [
+    (Network("tanh", depth=1, weight_var=1.5, bias_var=0.3), (200, 800), 0.02),
+    (Network("relu", depth=2, weight_var=2.0), (400, 1600), 0.045)])
 def test_ntk_with_top_offsets_against_torch_networks(net, widths, bound):
     pytest.importorskip("torch")
     import torch
@@ -212,8 +213,8 @@ def test_ntk_with_top_offsets_against_torch_networks(net, widths, bound):
         ks[M] = np.mean([ks_distance(kernel_eigenvalues(net, int(g * M), M, seed=s, spherical_readout=True)[1][:-1],
                                      sp) for s in range(3)])
     # measured: tanh depth 1 (bias 0.3) 0.029 (M = 200), 0.009 (M = 800); relu depth 2 0.066 (400), 0.039 (800),
-    # 0.014-0.032 (1600, seeds 10-13 and 0-2). relu's per-network fluctuation is large: (1/N) sum_j v_j^2 P(h_j > 0 | s_j)
-    # scales B_2 by 1 + O(N^-1/2) (bulk means 4.51-4.81 against 4.63 at M = 1600), so KS ~ M^-1/2. Without the F term
+    # 0.014-0.032 (1600, seeds 10-13 and 0-2). relu's per-network fluctuation is large:
+    # (1/N) sum_j v_j^2 P(h_j > 0 | s_j) scales B_2 by 1 + O(N^-1/2) (bulk means 4.51-4.81 against 4.63 at M = 1600), so KS ~ M^-1/2. Without the F term
     # the distance stays at 0.04-0.06 (tanh at every width, relu at 1600)
     assert ks[widths[1]] < bound and ks[widths[1]] < 0.6 * ks[widths[0]]
 

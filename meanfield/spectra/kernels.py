@@ -4,7 +4,7 @@ networks", NeurIPS 2020).
 
 Setting: ``n`` inputs ``x ~ N(0, I_d)`` (or exactly orthonormal ones), hidden widths ``N_l = alpha_l M``, input dimension
 ``d = alpha_0 M``, with ``n / M = samples_per_width`` fixed as everything grows; NTK parameterization
-``h^l = sigma_w W^l x^{l-1} / sqrt(N_{l-1})`` (no bias), scalar readout. Per layer, at the variance ``q^l`` of the
+``h^l = sigma_w W^l x^{l-1} / sqrt(N_{l-1}) + sigma_b b^l``, scalar readout. Per layer, at the variance ``q^l`` of the
 library's forward sweep, ``e_l = E[phi(h)^2]``, ``v_l = Var phi(h)`` and the Fan-Wang slope
 ``b_l^2 = q^l E[phi'(h)]^2 / v_l``. With ``K_l = G_l / v_l`` (``G_l = phi(H_l)^T phi(H_l) / N_l``, ``K_0 = X^T X / d``),
 
@@ -22,16 +22,21 @@ through the layers. Otherwise every unit i of layer l carries an offset common t
 ``h_i(a) = s_i + g_i(a)`` with ``s_i ~ N(0, tau_l^2)``, ``tau_l^2 = q^l c^l`` (the forward covariance of two
 orthogonal inputs, ``sigma_b^2 + sigma_w^2 E_s[mu_{l-1}(s)^2]``) and ``g_i`` of covariance ``p_l K_{l-1}``,
 ``p_l = q^l - tau_l^2``. Given ``s``, ``phi(s + g) = mu(s) + beta(s) g + noise`` with ``mu(s) = E_g phi(s + g)``,
-``beta(s) = E_g phi'(s + g)`` and noise variance ``Var_g phi(s + g) - p beta(s)^2``. The ``mu(s_i)`` part is the same for every input: a finite-rank
-term, the outlier ``n E[mu_L^2]`` of the CK. The centred rows are independent with commuting covariances
-``v_l (a(s) I + b2(s) K_{l-1})``, ``b2 = p beta^2 / v_l``, ``a = Var_g phi / v_l - b2``, ``v_l = E_s Var_g phi``: the
-conjugate kernel is supported at any depth by the chain of :mod:`meanfield.spectra._linear_width` with these per-unit
-laws (Gauss-Hermite in ``s``). The NTK / FIM are not: there the constant part ``sigma_b^2 + sigma_w^2 E[mu_{l-1}^2]`` of
-the weight-gradient Gram multiplies, in a Hadamard product, the fluctuation of the derivative Gram ``B_l``, an O(1)
-bulk term built from ``phi'(s + g)`` (correlated with the CK rows of the same layer, and for l < L with the backward
-fluctuation of the layers above) that this chain does not describe: ``bias_var > 0`` or a non-centred activation below
-the last layer raise ValueError there (a non-centred activation in a one-hidden-layer network is supported, with the
-outlier placed by Karakida's ``lambda_max``, :func:`meanfield.fisher_statistics`).
+``beta(s) = E_g phi'(s + g)`` and noise variance ``Var_g phi(s + g) - p beta(s)^2``. The ``mu(s_i)`` part is the same
+for every input: a finite-rank term, the outlier ``n E[mu_L^2]`` of the CK. The centred rows are independent with
+commuting covariances ``v_l (a(s) I + b2(s) K_{l-1})``, ``b2 = p beta^2 / v_l``, ``a = Var_g phi / v_l - b2``,
+``v_l = E_s Var_g phi``: the conjugate kernel is supported at any depth by the chain of
+:mod:`meanfield.spectra._linear_width` with these per-unit laws (Gauss-Hermite in ``s``).
+
+NTK / FIM: with ``Theta = sum_{l=1}^{L+1} (w_l G_{l-1} + b_l 1 1^T) o B_l`` (NTK: ``w_l = sigma_w^2``,
+``b_l = sigma_b^2``; FIM: ``w_l = alpha_{l-1}``, ``b_l = 0``) the constant part ``c_l = w_l E[mu_{l-1}^2] + b_l`` of a
+weight-gradient Gram multiplies the fluctuation of the derivative Gram ``B_l``, an O(1) bulk term. At the top hidden
+layer that fluctuation ``F`` has rows ``v_i (kappa(s_i) g_i + noise)``, ``kappa(s) = E_g phi''(s + g)``, in the same
+``g_i`` as the CK rows: ``Theta ~ r_+ I + sum_j r_j K_j + c_L F`` (:func:`_gradient_coefficients`) with a rank-two top
+level in the chain (:func:`_top_pair`). Below the top layer ``B_l``'s fluctuation also carries the backward
+fluctuation of the layers above (not built): ``c_l != 0`` for some ``l < L`` raises ValueError (a bias at depth >= 2
+for the NTK, a non-centred layer below ``L - 1``). The outliers: ``n`` times the kernel's value for two orthogonal
+inputs (NTK, CK), Karakida's ``lambda_max`` (FIM, :func:`meanfield.fisher_statistics`).
 """
 from __future__ import annotations
 
@@ -431,12 +436,13 @@ def _spectrum_of_combination(chain, rplus, c, scale, n_points, n_moments):
 
 
 _METHOD = ("Fan-Wang nested deterministic equivalents (two traces per level; per-unit offset laws by Gauss-Hermite "
-           "quadrature, 40-320 nodes, doubled until the law's moments agree to 1e-9) solved by Newton's method "
-           "(finite-difference Jacobian, "
-           "|residual| <= 1e-13) along a continuation in Im zeta; density = Im m(x + i 1e-10 X)/pi on cosine grids over "
-           "the support intervals (found on a 600-point pass, edges by 24 bisections at height 1e-15 X); error_estimate = max change of "
-           "the density between heights 1e-10 X and 1e-7 X; moments from the trapezoid rule for the contour integral "
-           "of zeta^k m(zeta) on a circle around the support (256 points, exponentially convergent)")
+           "quadrature, 40-320 nodes, doubled until the law's moments agree to 1e-9; NTK / FIM with offsets: a rank-two "
+           "top level, 20 x 8 Gauss-Hermite nodes in (s, |v|), 2e-8 relative) solved by Newton's method "
+           "(finite-difference Jacobian, |residual| <= 1e-13) along a continuation in Im zeta; density = "
+           "Im m(x + i 1e-10 X)/pi on cosine grids over the support intervals (found on a 600-point pass, edges by 24 "
+           "bisections at height 1e-15 X); error_estimate = max change of the density between heights 1e-10 X and "
+           "1e-7 X; moments from the trapezoid rule for the contour integral of zeta^k m(zeta) on a circle around the "
+           "support (256 points, exponentially convergent)")
 
 
 def conjugate_kernel_spectrum(network: Network, samples_per_width: float, *, inputs: str = "gaussian",
@@ -505,8 +511,11 @@ def ntk_spectrum(network: Network, samples_per_width: float, *, inputs: str = "g
     r"""Limiting eigenvalue density of the NTK ``Theta`` (n x n, NTK parameterization, scalar readout) in the
     linear-width regime (Fan & Wang 2020, Theorem 3.7): ``Theta ~ r_+ I + sum_j r_j K_j`` (module docstring).
 
-    Parameters are those of :func:`conjugate_kernel_spectrum`. The diagonal of ``Theta`` is the library's
-    :func:`meanfield.ntk_kernel` at ``x.x/d = 1``, and the first moment equals it.
+    Parameters are those of :func:`conjugate_kernel_spectrum`, with ``c_l = 0`` below the top hidden layer (module
+    docstring): no bias and centred activations in layers ``1..depth-2``, or ``depth = 1`` with any bias. The first
+    moment is the library's :func:`meanfield.ntk_kernel` at ``x.x/d = 1`` less its value for two orthogonal inputs,
+    which times ``n`` is the spike (``outliers``, per width M; the NTK's value for two orthogonal inputs,
+    ``parameters["c_top"]`` the coefficient of the derivative-fluctuation term).
 
     Examples
     --------
@@ -546,9 +555,11 @@ def fisher_spectrum(network: Network, width: int, n_samples: int, *, inputs: str
     ``F`` has the non-zero eigenvalues of ``J J^T / n = (1/n) sum_l N_{l-1} G_{l-1} o B_l``, i.e. of
     ``(M / n) (r^F_+ I + sum_j r^F_j K_j)`` with ``r^F_j = alpha_j v_j prod_{k>j} beta_k`` and
     ``r^F_+ = sum_j alpha_j e_j (prod_{k>j} chi_k - prod_{k>j} beta_k)`` (the NTK coefficients with fan-in ``N_j``
-    instead of ``sigma_w^2``); they are a fraction ``nonzero_fraction = n / P`` of the ``P`` eigenvalues. For a
-    non-centred activation (``depth = 1``) the outlier is Karakida's ``lambda_max`` (:func:`meanfield.fisher_statistics`
-    at this width and sample size).
+    instead of ``sigma_w^2``); they are a fraction ``nonzero_fraction = n / P`` of the ``P`` eigenvalues. With per-unit
+    offsets (a non-centred activation, or a bias) the top layer adds ``c_L F`` (module docstring; supported when no
+    layer below ``L - 1`` has a mean: depth 1 or 2 with any bias and activation) and the outlier is Karakida's
+    ``lambda_max`` (:func:`meanfield.fisher_statistics` at this width and sample size); the bias gradients are O(1/M)
+    in the standard parameterization and leave the bulk.
 
     Examples
     --------

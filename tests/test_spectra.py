@@ -263,7 +263,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="bias_var"):
         ntk_spectrum(Network("tanh", depth=2, bias_var=0.1), 0.5)
     with pytest.raises(ValueError, match="centred"):
-        ntk_spectrum(Network("relu", depth=2, weight_var=2.0), 0.5)
+        ntk_spectrum(Network("relu", depth=3, weight_var=2.0), 0.5)
     with pytest.raises(ValueError, match="samples_per_width"):
         conjugate_kernel_spectrum(Network("tanh", depth=1), -1.0)
     with pytest.raises(ValueError, match="n_points"):

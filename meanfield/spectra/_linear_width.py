@@ -187,4 +187,19 @@ def stieltjes(chain, coef, zeta, eta_start, n_steps=None):
         hist = (hist + [t])[-2:]
     m = chain.stieltjes(z, t)
     ok = ok & (m.imag >= -1e-12 * np.abs(m))     # the physical branch has Im m > 0 in the upper half plane
+    if zeta.ndim == 1 and zeta.size > 1 and not np.all(ok) and np.any(ok):
+        # points where the descent failed or landed on a spurious root (next to an edge): march along Re zeta at
+        # the target height from the nearest good point
+        good = np.nonzero(ok)[0]
+        for i in np.nonzero(~ok)[0]:
+            j = good[np.argmin(np.abs(zeta.real[good] - zeta.real[i]))]
+            ti, oki = t[j:j + 1], np.zeros(1, bool)
+            for f in np.linspace(0.0, 1.0, 21)[1:]:
+                zi = zc[j] + f * (zc[i] - zc[j])
+                zz = np.broadcast_to(coef, (1, n + 1)).copy()
+                zz[:, 0] = coef[0] - zi
+                ti, oki = chain.solve(zz, ti)
+            mi = chain.stieltjes(zz, ti)
+            if oki[0] and mi[0].imag >= -1e-12 * abs(mi[0]):
+                t[i], m[i], ok[i] = ti[0], mi[0], True
     return m, ok

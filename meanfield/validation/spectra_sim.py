@@ -13,8 +13,8 @@ import torch
 
 from .networks import resolve_device
 
-__all__ = ["jacobian_eigenvalues", "kernel_eigenvalues", "single_input_fisher_eigenvalues", "ks_distance",
-           "wasserstein_distance"]
+__all__ = ["jacobian_eigenvalues", "kernel_eigenvalues", "fisher_eigenvalues", "single_input_fisher_eigenvalues",
+           "ks_distance", "wasserstein_distance"]
 
 
 def _phi(act, x):
@@ -128,6 +128,43 @@ def kernel_eigenvalues(network, n_samples: int, width: int, inputs: str = "gauss
             delta = _dphi(network.activations[l - 1], hs[l - 1]) * (math.sqrt(wv / widths[l]) * Ws[l].T @ delta)
     ntk = torch.linalg.eigvalsh(theta).cpu().numpy()
     return ck, ntk
+
+
+def fisher_eigenvalues(network, n_samples: int, width: int, seed: int = 0, device=None,
+                       spherical_readout: bool = False):
+    """Non-zero eigenvalues of the empirical FIM ``F = J^T J / n`` (standard parameterization: ``W^l`` of variance
+    ``sigma_w^2 / N_{l-1}``, biases of variance ``sigma_b^2``, scalar linear readout; the convention of
+    :func:`meanfield.fisher_statistics`) of one random network with hidden widths ``alpha_l width`` on ``n_samples``
+    inputs ``x ~ N(0, I_d)``: the eigenvalues of ``J J^T / n = (1/n) [N_L G_L + 1 1^T + sum_l (N_{l-1} G_{l-1} +
+    1 1^T) o B_l]`` (``B_l = delta_l^T delta_l``, ``delta_l = df / dh^l``). ``spherical_readout`` as in
+    :func:`kernel_eigenvalues`. Returns an array of ``n_samples`` eigenvalues."""
+    dev = resolve_device(device)
+    gen = torch.Generator().manual_seed(seed)
+    wv, bv = network.weight_vars[0], network.bias_vars[0]
+    if len(set(network.weight_vars)) != 1 or len(set(network.bias_vars)) != 1:
+        raise ValueError("network.weight_var and network.bias_var must be the same for every layer")
+    widths = [max(1, int(round(a * width))) for a in network.alphas]
+    n = n_samples
+    X = torch.randn(widths[0], n, generator=gen, dtype=torch.float64).to(dev)
+    xs, hs, Ws = [X], [], []
+    for l in range(network.depth):
+        W = torch.randn(widths[l + 1], widths[l], generator=gen, dtype=torch.float64).to(dev)
+        h = math.sqrt(wv / widths[l]) * W @ xs[-1]
+        if bv > 0:
+            h = h + math.sqrt(bv) * torch.randn(widths[l + 1], 1, generator=gen, dtype=torch.float64).to(dev)
+        Ws.append(W)
+        hs.append(h)
+        xs.append(_phi(network.activations[l], h))
+    v = torch.randn(widths[-1], generator=gen, dtype=torch.float64).to(dev)
+    if spherical_readout:
+        v = v * math.sqrt(widths[-1]) / torch.linalg.norm(v)
+    jj = xs[-1].T @ xs[-1] + 1.0                                      # readout weights and bias
+    delta = math.sqrt(wv / widths[-1]) * v[:, None] * _dphi(network.activations[-1], hs[-1])
+    for l in range(network.depth - 1, -1, -1):
+        jj = jj + (xs[l].T @ xs[l] + 1.0) * (delta.T @ delta)
+        if l > 0:
+            delta = _dphi(network.activations[l - 1], hs[l - 1]) * (math.sqrt(wv / widths[l]) * Ws[l].T @ delta)
+    return torch.linalg.eigvalsh(jj / n).cpu().numpy()
 
 
 def single_input_fisher_eigenvalues(network, weights: str, width: int, seed: int = 0, device=None):

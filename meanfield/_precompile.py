@@ -55,7 +55,8 @@ def _calls():
         ("fisher", lambda: mf.fisher_statistics(tanh, width=64, n_samples=4)),
         ("finite width", lambda: mf.finite_width_corrections(tanh, x[:2])),
         ("spectra", lambda: (mf.jacobian_spectrum(tanh), mf.conjugate_kernel_spectrum(
-            mf.Network("tanh", depth=1, weight_var=1.5, bias_var=0.0), 1.0))),
+            mf.Network("tanh", depth=1, weight_var=1.5, bias_var=0.0), 1.0),
+            mf.ntk_spectrum(mf.Network("relu", depth=1, weight_var=2.0, bias_var=0.1), 1.0, n_points=16))),
         ("spatial", lambda: [mf.spatial_kernels(mf.serial(mf.Conv(2.0, 0.1, (2, 2)), mf.Nonlinearity(n), mf.Flatten(),
                                                           mf.Dense(1.0)), np.ones((2, 3, 3, 1)))
                              for n in ("relu", "tanh")]),

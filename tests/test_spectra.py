@@ -263,7 +263,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="bias_var"):
         ntk_spectrum(Network("tanh", depth=2, bias_var=0.1), 0.5)
     with pytest.raises(ValueError, match="centred"):
-        conjugate_kernel_spectrum(Network("relu", depth=2, weight_var=2.0), 0.5)
+        ntk_spectrum(Network("relu", depth=3, weight_var=2.0), 0.5)
     with pytest.raises(ValueError, match="samples_per_width"):
         conjugate_kernel_spectrum(Network("tanh", depth=1), -1.0)
     with pytest.raises(ValueError, match="n_points"):
@@ -303,9 +303,9 @@ def _law_moments(act, q, k):
 
 
 def test_single_input_orthogonal_atomic_law_moments_exact():
-    # orthogonal weights with hard_tanh: most of the spectrum is point masses away from q* (not located, warned);
-    # the contour moments still give the exact mean q* sum_k chi^k
+    # orthogonal weights with hard_tanh: most of the spectrum is point masses away from q* (located by Belinschi's
+    # rule, tests/test_spectra_single_input_atoms.py); the contour moments give the exact mean q* sum_k chi^k
     net = Network("hard_tanh", depth=2, weight_var=1.05, bias_var=2e-4)
-    with pytest.warns(Warning, match="mass"):
-        sp = single_input_fisher_spectrum(net, "orthogonal", n_points=64)
+    sp = single_input_fisher_spectrum(net, "orthogonal", n_points=64)
     assert sp.moments[0] == pytest.approx(sp.parameters["mean_closed_form"], rel=1e-9)
+    assert sp.mass == pytest.approx(1.0, abs=1e-2)

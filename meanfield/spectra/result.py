@@ -42,7 +42,7 @@ class Spectrum:
         rho(x) on ``x``.
     weights : ndarray
         Quadrature weights on ``x`` for integrals against the continuous part, ``int f rho dx ~ sum(weights f rho)``
-        (trapezoid rule in the grid's own variable, which clusters points at the edges).
+        (trapezoid or midpoint rule in the grid's own variable, which clusters points at the edges).
     atoms : tuple of (location, mass)
         Point masses.
     moments : ndarray

@@ -13,8 +13,8 @@ import torch
 
 from .networks import resolve_device, resolve_dtype
 
-__all__ = ["jacobian_eigenvalues", "kernel_eigenvalues", "single_input_fisher_eigenvalues", "ks_distance",
-           "wasserstein_distance"]
+__all__ = ["jacobian_eigenvalues", "kernel_eigenvalues", "fisher_eigenvalues", "single_input_fisher_eigenvalues",
+           "ks_distance", "wasserstein_distance"]
 
 
 def _phi(act, x):
@@ -82,13 +82,21 @@ def jacobian_eigenvalues(network, weights: str, width: int, n_networks: int = 1,
     return np.concatenate(out)
 
 
-def kernel_eigenvalues(network, n_samples: int, width: int, inputs: str = "gaussian", seed: int = 0, device=None):
-    """Eigenvalues of the conjugate kernel ``G_L`` and of the NTK ``Theta`` (NTK parameterization, no bias, scalar
-    readout) of one random network with hidden widths ``alpha_l width`` on ``n_samples`` inputs ``x ~ N(0, I_d)``
-    (``d = alpha_0 width``) or orthonormal ones. Returns ``(ck, ntk)``."""
+def kernel_eigenvalues(network, n_samples: int, width: int, inputs: str = "gaussian", seed: int = 0, device=None,
+                       spherical_readout: bool = False):
+    """Eigenvalues of the conjugate kernel ``G_L`` and of the NTK ``Theta`` (NTK parameterization, scalar readout,
+    ``h^l = sigma_w W^l x^{l-1} / sqrt(N_{l-1}) + sigma_b b^l``, the readout ``sigma_w v . x^L / sqrt(N_L) + sigma_b b``)
+    of one random network with hidden widths ``alpha_l width`` on ``n_samples`` inputs ``x ~ N(0, I_d)``
+    (``d = alpha_0 width``) or orthonormal ones. Returns ``(ck, ntk)``.
+
+    ``spherical_readout``: rescale the Gaussian readout weights to ``|v|^2 = N_L`` exactly. Every gradient term of the
+    NTK is proportional to ``|v|^2 / N_L`` to leading order, whose O(N_L^{-1/2}) fluctuation scales the whole bulk and
+    dominates distances at moderate widths; the limit law is the same."""
     dev = resolve_device(device)
     gen = torch.Generator().manual_seed(seed)
-    wv = network.weight_vars[0]
+    wv, bv = network.weight_vars[0], network.bias_vars[0]
+    if len(set(network.bias_vars)) != 1:
+        raise ValueError("network.bias_var must be the same for every layer")
     widths = [max(1, int(round(a * width))) for a in network.alphas]
     d, n = widths[0], n_samples
     if inputs == "orthonormal":
@@ -102,21 +110,62 @@ def kernel_eigenvalues(network, n_samples: int, width: int, inputs: str = "gauss
     for l in range(network.depth):
         W = torch.randn(widths[l + 1], widths[l], generator=gen, dtype=torch.float64).to(dev)
         h = math.sqrt(wv / widths[l]) * W @ xs[-1]
+        if bv > 0:     # (drawn only then: bias-free networks keep their draws)
+            h = h + math.sqrt(bv) * torch.randn(widths[l + 1], 1, generator=gen, dtype=torch.float64).to(dev)
         Ws.append(W)
         hs.append(h)
         xs.append(_phi(network.activations[l], h))
     v = torch.randn(widths[-1], generator=gen, dtype=torch.float64).to(dev)
+    if spherical_readout:
+        v = v * math.sqrt(widths[-1]) / torch.linalg.norm(v)
     G = [x.T @ x / x.shape[0] for x in xs]
     ck = torch.linalg.eigvalsh(G[-1]).cpu().numpy()
     # backward: delta_l = d f / d h^l (N_l x n)
-    theta = wv * G[-1]                                        # readout layer (B = 1 1^T)
+    theta = wv * G[-1] + bv                                   # readout layer (B = 1 1^T)
     delta = math.sqrt(wv / widths[-1]) * v[:, None] * _dphi(network.activations[-1], hs[-1])
     for l in range(network.depth - 1, -1, -1):
-        theta = theta + wv * G[l] * (delta.T @ delta)
+        theta = theta + (wv * G[l] + bv) * (delta.T @ delta)
         if l > 0:
             delta = _dphi(network.activations[l - 1], hs[l - 1]) * (math.sqrt(wv / widths[l]) * Ws[l].T @ delta)
     ntk = torch.linalg.eigvalsh(theta).cpu().numpy()
     return ck, ntk
+
+
+def fisher_eigenvalues(network, n_samples: int, width: int, seed: int = 0, device=None,
+                       spherical_readout: bool = False):
+    """Non-zero eigenvalues of the empirical FIM ``F = J^T J / n`` (standard parameterization: ``W^l`` of variance
+    ``sigma_w^2 / N_{l-1}``, biases of variance ``sigma_b^2``, scalar linear readout; the convention of
+    :func:`meanfield.fisher_statistics`) of one random network with hidden widths ``alpha_l width`` on ``n_samples``
+    inputs ``x ~ N(0, I_d)``: the eigenvalues of ``J J^T / n = (1/n) [N_L G_L + 1 1^T + sum_l (N_{l-1} G_{l-1} +
+    1 1^T) o B_l]`` (``B_l = delta_l^T delta_l``, ``delta_l = df / dh^l``). ``spherical_readout`` as in
+    :func:`kernel_eigenvalues`. Returns an array of ``n_samples`` eigenvalues."""
+    dev = resolve_device(device)
+    gen = torch.Generator().manual_seed(seed)
+    wv, bv = network.weight_vars[0], network.bias_vars[0]
+    if len(set(network.weight_vars)) != 1 or len(set(network.bias_vars)) != 1:
+        raise ValueError("network.weight_var and network.bias_var must be the same for every layer")
+    widths = [max(1, int(round(a * width))) for a in network.alphas]
+    n = n_samples
+    X = torch.randn(widths[0], n, generator=gen, dtype=torch.float64).to(dev)
+    xs, hs, Ws = [X], [], []
+    for l in range(network.depth):
+        W = torch.randn(widths[l + 1], widths[l], generator=gen, dtype=torch.float64).to(dev)
+        h = math.sqrt(wv / widths[l]) * W @ xs[-1]
+        if bv > 0:
+            h = h + math.sqrt(bv) * torch.randn(widths[l + 1], 1, generator=gen, dtype=torch.float64).to(dev)
+        Ws.append(W)
+        hs.append(h)
+        xs.append(_phi(network.activations[l], h))
+    v = torch.randn(widths[-1], generator=gen, dtype=torch.float64).to(dev)
+    if spherical_readout:
+        v = v * math.sqrt(widths[-1]) / torch.linalg.norm(v)
+    jj = xs[-1].T @ xs[-1] + 1.0                                      # readout weights and bias
+    delta = math.sqrt(wv / widths[-1]) * v[:, None] * _dphi(network.activations[-1], hs[-1])
+    for l in range(network.depth - 1, -1, -1):
+        jj = jj + (xs[l].T @ xs[l] + 1.0) * (delta.T @ delta)
+        if l > 0:
+            delta = _dphi(network.activations[l - 1], hs[l - 1]) * (math.sqrt(wv / widths[l]) * Ws[l].T @ delta)
+    return torch.linalg.eigvalsh(jj / n).cpu().numpy()
 
 
 def single_input_fisher_eigenvalues(network, weights: str, width: int, seed: int = 0, device=None):

@@ -66,6 +66,7 @@ def _caps():
         Capability("kernel_regression", "converged training vs NTK kernel regression", c.check_kernel_regression),
         Capability("residual", "residual chains: NNGP and NTK", c.check_residual),
         Capability("cnn", "convolutional chains: NNGP and NTK", c.check_cnn),
+        Capability("cnn_fisher", "convolutional chains: FIM mean, second moment and lambda_max", c.check_cnn_fisher),
         Capability("jacobian_spectrum", "input-output Jacobian singular values: moments", c.check_jacobian_spectrum),
         Capability("kernel_spectrum", "conjugate-kernel and NTK spectra (linear width): moments",
                    c.check_kernel_spectrum),

@@ -890,11 +890,14 @@ def check_jacobian_spectrum(ctx: CheckContext) -> list:
 
 def check_kernel_spectrum(ctx: CheckContext) -> list:
     r"""Spectra of the conjugate kernel ``G_L`` and of the NTK in the linear-width regime (``n = M/2`` Gaussian
-    inputs, tanh, depth 2, ``sigma_w^2 = 1.5``, no bias): the first two normalized moments ``(1/n) tr K^k`` of each
-    network's kernel (:func:`meanfield.validation.spectra_sim.kernel_eigenvalues`) against the moments of
-    :func:`meanfield.spectra.conjugate_kernel_spectrum` and :func:`meanfield.spectra.ntk_spectrum` (Fan & Wang 2020).
-    The moments are linear statistics of the eigenvalues: the conjugate kernel's fluctuate by ~O(1/M) in one network,
-    the NTK's by O(M^{-1/2}) (its trace shares the fluctuation of the backward signals' norms).
+    inputs, depth 2): the first two normalized moments ``(1/n) tr K^k`` of each network's kernel
+    (:func:`meanfield.validation.spectra_sim.kernel_eigenvalues`) against the moments of
+    :func:`meanfield.spectra.conjugate_kernel_spectrum` and :func:`meanfield.spectra.ntk_spectrum`: tanh with
+    ``sigma_w^2 = 1.5`` and no bias (Fan & Wang 2020, both kernels), relu with ``sigma_b^2 = 0.1`` (the CK with
+    per-unit offsets) and relu without bias (the NTK of a non-centred network, offsets at the top hidden layer); the
+    relu kernels' one outlier (the spike) is removed from the simulated spectra. The moments are linear statistics of
+    the eigenvalues: the conjugate kernel's fluctuate by ~O(1/M) in one network, the NTK's by O(M^{-1/2}) (its trace
+    shares the fluctuation of the backward signals' norms).
 
     Examples
     --------

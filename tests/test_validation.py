@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -216,6 +217,18 @@ def test_fit_series_recovers_exponents():
     assert abs(f["error_exponent"] + 1) < 1e-9 and abs(f["fluctuation_exponent"] + 0.5) < 1e-9
     assert f["bias_resolved"] and f["regime"] == "bias"
     assert abs(f["bias_coefficient"] - 3.0) < 1e-6
+
+
+def test_fit_series_rows_without_spread():
+    # indicator rows (every network agrees exactly: SE 0) carry no weight information: finite fits, no warnings
+    base = dict(config="c", group="g", quantity="q", kind="single-network", single_network_relative_std=0.0)
+    exact = [dict(base, width=M, relative_error=0.0, relative_standard_error=0.0) for M in (32, 64, 128)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        f = fit_series(exact)
+    assert f["bias_coefficient"] == 0.0 and f["chi2_per_dof_zero_bias"] == 0.0
+    mixed = exact[:2] + [dict(base, width=128, relative_error=0.02, relative_standard_error=0.01)]
+    assert fit_series(mixed)["bias_coefficient"] == pytest.approx(0.02 * 128)   # only the row with an SE fits a
 
 
 # ----------------------------------------------------------------------------------------------- bad input

@@ -895,7 +895,9 @@ def check_kernel_spectrum(ctx: CheckContext) -> list:
     :func:`meanfield.spectra.conjugate_kernel_spectrum` and :func:`meanfield.spectra.ntk_spectrum`: tanh with
     ``sigma_w^2 = 1.5`` and no bias (Fan & Wang 2020, both kernels), relu with ``sigma_b^2 = 0.1`` (the CK with
     per-unit offsets) and relu without bias (the NTK of a non-centred network, offsets at the top hidden layer); the
-    relu kernels' one outlier (the spike) is removed from the simulated spectra. The moments are linear statistics of
+    relu kernels' one outlier (the spike) is removed from the simulated spectra; and the FIM bulk of the tanh network
+    (:func:`meanfield.spectra.fisher_spectrum`, standard parameterization, against
+    :func:`meanfield.validation.spectra_sim.fisher_eigenvalues`). The moments are linear statistics of
     the eigenvalues: the conjugate kernel's fluctuate by ~O(1/M) in one network, the NTK's by O(M^{-1/2}) (its trace
     shares the fluctuation of the backward signals' norms).
 
@@ -907,8 +909,8 @@ def check_kernel_spectrum(ctx: CheckContext) -> list:
     >>> [r["quantity"] for r in rows[:2]]
     ['E[lambda^1] (conjugate kernel)', 'E[lambda^2] (conjugate kernel)']
     """
-    from ..spectra import conjugate_kernel_spectrum, ntk_spectrum
-    from .spectra_sim import kernel_eigenvalues
+    from ..spectra import conjugate_kernel_spectrum, fisher_spectrum, ntk_spectrum
+    from .spectra_sim import fisher_eigenvalues, kernel_eigenvalues
 
     ratio = 0.5
     # (label, network, kernels, outliers): tanh without bias (Fan & Wang); relu with a bias (per-unit offsets: the CK
@@ -938,6 +940,17 @@ def check_kernel_spectrum(ctx: CheckContext) -> list:
                     out.append(_rec("kernel_spectrum", f"E[lambda^{k + 1}] ({name}{label})", M, float(th[name][k]),
                                     "meanfield.spectra." + ("conjugate_kernel_spectrum" if j == 0 else "ntk_spectrum"),
                                     np.mean(e ** (k + 1), 1), exp))
+    # the FIM bulk (standard parameterization, F = J^T J / n, its n non-zero eigenvalues) of the tanh network
+    net = cases[0][1]
+    for M in widths:
+        n = int(round(ratio * M))
+        mom = np.asarray(fisher_spectrum(net, M, n, n_points=64).moments, float)
+        e = np.stack([fisher_eigenvalues(net, n, M, seed=ctx.seed * 7919 + M * 1000 + i, device=ctx.device)
+                      for i in range(S)])
+        for k in range(2):
+            scale = float(M) ** (k + 1)
+            out.append(_rec("kernel_spectrum", f"E[lambda^{k + 1}] / M^{k + 1} (FIM bulk)", M, float(mom[k]) / scale,
+                            "meanfield.spectra.fisher_spectrum", np.mean(e ** (k + 1), 1) / scale, exp))
     return out
 
 

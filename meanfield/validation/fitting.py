@@ -57,7 +57,9 @@ def make_record(cfg_name, quantity, width, theory, source, samples, *, kind=None
 
 
 def _slope(x, y):
-    x, y = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
+    y = np.asarray(y, float)
+    with np.errstate(divide="ignore"):   # log(0) = -inf: a row in exact agreement, dropped below (not finite)
+        x, y = np.log(np.asarray(x, float)), np.log(y)
     ok = np.isfinite(y)
     if ok.sum() < 2:
         return float("nan"), float("nan")
@@ -91,13 +93,21 @@ def fit_series(records: Sequence[dict]) -> dict:
     fl = np.array([r["single_network_relative_std"] for r in recs])
     slope, slope_se = _slope(M, np.abs(e))
     fslope, fslope_se = _slope(M, fl)
-    w = 1.0 / np.maximum(s, 1e-300) ** 2
-    denom = float(np.sum(w / M ** 2))
-    a = float(np.sum(w * e / M) / denom)
-    a_se = float(1.0 / math.sqrt(denom))
-    dof = max(len(M) - 1, 1)
-    chi2_a = float(np.sum(w * (e - a / M) ** 2) / dof)
-    chi2_0 = float(np.sum(w * e ** 2) / len(M))
+    # rows whose networks all gave the same value (SE 0: indicator rows, e.g. a fraction of runs that is exactly 1)
+    # carry no weight information; they enter the a/M fit only if some row has a positive SE
+    fit = s > 0
+    if np.any(fit):
+        w = 1.0 / s[fit] ** 2
+        Mf, ef = M[fit], e[fit]
+        denom = float(np.sum(w / Mf ** 2))
+        a = float(np.sum(w * ef / Mf) / denom)
+        a_se = float(1.0 / math.sqrt(denom))
+        dof = max(Mf.size - 1, 1)
+        chi2_a = float(np.sum(w * (ef - a / Mf) ** 2) / dof)
+        chi2_0 = float(np.sum(w * ef ** 2) / Mf.size)
+    else:
+        a = 0.0 if np.all(e == 0) else math.nan
+        a_se, chi2_a, chi2_0 = 0.0, 0.0, 0.0
     resolved = bool(np.all(np.abs(e) > 2 * s))
     kind = recs[0]["kind"]
     if resolved:

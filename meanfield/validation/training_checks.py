@@ -219,7 +219,8 @@ def check_normalization(ctx: CheckContext) -> list:
                         "-1 (bias O(1/M)); single network -1/2"))
         out.append(_rec("normalization", "(1 + sum mu_i^2) / M (batch norm bound)", M, bn.lambda_max_bound / M,
                         "meanfield.normalization.batch_norm_lambda_max_bound", bound,
-                        "-1 (bias O(1/M)); single network -1/2", theory_se=bn.last_hidden_width * bn.mean_square_batch_mean_stderr / M))
+                        "-1 (bias O(1/M)); single network -1/2",
+                        theory_se=bn.last_hidden_width * bn.mean_square_batch_mean_stderr / M))
     return out
 
 

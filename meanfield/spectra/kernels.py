@@ -36,8 +36,8 @@ layer that fluctuation ``F`` has rows ``v_i (kappa(s_i) g_i + noise)``, ``kappa(
 level in the chain (:func:`_top_pair`). Below the top layer ``B_l``'s fluctuation also carries the backward
 fluctuation of the layers above, coupling the levels in both directions (not built; docs/spectra.md, "Offsets below
 the top hidden layer", gives the structure and torch measurements): ``c_l != 0`` for some ``l < L`` raises ValueError
-(a bias at depth >= 2 for the NTK, a non-centred layer below ``L - 1``). The outliers: ``n`` times the kernel's value for two orthogonal
-inputs (NTK, CK), Karakida's ``lambda_max`` (FIM, :func:`meanfield.fisher_statistics`).
+(a bias at depth >= 2 for the NTK, a non-centred layer below ``L - 1``). The outliers: ``n`` times the kernel's
+value for two orthogonal inputs (NTK, CK), Karakida's ``lambda_max`` (FIM, :func:`meanfield.fisher_statistics`).
 """
 from __future__ import annotations
 

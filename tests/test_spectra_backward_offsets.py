@@ -8,7 +8,10 @@ Independent routes and error analysis:
 - torch networks (~5 s): the part of c_l B_l (l < L) that the one-directional model misses -- B_l's centred
   fluctuation minus (prod_{k=l}^{L-1} beta_k) times B_L's -- has an RMS eigenvalue that does not decay with the width
   and shifts the NTK bulk's second moment by a width-independent ~1.2 %: replacing it by the propagated B_L term (the
-  model one would get by extending the existing r_j and c_L F coefficients) is not the limit law.
+  model one would get by extending the existing r_j and c_L F coefficients) is not the limit law;
+- torch networks (~3 s): the pieces of B_1's fluctuation (backward common mode xi, backward fluctuation u~ of
+  covariance (sigma_w^2/N_1) F_2, derivative fluctuation e) and their cross terms against closed forms from the offset
+  laws (the structure a deterministic equivalent would have to solve; tolerances in the test's docstring).
 """
 from __future__ import annotations
 

@@ -34,9 +34,10 @@ weight-gradient Gram multiplies the fluctuation of the derivative Gram ``B_l``, 
 layer that fluctuation ``F`` has rows ``v_i (kappa(s_i) g_i + noise)``, ``kappa(s) = E_g phi''(s + g)``, in the same
 ``g_i`` as the CK rows: ``Theta ~ r_+ I + sum_j r_j K_j + c_L F`` (:func:`_gradient_coefficients`) with a rank-two top
 level in the chain (:func:`_top_pair`). Below the top layer ``B_l``'s fluctuation also carries the backward
-fluctuation of the layers above (not built): ``c_l != 0`` for some ``l < L`` raises ValueError (a bias at depth >= 2
-for the NTK, a non-centred layer below ``L - 1``). The outliers: ``n`` times the kernel's value for two orthogonal
-inputs (NTK, CK), Karakida's ``lambda_max`` (FIM, :func:`meanfield.fisher_statistics`).
+fluctuation of the layers above, coupling the levels in both directions (not built; docs/spectra.md, "Offsets below
+the top hidden layer", gives the structure and torch measurements): ``c_l != 0`` for some ``l < L`` raises ValueError
+(a bias at depth >= 2 for the NTK, a non-centred layer below ``L - 1``). The outliers: ``n`` times the kernel's
+value for two orthogonal inputs (NTK, CK), Karakida's ``lambda_max`` (FIM, :func:`meanfield.fisher_statistics`).
 """
 from __future__ import annotations
 
@@ -225,7 +226,11 @@ def _gradient_coefficients(st, w, b, what):
             raise ValueError(
                 f"{what} spectrum: the weight-gradient Gram of layer {l} has a constant part c = {c[l - 1]:.3g} (from "
                 f"{' and '.join(why)}), which multiplies the fluctuation of the derivative Gram B_{l}, coupled to the "
-                "backward fluctuations of the layers above: not covered. Supported: no constant part below the last "
+                "backward fluctuations of the layers above (its rows have covariances in the derivative Gram of the "
+                "layer above, whose rows have covariances in this layer's conjugate kernel: docs/spectra.md, 'Offsets "
+                "below the top hidden layer'; measured with torch, replacing it by the propagated top term "
+                "(B_l ~ prod beta_k B_L) shifts the bulk's second moment by a width-independent 0.2-2 %): not "
+                "covered. Supported: no constant part below the last "
                 "hidden layer (bias_var = 0 and centred activations in layers 1..depth-2, any activation in the last "
                 "two; or depth = 1 with any bias_var); conjugate_kernel_spectrum supports every case")
     r = [w[j] * v[j] * float(np.prod(beta[j:])) for j in range(L + 1)]

@@ -82,16 +82,14 @@ def jacobian_eigenvalues(network, weights: str, width: int, n_networks: int = 1,
     return np.concatenate(out)
 
 
-def kernel_eigenvalues(network, n_samples: int, width: int, inputs: str = "gaussian", seed: int = 0, device=None,
-                       spherical_readout: bool = False):
-    """Eigenvalues of the conjugate kernel ``G_L`` and of the NTK ``Theta`` (NTK parameterization, scalar readout,
-    ``h^l = sigma_w W^l x^{l-1} / sqrt(N_{l-1}) + sigma_b b^l``, the readout ``sigma_w v . x^L / sqrt(N_L) + sigma_b b``)
-    of one random network with hidden widths ``alpha_l width`` on ``n_samples`` inputs ``x ~ N(0, I_d)``
-    (``d = alpha_0 width``) or orthonormal ones. Returns ``(ck, ntk)``.
-
-    ``spherical_readout``: rescale the Gaussian readout weights to ``|v|^2 = N_L`` exactly. Every gradient term of the
-    NTK is proportional to ``|v|^2 / N_L`` to leading order, whose O(N_L^{-1/2}) fluctuation scales the whole bulk and
-    dominates distances at moderate widths; the limit law is the same."""
+def kernel_gradient_grams(network, n_samples: int, width: int, inputs: str = "gaussian", seed: int = 0, device=None,
+                          spherical_readout: bool = False):
+    """The layerwise Gram matrices of the NTK of one random network (the draws of :func:`kernel_eigenvalues`):
+    ``G_l = x^{l T} x^l / N_l`` (l = 0..L, ``x^0`` the inputs) and the derivative Grams ``B_l = delta_l^T delta_l``
+    (l = 1..L, ``delta_l = d f / d h^l``, N_l x n), so that
+    ``Theta = sigma_w^2 G_L + sigma_b^2 1 1^T + sum_{l=1}^{L} (sigma_w^2 G_{l-1} + sigma_b^2 1 1^T) o B_l``.
+    Returns ``(G, B)``: lists of n x n float64 tensors (on ``device``), ``B[l - 1] = B_l``. Used to measure which
+    parts of the NTK are O(1) in operator norm (docs/spectra.md, section 2: offsets below the top hidden layer)."""
     dev = resolve_device(device)
     gen = torch.Generator().manual_seed(seed)
     wv, bv = network.weight_vars[0], network.bias_vars[0]
@@ -119,14 +117,33 @@ def kernel_eigenvalues(network, n_samples: int, width: int, inputs: str = "gauss
     if spherical_readout:
         v = v * math.sqrt(widths[-1]) / torch.linalg.norm(v)
     G = [x.T @ x / x.shape[0] for x in xs]
-    ck = torch.linalg.eigvalsh(G[-1]).cpu().numpy()
     # backward: delta_l = d f / d h^l (N_l x n)
-    theta = wv * G[-1] + bv                                   # readout layer (B = 1 1^T)
+    B = [None] * network.depth
     delta = math.sqrt(wv / widths[-1]) * v[:, None] * _dphi(network.activations[-1], hs[-1])
     for l in range(network.depth - 1, -1, -1):
-        theta = theta + (wv * G[l] + bv) * (delta.T @ delta)
+        B[l] = delta.T @ delta
         if l > 0:
             delta = _dphi(network.activations[l - 1], hs[l - 1]) * (math.sqrt(wv / widths[l]) * Ws[l].T @ delta)
+    return G, B
+
+
+def kernel_eigenvalues(network, n_samples: int, width: int, inputs: str = "gaussian", seed: int = 0, device=None,
+                       spherical_readout: bool = False):
+    """Eigenvalues of the conjugate kernel ``G_L`` and of the NTK ``Theta`` (NTK parameterization, scalar readout,
+    ``h^l = sigma_w W^l x^{l-1} / sqrt(N_{l-1}) + sigma_b b^l``, the readout ``sigma_w v . x^L / sqrt(N_L) + sigma_b b``)
+    of one random network with hidden widths ``alpha_l width`` on ``n_samples`` inputs ``x ~ N(0, I_d)``
+    (``d = alpha_0 width``) or orthonormal ones. Returns ``(ck, ntk)``.
+
+    ``spherical_readout``: rescale the Gaussian readout weights to ``|v|^2 = N_L`` exactly. Every gradient term of the
+    NTK is proportional to ``|v|^2 / N_L`` to leading order, whose O(N_L^{-1/2}) fluctuation scales the whole bulk and
+    dominates distances at moderate widths; the limit law is the same."""
+    wv, bv = network.weight_vars[0], network.bias_vars[0]
+    G, B = kernel_gradient_grams(network, n_samples, width, inputs=inputs, seed=seed, device=device,
+                                 spherical_readout=spherical_readout)
+    ck = torch.linalg.eigvalsh(G[-1]).cpu().numpy()
+    theta = wv * G[-1] + bv                                   # readout layer (B = 1 1^T)
+    for l in range(network.depth - 1, -1, -1):
+        theta = theta + (wv * G[l] + bv) * B[l]
     ntk = torch.linalg.eigvalsh(theta).cpu().numpy()
     return ck, ntk
 

@@ -92,7 +92,7 @@ def kernel_gradient_grams(network, n_samples: int, width: int, inputs: str = "ga
     parts of the NTK are O(1) in operator norm (docs/spectra.md, section 2: offsets below the top hidden layer)."""
     dev = resolve_device(device)
     gen = torch.Generator().manual_seed(seed)
-    wv, bv = network.weight_vars[0], network.bias_vars[0]
+    wv = network.weight_vars[0]
     if len(set(network.bias_vars)) != 1:
         raise ValueError("network.bias_var must be the same for every layer")
     widths = [max(1, int(round(a * width))) for a in network.alphas]
@@ -104,18 +104,7 @@ def kernel_gradient_grams(network, n_samples: int, width: int, inputs: str = "ga
         X = (math.sqrt(d) * Qm).to(dev)                       # columns of norm^2 = d
     else:
         X = torch.randn(d, n, generator=gen, dtype=torch.float64).to(dev)
-    xs, hs, Ws = [X], [], []
-    for l in range(network.depth):
-        W = torch.randn(widths[l + 1], widths[l], generator=gen, dtype=torch.float64).to(dev)
-        h = math.sqrt(wv / widths[l]) * W @ xs[-1]
-        if bv > 0:     # (drawn only then: bias-free networks keep their draws)
-            h = h + math.sqrt(bv) * torch.randn(widths[l + 1], 1, generator=gen, dtype=torch.float64).to(dev)
-        Ws.append(W)
-        hs.append(h)
-        xs.append(_phi(network.activations[l], h))
-    v = torch.randn(widths[-1], generator=gen, dtype=torch.float64).to(dev)
-    if spherical_readout:
-        v = v * math.sqrt(widths[-1]) / torch.linalg.norm(v)
+    xs, hs, Ws, v = _forward_draws(network, widths, X, gen, dev, spherical_readout)
     G = [x.T @ x / x.shape[0] for x in xs]
     # backward: delta_l = d f / d h^l (N_l x n)
     B = [None] * network.depth
@@ -125,6 +114,27 @@ def kernel_gradient_grams(network, n_samples: int, width: int, inputs: str = "ga
         if l > 0:
             delta = _dphi(network.activations[l - 1], hs[l - 1]) * (math.sqrt(wv / widths[l]) * Ws[l].T @ delta)
     return G, B
+
+
+def _forward_draws(network, widths, X, gen, dev, spherical_readout):
+    """Forward pass of one random network (NTK parameterization, weights drawn layer by layer from ``gen``, a bias
+    drawn only where ``bias_var > 0`` so that bias-free networks keep their draws) on the columns of ``X``, then its
+    readout weights: ``(xs, hs, Ws, v)`` with ``xs[l]`` the post-activations (``xs[0] = X``), ``hs`` the
+    pre-activations, ``Ws`` the raw weights. ``spherical_readout``: ``|v|^2 = N_L`` exactly."""
+    wv, bv = network.weight_vars[0], network.bias_vars[0]
+    xs, hs, Ws = [X], [], []
+    for l in range(network.depth):
+        W = torch.randn(widths[l + 1], widths[l], generator=gen, dtype=torch.float64).to(dev)
+        h = math.sqrt(wv / widths[l]) * W @ xs[-1]
+        if bv > 0:
+            h = h + math.sqrt(bv) * torch.randn(widths[l + 1], 1, generator=gen, dtype=torch.float64).to(dev)
+        Ws.append(W)
+        hs.append(h)
+        xs.append(_phi(network.activations[l], h))
+    v = torch.randn(widths[-1], generator=gen, dtype=torch.float64).to(dev)
+    if spherical_readout:
+        v = v * math.sqrt(widths[-1]) / torch.linalg.norm(v)
+    return xs, hs, Ws, v
 
 
 def kernel_eigenvalues(network, n_samples: int, width: int, inputs: str = "gaussian", seed: int = 0, device=None,
@@ -158,24 +168,13 @@ def fisher_eigenvalues(network, n_samples: int, width: int, seed: int = 0, devic
     :func:`kernel_eigenvalues`. Returns an array of ``n_samples`` eigenvalues."""
     dev = resolve_device(device)
     gen = torch.Generator().manual_seed(seed)
-    wv, bv = network.weight_vars[0], network.bias_vars[0]
+    wv = network.weight_vars[0]
     if len(set(network.weight_vars)) != 1 or len(set(network.bias_vars)) != 1:
         raise ValueError("network.weight_var and network.bias_var must be the same for every layer")
     widths = [max(1, int(round(a * width))) for a in network.alphas]
     n = n_samples
     X = torch.randn(widths[0], n, generator=gen, dtype=torch.float64).to(dev)
-    xs, hs, Ws = [X], [], []
-    for l in range(network.depth):
-        W = torch.randn(widths[l + 1], widths[l], generator=gen, dtype=torch.float64).to(dev)
-        h = math.sqrt(wv / widths[l]) * W @ xs[-1]
-        if bv > 0:
-            h = h + math.sqrt(bv) * torch.randn(widths[l + 1], 1, generator=gen, dtype=torch.float64).to(dev)
-        Ws.append(W)
-        hs.append(h)
-        xs.append(_phi(network.activations[l], h))
-    v = torch.randn(widths[-1], generator=gen, dtype=torch.float64).to(dev)
-    if spherical_readout:
-        v = v * math.sqrt(widths[-1]) / torch.linalg.norm(v)
+    xs, hs, Ws, v = _forward_draws(network, widths, X, gen, dev, spherical_readout)
     jj = xs[-1].T @ xs[-1] + 1.0                                      # readout weights and bias
     delta = math.sqrt(wv / widths[-1]) * v[:, None] * _dphi(network.activations[-1], hs[-1])
     for l in range(network.depth - 1, -1, -1):

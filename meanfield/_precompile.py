@@ -60,6 +60,8 @@ def _calls():
         ("spatial", lambda: [mf.spatial_kernels(mf.serial(mf.Conv(2.0, 0.1, (2, 2)), mf.Nonlinearity(n), mf.Flatten(),
                                                           mf.Dense(1.0)), np.ones((2, 3, 3, 1)))
                              for n in ("relu", "tanh")]),
+        ("spatial trace", lambda: mf.spatial_trace(mf.serial(mf.Conv(2.0, 0.1, (2, 2)), mf.Nonlinearity("relu"),
+                                                             mf.GlobalAvgPool(), mf.Dense(1.0)), np.ones((2, 3, 3, 1)))),
         ("signal", lambda: (mf.residual_signal("tanh", 1.5, 0.05, depth=3),
                             mf.cnn_mode_depth_scales("tanh", 1.5, 0.05, (3,), (4,)))),
         ("custom", lambda: mf.chi1(mf.custom_activation("softsign_warmup", _softsign(), kinks=(0.0,)), 1.5, 0.05)),

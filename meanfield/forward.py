@@ -651,6 +651,7 @@ def forward(network: NetworkLike, input_norm: float = 1.0, input_norm2: Optional
     qh1, qh1b, qh2 = pick(qh)
     qd1, qd1b, qd2 = pick(tr.qdot)
     with np.errstate(invalid="ignore", divide="ignore"):
-        c = np.where(q1 * q1b > 0, q2 / np.sqrt(q1 * q1b), 1.0)
+        norm = np.sqrt(q1) * np.sqrt(q1b)          # (not sqrt(q1 q1b): the product overflows for q ~ 1e160)
+        c = np.where(norm > 0, q2 / norm, 1.0)
     return ForwardResult(network=network, q1=q1, q1b=q1b, q2=q2, c=c, qhat1=qh1, qhat1b=qh1b, qhat2=qh2, qdot1=qd1,
                          qdot1b=qd1b, qdot2=qd2, trace=tr)

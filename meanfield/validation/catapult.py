@@ -122,7 +122,8 @@ class CatapultScan:
 
 def catapult_scan(network: Network, width: int, factors: Sequence[float], *, n_samples: int = 16,
                   n_outputs: int = 1, n_seeds: int = 3, n_steps: int = 300, spike: float = 2.0,
-                  sharpness_steps: Optional[Sequence[int]] = None, seed: int = 0) -> CatapultScan:
+                  sharpness_steps: Optional[Sequence[int]] = None, seed: int = 0, device=None,
+                  dtype="float64") -> CatapultScan:
     r"""Train ``n_seeds`` torch networks at each learning rate ``factor * 2 / lambda_max0`` and classify the runs.
 
     Standard parameterization, float64, inputs ``x_t ~ N(0, I)`` and targets ``y ~ N(0, 1)`` (seeded), full-batch
@@ -140,6 +141,8 @@ def catapult_scan(network: Network, width: int, factors: Sequence[float], *, n_s
     sharpness_steps : sequence of int, optional
         Steps at which ``lambda_max(F)`` is recorded; default ``0, 1, 2, 5, 10, 20, 50, 100, ..., n_steps``.
     seed : int
+    device, dtype
+        As for :func:`meanfield.validation.sample_ensemble` (default: CUDA when available, else CPU; float64).
 
     Examples
     --------
@@ -164,10 +167,10 @@ def catapult_scan(network: Network, width: int, factors: Sequence[float], *, n_s
         base = [0, 1, 2, 5, 10, 20, 50] + list(range(100, n_steps + 1, 100)) + [n_steps]
         sharpness_steps = sorted({k for k in base if k <= n_steps})
     theory = learning_rate_thresholds(network, width, n_samples, n_outputs)
-    ens = sample_ensemble(network, width, n_seeds, n_outputs=n_outputs, seed=seed, device="cpu")
+    ens = sample_ensemble(network, width, n_seeds, n_outputs=n_outputs, seed=seed, device=device, dtype=dtype)
     x = gaussian_inputs(ens, n_samples, seed)
     gen = torch.Generator().manual_seed(int(seed) + 104729)
-    y = torch.randn((n_seeds, n_samples, n_outputs), generator=gen, dtype=ens.dtype)
+    y = torch.randn((n_seeds, n_samples, n_outputs), generator=gen, dtype=torch.float64).to(ens.device, ens.dtype)
     runs = []
     lam0 = None
     for f in fac:

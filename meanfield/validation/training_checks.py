@@ -248,7 +248,8 @@ def check_catapult(ctx: CheckContext) -> list:
     src = "meanfield.learning_rate.learning_rate_thresholds"
     out = []
     for M in widths:
-        scan = catapult_scan(net, M, [0.5, 0.75, 1.25], n_seeds=S, n_steps=100, seed=ctx.seed)
+        scan = catapult_scan(net, M, [0.5, 0.75, 1.25], n_seeds=S, n_steps=100, seed=ctx.seed, device=ctx.device,
+                             dtype=ctx.dtype)
         out.append(_rec("catapult", "eta_c = 2 / lambda_max0", M, scan.eta_critical_theory, src,
                         2.0 / np.asarray(scan.lambda_max0), "-1 (bias O(1/M)); single network -1/2"))
         drift = scan.sharpness[0, :, -1] / scan.sharpness[0, :, 0] - 1.0

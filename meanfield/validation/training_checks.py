@@ -195,6 +195,9 @@ def check_normalization(ctx: CheckContext) -> list:
     * batch norm: the exact per-network lower bound ``(1 + sum_i mu_i^2) / M`` (``mu_i`` the batch means of the last
       hidden layer) against its large-width value :func:`meanfield.normalization.batch_norm_lambda_max_bound`
       (``1/M + alpha E[mu^2]``, a Monte-Carlo expectation whose standard error enters the row's SE).
+
+    One network at a time on the CPU (``torch.func.jacrev`` of the batched forward pass: batch normalization couples
+    the samples), whatever the run's device.
     """
     from ..normalization import batch_norm_lambda_max_bound, layer_norm_fisher_statistics
     from .normalization_sim import normalized_fisher_spectrum

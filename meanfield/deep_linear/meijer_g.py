@@ -26,6 +26,10 @@ from ..errors import DivergenceWarning
 __all__ = ["log_meijer_g", "meijer_g"]
 
 
+_WORK_MAX = 20_000_000     # log-gamma evaluations of one saddle quadrature (a few seconds)
+_CHUNK = 1_000_000         # complex entries per block of the quadrature (16 MB)
+
+
 def _saddle_s(b: np.ndarray, log_w: float) -> float:
     """Real saddle ``s0 > -min(b)`` of ``phi(s) = sum log Gamma(b + s) - s log w`` (``sum psi(b + s0) = log w``)."""
     bmin = float(np.min(b))
@@ -62,7 +66,14 @@ def _log_g0m_saddle(b: np.ndarray, log_w: float) -> float:
     d = float(np.min(x0))
     h = min(sigma / 4.0, d / 8.0)
 
+    # repeated parameters (every hidden layer of one width) are evaluated once and weighted by their multiplicity:
+    # the work is (nodes) x (distinct parameters), not x depth (depth 1000 near the pole took seconds)
+    xu, mult = np.unique(x0, return_counts=True)
+    grouped = xu.size < x0.size
+
     def dphi(t):
+        if grouped:
+            return special.loggamma(xu[None, :] + 1j * t[:, None]) @ mult - np.sum(special.gammaln(x0)) - 1j * t * log_w
         z = x0[None, :] + 1j * t[:, None]
         return np.sum(special.loggamma(z), axis=1) - np.sum(special.gammaln(x0)) - 1j * t * log_w
 
@@ -76,8 +87,13 @@ def _log_g0m_saddle(b: np.ndarray, log_w: float) -> float:
     n += n % 2  # even, so that the 2h rule uses every other node
     if n > 4_000_000:
         raise FloatingPointError("Mellin-Barnes quadrature needs too many nodes (argument too close to a pole)")
+    if n * xu.size > _WORK_MAX:
+        raise FloatingPointError(f"Mellin-Barnes quadrature needs {n} nodes x {xu.size} distinct parameters, beyond the "
+                                 f"budget of {_WORK_MAX:.0e} log-gamma evaluations (argument close to a pole with "
+                                 "many distinct widths)")
     t = np.arange(n + 1) * (tmax / n)
-    vals = np.real(np.exp(dphi(t)))
+    step_rows = max(1, _CHUNK // xu.size)     # bounded memory: rows of the (nodes x parameters) array per block
+    vals = np.concatenate([np.real(np.exp(dphi(t[i:i + step_rows]))) for i in range(0, t.size, step_rows)])
     step = tmax / n
     i1 = step * (0.5 * vals[0] + np.sum(vals[1:]))
     i2 = 2 * step * (0.5 * vals[0] + np.sum(vals[2::2]))

@@ -216,6 +216,23 @@ def mehler_terms(activation: ActivationLike, q: float, *, rtol: float = 1e-16) -
 
 
 _K_CAP = _N_NODES_MAX // 2      # the largest Hermite table (terms)
+_N_TERMS_MAX = 10_000           # hermite_coefficients(n_terms=...): beyond, the composite rule alone costs seconds
+_COEF_WORK_MAX = 2e8            # node x term products of one hermite_coefficients call (~2 s at ~10 ns each)
+
+
+def _composite_nodes(act: Activation, q: np.ndarray, n_terms: int) -> np.ndarray:
+    """Upper estimate of the node count of ``_gaussian_kernels.hermite_coeffs``' composite rule per variance (its
+    panel widths, see ``_next_width``: ``min(12/sqrt(2 n_terms + 1), 1, scale/sqrt(q))``, floored at ``HMIN`` unless
+    graded; graded rules widen geometrically away from the centre up to the oscillation width, so their extra
+    panels grow like ``log(sqrt(q))``); 16 nodes per panel, one more panel per kink."""
+    hosc = min(1.0, 12.0 / math.sqrt(2.0 * n_terms + 1.0))
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        fine = np.where(np.asarray(q) > 0, act.scale / np.sqrt(q), np.inf)
+        if act.graded:
+            panels = 2 * _gk.ZMAX_COEF / hosc + 2 * np.log2(np.maximum(hosc / fine, 1.0)) / math.log2(1 + _gk.GRADE) + 4
+        else:
+            panels = 2 * _gk.ZMAX_COEF / np.maximum(np.minimum(hosc, fine), _gk.HMIN) + 1
+    return _gk.NGL * (panels + len(act.kinks))
 
 
 def _beyond_table(act: Activation, q: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -271,8 +288,10 @@ def hermite_coefficients(activation: ActivationLike, q: float, n_terms: Optional
     q : float or array_like
         Variance(s) >= 0.
     n_terms : int, optional
-        Number of coefficients; default: as many as the Parseval tail needs to fall below ``rtol E[f^2]`` at every q
-        (see :func:`mehler_terms`).
+        Number of coefficients, at most 10000 (and at most ~2e8 / n_terms composite-rule nodes in all, e.g. ~450
+        terms for sin at q >= 1e6, where the rule needs ~4.5e5 nodes); default: as many as the Parseval tail needs to
+        fall below ``rtol E[f^2]`` at every q (see :func:`mehler_terms`; a ValueError where the spectrum provably
+        extends beyond the 2048-term cap, e.g. sin at q > ~1600, whose spectrum is Poisson(q)).
     derivative : bool
         Coefficients of phi'(sqrt(q) z) instead.
     rtol : float
@@ -305,9 +324,14 @@ def hermite_coefficients(activation: ActivationLike, q: float, n_terms: Optional
                              "smaller q")
         A = hermite_table(act, flat, derivative, rtol, rule="composite")[0]
         return A.reshape(np.shape(q) + (A.shape[1],))
-    if isinstance(n_terms, bool) or not isinstance(n_terms, (int, np.integer)) or n_terms < 1:
-        raise ValueError(f"n_terms must be an integer >= 1, got {n_terms!r}")
+    if isinstance(n_terms, bool) or not isinstance(n_terms, (int, np.integer)) or not 1 <= n_terms <= _N_TERMS_MAX:
+        raise ValueError(f"n_terms must be an integer in [1, {_N_TERMS_MAX}], got {n_terms!r}")
     n_terms = int(n_terms)
+    work = float(np.sum(_composite_nodes(act, flat, n_terms))) * n_terms
+    if work > _COEF_WORK_MAX:
+        raise ValueError(f"n_terms, q: {n_terms} coefficients at variance up to {float(np.max(flat)):.4g} need ~{work:.2g} "
+                         f"node-term products of the composite rule (limit {_COEF_WORK_MAX:.0e}, a few seconds): "
+                         "ask for fewer terms or variances")
     return _coefficients(act, flat, 2 * n_terms, n_terms, order, True)[0].reshape(np.shape(q) + (n_terms,))
 
 

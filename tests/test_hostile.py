@@ -970,3 +970,78 @@ def test_thorough_run_regressions_deep_linear():
     lp = mf.deep_linear_prior_density(0.5, 3, 50, 1e200, log=True)
     ref = mf.deep_linear_prior_density(0.0, 3, 50, 1.0, log=True) - 400 * np.log(10.0)
     assert lp == pytest.approx(ref, rel=1e-10)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# regression cases of the second thorough run (200 random examples per test) and of its closing note
+
+
+def _sin_coefficients(q, n):
+    """sin's exact normalised Hermite coefficients at variance q (independent of the quadrature): by Stein's identity
+    E[f(z) He_k(z)] = E[f^(k)(z)], and for f(z) = sin(s z), s = sqrt(q), E[f^(k)(z)] = s^k e^{-q/2} sin(k pi / 2), so
+    a_k = e^{-q/2} q^{k/2} sin(k pi/2) / sqrt(k!) (in logs: q^k / k! overflows); a_k^2 is the Poisson(q) law on odd k
+    times e^{-q} sinh(q) / E[sin^2] = 1."""
+    from scipy.special import gammaln
+    k = np.arange(n)
+    return np.exp(-q / 2 + k / 2 * np.log(q) - gammaln(k + 1.0) / 2) * np.round(np.sin(k * np.pi / 2))
+
+
+def test_thorough_run_sin_spectrum_beyond_the_table():
+    from scipy.stats import poisson
+    from meanfield.activations import get_activation
+    from meanfield.gaussian import hermite_table
+    # below the bound's reach the table is computed as before and agrees with the exact spectrum: a_k to 1e-15
+    # absolute (the composite rule's accuracy, |psi_k| <= 1 and sum |w| = O(1)), and it keeps as many terms as the
+    # Poisson(q) tail needs: P(N >= K) <= rtol (on odd k, relative to E = (1 - e^{-2q})/2), K the first such index
+    a = mf.hermite_coefficients("sin", 50.0, rtol=1e-12)
+    ref = _sin_coefficients(50.0, a.size)
+    np.testing.assert_allclose(a, ref, rtol=0, atol=1e-15)
+    tail = np.cumsum((ref * ref)[::-1])[::-1] / ((1 - math.exp(-100.0)) / 2)
+    assert a.size == int(np.argmax(tail <= 1e-12))
+    # sin(sqrt(q) z) at q = 1e8: the spectrum is Poisson(1e8), centred 1e8 terms beyond the 2048-term table. Before:
+    # 23 s of composite rule (4.5e5 nodes x 2048 terms x 2), ending "converged" after one term (all computed a_k < 1e-16,
+    # so the table's own tail looked negligible). Now: the Cauchy-Schwarz bound of gaussian._beyond_table (three 1-D
+    # integrals) proves the tail from k = 1537 exceeds 2e-3 E; the exact tail there is P(Poisson(1e8) >= 1537) = 1
+    assert poisson.sf(1536, 1e8) == 1.0
+    with pytest.warns(RuntimeWarning, match="extends beyond the 2048-term table"):
+        assert mf.mehler_terms("sin", 1e8) == 2048
+    with pytest.raises(ValueError, match="^q: the Hermite spectrum of sin"):
+        mf.hermite_coefficients("sin", 1e8)
+    # the leading coefficients on request: all below e^{-q/2} q^{k/2}/sqrt(k!) ~ 0 to every digit
+    np.testing.assert_allclose(mf.hermite_coefficients("sin", 1e8, n_terms=3), 0.0, atol=1e-13)
+    # the bound's threshold: (1 - 1537/q)^2 E_1^2 / (E_0 (E_2 + E_1/q)) > 2e-3, i.e. q > ~1609 for sin; at q = 1700 the
+    # exact relative tail from 1537 is P(Poisson(1700) >= 1537) ~ 1 - 3e-5 (odd and even k alike to 1e-16)
+    assert poisson.sf(1536, 1700.0) > 0.99
+    with pytest.warns(RuntimeWarning, match="extends beyond"):
+        assert mf.mehler_terms("sin", 1700.0) == 2048
+    # Parseval closure (the cause of the false convergence): at q = 2500 the computed a_k, k < 2048, hold a fraction
+    # P(Poisson(2500) < 2048) ~ 1e-20 of E; hermite_table now reports the row as not converged, with the whole mass
+    # E in the remainder
+    act = get_activation("sin")
+    A, R, E, conv, _ = hermite_table(act, np.array([2500.0]), False, 1e-3, rule="composite")
+    assert poisson.cdf(2047, 2500.0) < 1e-15
+    assert not conv and A.shape[1] == 2048
+    np.testing.assert_allclose(R, E, rtol=1e-12)
+    np.testing.assert_allclose(E, 0.5, rtol=1e-12)      # E[sin^2(u)] = (1 - e^{-2q})/2
+
+
+def test_thorough_run_deep_linear_depth_and_many_layers():
+    # depth 1e9 allocated 8 GB of widths (seconds, then MemoryError or "Maximum allowed dimension exceeded"); the
+    # library's MAX_DEPTH bound applies to the deep linear functions too
+    for call in (lambda d: mf.deep_linear_prior(d, 5), lambda d: mf.deep_linear_prior_density(0.5, d, 5),
+                 lambda d: mf.hz_saddle_point(0.5, 2.0, d), lambda d: mf.bpkr_u0(0.5, 0.5, d),
+                 lambda d: mf.deep_linear_posterior(np.eye(2), np.ones(2), d, 4)):
+        for d in (10**9, 10**20, 10_001):
+            with pytest.raises(ValueError, match=r"^depth must be an integer in \[[01], 10000\]"):
+                call(d)
+    # depth 1000 near the pole of the Meijer-G integrand (f -> 0 at a large scale c): the saddle quadrature summed
+    # 1001 log-gammas on each of ~1e5 nodes (34 s); the 1000 equal widths are now one parameter of multiplicity 1000.
+    # Independent route: for w = f^2/c -> 0, G^{L,0}_{0,L}(w | 0, b, ..., b) -> Gamma(b)^(L-1) (the residue at s = 0;
+    # the next poles give relative corrections O(w) and O(w^b (log w)^(L-1)), here w = e^-1389, below 1e-600), so
+    # log p(f) = (L-1) log Gamma(b) - (log pi + log c)/2 - (L-1) log Gamma(N/2), b = (N-1)/2, to the route's 1e-12
+    from scipy.special import gammaln
+    depth, width, wv = 1000, 50, 50.0
+    log_c = (depth + 1) * (math.log(2.0) + math.log(wv)) - depth * math.log(width)
+    ref = depth * (gammaln((width - 1) / 2) - gammaln(width / 2)) - 0.5 * (math.log(math.pi) + log_c)
+    lp = mf.deep_linear_prior_density(1e-150, depth, width, wv, log=True)
+    assert lp == pytest.approx(ref, rel=1e-12)

@@ -99,7 +99,9 @@ def qstar_scalar(ev, code, p0, p1, kinks, scale, wv, bv, rho, q0, max_iter):
     F, Fs, _ = _fmap(ev, code, p0, p1, kinks, scale, q, wv, bv, rho)
     if math.isnan(F):
         return math.nan, NOT_CONVERGED, 0
-    if abs(F) <= tol * max(Fs, 1e-300):
+    # purely relative (an absolute floor of 1e-300 accepted any q0 below ~1e-315 as a fixed point: linear,
+    # weight_var 5e-324, bias_var 0 returned q* = 5e-324, where V(q) = 5e-324 q < q and q* = 0)
+    if abs(F) <= tol * Fs:
         return q, OK, 0
     it = 0
     # divergence threshold relative to the problem's own scale (q* ~ weight_var or bias_var may be huge and finite)

@@ -650,7 +650,11 @@ def forward(network: NetworkLike, input_norm: float = 1.0, input_norm2: Optional
     q1, q1b, q2 = pick([s.cov_out for s in dense])
     qh1, qh1b, qh2 = pick(qh)
     qd1, qd1b, qd2 = pick(tr.qdot)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        c = np.where(q1 * q1b > 0, q2 / np.sqrt(q1 * q1b), 1.0)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore", under="ignore"):
+        prod = q1 * q1b
+        # sqrt(q1) sqrt(q1b) where the product over- or underflows (q ~ 1e308 gave c = q2 / inf = 0 for c = 1)
+        c = np.where(q1 * q1b > 0, q2 / np.sqrt(prod), 1.0)
+        far = (q1 > 0) & (q1b > 0) & ~((prod > 1e-300) & np.isfinite(prod))
+        c = np.where(far, q2 / (np.sqrt(q1) * np.sqrt(q1b)), c)
     return ForwardResult(network=network, q1=q1, q1b=q1b, q2=q2, c=c, qhat1=qh1, qhat1b=qh1b, qhat2=qh2, qdot1=qd1,
                          qdot1b=qd1b, qdot2=qd2, trace=tr)

@@ -995,7 +995,11 @@ def test_thorough_run_sin_spectrum_beyond_the_table():
     # Poisson(q) tail needs: P(N >= K) <= rtol (on odd k, relative to E = (1 - e^{-2q})/2), K the first such index
     a = mf.hermite_coefficients("sin", 50.0, rtol=1e-12)
     ref = _sin_coefficients(50.0, a.size)
-    np.testing.assert_allclose(a, ref, rtol=0, atol=1e-15)
+    # error analysis: the rule (~3e3 nodes at q = 50, panels of width 1/sqrt(q)) sums terms |w f psi_k sqrt(phi_N)|
+    # of size <= 1e-2 whose rounding (~eps each, random signs) accumulates to ~sqrt(3e3) x 1e-2 x 1.1e-16 ~ 1e-16,
+    # and the 16-point rule's truncation is ~1e-20 per panel; observed 4.4e-15 at |a_k| ~ 0.2 (the Hermite recurrence
+    # to k ~ 100 adds ~k eps relative): 2e-14 absolute
+    np.testing.assert_allclose(a, ref, rtol=0, atol=2e-14)
     tail = np.cumsum((ref * ref)[::-1])[::-1] / ((1 - math.exp(-100.0)) / 2)
     assert a.size == int(np.argmax(tail <= 1e-12))
     # sin(sqrt(q) z) at q = 1e8: the spectrum is Poisson(1e8), centred 1e8 terms beyond the 2048-term table. Before:
@@ -1045,3 +1049,46 @@ def test_thorough_run_deep_linear_depth_and_many_layers():
     ref = depth * (gammaln((width - 1) / 2) - gammaln(width / 2)) - 0.5 * (math.log(math.pi) + log_c)
     lp = mf.deep_linear_prior_density(1e-150, depth, width, wv, log=True)
     assert lp == pytest.approx(ref, rel=1e-12)
+
+
+def test_thorough_run_qstar_subnormal_start():
+    # linear, weight_var 5e-324, bias_var 0: V(q) = 5e-324 q < q for every q > 0, so q* = b / (1 - w) = 0 exactly.
+    # The root test |V(q0) - q0| <= 8 eps max(scale, 1e-300) accepted the start q0 = w + b = 5e-324 (|F| = 5e-324
+    # below the floor 1.8e-315): q* = 5e-324 was returned, not a fixed point (V(5e-324) = 0)
+    assert mf.qstar("linear", 5e-324, 0.0) == 0.0
+    assert mf.qstar("relu", 5e-324, 0.0) == 0.0         # V(q) = w q / 2: q* = 0 likewise
+    # a subnormal fixed point that is one: w = 0.5, b = 5e-323 gives q* = b / (1 - w) = 1e-322 (V rounds to it)
+    assert mf.qstar("linear", 0.5, 5e-323) == 1e-322
+
+
+def test_thorough_run_erf_at_the_top_of_the_float_range():
+    import mpmath as mp
+    # q >= 2^1023: the power-of-two scale of the closed forms, 2^1024, overflowed to inf, the scaled covariance became
+    # 0 and E[erf'(u) erf'(v)] = (4/pi) / (inf * 0) = nan, E[erf(u)^2] = 0 (for ~1), silently. Reference: Williams'
+    # closed forms in mpmath at 700 digits, (2/pi) asin(2 quv / sqrt((1+2qu)(1+2qv))) and
+    # (4/pi) / sqrt((1+2qu)(1+2qv) - 4 quv^2); float64 rounding of the scaled formulas, a few ulps: rtol 1e-14
+    mp.mp.dps = 700          # (1 + 2q)^2 - 4 q^2 = 1 + 4q at q ~ 1e308 needs ~620 digits without cancellation
+    big = 1.7976931348623157e308
+    for qu, qv, quv in ((big, big, big), (big, big, big / 2), (1e308, big, -3e307), (9e307, 9e307, 9e307)):
+        a, b, c = mp.mpf(qu), mp.mpf(qv), mp.mpf(quv)
+        e_ref = 2 / mp.pi * mp.asin(2 * c / mp.sqrt((1 + 2 * a) * (1 + 2 * b)))
+        d_ref = 4 / mp.pi / mp.sqrt((1 + 2 * a) * (1 + 2 * b) - 4 * c * c)
+        assert mf.pair_expectation("erf", qu, qv, quv) == pytest.approx(float(e_ref), rel=1e-14)
+        assert mf.pair_expectation("erf", qu, qv, quv, derivative=True) == pytest.approx(float(d_ref), rel=1e-14)
+    # the forward sweep at bias_var = 1.8e308 (erf, depth 1): q1 = 1 + 1.8e308 rounds to 1.8e308 for both inputs
+    # (q2 = bias_var alone: input_overlap 0), qhat1 = E[erf(u)^2] at that q, qdot1 = E[erf'(u)^2]; c = q2 / sqrt(q1 q1b)
+    # is 1 here (q1 q1b overflowed: c = q2 / inf = 0 was returned)
+    fr = mf.forward(mf.Network("erf", depth=1, weight_var=1.0, bias_var=big))
+    np.testing.assert_array_equal(fr.c, 1.0)
+    a = mp.mpf(big)
+    np.testing.assert_allclose(fr.qhat1[1:], float(2 / mp.pi * mp.asin(2 * a / (1 + 2 * a))), rtol=1e-14)
+    np.testing.assert_allclose(fr.qdot1, float(4 / mp.pi / mp.sqrt(1 + 4 * a)), rtol=1e-14)
+    mp.mp.dps = 15
+
+
+def test_thorough_run_forward_correlation_of_tiny_variances():
+    # q1 q1b underflowing to 0 (both ~1e-200) gave c = 1 whatever q2: linear net, weight_var w, bias_var 0, inputs of
+    # norms 1e-200 and 4e-200 with overlap 1e-200: q1 = w 1e-200, q1b = w 4e-200, q2 = w 1e-200, c = 1/2 exactly
+    fr = mf.forward(mf.Network("linear", depth=1, weight_var=1.0, bias_var=0.0), input_norm=1e-200, input_norm2=4e-200,
+                    input_overlap=1e-200)
+    np.testing.assert_allclose(fr.c, 0.5, rtol=1e-15)

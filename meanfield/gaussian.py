@@ -197,6 +197,10 @@ def mehler_terms(activation: ActivationLike, q: float, *, rtol: float = 1e-16) -
     the first K whose Parseval tail ``sum_{k>=K} a_k^2`` is below ``rtol E[f^2]`` (for activations with kinks the spectrum decays only algebraically
     and the count reaches the cap, 2048, before that: see :func:`hermite_coefficients`).
 
+    Where the spectrum provably extends beyond the cap (a Cauchy-Schwarz bound from ``E[phi^2]``, ``E[phi'^2]``,
+    ``E[phi''^2]`` shows a tail above ``2e-3 E[f^2]`` from term 1537 on; e.g. sin at q > ~1600, whose spectrum is
+    Poisson(q)), the cap is returned at once with a ``RuntimeWarning`` instead of building the table.
+
     Examples
     --------
     >>> from meanfield import mehler_terms

@@ -994,14 +994,14 @@ def test_thorough_run_sin_spectrum_beyond_the_table():
     # absolute (the composite rule's accuracy, |psi_k| <= 1 and sum |w| = O(1)), and it keeps as many terms as the
     # Poisson(q) tail needs: P(N >= K) <= rtol (on odd k, relative to E = (1 - e^{-2q})/2), K the first such index
     a = mf.hermite_coefficients("sin", 50.0, rtol=1e-12)
-    ref = _sin_coefficients(50.0, a.size)
+    ref = _sin_coefficients(50.0, 400)       # Poisson(50) beyond k = 400: below 1e-150
+    ref, exact_tail = ref[:a.size], np.cumsum((ref * ref)[::-1])[::-1] / ((1 - math.exp(-100.0)) / 2)
     # error analysis: the rule (~3e3 nodes at q = 50, panels of width 1/sqrt(q)) sums terms |w f psi_k sqrt(phi_N)|
     # of size <= 1e-2 whose rounding (~eps each, random signs) accumulates to ~sqrt(3e3) x 1e-2 x 1.1e-16 ~ 1e-16,
     # and the 16-point rule's truncation is ~1e-20 per panel; observed 4.4e-15 at |a_k| ~ 0.2 (the Hermite recurrence
     # to k ~ 100 adds ~k eps relative): 2e-14 absolute
     np.testing.assert_allclose(a, ref, rtol=0, atol=2e-14)
-    tail = np.cumsum((ref * ref)[::-1])[::-1] / ((1 - math.exp(-100.0)) / 2)
-    assert a.size == int(np.argmax(tail <= 1e-12))
+    assert a.size == int(np.argmax(exact_tail <= 1e-12))
     # sin(sqrt(q) z) at q = 1e8: the spectrum is Poisson(1e8), centred 1e8 terms beyond the 2048-term table. Before:
     # 23 s of composite rule (4.5e5 nodes x 2048 terms x 2), ending "converged" after one term (all computed a_k < 1e-16,
     # so the table's own tail looked negligible). Now: the Cauchy-Schwarz bound of gaussian._beyond_table (three 1-D
@@ -1092,3 +1092,39 @@ def test_thorough_run_forward_correlation_of_tiny_variances():
     fr = mf.forward(mf.Network("linear", depth=1, weight_var=1.0, bias_var=0.0), input_norm=1e-200, input_norm2=4e-200,
                     input_overlap=1e-200)
     np.testing.assert_allclose(fr.c, 0.5, rtol=1e-15)
+
+
+def test_thorough_run_hermite_coefficients_n_terms():
+    # n_terms had no upper bound: 10**20 raised numba's TypingError (not a TypeError), 2**62 "array is too big",
+    # 10**5 ran for minutes (the composite rule's node x term work grows like n_terms^1.5)
+    for n in (10**20, 2**62, 10**5, 10_001):
+        with pytest.raises(ValueError, match=r"^n_terms must be an integer in \[1, 10000\]"):
+            mf.hermite_coefficients("tanh", 1.0, n_terms=n)
+    # sin at q = 1e8 needs ~4.5e5 nodes (panels of the floor width 1e-3 over |z| <= 14): 1000 terms are 4.5e8
+    # node-term products, beyond the 2e8 budget; 3 terms are not (and are 0 to every digit, see above)
+    with pytest.raises(ValueError, match="^n_terms, q: 1000 coefficients"):
+        mf.hermite_coefficients("sin", 1e8, n_terms=1000)
+    # within the bound the coefficients are those of the exact spectrum (tanh's against the 1-D quadrature of
+    # E[tanh(z) He_k(z)] / sqrt(k!) by the Gauss-Hermite rule of 400 nodes (scipy; the library's explicit n_terms use
+    # the composite Gauss-Legendre rule): tanh is analytic in |Im z| < pi/2, so the rule errs by
+    # ~exp(-(pi/2) sqrt(2 n)) ~ 1e-19 at n = 400, plus rounding ~1e-16 of the sqrt(k!)-scaled terms)
+    from scipy.special import roots_hermitenorm
+    z, w = roots_hermitenorm(400)
+    w = w / math.sqrt(2 * math.pi)
+    ref = [np.sum(w * np.tanh(z) * np.polynomial.hermite_e.hermeval(z, [0] * k + [1])) / math.sqrt(math.factorial(k))
+           for k in range(21)]
+    np.testing.assert_allclose(mf.hermite_coefficients("tanh", 1.0, n_terms=21), ref, rtol=0, atol=1e-14)
+
+
+def test_thorough_run_regressions_argument_types():
+    net = mf.Network("linear", depth=1, weight_var=1.0, bias_var=0.0)
+    # an array as parameterization: "parameterization not in (...)" raised numpy's unnamed "truth value ... ambiguous"
+    with pytest.raises(ValueError, match="^parameterization must be"):
+        mf.kernels(net, np.zeros((1, 3)), parameterization=np.array([]))
+    # an array input_norm: math.log raised "only 0-dimensional arrays can be converted", naming nothing
+    with pytest.raises(TypeError, match="input_norm"):
+        mf.deep_linear_prior(0, 1, 1.0, [1.0, 2.0])
+    # b ~ 1e17 (log-gamma ~ 1e18: no digits left for the integrand's phase) fails at x = 1: the error named only x
+    for b in (7.205759403792795e16, 3.484491437270411e41, 4.460149039706126e43):
+        with pytest.raises(ValueError, match="^x, b: log"):
+            mf.log_meijer_g(b, 1.0)

@@ -183,7 +183,10 @@ def log_meijer_g(b: ArrayLike, x: Optional[ArrayLike] = None, *, log_x: Optional
         try:
             out[i] = route(bb, float(v))
         except FloatingPointError as exc:   # outside the saddle route's range: say which argument
-            raise ValueError(f"{name}: log(x) = {float(v):.6g} is out of reach of the {method} route ({exc})") from None
+            # the reach depends on both: huge parameters (b ~ 1e17: log-gamma values ~ 1e18 leave no digits for the
+            # integrand's phase) fail at any x
+            raise ValueError(f"{name}, b: log(x) = {float(v):.6g} with b in [{float(np.min(bb)):.4g}, "
+                             f"{float(np.max(bb)):.4g}] is out of reach of the {method} route ({exc})") from None
     return float(out[0]) if shape == () else out.reshape(shape)
 
 

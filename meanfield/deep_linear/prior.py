@@ -113,8 +113,8 @@ def deep_linear_prior(depth: int, width: Union[int, Sequence[int]], weight_var: 
     """
     depth = _check_depth(depth, 0)
     ws = _widths(width, depth)
-    weight_var = check_positive("weight_var", weight_var)
-    input_norm = check_positive("input_norm", input_norm)
+    weight_var = check_positive("weight_var", weight_var, scalar=True)
+    input_norm = check_positive("input_norm", input_norm, scalar=True)   # (an array failed in math.log, unnamed)
     # in logs: sigma^(2L) and 2^L overflow a float (OverflowError from Python's **) at depth ~ 1000
     log_s2 = (depth + 1) * math.log(weight_var) + math.log(input_norm)
     prod = float(np.prod(1.0 + 2.0 / ws))

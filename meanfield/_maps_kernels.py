@@ -488,6 +488,10 @@ def critical_many(ev, code, p0, p1, kinks, scale, bv, max_iter):
             x = (lo * ghi - hi * glo) / den if den != 0.0 else 0.5 * (lo + hi)
             if not (x > lo and x < hi):
                 x = 0.5 * (lo + hi)
+                if not x < hi:
+                    # lo + hi overflows for bias near the largest float (bias_var 1.8e308: x = inf, and the rule
+                    # of E[phi'^2] at q = inf never ended, panels of width 0); the secant products overflow too
+                    x = lo + 0.5 * (hi - lo)
             gx = _critical_g(ev, code, p0, p1, kinks, scale, x, b)
             if gx == 0.0 or (hi - lo) <= 4.0 * EPS * hi:
                 break

@@ -1128,3 +1128,16 @@ def test_thorough_run_regressions_argument_types():
     for b in (7.205759403792795e16, 3.484491437270411e41, 4.460149039706126e43):
         with pytest.raises(ValueError, match="^x, b: log"):
             mf.log_meijer_g(b, 1.0)
+
+
+def test_thorough_run_critical_weight_var_at_the_largest_bias():
+    # bias_var = 1.8e308 (tanh): g(q) = q - E[phi^2]/E[phi'^2] - bias_var rounds to 0 at q = bias_var (E/E' ~ 2.5e154
+    # is below half an ulp of 1.8e308), the bisection midpoint (lo + hi)/2 overflowed to inf, and the 1-D rule at
+    # q = inf never ended (the call ran for minutes). Independent route: on the critical line q* = bias_var +
+    # E[phi^2]/E[phi'^2] and weight_var = 1/E[phi'^2]; for tanh at q ~ 1.8e308, E[phi'^2] = E[sech^4 u] ~
+    # (4/3)/sqrt(2 pi q) (the sech^4 mass 4/3 under the density 1/sqrt(2 pi q) near 0, relative error O(1/q)), and
+    # q* = bias_var to every digit (the root solver stops at a bracket of 4 eps relative: rtol 1e-15)
+    big = 1.7976931348623157e308
+    w, q = mf.critical_weight_var("tanh", big, return_qstar=True)
+    assert q == pytest.approx(big, rel=1e-15)
+    assert w == pytest.approx(math.sqrt(2 * math.pi * big) * 3 / 4, rel=1e-12)

@@ -1140,4 +1140,4 @@ def test_thorough_run_critical_weight_var_at_the_largest_bias():
     big = 1.7976931348623157e308
     w, q = mf.critical_weight_var("tanh", big, return_qstar=True)
     assert q == pytest.approx(big, rel=1e-15)
-    assert w == pytest.approx(math.sqrt(2 * math.pi * big) * 3 / 4, rel=1e-12)
+    assert w == pytest.approx(math.sqrt(2 * math.pi) * math.sqrt(big) * 3 / 4, rel=1e-12)

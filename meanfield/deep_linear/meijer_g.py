@@ -65,6 +65,9 @@ def _log_g0m_saddle(b: np.ndarray, log_w: float) -> float:
     sigma = 1.0 / math.sqrt(curv)
     d = float(np.min(x0))
     h = min(sigma / 4.0, d / 8.0)
+    if not (h > 0.0 and math.isfinite(h)):
+        # b ~ -1.8e308: s0 = -min(b) + tiny rounds so that b + s0 = 0, the pole itself (a step h = 0 divided by 0)
+        raise FloatingPointError("the saddle lies on a pole to float64 precision (parameters b too large in modulus)")
 
     # repeated parameters (every hidden layer of one width) are evaluated once and weighted by their multiplicity:
     # the work is (nodes) x (distinct parameters), not x depth (depth 1000 near the pole took seconds)

@@ -410,6 +410,10 @@ def _scaled_cov(qu, qv, quv):
     if m <= 0.0:
         return 0.0, 0.0, 0.0, 0.0, 0.0
     _, ex = math.frexp(m)
+    if ex > 1023:
+        # m >= 2^1023: 2^1024 overflows to inf (and a = b = c = 0 gave E[erf'^2] = nan, E[erf^2] = 0 at q = 1.8e308);
+        # 2^1023 keeps a, b, c in [1, 2), where every product below is still far from overflow
+        ex = 1023
     S = math.ldexp(1.0, ex)
     a = qu / S
     b = qv / S

@@ -99,7 +99,9 @@ def qstar_scalar(ev, code, p0, p1, kinks, scale, wv, bv, rho, q0, max_iter):
     F, Fs, _ = _fmap(ev, code, p0, p1, kinks, scale, q, wv, bv, rho)
     if math.isnan(F):
         return math.nan, NOT_CONVERGED, 0
-    if abs(F) <= tol * max(Fs, 1e-300):
+    # purely relative (an absolute floor of 1e-300 accepted any q0 below ~1e-315 as a fixed point: linear,
+    # weight_var 5e-324, bias_var 0 returned q* = 5e-324, where V(q) = 5e-324 q < q and q* = 0)
+    if abs(F) <= tol * Fs:
         return q, OK, 0
     it = 0
     # divergence threshold relative to the problem's own scale (q* ~ weight_var or bias_var may be huge and finite)
@@ -486,6 +488,10 @@ def critical_many(ev, code, p0, p1, kinks, scale, bv, max_iter):
             x = (lo * ghi - hi * glo) / den if den != 0.0 else 0.5 * (lo + hi)
             if not (x > lo and x < hi):
                 x = 0.5 * (lo + hi)
+                if not x < hi:
+                    # lo + hi overflows for bias near the largest float (bias_var 1.8e308: x = inf, and the rule
+                    # of E[phi'^2] at q = inf never ended, panels of width 0); the secant products overflow too
+                    x = lo + 0.5 * (hi - lo)
             gx = _critical_g(ev, code, p0, p1, kinks, scale, x, b)
             if gx == 0.0 or (hi - lo) <= 4.0 * EPS * hi:
                 break

@@ -650,8 +650,16 @@ def forward(network: NetworkLike, input_norm: float = 1.0, input_norm2: Optional
     q1, q1b, q2 = pick([s.cov_out for s in dense])
     qh1, qh1b, qh2 = pick(qh)
     qd1, qd1b, qd2 = pick(tr.qdot)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        norm = np.sqrt(q1) * np.sqrt(q1b)          # (not sqrt(q1 q1b): the product overflows for q ~ 1e160)
-        c = np.where(norm > 0, q2 / norm, 1.0)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore", under="ignore"):
+        prod = q1 * q1b
+        # sqrt(q1) sqrt(q1b) where the product over- or underflows (q ~ 1e308 gave c = q2 / inf = 0 for c = 1)
+        c = np.where(q1 * q1b > 0, q2 / np.sqrt(prod), 1.0)
+        far = (q1 > 0) & (q1b > 0) & ~((prod > 1e-300) & np.isfinite(prod))
+        if far.any():
+            # scaled by a power of two (exact): sqrt(fl(a a)) = a in binary floating point, so c = 1 stays exactly 1
+            s = np.ldexp(1.0, -np.frexp(np.maximum(q1, q1b))[1])
+            a, b, x = q1 * s, q1b * s, q2 * s
+            ab = a * b
+            c = np.where(far, np.where(ab > 0, x / np.sqrt(ab), x / (np.sqrt(a) * np.sqrt(b))), c)
     return ForwardResult(network=network, q1=q1, q1b=q1b, q2=q2, c=c, qhat1=qh1, qhat1b=qh1b, qhat2=qh2, qdot1=qd1,
                          qdot1b=qd1b, qdot2=qd2, trace=tr)

@@ -197,6 +197,10 @@ def mehler_terms(activation: ActivationLike, q: float, *, rtol: float = 1e-16) -
     the first K whose Parseval tail ``sum_{k>=K} a_k^2`` is below ``rtol E[f^2]`` (for activations with kinks the spectrum decays only algebraically
     and the count reaches the cap, 2048, before that: see :func:`hermite_coefficients`).
 
+    Where the spectrum provably extends beyond the cap (a Cauchy-Schwarz bound from ``E[phi^2]``, ``E[phi'^2]``,
+    ``E[phi''^2]`` shows a tail above ``2e-3 E[f^2]`` from term 1537 on; e.g. sin at q > ~1600, whose spectrum is
+    Poisson(q)), the cap is returned at once with a ``RuntimeWarning`` instead of building the table.
+
     Examples
     --------
     >>> from meanfield import mehler_terms
@@ -206,7 +210,72 @@ def mehler_terms(activation: ActivationLike, q: float, *, rtol: float = 1e-16) -
     act = get_activation(activation)
     q = check_nonneg("q", q, scalar=True)
     rtol = _check_rtol(rtol)
+    beyond, mean_index = _beyond_table(act, np.array([q]))
+    if beyond[0]:
+        warnings.warn(f"the Hermite spectrum of {act.name}(sqrt(q) z) at q = {q:.6g} extends beyond the {_K_CAP}-term "
+                      f"table (its mean index q E[phi'^2] / E[phi^2] is {mean_index[0]:.4g}): no truncation meets "
+                      f"rtol = {rtol:g}; returning the cap {_K_CAP}", RuntimeWarning, stacklevel=2)
+        return _K_CAP
     return max(int(hermite_table(act, np.array([q]), d, rtol, rule="composite")[0].shape[1]) for d in (False, True))
+
+
+_K_CAP = _N_NODES_MAX // 2      # the largest Hermite table (terms)
+_N_TERMS_MAX = 10_000           # hermite_coefficients(n_terms=...): beyond, the composite rule alone costs seconds
+_COEF_WORK_MAX = 2e8            # node x term products of one hermite_coefficients call (~2 s at ~10 ns each)
+
+
+def _composite_nodes(act: Activation, q: np.ndarray, n_terms: int) -> np.ndarray:
+    """Upper estimate of the node count of ``_gaussian_kernels.hermite_coeffs``' composite rule per variance (its
+    panel widths, see ``_next_width``: ``min(12/sqrt(2 n_terms + 1), 1, scale/sqrt(q))``, floored at ``HMIN`` unless
+    graded; graded rules widen geometrically away from the centre up to the oscillation width, so their extra
+    panels grow like ``log(sqrt(q))``); 16 nodes per panel, one more panel per kink."""
+    hosc = min(1.0, 12.0 / math.sqrt(2.0 * n_terms + 1.0))
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        fine = np.where(np.asarray(q) > 0, act.scale / np.sqrt(q), np.inf)
+        if act.graded:
+            panels = 2 * _gk.ZMAX_COEF / hosc + 2 * np.log2(np.maximum(hosc / fine, 1.0)) / math.log2(1 + _gk.GRADE) + 4
+        else:
+            panels = 2 * _gk.ZMAX_COEF / np.maximum(np.minimum(hosc, fine), _gk.HMIN) + 1
+    return _gk.NGL * (panels + len(act.kinks))
+
+
+def _beyond_table(act: Activation, q: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    r"""Where the Hermite spectrum of ``f(z) = phi(sqrt(q) z)`` provably extends beyond the capped table, so that no
+    table of :func:`hermite_table` (at most ``_K_CAP`` terms, converged only with ``K <= 3/4`` of them) can meet any
+    allowed ``rtol`` (``<= 1e-3``); and the mean spectral index ``M``. Three 1-D integrals per q, no table.
+
+    With ``E_j = E[phi^{(j)}(u)^2]``, u ~ N(0, q), and ``a_k`` the normalised Hermite coefficients of f,
+    ``sum_k a_k^2 = E_0``, ``sum_k k a_k^2 = E[f'^2] = q E_1`` and ``sum_k k(k-1) a_k^2 = E[f''^2] = q^2 E_2``
+    (Parseval for ``f^{(j)}``, whose coefficients are ``sqrt(k!/(k-j)!) a_k``). Split the first moment at K:
+    ``sum_{k<K} k a_k^2 <= K E_0``, and by Cauchy-Schwarz ``sum_{k>=K} k a_k^2 <= sqrt(T_K S_2)`` with
+    ``T_K = sum_{k>=K} a_k^2`` and ``S_2 = sum k^2 a_k^2 = q^2 E_2 + q E_1``. Hence, with ``M = q E_1 / E_0 > K``,
+
+    ``T_K / E_0 >= (M - K)^2 E_0 / S_2 = (1 - K/M)^2 E_1^2 / (E_0 (E_2 + E_1/q))``.
+
+    The identities need ``f''`` square integrable: activations with kinks are never declared beyond (their
+    tables are cheap: graded or piecewise-polynomial rules). The bound is tested at ``K = 3 K_cap / 4 + 1``: it also covers the table of phi' (its coefficients are
+    ``sqrt((k+1)/q) a_{k+1}``, a reweighting by an increasing factor, which moves relative mass to larger k, so its
+    relative tail from ``K - 1`` is at least f's from K). ``beyond`` where the bound exceeds ``2e-3``, twice the largest
+    rtol (so that the quadrature errors of the ``E_j``, ~1e-12 relative, cannot decide it). Example: sin, whose
+    spectrum at variance q is Poisson(q) (``a_k^2 = e^{-q} q^k / k!`` on odd k), is beyond from q ~ 1600 on, where
+    the table's composite rule would need up to ~5e5 nodes (20 s) to conclude the same.
+    """
+    q = np.ascontiguousarray(q, dtype=np.float64).ravel()
+    ok = np.isfinite(q) & (q > 0)
+    beyond = np.zeros(q.size, dtype=bool)
+    mean_index = np.zeros(q.size)
+    if act.kinks or not ok.any():     # a kink in phi or phi' puts a delta into f'': E[f''^2] = inf, no bound
+        return beyond, mean_index
+    qo = np.ascontiguousarray(q[ok])
+    e0, e1, e2 = (_gk.e1d_many(*act.kernel_args, qo, j, j, 0) for j in (0, 1, 2))
+    kb = 3 * _K_CAP // 4 + 1
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        m = qo * e1 / e0
+        bound = (1.0 - kb / m) ** 2 * e1 * e1 / (e0 * (e2 + e1 / qo))
+    good = (e0 > 0) & np.isfinite(m) & np.isfinite(bound)
+    beyond[ok] = good & (m > kb) & (bound > 2e-3)
+    mean_index[ok] = np.where(good, m, 0.0)
+    return beyond, mean_index
 
 
 def hermite_coefficients(activation: ActivationLike, q: float, n_terms: Optional[int] = None, derivative: bool = False,
@@ -223,8 +292,10 @@ def hermite_coefficients(activation: ActivationLike, q: float, n_terms: Optional
     q : float or array_like
         Variance(s) >= 0.
     n_terms : int, optional
-        Number of coefficients; default: as many as the Parseval tail needs to fall below ``rtol E[f^2]`` at every q
-        (see :func:`mehler_terms`).
+        Number of coefficients, at most 10000 (and at most ~2e8 / n_terms composite-rule nodes in all, e.g. ~450
+        terms for sin at q >= 1e6, where the rule needs ~4.5e5 nodes); default: as many as the Parseval tail needs to
+        fall below ``rtol E[f^2]`` at every q (see :func:`mehler_terms`; a ValueError where the spectrum provably
+        extends beyond the 2048-term cap, e.g. sin at q > ~1600, whose spectrum is Poisson(q)).
     derivative : bool
         Coefficients of phi'(sqrt(q) z) instead.
     rtol : float
@@ -248,11 +319,23 @@ def hermite_coefficients(activation: ActivationLike, q: float, n_terms: Optional
     order = 1 if derivative else 0
     flat = np.ascontiguousarray(qa.ravel())
     if n_terms is None:
+        beyond, mean_index = _beyond_table(act, flat)
+        if beyond.any():
+            i = int(np.argmax(beyond))
+            raise ValueError(f"q: the Hermite spectrum of {act.name}(sqrt(q) z) at q = {flat[i]:.6g} extends beyond the "
+                             f"{_K_CAP} terms of the table (mean index q E[phi'^2] / E[phi^2] = {mean_index[i]:.4g}), so "
+                             f"no truncation meets rtol = {rtol:g}: pass n_terms for the leading coefficients, or a "
+                             "smaller q")
         A = hermite_table(act, flat, derivative, rtol, rule="composite")[0]
         return A.reshape(np.shape(q) + (A.shape[1],))
-    if isinstance(n_terms, bool) or not isinstance(n_terms, (int, np.integer)) or n_terms < 1:
-        raise ValueError(f"n_terms must be an integer >= 1, got {n_terms!r}")
+    if isinstance(n_terms, bool) or not isinstance(n_terms, (int, np.integer)) or not 1 <= n_terms <= _N_TERMS_MAX:
+        raise ValueError(f"n_terms must be an integer in [1, {_N_TERMS_MAX}], got {n_terms!r}")
     n_terms = int(n_terms)
+    work = float(np.sum(_composite_nodes(act, flat, n_terms))) * n_terms
+    if work > _COEF_WORK_MAX:
+        raise ValueError(f"n_terms, q: {n_terms} coefficients at variance up to {float(np.max(flat)):.4g} need ~{work:.2g} "
+                         f"node-term products of the composite rule (limit {_COEF_WORK_MAX:.0e}, a few seconds): "
+                         "ask for fewer terms or variances")
     return _coefficients(act, flat, 2 * n_terms, n_terms, order, True)[0].reshape(np.shape(q) + (n_terms,))
 
 
@@ -418,10 +501,15 @@ def _tails(A):
 
 
 def _first_below(tail, E, rtol, kt):
-    """First k with ``tail[:, k] <= rtol E`` per row, and whether it lies within 3/4 of the resolved range."""
+    """First k with ``tail[:, k] <= rtol E`` per row, and whether it lies within 3/4 of the resolved range and the
+    table holds the spectrum's mass (Parseval closure ``sum_{k<kt} a_k^2 >= (1 - 1e-6) E``). Without the closure a
+    spectrum lying wholly beyond the table passed as converged after one term: sin at q = 1e4 (Poisson(q) spectrum,
+    every a_k with k < 2048 below 1e-16) gave ``mehler_terms = 1`` and a tail of 1e-31 against E = 0.5. A table that
+    converged holds its mass to the rules' accuracy (~1e-14 relative), far inside the 1e-6 tolerance."""
     ok = tail <= rtol * E[:, None]
     first = np.argmax(ok, axis=1)
-    return first, ok.any(axis=1) & (first <= (3 * kt) // 4)
+    closed = tail[:, 0] >= (1.0 - 1e-6) * E
+    return first, ok.any(axis=1) & (first <= (3 * kt) // 4) & closed
 
 
 def _hermite_table_shared(act, q, order, rtol, n_start):

@@ -165,7 +165,7 @@ def kernel_derivatives(network: NetworkLike, x1: ArrayLike, x2: Optional[ArrayLi
 
     chain = as_chain(network)
     x1, x2 = _check_inputs(x1, x2)
-    if parameterization not in ("ntk", "standard"):
+    if not isinstance(parameterization, str) or parameterization not in ("ntk", "standard"):
         raise ValueError(f"parameterization must be 'ntk' or 'standard', got {parameterization!r}")
     if parameterization == "standard" and width is None:
         raise ValueError("width must be given (> 0) for parameterization='standard'")

@@ -282,7 +282,7 @@ def _check_options(network, x1, x2, parameterization, width, compute_ntk, rtol, 
 
     chain = as_chain(network)
     x1, x2 = _check_inputs(x1, x2)
-    if parameterization not in ("ntk", "standard"):
+    if not isinstance(parameterization, str) or parameterization not in ("ntk", "standard"):
         raise ValueError(f"parameterization must be 'ntk' or 'standard', got {parameterization!r}")
     if parameterization == "standard":
         if width is None:

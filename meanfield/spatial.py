@@ -890,7 +890,7 @@ def _prepare(chain, x, x2, parameterization, width, compute_ntk, rtol):
     from .trace import as_chain
 
     ch = as_chain(chain)
-    if parameterization not in ("ntk", "standard"):
+    if not isinstance(parameterization, str) or parameterization not in ("ntk", "standard"):
         raise ValueError(f"parameterization must be 'ntk' or 'standard', got {parameterization!r}")
     if width is not None:
         width = float(check_positive("width", width))

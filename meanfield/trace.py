@@ -364,7 +364,7 @@ def trace(network: NetworkLike, x: Optional[ArrayLike] = None, *, gram: Optional
         raise ValueError("network has convolutional / pooling / layer-norm layers: use meanfield.kernels (NNGP, NTK) "
                          "or meanfield.spatial.spatial_trace (per-layer q, q-tilde) on images; trace covers vector "
                          "chains")
-    if parameterization not in ("ntk", "standard"):
+    if not isinstance(parameterization, str) or parameterization not in ("ntk", "standard"):
         raise ValueError(f"parameterization must be 'ntk' or 'standard', got {parameterization!r}")
     if width is not None:
         width = float(check_positive("width", width))

@@ -904,7 +904,8 @@ def test_hz_saddle_point_bpkr_u0(data):
         assert z > (max(-a, -1.0) if L > 0 else -a)
         np.testing.assert_allclose((1 + z / a) * (1 + z) ** L, r, rtol=1e-8)
     v2, names2 = draw(data, r0=st.floats(0.01, 100.0), weight_var=st.floats(0.1, 3.0))
-    out_of_range = ["depth"] if v["depth"] == 0 else []    # bpkr_u0 needs a hidden layer (depth >= 1)
+    # bpkr_u0 needs a hidden layer (depth >= 1); (a hostile array depth made "== 0" itself raise in the test)
+    out_of_range = ["depth"] if isinstance(v["depth"], int) and v["depth"] == 0 else []
     outcome(mf.bpkr_u0, v["alpha"], v2["r0"], v["depth"], v2["weight_var"], names=names + names2 + out_of_range,
             check=lambda u: ge(u, 0.0, what="u0"))
 
@@ -970,3 +971,175 @@ def test_thorough_run_regressions_deep_linear():
     lp = mf.deep_linear_prior_density(0.5, 3, 50, 1e200, log=True)
     ref = mf.deep_linear_prior_density(0.0, 3, 50, 1.0, log=True) - 400 * np.log(10.0)
     assert lp == pytest.approx(ref, rel=1e-10)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# regression cases of the second thorough run (200 random examples per test) and of its closing note
+
+
+def _sin_coefficients(q, n):
+    """sin's exact normalised Hermite coefficients at variance q (independent of the quadrature): by Stein's identity
+    E[f(z) He_k(z)] = E[f^(k)(z)], and for f(z) = sin(s z), s = sqrt(q), E[f^(k)(z)] = s^k e^{-q/2} sin(k pi / 2), so
+    a_k = e^{-q/2} q^{k/2} sin(k pi/2) / sqrt(k!) (in logs: q^k / k! overflows); a_k^2 is the Poisson(q) law on odd k
+    times e^{-q} sinh(q) / E[sin^2] = 1."""
+    from scipy.special import gammaln
+    k = np.arange(n)
+    return np.exp(-q / 2 + k / 2 * np.log(q) - gammaln(k + 1.0) / 2) * np.round(np.sin(k * np.pi / 2))
+
+
+def test_thorough_run_sin_spectrum_beyond_the_table():
+    from scipy.stats import poisson
+    from meanfield.activations import get_activation
+    from meanfield.gaussian import hermite_table
+    # below the bound's reach the table is computed as before and agrees with the exact spectrum: a_k to 1e-15
+    # absolute (the composite rule's accuracy, |psi_k| <= 1 and sum |w| = O(1)), and it keeps as many terms as the
+    # Poisson(q) tail needs: P(N >= K) <= rtol (on odd k, relative to E = (1 - e^{-2q})/2), K the first such index
+    a = mf.hermite_coefficients("sin", 50.0, rtol=1e-12)
+    ref = _sin_coefficients(50.0, 400)       # Poisson(50) beyond k = 400: below 1e-150
+    ref, exact_tail = ref[:a.size], np.cumsum((ref * ref)[::-1])[::-1] / ((1 - math.exp(-100.0)) / 2)
+    # error analysis: the rule (~3e3 nodes at q = 50, panels of width 1/sqrt(q)) sums terms |w f psi_k sqrt(phi_N)|
+    # of size <= 1e-2 whose rounding (~eps each, random signs) accumulates to ~sqrt(3e3) x 1e-2 x 1.1e-16 ~ 1e-16,
+    # and the 16-point rule's truncation is ~1e-20 per panel; observed 4.4e-15 at |a_k| ~ 0.2 (the Hermite recurrence
+    # to k ~ 100 adds ~k eps relative): 2e-14 absolute
+    np.testing.assert_allclose(a, ref, rtol=0, atol=2e-14)
+    assert a.size == int(np.argmax(exact_tail <= 1e-12))
+    # sin(sqrt(q) z) at q = 1e8: the spectrum is Poisson(1e8), centred 1e8 terms beyond the 2048-term table. Before:
+    # 23 s of composite rule (4.5e5 nodes x 2048 terms x 2), ending "converged" after one term (all computed a_k < 1e-16,
+    # so the table's own tail looked negligible). Now: the Cauchy-Schwarz bound of gaussian._beyond_table (three 1-D
+    # integrals) proves the tail from k = 1537 exceeds 2e-3 E; the exact tail there is P(Poisson(1e8) >= 1537) = 1
+    assert poisson.sf(1536, 1e8) == 1.0
+    with pytest.warns(RuntimeWarning, match="extends beyond the 2048-term table"):
+        assert mf.mehler_terms("sin", 1e8) == 2048
+    with pytest.raises(ValueError, match="^q: the Hermite spectrum of sin"):
+        mf.hermite_coefficients("sin", 1e8)
+    # the leading coefficients on request: all below e^{-q/2} q^{k/2}/sqrt(k!) ~ 0 to every digit
+    np.testing.assert_allclose(mf.hermite_coefficients("sin", 1e8, n_terms=3), 0.0, atol=1e-13)
+    # the bound's threshold: (1 - 1537/q)^2 E_1^2 / (E_0 (E_2 + E_1/q)) > 2e-3, i.e. q > ~1609 for sin; at q = 1700 the
+    # exact relative tail from 1537 is P(Poisson(1700) >= 1537) ~ 1 - 3e-5 (odd and even k alike to 1e-16)
+    assert poisson.sf(1536, 1700.0) > 0.99
+    with pytest.warns(RuntimeWarning, match="extends beyond"):
+        assert mf.mehler_terms("sin", 1700.0) == 2048
+    # Parseval closure (the cause of the false convergence): at q = 2500 the computed a_k, k < 2048, hold a fraction
+    # P(Poisson(2500) < 2048) ~ 1e-20 of E; hermite_table now reports the row as not converged, with the whole mass
+    # E in the remainder
+    act = get_activation("sin")
+    A, R, E, conv, _ = hermite_table(act, np.array([2500.0]), False, 1e-3, rule="composite")
+    assert poisson.cdf(2047, 2500.0) < 1e-15
+    assert not conv and A.shape[1] == 2048
+    np.testing.assert_allclose(R, E, rtol=1e-12)
+    np.testing.assert_allclose(E, 0.5, rtol=1e-12)      # E[sin^2(u)] = (1 - e^{-2q})/2
+
+
+def test_thorough_run_deep_linear_depth_and_many_layers():
+    # depth 1e9 allocated 8 GB of widths (seconds, then MemoryError or "Maximum allowed dimension exceeded"); the
+    # library's MAX_DEPTH bound applies to the deep linear functions too
+    for call in (lambda d: mf.deep_linear_prior(d, 5), lambda d: mf.deep_linear_prior_density(0.5, d, 5),
+                 lambda d: mf.hz_saddle_point(0.5, 2.0, d), lambda d: mf.bpkr_u0(0.5, 0.5, d),
+                 lambda d: mf.deep_linear_posterior(np.eye(2), np.ones(2), d, 4)):
+        for d in (10**9, 10**20, 10_001):
+            with pytest.raises(ValueError, match=r"^depth must be an integer in \[[01], 10000\]"):
+                call(d)
+    # depth 1000 near the pole of the Meijer-G integrand (f -> 0 at a large scale c): the saddle quadrature summed
+    # 1001 log-gammas on each of ~1e5 nodes (34 s); the 1000 equal widths are now one parameter of multiplicity 1000.
+    # Independent route: for w = f^2/c -> 0, G^{L,0}_{0,L}(w | 0, b, ..., b) -> Gamma(b)^(L-1) (the residue at s = 0;
+    # the next poles give relative corrections O(w) and O(w^b (log w)^(L-1)), here w = e^-1389, below 1e-600), so
+    # log p(f) = (L-1) log Gamma(b) - (log pi + log c)/2 - (L-1) log Gamma(N/2), b = (N-1)/2, to the route's 1e-12
+    from scipy.special import gammaln
+    depth, width, wv = 1000, 50, 50.0
+    log_c = (depth + 1) * (math.log(2.0) + math.log(wv)) - depth * math.log(width)
+    ref = depth * (gammaln((width - 1) / 2) - gammaln(width / 2)) - 0.5 * (math.log(math.pi) + log_c)
+    lp = mf.deep_linear_prior_density(1e-150, depth, width, wv, log=True)
+    assert lp == pytest.approx(ref, rel=1e-12)
+
+
+def test_thorough_run_qstar_subnormal_start():
+    # linear, weight_var 5e-324, bias_var 0: V(q) = 5e-324 q < q for every q > 0, so q* = b / (1 - w) = 0 exactly.
+    # The root test |V(q0) - q0| <= 8 eps max(scale, 1e-300) accepted the start q0 = w + b = 5e-324 (|F| = 5e-324
+    # below the floor 1.8e-315): q* = 5e-324 was returned, not a fixed point (V(5e-324) = 0)
+    assert mf.qstar("linear", 5e-324, 0.0) == 0.0
+    assert mf.qstar("relu", 5e-324, 0.0) == 0.0         # V(q) = w q / 2: q* = 0 likewise
+    # a subnormal fixed point that is one: w = 0.5, b = 5e-323 gives q* = b / (1 - w) = 1e-322 (V rounds to it)
+    assert mf.qstar("linear", 0.5, 5e-323) == 1e-322
+
+
+def test_thorough_run_erf_at_the_top_of_the_float_range():
+    import mpmath as mp
+    # q >= 2^1023: the power-of-two scale of the closed forms, 2^1024, overflowed to inf, the scaled covariance became
+    # 0 and E[erf'(u) erf'(v)] = (4/pi) / (inf * 0) = nan, E[erf(u)^2] = 0 (for ~1), silently. Reference: Williams'
+    # closed forms in mpmath at 700 digits, (2/pi) asin(2 quv / sqrt((1+2qu)(1+2qv))) and
+    # (4/pi) / sqrt((1+2qu)(1+2qv) - 4 quv^2); float64 rounding of the scaled formulas, a few ulps: rtol 1e-14
+    mp.mp.dps = 700          # (1 + 2q)^2 - 4 q^2 = 1 + 4q at q ~ 1e308 needs ~620 digits without cancellation
+    big = 1.7976931348623157e308
+    for qu, qv, quv in ((big, big, big), (big, big, big / 2), (1e308, big, -3e307), (9e307, 9e307, 9e307)):
+        a, b, c = mp.mpf(qu), mp.mpf(qv), mp.mpf(quv)
+        e_ref = 2 / mp.pi * mp.asin(2 * c / mp.sqrt((1 + 2 * a) * (1 + 2 * b)))
+        d_ref = 4 / mp.pi / mp.sqrt((1 + 2 * a) * (1 + 2 * b) - 4 * c * c)
+        assert mf.pair_expectation("erf", qu, qv, quv) == pytest.approx(float(e_ref), rel=1e-14)
+        assert mf.pair_expectation("erf", qu, qv, quv, derivative=True) == pytest.approx(float(d_ref), rel=1e-14)
+    # the forward sweep at bias_var = 1.8e308 (erf, depth 1): q1 = 1 + 1.8e308 rounds to 1.8e308 for both inputs
+    # (q2 = bias_var alone: input_overlap 0), qhat1 = E[erf(u)^2] at that q, qdot1 = E[erf'(u)^2]; c = q2 / sqrt(q1 q1b)
+    # is 1 here (q1 q1b overflowed: c = q2 / inf = 0 was returned)
+    fr = mf.forward(mf.Network("erf", depth=1, weight_var=1.0, bias_var=big))
+    np.testing.assert_array_equal(fr.c, 1.0)
+    a = mp.mpf(big)
+    np.testing.assert_allclose(fr.qhat1[1:], float(2 / mp.pi * mp.asin(2 * a / (1 + 2 * a))), rtol=1e-14)
+    np.testing.assert_allclose(fr.qdot1, float(4 / mp.pi / mp.sqrt(1 + 4 * a)), rtol=1e-14)
+    mp.mp.dps = 15
+
+
+def test_thorough_run_forward_correlation_of_tiny_variances():
+    # q1 q1b underflowing to 0 (both ~1e-200) gave c = 1 whatever q2: linear net, weight_var w, bias_var 0, inputs of
+    # norms 1e-200 and 4e-200 with overlap 1e-200: q1 = w 1e-200, q1b = w 4e-200, q2 = w 1e-200, c = 1/2 exactly
+    fr = mf.forward(mf.Network("linear", depth=1, weight_var=1.0, bias_var=0.0), input_norm=1e-200, input_norm2=4e-200,
+                    input_overlap=1e-200)
+    np.testing.assert_allclose(fr.c, 0.5, rtol=1e-15)
+
+
+def test_thorough_run_hermite_coefficients_n_terms():
+    # n_terms had no upper bound: 10**20 raised numba's TypingError (not a TypeError), 2**62 "array is too big",
+    # 10**5 ran for minutes (the composite rule's node x term work grows like n_terms^1.5)
+    for n in (10**20, 2**62, 10**5, 10_001):
+        with pytest.raises(ValueError, match=r"^n_terms must be an integer in \[1, 10000\]"):
+            mf.hermite_coefficients("tanh", 1.0, n_terms=n)
+    # sin at q = 1e8 needs ~4.5e5 nodes (panels of the floor width 1e-3 over |z| <= 14): 1000 terms are 4.5e8
+    # node-term products, beyond the 2e8 budget; 3 terms are not (and are 0 to every digit, see above)
+    with pytest.raises(ValueError, match="^n_terms, q: 1000 coefficients"):
+        mf.hermite_coefficients("sin", 1e8, n_terms=1000)
+    # within the bound the coefficients are those of the exact spectrum (tanh's against the 1-D quadrature of
+    # E[tanh(z) He_k(z)] / sqrt(k!) by the Gauss-Hermite rule of 400 nodes (scipy; the library's explicit n_terms use
+    # the composite Gauss-Legendre rule): tanh is analytic in |Im z| < pi/2, so the rule errs by
+    # ~exp(-(pi/2) sqrt(2 n)) ~ 1e-19 at n = 400, plus rounding ~1e-16 of the sqrt(k!)-scaled terms)
+    from scipy.special import roots_hermitenorm
+    z, w = roots_hermitenorm(400)
+    w = w / math.sqrt(2 * math.pi)
+    ref = [np.sum(w * np.tanh(z) * np.polynomial.hermite_e.hermeval(z, [0] * k + [1])) / math.sqrt(math.factorial(k))
+           for k in range(21)]
+    np.testing.assert_allclose(mf.hermite_coefficients("tanh", 1.0, n_terms=21), ref, rtol=0, atol=1e-14)
+
+
+def test_thorough_run_regressions_argument_types():
+    net = mf.Network("linear", depth=1, weight_var=1.0, bias_var=0.0)
+    # an array as parameterization: "parameterization not in (...)" raised numpy's unnamed "truth value ... ambiguous"
+    with pytest.raises(ValueError, match="^parameterization must be"):
+        mf.kernels(net, np.zeros((1, 3)), parameterization=np.array([]))
+    # an array input_norm: math.log raised "only 0-dimensional arrays can be converted", naming nothing
+    with pytest.raises(TypeError, match="input_norm"):
+        mf.deep_linear_prior(0, 1, 1.0, [1.0, 2.0])
+    # b ~ 1e17 (log-gamma ~ 1e18: no digits left for the integrand's phase) fails at x = 1: the error named only x
+    # b = -1.8e308: the saddle -min(b) + tiny rounds onto the pole (step h = 0: ZeroDivisionError)
+    for b in (7.205759403792795e16, 3.484491437270411e41, 4.460149039706126e43, -1.7976931348623157e308):
+        with pytest.raises(ValueError, match="^x, b: log"):
+            mf.log_meijer_g(b, 1.0)
+
+
+def test_thorough_run_critical_weight_var_at_the_largest_bias():
+    # bias_var = 1.8e308 (tanh): g(q) = q - E[phi^2]/E[phi'^2] - bias_var rounds to 0 at q = bias_var (E/E' ~ 2.5e154
+    # is below half an ulp of 1.8e308), the bisection midpoint (lo + hi)/2 overflowed to inf, and the 1-D rule at
+    # q = inf never ended (the call ran for minutes). Independent route: on the critical line q* = bias_var +
+    # E[phi^2]/E[phi'^2] and weight_var = 1/E[phi'^2]; for tanh at q ~ 1.8e308, E[phi'^2] = E[sech^4 u] ~
+    # (4/3)/sqrt(2 pi q) (the sech^4 mass 4/3 under the density 1/sqrt(2 pi q) near 0, relative error O(1/q)), and
+    # q* = bias_var to every digit (the root solver stops at a bracket of 4 eps relative: rtol 1e-15)
+    big = 1.7976931348623157e308
+    w, q = mf.critical_weight_var("tanh", big, return_qstar=True)
+    assert q == pytest.approx(big, rel=1e-15)
+    assert w == pytest.approx(math.sqrt(2 * math.pi) * math.sqrt(big) * 3 / 4, rel=1e-12)

@@ -8,6 +8,18 @@ import numpy as np
 from .._checks import check_array, check_int, check_nonneg, check_positive
 
 
+def _check_depth(depth, minimum: int = 0) -> int:
+    """``depth`` as an int in ``[minimum, MAX_DEPTH]`` (the library's bound on hidden layers, 10000): the widths, the
+    Meijer-G parameters and ``weight_var ** (depth + 1)`` are built per layer, and a depth of 1e9 allocated gigabytes
+    (seconds and a MemoryError) before anything else could be said."""
+    from ..network import MAX_DEPTH
+
+    depth = check_int("depth", depth, minimum)
+    if depth > MAX_DEPTH:
+        raise ValueError(f"depth must be an integer in [{minimum}, {MAX_DEPTH}] (MAX_DEPTH), got {depth}")
+    return depth
+
+
 def _widths(width, depth: int) -> np.ndarray:
     if isinstance(width, (list, tuple, np.ndarray)):
         ws = list(np.ravel(np.asarray(width, dtype=object)))
@@ -100,7 +112,7 @@ def _setup(X, y, depth, width, weight_var, temperature, X_test):
     Returns ``(kern, depth, widths, weight_var, temperature, X_test)``; ``widths`` is None when ``width`` is None
     (the NNGP, which has no widths)."""
     X, y = _data(X, y)
-    depth = check_int("depth", depth, 0)
+    depth = _check_depth(depth, 0)
     ws = None if width is None else _widths(width, depth)
     weight_var = check_positive("weight_var", weight_var)
     T = check_nonneg("temperature", temperature)

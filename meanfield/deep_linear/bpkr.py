@@ -20,8 +20,8 @@ import numpy as np
 from scipy import optimize
 
 from .._interop import short_repr
-from .._checks import check_int, check_positive
-from ._common import _Kernel, _result_dict, _setup
+from .._checks import check_positive
+from ._common import _check_depth, _Kernel, _result_dict, _setup
 
 __all__ = ["hz_saddle_point", "bpkr_u0", "BPKRResult", "bpkr"]
 
@@ -49,7 +49,7 @@ def hz_saddle_point(alpha: float, ratio: float, depth: int) -> float:
     """
     alpha = check_positive("alpha", alpha, scalar=True)
     ratio = check_positive("ratio", ratio, scalar=True)
-    depth = check_int("depth", depth, 0)
+    depth = _check_depth(depth, 0)
     if depth == 0:  # no hidden layer: 1 + z/alpha = ratio
         return alpha * (ratio - 1.0)
     lo = max(-alpha, -1.0)
@@ -90,7 +90,7 @@ def bpkr_u0(alpha: float, r0: float, depth: int, weight_var: float = 1.0) -> flo
     weight_var = check_positive("weight_var", weight_var, scalar=True)
     # u_0 renormalizes the hidden layers' kernel: without a hidden layer (depth 0) there is none (the formula would
     # give u_0 = sigma^2 (1 - alpha (1 - r_0)), negative for alpha (1 - r_0) > 1)
-    depth = check_int("depth", depth, 1)
+    depth = _check_depth(depth, 1)
     r0 = check_positive("r0", r0, scalar=True)
     log_ratio = math.log(r0) - depth * math.log(weight_var)
     if not -700.0 < log_ratio < 700.0:

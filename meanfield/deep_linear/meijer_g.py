@@ -26,6 +26,10 @@ from ..errors import DivergenceWarning
 __all__ = ["log_meijer_g", "meijer_g"]
 
 
+_WORK_MAX = 20_000_000     # log-gamma evaluations of one saddle quadrature (a few seconds)
+_CHUNK = 1_000_000         # complex entries per block of the quadrature (16 MB)
+
+
 def _saddle_s(b: np.ndarray, log_w: float) -> float:
     """Real saddle ``s0 > -min(b)`` of ``phi(s) = sum log Gamma(b + s) - s log w`` (``sum psi(b + s0) = log w``)."""
     bmin = float(np.min(b))
@@ -61,8 +65,18 @@ def _log_g0m_saddle(b: np.ndarray, log_w: float) -> float:
     sigma = 1.0 / math.sqrt(curv)
     d = float(np.min(x0))
     h = min(sigma / 4.0, d / 8.0)
+    if not (h > 0.0 and math.isfinite(h)):
+        # b ~ -1.8e308: s0 = -min(b) + tiny rounds so that b + s0 = 0, the pole itself (a step h = 0 divided by 0)
+        raise FloatingPointError("the saddle lies on a pole to float64 precision (parameters b too large in modulus)")
+
+    # repeated parameters (every hidden layer of one width) are evaluated once and weighted by their multiplicity:
+    # the work is (nodes) x (distinct parameters), not x depth (depth 1000 near the pole took seconds)
+    xu, mult = np.unique(x0, return_counts=True)
+    grouped = xu.size < x0.size
 
     def dphi(t):
+        if grouped:
+            return special.loggamma(xu[None, :] + 1j * t[:, None]) @ mult - np.sum(special.gammaln(x0)) - 1j * t * log_w
         z = x0[None, :] + 1j * t[:, None]
         return np.sum(special.loggamma(z), axis=1) - np.sum(special.gammaln(x0)) - 1j * t * log_w
 
@@ -76,8 +90,13 @@ def _log_g0m_saddle(b: np.ndarray, log_w: float) -> float:
     n += n % 2  # even, so that the 2h rule uses every other node
     if n > 4_000_000:
         raise FloatingPointError("Mellin-Barnes quadrature needs too many nodes (argument too close to a pole)")
+    if n * xu.size > _WORK_MAX:
+        raise FloatingPointError(f"Mellin-Barnes quadrature needs {n} nodes x {xu.size} distinct parameters, beyond the "
+                                 f"budget of {_WORK_MAX:.0e} log-gamma evaluations (argument close to a pole with "
+                                 "many distinct widths)")
     t = np.arange(n + 1) * (tmax / n)
-    vals = np.real(np.exp(dphi(t)))
+    step_rows = max(1, _CHUNK // xu.size)     # bounded memory: rows of the (nodes x parameters) array per block
+    vals = np.concatenate([np.real(np.exp(dphi(t[i:i + step_rows]))) for i in range(0, t.size, step_rows)])
     step = tmax / n
     i1 = step * (0.5 * vals[0] + np.sum(vals[1:]))
     i2 = 2 * step * (0.5 * vals[0] + np.sum(vals[2::2]))
@@ -167,7 +186,10 @@ def log_meijer_g(b: ArrayLike, x: Optional[ArrayLike] = None, *, log_x: Optional
         try:
             out[i] = route(bb, float(v))
         except FloatingPointError as exc:   # outside the saddle route's range: say which argument
-            raise ValueError(f"{name}: log(x) = {float(v):.6g} is out of reach of the {method} route ({exc})") from None
+            # the reach depends on both: huge parameters (b ~ 1e17: log-gamma values ~ 1e18 leave no digits for the
+            # integrand's phase) fail at any x
+            raise ValueError(f"{name}, b: log(x) = {float(v):.6g} with b in [{float(np.min(bb)):.4g}, "
+                             f"{float(np.max(bb)):.4g}] is out of reach of the {method} route ({exc})") from None
     return float(out[0]) if shape == () else out.reshape(shape)
 
 

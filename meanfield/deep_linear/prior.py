@@ -22,9 +22,9 @@ import numpy as np
 from scipy import special
 
 from .._interop import short_repr
-from .._checks import check_finite_array, check_int, check_positive
+from .._checks import check_finite_array, check_positive
 from ..errors import DivergenceWarning
-from ._common import _result_dict, _widths
+from ._common import _check_depth, _result_dict, _widths
 from .meijer_g import log_meijer_g
 
 __all__ = ["DeepLinearPriorResult", "deep_linear_prior", "deep_linear_prior_density"]
@@ -111,10 +111,10 @@ def deep_linear_prior(depth: int, width: Union[int, Sequence[int]], weight_var: 
     >>> r.variance, round(r.fourth_moment, 6)
     (1.0, 6.75)
     """
-    depth = check_int("depth", depth, 0)
+    depth = _check_depth(depth, 0)
     ws = _widths(width, depth)
-    weight_var = check_positive("weight_var", weight_var)
-    input_norm = check_positive("input_norm", input_norm)
+    weight_var = check_positive("weight_var", weight_var, scalar=True)
+    input_norm = check_positive("input_norm", input_norm, scalar=True)   # (an array failed in math.log, unnamed)
     # in logs: sigma^(2L) and 2^L overflow a float (OverflowError from Python's **) at depth ~ 1000
     log_s2 = (depth + 1) * math.log(weight_var) + math.log(input_norm)
     prod = float(np.prod(1.0 + 2.0 / ws))

@@ -903,10 +903,12 @@ def check_kernel_spectrum(ctx: CheckContext) -> list:
 
     Examples
     --------
+    The theory of five spectra takes about ten seconds, so the example is not run as a doctest.
+
     >>> import torch
     >>> ctx = CheckContext("quick", torch.device("cpu"), torch.float64, widths=(16, 32), n_seeds=2)
-    >>> rows = check_kernel_spectrum(ctx)
-    >>> [r["quantity"] for r in rows[:2]]
+    >>> rows = check_kernel_spectrum(ctx)     # doctest: +SKIP
+    >>> [r["quantity"] for r in rows[:2]]     # doctest: +SKIP
     ['E[lambda^1] (conjugate kernel)', 'E[lambda^2] (conjugate kernel)']
     """
     from ..spectra import conjugate_kernel_spectrum, fisher_spectrum, ntk_spectrum
